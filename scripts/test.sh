@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's test command: set up (idempotent), then run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+[ -n "${VIRTUAL_ENV:-}" ] || . .venv/bin/activate
+export DS_ACCELERATOR=cpu
+exec python -m pytest -q "$@"
