@@ -38,7 +38,9 @@ def setup_logging(verbose: bool = False, log_file: str | None = None) -> None:
     )
 
 
-def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+def run_cli(
+    main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None
+) -> int:
     """Run a command's ``main`` and turn project errors into ``error: ...`` plus exit code 2."""
     try:
         code = main(argv)
