@@ -1,0 +1,1 @@
+"""Inference: grammar-constrained generation, genome annotation (windows -> GFF3), ORF snapping."""
