@@ -44,7 +44,7 @@ def run_prodigal(sequences: Sequence[tuple[str, str]], *, transl_table: int = 11
         with warnings.catch_warnings():  # "should be at least 100000 characters": fine for phages
             warnings.simplefilter("ignore", UserWarning)
             encoded = [s.encode() for _, s in sequences]
-            finder.train(*encoded, translation_table=transl_table)  # type: ignore[arg-type]
+            finder.train(*encoded, translation_table=transl_table)  # type: ignore[call-overload]
     feats: list[Feature] = []
     for seqid, seq in sequences:
         for gene in finder.find_genes(seq.encode()):
