@@ -1,0 +1,324 @@
+"""Grammar-constrained batched decoding with the KV cache: greedy and beam search.
+
+At every step the logits of each row are masked to the tokens the target grammar allows next
+(``baking.grammar.GrammarAutomaton``), so even an untrained model can only write well-formed
+features with coordinates inside the window. The grammar's END marker maps to ``[SEP]``. A row
+that hits ``max_new_tokens`` before END is cut back to its last accepting point, so the output
+always decodes.
+
+Each emitted token's log-probability is taken under the *constrained* distribution (softmax over
+the allowed tokens only): a token the grammar forces costs nothing, and a feature's score is the
+probability of the choices the model actually had.
+
+The model contract (``trainer.model.Dna2GffModel``): ``encode(input_ids, attention_mask)`` ->
+(B, S, H) and ``decode(decoder_input_ids, encoder_hidden, encoder_attention_mask,
+past_key_values=None, use_cache=False)`` -> (logits (B, T, V), cache), the cache offering
+``index_select(index)`` to reorder rows for beam search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+NEG_INF = float("-inf")
+
+
+class GrammarState(Protocol):
+    """What decoding needs of a grammar state (``baking.grammar``'s automaton states)."""
+
+    @property
+    def accepting(self) -> bool: ...
+
+    def allowed(self) -> Collection[str]: ...
+
+    def advance(self, token: str) -> GrammarState: ...
+
+
+@dataclass
+class GeneratedTarget:
+    """One window's generated target tokens (END/``[SEP]`` excluded) and their log-probabilities.
+
+    ``complete`` is False when the row ran out of ``max_new_tokens`` and was cut back to its last
+    accepting point.
+    """
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    complete: bool = True
+
+
+@dataclass
+class _Hyp:
+    """A partial output: grammar state, tokens so far, and the last point the grammar accepted."""
+
+    state: Any
+    tokens: list[str]
+    logprobs: list[float]
+    score: float = 0.0
+    done: bool = False
+    accept_len: int = 0
+
+    def extended(self, token: str, logprob: float, end_marker: str) -> _Hyp:
+        if token == end_marker:
+            return _Hyp(
+                self.state, self.tokens, self.logprobs, self.score + logprob, True, len(self.tokens)
+            )
+        state = _advance(self.state, token)
+        toks, lps = [*self.tokens, token], [*self.logprobs, logprob]
+        accept = len(toks) if state.accepting else self.accept_len
+        return _Hyp(state, toks, lps, self.score + logprob, False, accept)
+
+    def result(self) -> GeneratedTarget:
+        if self.done:
+            return GeneratedTarget(list(self.tokens), list(self.logprobs), True)
+        n = self.accept_len
+        return GeneratedTarget(self.tokens[:n], self.logprobs[:n], False)
+
+
+def _advance(state: Any, token: str) -> Any:
+    """The state after ``token``; the automaton's ``advance`` returns a new state."""
+    return state.advance(token)
+
+
+class _MaskCache:
+    """Additive logit masks (0 allowed, -inf not) per distinct allowed-token set, on the device."""
+
+    def __init__(self, token_to_id: Mapping[str, int], vocab: int, device: torch.device) -> None:
+        self.token_to_id = token_to_id
+        self.vocab = vocab
+        self.device = device
+        self._cache: dict[frozenset[str], Tensor] = {}
+
+    def __call__(self, allowed: Collection[str]) -> Tensor:
+        key = frozenset(allowed)
+        mask = self._cache.get(key)
+        if mask is None:
+            ids = [self.token_to_id[t] for t in key]
+            mask = torch.full((self.vocab,), NEG_INF, device=self.device)
+            mask[torch.tensor(ids, dtype=torch.long, device=self.device)] = 0.0
+            self._cache[key] = mask
+        return mask
+
+
+def _allowed(hyp: _Hyp, end_marker: str) -> Collection[str]:
+    return hyp.state.allowed() if not hyp.done else (end_marker,)
+
+
+@torch.no_grad()
+def generate_ids(
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    start_state: Callable[[], Any],
+    token_to_id: Mapping[str, int],
+    *,
+    end_marker: str,
+    bos_id: int,
+    max_new_tokens: int = 256,
+    num_beams: int = 1,
+) -> list[GeneratedTarget]:
+    """Decode a batch of encoder inputs under the grammar; ``token_to_id`` maps every grammar token
+    *and* ``end_marker`` (to the EOS id) to vocabulary ids."""
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    b = input_ids.shape[0]
+    k = num_beams
+    enc = model.encode(input_ids, attention_mask)  # (B, S, H)
+    if k > 1:
+        enc = enc.repeat_interleave(k, dim=0)  # (B*K, S, H)
+        attention_mask = attention_mask.repeat_interleave(k, dim=0)
+    device = enc.device
+    # beams[row] holds K hypotheses (greedy: 1); flat row r*K+j is beam j of row r.
+    beams: list[list[_Hyp]] = [[_Hyp(start_state(), [], []) for _ in range(k)] for _ in range(b)]
+    masks: _MaskCache | None = None
+    id_to_token = _inverse(token_to_id)
+    dec_in = torch.full((b * k, 1), bos_id, dtype=torch.long, device=device)
+    cache = None
+    for step in range(max_new_tokens):
+        logits, cache = model.decode(
+            dec_in, enc, attention_mask, past_key_values=cache, use_cache=True
+        )
+        last = logits[:, -1].float()  # (B*K, V)
+        if masks is None:
+            masks = _MaskCache(token_to_id, last.shape[-1], device)
+        hyps = [h for row in beams for h in row]
+        bias = torch.stack([masks(_allowed(h, end_marker)) for h in hyps])  # (B*K, V)
+        logp = torch.log_softmax(last + bias, dim=-1)  # constrained distribution
+        if k == 1:
+            best = logp.argmax(dim=-1)
+            best_lp = logp.gather(1, best[:, None])[:, 0]
+            beams = [
+                [h if h.done else h.extended(id_to_token[int(t)], float(lp), end_marker)]
+                for h, t, lp in zip(hyps, best.tolist(), best_lp.tolist())
+            ]
+            next_ids = best
+        else:
+            beams, next_ids, order = _beam_step(beams, logp, k, id_to_token, end_marker, step)
+            cache = cache.index_select(order.to(device))
+        if all(h.done for row in beams for h in row):
+            break
+        dec_in = next_ids.to(device)[:, None]
+    out = []
+    for row in beams:
+        best_hyp = max(row, key=lambda h: (h.done, h.score / max(1, len(h.tokens) + h.done)))
+        out.append(best_hyp.result())
+    return out
+
+
+def _inverse(token_to_id: Mapping[str, int]) -> dict[int, str]:
+    inv: dict[int, str] = {}
+    for tok, i in token_to_id.items():
+        inv.setdefault(i, tok)
+    return inv
+
+
+def _beam_step(
+    beams: list[list[_Hyp]],
+    logp: Tensor,
+    k: int,
+    id_to_token: Mapping[int, str],
+    end_marker: str,
+    step: int,
+) -> tuple[list[list[_Hyp]], Tensor, Tensor]:
+    """One beam-search step: each row keeps its K best (hypothesis, token) continuations.
+
+    A finished hypothesis is carried over unchanged (one candidate, no added score). At step 0
+    all K beams of a row are identical, so only beam 0 expands.
+    """
+    eos_id = next(i for i, t in id_to_token.items() if t == end_marker)
+    vocab = logp.shape[-1]
+    top_lp, top_id = logp.topk(min(k, vocab), dim=-1)  # (B*K, K)
+    new_beams: list[list[_Hyp]] = []
+    next_ids: list[int] = []
+    order: list[int] = []
+    for r, row in enumerate(beams):
+        cands: list[tuple[float, int, int, float]] = []  # (score, beam j, token id, token lp)
+        for j, h in enumerate(row):
+            if step == 0 and j > 0:
+                break
+            flat = r * k + j
+            if h.done:
+                cands.append((h.score, j, eos_id, 0.0))
+                continue
+            for lp, t in zip(top_lp[flat].tolist(), top_id[flat].tolist()):
+                if lp > NEG_INF:
+                    cands.append((h.score + lp, j, t, lp))
+        cands.sort(key=lambda c: -c[0])
+        chosen = cands[:k]
+        while len(chosen) < k:  # fewer legal continuations than beams: duplicate the best
+            chosen.append(chosen[0])
+        new_row = []
+        for _, j, t, lp in chosen:
+            h = row[j]
+            new_row.append(h if h.done else h.extended(id_to_token[t], lp, end_marker))
+            next_ids.append(t)
+            order.append(r * k + j)
+        new_beams.append(new_row)
+    return (
+        new_beams,
+        torch.tensor(next_ids, dtype=torch.long),
+        torch.tensor(order, dtype=torch.long),
+    )
+
+
+def encode_windows(
+    tokenizer: Any, windows_dna: Sequence[str], *, bos_id: int, eos_id: int, pad_id: int
+) -> tuple[Tensor, Tensor]:
+    """Encoder inputs as the trainer builds them: ``[CLS] dna-BPE [SEP]``, right-padded."""
+    rows = [
+        [bos_id, *tokenizer.encode(dna.upper(), add_special_tokens=False).ids, eos_id]
+        for dna in windows_dna
+    ]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, S)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def grammar_token_ids(
+    tokenizer: Any, feature_types: Sequence[str], window_len: int, eos_id: int
+) -> dict[str, int]:
+    """Vocabulary ids of every target token of the grammar, plus its END marker -> ``eos_id``.
+
+    Raises ``ConfigError`` when the tokenizer lacks a grammar token (the model was built for other
+    feature types or a shorter window).
+    """
+    from baking.grammar import END, target_vocabulary
+
+    from baking.errors import ConfigError
+
+    out: dict[str, int] = {}
+    missing = []
+    for tok in target_vocabulary(feature_types, window_len):
+        if tok == END:
+            continue
+        i = tokenizer.token_to_id(tok)
+        if i is None:
+            missing.append(tok)
+        else:
+            out[tok] = i
+    if missing:
+        raise ConfigError(
+            f"tokenizer lacks {len(missing)} grammar token(s) for types={list(feature_types)} "
+            f"window_len={window_len}: {missing[:5]}"
+        )
+    out[END] = eos_id
+    return out
+
+
+def generate_targets(
+    model: Any,
+    tokenizer: Any,
+    windows_dna: Sequence[str],
+    window_len: int,
+    feature_types: Sequence[str],
+    *,
+    max_new_tokens: int = 256,
+    num_beams: int = 1,
+    device: str | torch.device = "cpu",
+) -> list[GeneratedTarget]:
+    """Generate the target tokens of each window (DNA strings, 5'->3') under the grammar.
+
+    The entry point the trainer's validation and ``annotate`` share; ``model`` is a
+    ``Dna2GffModel`` (its config gives the special ids), ``tokenizer`` a ``tokenizers.Tokenizer``.
+    """
+    from baking.grammar import END, GrammarAutomaton
+
+    if not windows_dna:
+        return []
+    cfg = model.config
+    token_to_id = grammar_token_ids(tokenizer, feature_types, window_len, cfg.eos_token_id)
+    automaton = GrammarAutomaton(list(feature_types), window_len)
+    ids, mask = encode_windows(
+        tokenizer,
+        windows_dna,
+        bos_id=cfg.bos_token_id,
+        eos_id=cfg.eos_token_id,
+        pad_id=cfg.pad_token_id,
+    )
+    was_training = model.training
+    model.eval()
+    try:
+        return generate_ids(
+            model,
+            ids.to(device),
+            mask.to(device),
+            automaton.start,
+            token_to_id,
+            end_marker=END,
+            bos_id=cfg.bos_token_id,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+        )
+    finally:
+        model.train(was_training)
