@@ -1,0 +1,196 @@
+"""The model's one configuration: sizes, special token ids and MoE settings, as a JSON-able dataclass.
+
+Everything needed to rebuild a ``Dna2GffModel`` lives here, so a model folder is ``config.json`` +
+``model.safetensors`` and nothing else has to be remembered. Field names follow DNABERT-2's
+``config.json`` where they overlap so the two are easy to compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from baking.errors import ConfigError, InputError
+
+CONFIG_NAME = "config.json"
+MODEL_TYPE = "dna2gff"
+
+
+@dataclass
+class Dna2GffConfig:
+    """Encoder-decoder built from DNABERT-2: encoder as published, decoder initialised from it."""
+
+    vocab_size: int
+    """Rows of the shared embedding table (DNA BPE tokens + annotation tokens)."""
+    hidden_size: int
+    num_encoder_layers: int
+    num_decoder_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    """Width of one branch of the gated-GELU MLP (``gated_layers`` has twice as many rows)."""
+    layer_norm_eps: float = 1e-12
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.0
+    type_vocab_size: int = 2
+    pad_token_id: int = 3  # [PAD]
+    bos_token_id: int = 1  # [CLS]: first decoder input
+    eos_token_id: int = 2  # [SEP]: the decoder's stop token
+    tie_word_embeddings: bool = True
+    """Output head shares the input embedding matrix (same storage); else it starts as a copy."""
+    use_moe: bool = False
+    num_experts: int = 8
+    moe_top_k: int = 2
+    moe_layers: list[int] | None = None
+    """Decoder layers whose MLP becomes a MoE layer; None = every decoder layer."""
+    moe_capacity_factor: float = 1.25
+    """Training-time expert capacity (DeepSpeed: capacity = factor * k * tokens / experts)."""
+    moe_eval_capacity_factor: float = 2.0
+    """Passed to DeepSpeed for completeness; evaluation never drops tokens (see ``moe.py``)."""
+    moe_min_capacity: int = 4
+    moe_drop_tokens: bool = True
+    """Drop tokens over capacity while training (faster, the usual GShard setting)."""
+    moe_aux_loss_coef: float = 0.01
+    """Weight the trainer gives ``Seq2SeqOutput.aux_loss``; the model itself never adds it."""
+    source_checkpoint: str | None = None
+    """Where the encoder came from (hub id or folder), for provenance only."""
+    window_len: int | None = None
+    """Window length (bp) the model was trained on; written by the trainer, read by annotate."""
+    feature_types: list[str] | None = None
+    """Feature types of the target grammar the model was trained on (trainer / annotate)."""
+    model_type: str = MODEL_TYPE
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form metadata other tools may store (kept verbatim through save/load)."""
+
+    def __post_init__(self) -> None:
+        positive = (
+            "vocab_size",
+            "hidden_size",
+            "num_encoder_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "type_vocab_size",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.num_decoder_layers, int) or self.num_decoder_layers <= 0:
+            raise ConfigError(
+                f"num_decoder_layers must be a positive integer, got {self.num_decoder_layers!r}"
+            )
+        if self.num_decoder_layers > self.num_encoder_layers:
+            raise ConfigError(
+                f"num_decoder_layers={self.num_decoder_layers} exceeds num_encoder_layers="
+                f"{self.num_encoder_layers}: decoder layer i is initialised from encoder layer i"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"hidden_size={self.hidden_size} is not divisible by "
+                f"num_attention_heads={self.num_attention_heads}"
+            )
+        for name in ("hidden_dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        if not self.layer_norm_eps > 0:
+            raise ConfigError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.vocab_size:
+                raise ConfigError(
+                    f"{name}={value!r} is outside the vocabulary (0..{self.vocab_size - 1})"
+                )
+        if self.num_experts < 1:
+            raise ConfigError(f"num_experts must be >= 1, got {self.num_experts!r}")
+        if self.moe_top_k not in (1, 2):
+            raise ConfigError(
+                f"moe_top_k must be 1 or 2 (DeepSpeed MoE gating), got {self.moe_top_k!r}"
+            )
+        if self.use_moe and self.moe_top_k > self.num_experts:
+            raise ConfigError(f"moe_top_k={self.moe_top_k} exceeds num_experts={self.num_experts}")
+        if self.moe_layers is not None:
+            self.moe_layers = sorted({int(i) for i in self.moe_layers})
+            bad = [i for i in self.moe_layers if not 0 <= i < self.num_decoder_layers]
+            if bad:
+                raise ConfigError(
+                    f"moe_layers={bad} outside the decoder layers 0..{self.num_decoder_layers - 1}"
+                )
+        for name in ("moe_capacity_factor", "moe_eval_capacity_factor"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.moe_min_capacity < 0:
+            raise ConfigError(f"moe_min_capacity must be >= 0, got {self.moe_min_capacity!r}")
+        if self.moe_aux_loss_coef < 0:
+            raise ConfigError(f"moe_aux_loss_coef must be >= 0, got {self.moe_aux_loss_coef!r}")
+        if self.window_len is not None and self.window_len <= 0:
+            raise ConfigError(f"window_len must be positive, got {self.window_len!r}")
+        if self.model_type != MODEL_TYPE:
+            raise ConfigError(f"model_type must be {MODEL_TYPE!r}, got {self.model_type!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def is_moe_layer(self, index: int) -> bool:
+        """Whether decoder layer ``index`` uses a MoE MLP."""
+        return self.use_moe and (self.moe_layers is None or index in self.moe_layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Dna2GffConfig:
+        """Build from a dict, rejecting unknown keys so a typo never silently falls back."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # a required field is missing
+            raise ConfigError(f"bad model config: {exc}") from exc
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``out_dir/config.json`` atomically (temporary name, then ``os.replace``)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / CONFIG_NAME
+        fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=out)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+                fh.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Dna2GffConfig:
+        """Read ``model_dir/config.json`` (or a path to the JSON file itself)."""
+        path = Path(model_dir)
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        if not path.is_file():
+            raise InputError(path, "no model config (config.json) found")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not valid JSON: {exc.msg}", exc.lineno) from exc
+        if not isinstance(data, dict) or data.get("model_type") != MODEL_TYPE:
+            raise InputError(
+                path,
+                f"not a dna2gff model config (model_type={data.get('model_type')!r})"
+                if isinstance(data, dict)
+                else "not a JSON object",
+            )
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise InputError(path, str(exc)) from exc

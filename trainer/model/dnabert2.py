@@ -1,0 +1,267 @@
+"""Read a DNABERT-2 checkpoint by name (no ``trust_remote_code``), and write random ones for tests.
+
+A checkpoint is a folder (or hub id resolved through ``huggingface_hub``) with DNABERT-2's
+``config.json`` and ``pytorch_model.bin`` or ``model.safetensors``. Keys may carry the ``bert.``
+prefix (``BertForMaskedLM``) or not (bare ``BertModel``); the MLM head (``cls.*``) and the pooler are
+ignored; anything else missing, unexpected or misshaped is a ``CheckpointError`` naming the tensor.
+
+``write_random_dnabert2`` writes the same layout with random weights (every tensor distinct, norms
+included, so "was it copied?" tests can tell), which is how tests and the demo exercise the real
+loading path offline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from baking.errors import InputError
+from trainer.model.config import Dna2GffConfig
+from trainer.model.encoder import DNABert2Model
+from trainer.model.state import CheckpointError, check_state_dict, load_weights
+
+log = logging.getLogger(__name__)
+
+DNABERT2_HUB_ID = "zhihan1996/DNABERT-2-117M"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+IGNORED_PREFIXES = ("cls.", "pooler.")
+RANDOM_MARK = "dna2gff-random-dnabert2"
+
+
+def resolve_checkpoint(path_or_id: str | Path) -> Path:
+    """A local folder as is; otherwise a hub id downloaded (or found in the cache) via huggingface_hub."""
+    local = Path(path_or_id).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise InputError(
+                local, "a DNABERT-2 checkpoint must be a folder (config.json + weights)"
+            )
+        return local
+    repo_id = str(path_or_id)
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
+        raise InputError(local, "no such folder (and not a hub id like zhihan1996/DNABERT-2-117M)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(
+            repo_id, allow_patterns=["config.json", *WEIGHT_FILES, *TOKENIZER_FILES]
+        )
+    except Exception as exc:  # offline, unknown repo, gated: all mean "give me a folder"
+        raise InputError(
+            repo_id,
+            f"cannot fetch from the Hugging Face hub ({type(exc).__name__}); pass a local folder "
+            "holding DNABERT-2's config.json and pytorch_model.bin or model.safetensors",
+        ) from exc
+    return Path(folder)
+
+
+def read_dnabert2_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise InputError(folder, "no config.json in the DNABERT-2 folder")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON: {exc.msg}", exc.lineno) from exc
+    need = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "vocab_size",
+    )
+    missing = [k for k in need if k not in data]
+    if missing:
+        raise InputError(path, f"missing DNABERT-2 config field(s): {', '.join(missing)}")
+    return data
+
+
+def encoder_config(hf: dict[str, Any], **overrides: Any) -> Dna2GffConfig:
+    """Our config from DNABERT-2's ``config.json`` (decoder depth defaults to the encoder's)."""
+    fields: dict[str, Any] = dict(
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_encoder_layers=hf["num_hidden_layers"],
+        num_decoder_layers=hf["num_hidden_layers"],
+        num_attention_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"],
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.0),
+        type_vocab_size=hf.get("type_vocab_size", 2),
+    )
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return Dna2GffConfig(**fields)
+
+
+def weights_file(folder: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise InputError(folder, f"no weights: expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def read_encoder_state(folder: Path, expected: dict[str, torch.Size]) -> dict[str, Tensor]:
+    """DNABERT-2 tensors under our names (``embeddings.*``, ``encoder.layer.N.*``), checked strictly."""
+    path = weights_file(folder)
+    raw = load_weights(path)
+    state: dict[str, Tensor] = {}
+    for key, value in raw.items():
+        name = key.removeprefix("bert.")
+        if name.startswith(IGNORED_PREFIXES):
+            continue
+        if name in state:
+            raise CheckpointError(path, f"tensor {name} appears both with and without 'bert.'")
+        state[name] = value
+    check_state_dict(path, expected, state)
+    return state
+
+
+def load_dnabert2(path_or_id: str | Path) -> tuple[DNABert2Model, Dna2GffConfig, Path]:
+    """Build ``DNABert2Model`` from a checkpoint; returns model, derived config and the folder."""
+    folder = resolve_checkpoint(path_or_id)
+    config = encoder_config(read_dnabert2_config(folder), source_checkpoint=str(path_or_id))
+    model = DNABert2Model(config)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    state = read_encoder_state(folder, expected)
+    model.load_state_dict(state, strict=True)
+    log.info("loaded dnabert2=%s tensors=%d", folder, len(state))
+    return model, config, folder
+
+
+def _random_state(model: DNABert2Model, seed: int) -> dict[str, Tensor]:
+    """BERT-like random weights; norms and biases perturbed so every tensor is distinguishable."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, value in model.state_dict().items():
+        noise = torch.randn(value.shape, generator=gen)
+        if name.endswith("LayerNorm.weight") or name.endswith("layernorm.weight"):
+            state[name] = 1.0 + 0.1 * noise
+        elif name.endswith(".bias"):
+            state[name] = 0.02 * noise
+        else:
+            state[name] = 0.02 * noise
+    return state
+
+
+def _remove_previous(out: Path) -> None:
+    """Replace only an empty folder or one this function wrote before; never a user's data."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+        return
+    try:
+        ours = json.loads((out / "config.json").read_text()).get("_name_or_path") == RANDOM_MARK
+    except (OSError, json.JSONDecodeError, AttributeError):
+        ours = False
+    if not ours:
+        raise InputError(out, "exists and is not a random DNABERT-2 checkpoint written by dna2gff")
+    shutil.rmtree(out)
+
+
+def write_random_dnabert2(
+    out_dir: str | Path,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int = 128,
+    vocab_size: int = 4096,
+    type_vocab_size: int = 2,
+    seed: int = 0,
+    weights_format: str = "bin",
+    bert_prefix: bool = True,
+    with_mlm_head: bool = True,
+    tokenizer_dir: str | Path | None = None,
+) -> Path:
+    """Write a random checkpoint in DNABERT-2's layout: config.json + weights (+ tokenizer files).
+
+    ``weights_format`` "bin" -> ``pytorch_model.bin``, "safetensors" -> ``model.safetensors``.
+    With ``bert_prefix`` keys look like ``BertForMaskedLM``'s (and carry the MLM head when
+    ``with_mlm_head``); without, like a bare ``BertModel`` (plus a pooler). Written to a temporary
+    folder and renamed into place.
+    """
+    if weights_format not in ("bin", "safetensors"):
+        raise ValueError(f"weights_format must be 'bin' or 'safetensors', got {weights_format!r}")
+    config = Dna2GffConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_encoder_layers=num_layers,
+        num_decoder_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        type_vocab_size=type_vocab_size,
+    )
+    model = DNABert2Model(config)
+    encoder = _random_state(model, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    state: dict[str, Tensor] = {}
+    if bert_prefix:
+        state = {f"bert.{k}": v for k, v in encoder.items()}
+        if with_mlm_head:
+            state["cls.predictions.transform.dense.weight"] = 0.02 * torch.randn(
+                hidden_size, hidden_size, generator=gen
+            )
+            state["cls.predictions.transform.dense.bias"] = torch.zeros(hidden_size)
+            state["cls.predictions.transform.LayerNorm.weight"] = torch.ones(hidden_size)
+            state["cls.predictions.transform.LayerNorm.bias"] = torch.zeros(hidden_size)
+            state["cls.predictions.decoder.weight"] = encoder["embeddings.word_embeddings.weight"]
+            state["cls.predictions.decoder.bias"] = torch.zeros(vocab_size)
+    else:
+        state = dict(encoder)
+        state["pooler.dense.weight"] = 0.02 * torch.randn(hidden_size, hidden_size, generator=gen)
+        state["pooler.dense.bias"] = torch.zeros(hidden_size)
+    hf_config = {
+        "_name_or_path": RANDOM_MARK,
+        "alibi_starting_size": 512,
+        "architectures": ["BertForMaskedLM"],
+        "attention_probs_dropout_prob": 0.0,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": intermediate_size,
+        "layer_norm_eps": 1e-12,
+        "max_position_embeddings": 512,
+        "num_attention_heads": num_heads,
+        "num_hidden_layers": num_layers,
+        "type_vocab_size": type_vocab_size,
+        "vocab_size": vocab_size,
+        "dna2gff_seed": seed,
+    }
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        if weights_format == "bin":
+            torch.save(state, tmp / "pytorch_model.bin")
+        else:
+            from safetensors.torch import save_file
+
+            # safetensors refuses shared storage: the tied MLM decoder becomes its own copy
+            save_file(
+                {k: v.contiguous().clone() for k, v in state.items()},
+                str(tmp / "model.safetensors"),
+            )
+        if tokenizer_dir is not None:
+            for name in TOKENIZER_FILES:
+                src = Path(tokenizer_dir) / name
+                if src.is_file():
+                    shutil.copyfile(src, tmp / name)
+        if out.exists():
+            _remove_previous(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote random dnabert2=%s format=%s bert_prefix=%s", out, weights_format, bert_prefix)
+    return out

@@ -1,0 +1,376 @@
+"""``Dna2GffModel``: DNABERT-2 encoder + a decoder initialised from it, with an optional MoE.
+
+| part | init |
+|---|---|
+| embeddings (shared by encoder and decoder), encoder layers | copied from DNABERT-2 |
+| decoder self-attention (``Wqkv``, ``dense``) + its norm | copied from the same-index encoder layer |
+| cross-attention (``q``, ``kv``, ``dense``) | random N(0, 0.02), zero biases; norm copied (decoder.py) |
+| decoder MLP + norm | copied; MoE experts are copies of it, router random |
+| output head ``lm_head`` (no bias) | the word embedding itself when tied, else a copy of it |
+
+The model folder is ``config.json`` + ``model.safetensors`` (+ tokenizer files). Experts are stored
+under *global* indices ("canonical" state dict), so a folder saved at one expert-parallel size loads
+at any other: rank r of an ``ep_size``-way group keeps experts ``r*local .. (r+1)*local - 1``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from baking.errors import InputError
+from trainer.distributed import expert_parallel_group, expert_parallel_rank
+from trainer.model.config import CONFIG_NAME, Dna2GffConfig
+from trainer.model.decoder import Decoder, KVCache
+from trainer.model.dnabert2 import TOKENIZER_FILES, load_dnabert2
+from trainer.model.encoder import Embeddings, Encoder, GatedMLP
+from trainer.model.moe import EXPERTS_PREFIX, MoEMLP
+from trainer.model.state import (
+    CheckpointError,
+    check_state_dict,
+    load_weights,
+    save_safetensors_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+HEAD_KEY = "lm_head.weight"
+IGNORE_INDEX = -100
+_EXPERT_KEY = re.compile(
+    r"^(decoder\.layer\.\d+\.mlp\." + re.escape(EXPERTS_PREFIX) + r")(\d+)\.(.+)$"
+)
+
+
+@dataclass
+class Seq2SeqOutput:
+    loss: Tensor | None
+    """Token cross-entropy over ``labels`` (ignore_index -100); the MoE aux loss is NOT included."""
+    logits: Tensor
+    """(B, T, V)"""
+    aux_loss: Tensor
+    """Sum of the MoE layers' load-balancing losses (0 without MoE); weight it in the trainer."""
+
+
+class Dna2GffModel(nn.Module):
+    """Encoder-decoder over one vocabulary: DNA BPE tokens in, annotation tokens out."""
+
+    def __init__(self, config: Dna2GffConfig, ep_size: int = 1) -> None:
+        super().__init__()
+        if ep_size < 1 or (config.use_moe and config.num_experts % ep_size):
+            raise ValueError(f"ep_size={ep_size} must divide num_experts={config.num_experts}")
+        self.config = config
+        self.ep_size = ep_size if config.use_moe else 1
+        self.embeddings = Embeddings(config)
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config, self.ep_size)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    # ----------------------------------------------------------------- structure
+    def tie_weights(self) -> None:
+        """With ``tie_word_embeddings`` the head's weight IS the embedding matrix (one Parameter)."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.embeddings.word_embeddings.weight
+
+    @property
+    def ep_rank(self) -> int:
+        return expert_parallel_rank(self.ep_size)
+
+    def moe_layers(self) -> dict[int, MoEMLP]:
+        return {
+            i: layer.mlp
+            for i, layer in enumerate(self.decoder.layers())
+            if isinstance(layer.mlp, MoEMLP)
+        }
+
+    # ----------------------------------------------------------------- compute
+    def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """DNA token ids (B, S) + mask (1 = real) -> encoder hidden states (B, S, H)."""
+        return self.encoder(self.embeddings(input_ids), attention_mask)
+
+    def _decode(
+        self,
+        decoder_input_ids: Tensor,
+        encoder_hidden: Tensor,
+        encoder_attention_mask: Tensor,
+        decoder_attention_mask: Tensor | None,
+        cache: KVCache | None,
+    ) -> tuple[Tensor, KVCache, Tensor]:
+        x = self.embeddings(decoder_input_ids)  # (B, T, H)
+        h, new_cache, aux = self.decoder(
+            x,
+            encoder_hidden,
+            encoder_attention_mask,
+            self.encoder.alibi_slopes,
+            decoder_attention_mask,
+            cache,
+        )
+        return self.lm_head(h), new_cache, aux  # (B, T, V)
+
+    def decode(
+        self,
+        decoder_input_ids: Tensor,
+        encoder_hidden: Tensor,
+        encoder_attention_mask: Tensor,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+        decoder_attention_mask: Tensor | None = None,
+    ) -> tuple[Tensor, KVCache | None]:
+        """Logits (B, T, V) for new decoder tokens, and the cache (with ``use_cache``).
+
+        Step by step: pass the whole prefix once (or just ``[CLS]``), then only the newest token
+        with ``past_key_values`` = the returned cache; results equal a full forward.
+        ``decoder_attention_mask`` (B, past + T) is optional (1 = real token).
+        """
+        logits, cache, _ = self._decode(
+            decoder_input_ids,
+            encoder_hidden,
+            encoder_attention_mask,
+            decoder_attention_mask,
+            past_key_values,
+        )
+        return logits, (cache if use_cache else None)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        decoder_input_ids: Tensor,
+        decoder_attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> Seq2SeqOutput:
+        """Teacher-forced pass. ``decoder_input_ids`` = [CLS] + target, ``labels`` = target + [SEP]
+        (already shifted by the caller; pads as -100)."""
+        enc = self.encode(input_ids, attention_mask)
+        logits, _, aux = self._decode(
+            decoder_input_ids, enc, attention_mask, decoder_attention_mask, None
+        )
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]),
+                labels.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+            )
+        return Seq2SeqOutput(loss=loss, logits=logits, aux_loss=aux)
+
+    def expert_load(self) -> dict[int, Tensor]:
+        """Per MoE decoder layer: fraction of routed token slots each global expert got last forward."""
+        return {i: mlp.last_load.clone() for i, mlp in self.moe_layers().items()}
+
+    # ----------------------------------------------------------------- state
+    def canonical_state_dict(self, gather: bool = False) -> dict[str, Tensor]:
+        """State dict with experts under global indices; the tied head is left out (it is the embedding).
+
+        At ``ep_size > 1`` each rank holds only its experts; with ``gather`` (a collective: every rank
+        of the expert group must call it) the other ranks' experts are fetched too, so the result is
+        the whole model on every rank.
+        """
+        local = self.num_local_experts
+        offset = self.ep_rank * local
+        out: dict[str, Tensor] = {}
+        for key, value in self.state_dict().items():
+            if key == HEAD_KEY and self.config.tie_word_embeddings:
+                continue
+            match = _EXPERT_KEY.match(key)
+            if match:
+                key = f"{match.group(1)}{offset + int(match.group(2))}.{match.group(3)}"
+            out[key] = value
+        if gather and self.ep_size > 1:
+            out = self._gather_experts(out)
+        return out
+
+    @property
+    def num_local_experts(self) -> int:
+        return self.config.num_experts // self.ep_size
+
+    def _gather_experts(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        import torch.distributed as dist
+
+        group = expert_parallel_group(self.ep_size)
+        mine = {k: v.detach().cpu() for k, v in state.items() if _EXPERT_KEY.match(k)}
+        parts: list[Any] = [None] * self.ep_size
+        dist.all_gather_object(parts, mine, group=group)
+        for part in parts:
+            state.update(part)
+        return state
+
+    def expected_canonical_shapes(self) -> dict[str, torch.Size]:
+        """Names and shapes a complete canonical state dict must have (all experts, no tied head)."""
+        shapes: dict[str, torch.Size] = {}
+        for key, value in self.state_dict().items():
+            if key == HEAD_KEY and self.config.tie_word_embeddings:
+                continue
+            match = _EXPERT_KEY.match(key)
+            if match:
+                if int(match.group(2)) != 0:
+                    continue
+                for e in range(self.config.num_experts):
+                    shapes[f"{match.group(1)}{e}.{match.group(3)}"] = value.shape
+                continue
+            shapes[key] = value.shape
+        return shapes
+
+    def load_canonical_state_dict(
+        self, sd: dict[str, Tensor], strict: bool = True, source: str = "<state dict>"
+    ) -> None:
+        """Load a canonical state dict, keeping this expert-parallel rank's experts only.
+
+        A tied head key, if present, is ignored (the head is the embedding). ``strict`` checks every
+        name and shape first and raises ``CheckpointError`` naming each mismatch.
+        """
+        sd = {
+            k: v for k, v in sd.items() if not (k == HEAD_KEY and self.config.tie_word_embeddings)
+        }
+        if strict:
+            check_state_dict(source, self.expected_canonical_shapes(), sd)
+        local = self.num_local_experts
+        first = self.ep_rank * local
+        mine: dict[str, Tensor] = {}
+        for key, value in sd.items():
+            match = _EXPERT_KEY.match(key)
+            if match:
+                e = int(match.group(2))
+                if not first <= e < first + local:
+                    continue
+                key = f"{match.group(1)}{e - first}.{match.group(3)}"
+            mine[key] = value
+        result = self.load_state_dict(mine, strict=False)
+        missing = [
+            k
+            for k in result.missing_keys
+            if not (k == HEAD_KEY and self.config.tie_word_embeddings)
+        ]
+        if strict and (missing or result.unexpected_keys):
+            raise CheckpointError(source, f"missing={missing} unexpected={result.unexpected_keys}")
+        self.tie_weights()
+
+    def save_pretrained(self, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files), each file atomically.
+
+        Call on every rank at ``ep_size > 1`` (experts are gathered); only rank 0 writes.
+        """
+        from trainer.distributed import world_rank
+
+        state = self.canonical_state_dict(gather=self.ep_size > 1)
+        if world_rank() != 0:
+            return
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_safetensors_atomic(state, out / WEIGHTS_NAME)
+        if tokenizer_dir is not None:
+            src_dir = Path(tokenizer_dir)
+            if src_dir.is_file():
+                src_dir = src_dir.parent
+            if not (src_dir / "tokenizer.json").is_file():
+                raise InputError(src_dir, "no tokenizer.json to copy into the model folder")
+            for name in TOKENIZER_FILES:
+                src = src_dir / name
+                if src.is_file() and src.resolve() != (out / name).resolve():
+                    tmp = out / f".{name}.tmp"
+                    shutil.copyfile(src, tmp)
+                    tmp.replace(out / name)
+        self.config.save(out)
+        log.info("saved model=%s tensors=%d", out, len(state))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | Path,
+        ep_size: int = 1,
+        map_location: str | torch.device = "cpu",
+    ) -> Dna2GffModel:
+        """Rebuild a saved model exactly (same logits); at ``ep_size > 1`` keeps this rank's experts."""
+        folder = Path(model_dir)
+        if not folder.is_dir():
+            raise InputError(folder, "model folder not found")
+        config = Dna2GffConfig.load(folder)
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise InputError(folder, f"no {WEIGHTS_NAME} in the model folder")
+        model = cls(config, ep_size=ep_size)
+        model.load_canonical_state_dict(load_weights(weights, map_location), source=str(weights))
+        return model.to(map_location)
+
+
+def build_from_dnabert2(
+    dnabert_path: str,
+    *,
+    num_decoder_layers: int | None = None,
+    use_moe: bool = False,
+    num_experts: int = 8,
+    moe_top_k: int = 2,
+    moe_layers: list[int] | None = None,
+    tie_weights: bool = False,
+    seed: int = 0,
+    **config_overrides: Any,
+) -> Dna2GffModel:
+    """The recipe's ``init_model``: DNABERT-2 encoder -> encoder-decoder (see the module table).
+
+    ``seed`` fixes the random parts (cross-attention, routers). Extra keyword arguments go to
+    ``Dna2GffConfig`` (e.g. ``moe_capacity_factor``).
+    """
+    source, enc_config, _ = load_dnabert2(dnabert_path)
+    fields = enc_config.to_dict()
+    fields.update(
+        num_decoder_layers=num_decoder_layers or enc_config.num_encoder_layers,
+        use_moe=use_moe,
+        num_experts=num_experts,
+        moe_top_k=moe_top_k,
+        moe_layers=moe_layers,
+        tie_word_embeddings=tie_weights,
+        source_checkpoint=str(dnabert_path),
+    )
+    fields.update(config_overrides)
+    config = Dna2GffConfig.from_dict(fields)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Dna2GffModel(config)
+    model.embeddings.load_state_dict(source.embeddings.state_dict())
+    model.encoder.load_state_dict(source.encoder.state_dict())
+    for i, layer in enumerate(model.decoder.layers()):
+        src = source.encoder.layers()[i]
+        layer.attention.load_state_dict(src.attention.state_dict())
+        layer.crossattention.output.LayerNorm.load_state_dict(
+            src.attention.output.LayerNorm.state_dict()
+        )
+        if isinstance(layer.mlp, MoEMLP):
+            layer.mlp.upcycle(src.mlp)
+            layer.mlp.layernorm.load_state_dict(src.mlp.layernorm.state_dict())
+        else:
+            assert isinstance(layer.mlp, GatedMLP)
+            layer.mlp.load_state_dict(src.mlp.state_dict())
+    if not tie_weights:
+        with torch.no_grad():
+            model.lm_head.weight.copy_(model.embeddings.word_embeddings.weight)
+    model.tie_weights()
+    log.info(
+        "built model source=%s enc_layers=%d dec_layers=%d moe=%s experts=%d top_k=%d tied=%s",
+        dnabert_path,
+        config.num_encoder_layers,
+        config.num_decoder_layers,
+        use_moe,
+        num_experts,
+        moe_top_k,
+        tie_weights,
+    )
+    return model
+
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "Dna2GffModel",
+    "KVCache",
+    "Seq2SeqOutput",
+    "build_from_dnabert2",
+]
