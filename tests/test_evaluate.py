@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from baking.fasta import read_fasta
+from trainer.evaluate.load import load_features
 from trainer.evaluate.metrics import (
     Feature,
     Scores,
@@ -12,6 +22,7 @@ from trainer.evaluate.metrics import (
     exact_scores,
     stop_scores,
 )
+from trainer.evaluate.prodigal import run_prodigal
 
 
 def F(start: int, end: int, strand: str = "+", type: str = "CDS", seqid: str = "chr") -> Feature:
@@ -83,3 +94,134 @@ def test_compare_reports_per_type() -> None:
     assert reports["rRNA"].n_ref == 0 and reports["rRNA"].exact.f1 == 0.0
     d = reports["CDS"].as_dict()
     assert d["exact"]["tp_ref"] == 1 and "f1" in d["stop"]
+
+
+# ----------------------------------------------------------------------- real data, gt eval, CLI
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write_gff(path: Path, feats: list[Feature], header: bool = True) -> Path:
+    lines = ["##gff-version 3"] if header else []
+    for i, f in enumerate(feats):
+        phase = "0" if f.type == "CDS" else "."
+        lines.append(
+            f"{f.seqid}\tpred\t{f.type}\t{f.start}\t{f.end}\t.\t{f.strand}\t{phase}\tID=p{i}"
+        )
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _gt_eval_cds(ref: Path, pred: Path, tmp: Path) -> dict[str, tuple[int, int]]:
+    """``gt eval`` figures as {line label: (numerator, denominator)}."""
+    sorted_paths = []
+    for p in (ref, pred):
+        out = tmp / f"{p.name}.sorted.gff3"
+        with open(out, "w") as fh:
+            subprocess.run(
+                ["gt", "gff3", "-sort", "-tidy", "-retainids", str(p)],
+                stdout=fh,
+                stderr=subprocess.DEVNULL,
+                check=True,
+            )
+        sorted_paths.append(str(out))
+    res = subprocess.run(["gt", "eval", *sorted_paths], capture_output=True, text=True, check=True)
+    figures = {}
+    for line in res.stdout.splitlines():
+        m = re.match(r"(.+?):\s+[\d.]+% \((?:TP=)?(\d+)/(?:\(TP=\d+ \+ (?:FN|FP)=)?(\d+)", line)
+        if m:
+            num, den = int(m.group(2)), int(m.group(3))
+            if "TP=" in line:  # nucleotide lines: TP/(TP + FN) -> denominator TP + FN
+                den += num
+            figures[m.group(1)] = (num, den)
+    return figures
+
+
+@pytest.mark.shared
+def test_prodigal_on_c_crescentus_equals_gt_eval(genome_pair, tmp_path: Path) -> None:
+    if shutil.which("gt") is None:
+        pytest.skip("GenomeTools `gt` not installed")
+    fna, gff = genome_pair("C.crescentus")
+    run = run_prodigal(list(read_fasta(fna)))
+    pred_path = _write_gff(tmp_path / "prodigal.gff3", run.features)
+    ref, lengths = load_features(gff)
+    pred, _ = load_features(pred_path)
+    (rep,) = compare(ref, pred, ["CDS"], lengths)
+    ref_plain = tmp_path / "ref.gff3"
+    ref_plain.write_bytes(gzip.decompress(gff.read_bytes()))
+    gt = _gt_eval_cds(ref_plain, pred_path, tmp_path)
+    assert gt["exon sensitivity (CDS level, all)"] == (rep.exact.tp_ref, rep.exact.n_ref)
+    assert gt["exon specificity (CDS level, all)"] == (rep.exact.tp_pred, rep.exact.n_pred)
+    assert gt["nucleotide sensitivity (CDS level)"] == (rep.base.tp_ref, rep.base.n_ref)
+    assert gt["nucleotide specificity (CDS level)"] == (rep.base.tp_pred, rep.base.n_pred)
+    # SOURCES.md: Prodigal vs RefSeq on C. crescentus, exact F1 0.777, stop F1 0.971.
+    assert round(rep.exact.f1, 3) == 0.777
+    assert round(rep.stop.f1, 3) == 0.971
+
+
+@pytest.mark.shared
+def test_pseudogenes_excluded_by_default(genome_pair) -> None:
+    _, gff = genome_pair("E.coli")
+    kept, _ = load_features(gff)
+    everything, _ = load_features(gff, include_pseudo=True)
+    n_kept = sum(f.type == "CDS" for f in kept)
+    n_all = sum(f.type == "CDS" for f in everything)
+    assert n_all == 4337 and n_kept == 4337 - 36  # 36 RefSeq CDS carry pseudo=true
+    assert not any(f.type == "pseudogene" for f in kept)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch" / "evaluate.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_json_table_and_plot(tmp_path: Path) -> None:
+    ref = _write_gff(tmp_path / "ref.gff3", [f for f in REF])
+    pred = _write_gff(tmp_path / "pred.gff3", [f for f in PRED])
+    with gzip.open(tmp_path / "pred.gff3.gz", "wt") as fh:
+        fh.write(pred.read_text())
+    res = _cli(str(ref), str(tmp_path / "pred.gff3.gz"), "--json", "--types", "CDS,tRNA")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["dna2gff"]["CDS"]["exact"]["tp_ref"] == 1
+    assert data["dna2gff"]["CDS"]["n_pred"] == 5
+    assert data["dna2gff"]["tRNA"]["exact"]["f1"] == 1.0
+    png = tmp_path / "tracks.png"
+    res = _cli(str(ref), str(pred), "--plot", str(png), "--region", "chr:1-2500")
+    assert res.returncode == 0, res.stderr
+    assert "CDS" in res.stdout and png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("missing", "no such file"),
+        ("no_header", "##gff-version"),
+        ("baseline_without_fasta", "needs --fasta"),
+        ("bad_region", "--region"),
+    ],
+)
+def test_cli_bad_input(tmp_path: Path, case: str, message: str) -> None:
+    ref = _write_gff(tmp_path / "ref.gff3", list(REF))
+    pred = _write_gff(tmp_path / "pred.gff3", list(PRED), header=case != "no_header")
+    args = {
+        "missing": [str(ref), str(tmp_path / "absent.gff3")],
+        "no_header": [str(ref), str(pred)],
+        "baseline_without_fasta": [str(ref), str(pred), "--baseline", "prodigal"],
+        "bad_region": [
+            str(ref),
+            str(pred),
+            "--plot",
+            str(tmp_path / "x.png"),
+            "--region",
+            "chr:9-1",
+        ],
+    }[case]
+    res = _cli(*args)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error:") and message in res.stderr
+    assert not (tmp_path / "x.png").exists()

@@ -8,74 +8,51 @@ pseudogene's CDS is not a gene a finder should be rewarded or punished for.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from baking.gff3 import GFFFeature, read_gff3
 from trainer.evaluate.metrics import Feature
 
-
-def _attr(attributes: Mapping[str, Any], key: str) -> str | None:
-    """An attribute's (first) value whether the reader stores strings or lists."""
-    value = attributes.get(key)
-    if value is None:
-        return None
-    if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value)
-    return str(value)
+MAX_PARENT_DEPTH = 8
 
 
-def _is_pseudo_itself(feat: Any) -> bool:
-    attrs = feat.attributes
+def _is_pseudo_itself(f: GFFFeature) -> bool:
     return (
-        feat.type == "pseudogene"
-        or (_attr(attrs, "pseudo") or "").lower() == "true"
-        or _attr(attrs, "gene_biotype") == "pseudogene"
+        f.type == "pseudogene"
+        or (f.attr("pseudo") or "").lower() == "true"
+        or f.attr("gene_biotype") == "pseudogene"
     )
 
 
-def region_lengths(doc: Any) -> dict[str, int]:
-    """seqid -> length from ``##sequence-region`` lines (used to wrap origin-spanning features)."""
-    out: dict[str, int] = {}
-    regions = getattr(doc, "sequence_regions", None) or {}
-    items = regions.items() if isinstance(regions, Mapping) else ((r.seqid, r) for r in regions)
-    for seqid, region in items:
-        if isinstance(region, int):
-            out[seqid] = region
-        elif isinstance(region, tuple | list):
-            out[seqid] = int(region[-1])
-        else:
-            out[seqid] = int(region.end)
-    return out
+def pseudo_features(features: list[GFFFeature]) -> set[int]:
+    """Indices of features that are pseudogenes or descend (via ``Parent``) from one."""
+    by_id = {f.attr("ID"): f for f in features if f.attr("ID")}
+
+    def pseudo(f: GFFFeature, depth: int = 0) -> bool:
+        if _is_pseudo_itself(f):
+            return True
+        if depth >= MAX_PARENT_DEPTH:  # a Parent cycle must not recurse forever
+            return False
+        parents = (f.attr("Parent") or "").split(",")
+        return any(p in by_id and pseudo(by_id[p], depth + 1) for p in parents if p)
+
+    return {i for i, f in enumerate(features) if pseudo(f)}
 
 
 def load_features(
     path: str | Path, *, include_pseudo: bool = False
 ) -> tuple[list[Feature], dict[str, int]]:
-    """Features of a GFF3 file (plain or gzip) and its sequence lengths.
+    """Features of a GFF3 file (plain or gzip) and its ``##sequence-region`` lengths.
 
     Raises ``InputError`` (from the reader) for a missing or malformed file.
     """
-    from baking.gff3 import read_gff3
-
     doc = read_gff3(path)
-    feats = list(doc.features)
-    pseudo_ids: set[int] = set()
-    if not include_pseudo:
-        by_id = {_attr(f.attributes, "ID"): f for f in feats if _attr(f.attributes, "ID")}
-
-        def pseudo(f: Any, depth: int = 0) -> bool:
-            if _is_pseudo_itself(f):
-                return True
-            parents = (_attr(f.attributes, "Parent") or "").split(",")
-            return depth < 8 and any(
-                p in by_id and pseudo(by_id[p], depth + 1) for p in parents if p
-            )
-
-        pseudo_ids = {id(f) for f in feats if pseudo(f)}
+    feats = doc.features
+    skip = set() if include_pseudo else pseudo_features(feats)
     out = [
-        Feature(f.seqid, f.type, int(f.start), int(f.end), f.strand)
-        for f in feats
-        if id(f) not in pseudo_ids
+        Feature(f.seqid, f.type, f.start, f.end, f.strand)
+        for i, f in enumerate(feats)
+        if i not in skip
     ]
-    return out, region_lengths(doc)
+    lengths = {seqid: end for seqid, (_, end) in doc.sequence_regions.items()}
+    return out, lengths
