@@ -24,19 +24,19 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 import random
-import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from baking.errors import ConfigError
+from baking.gff3 import GFFFeature, atomic_write_bytes, write_gff3
 
 log = logging.getLogger(__name__)
 
 STARTS: dict[str, float] = {"ATG": 0.86, "GTG": 0.10, "TTG": 0.04}  # E. coli-like frequencies
 STOPS: dict[str, float] = {"TAA": 0.62, "TGA": 0.29, "TAG": 0.09}
+SOURCE = "dna2gff-synthetic"
 RBS_MOTIFS: tuple[str, ...] = ("AGGAGG", "AGGAGA", "GGAGG", "AGGAG", "GAGGT", "AGGA")
 _COMP = str.maketrans("ACGTacgtN", "TGCAtgcaN")
 _BASES = "ACGT"
@@ -127,25 +127,12 @@ class SyntheticSequence:
 
 
 @dataclass
-class SyntheticFeature:
-    """One GFF3 line: 1-based closed ``start..end`` (``end`` may exceed the length if circular)."""
-
-    seqid: str
-    type: str
-    start: int
-    end: int
-    strand: str
-    phase: str = "."
-    attributes: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
 class SyntheticGenome:
     """The generator's result: sequences plus features in file order (region, gene, child...)."""
 
     config: SyntheticConfig
     sequences: list[SyntheticSequence]
-    features: list[SyntheticFeature]
+    features: list[GFFFeature]
 
     def sequence(self, seqid: str) -> SyntheticSequence:
         for s in self.sequences:
@@ -153,7 +140,7 @@ class SyntheticGenome:
                 return s
         raise KeyError(seqid)
 
-    def features_of(self, ftype: str) -> list[SyntheticFeature]:
+    def features_of(self, ftype: str) -> list[GFFFeature]:
         return [f for f in self.features if f.type == ftype]
 
 
@@ -461,7 +448,7 @@ def generate_genome(cfg: SyntheticConfig) -> SyntheticGenome:
         b.lay_out(rep, 0, 0, False)
 
     sequences: list[SyntheticSequence] = []
-    features: list[SyntheticFeature] = []
+    features: list[GFFFeature] = []
     prefix = f"SYN{cfg.seed}"
     number = 0
     for i, rep in enumerate(reps):
@@ -482,7 +469,7 @@ def generate_genome(cfg: SyntheticConfig) -> SyntheticGenome:
         }
         if role == "plasmid":
             attrs["plasmid-name"] = f"pSYN{i}"
-        features.append(SyntheticFeature(rep.seqid, "region", 1, rep.length, "+", ".", attrs))
+        features.append(_feature(rep.seqid, "region", 1, rep.length, "+", None, attrs))
         mine = sorted((e for e in b.elements if e[0] == rep.seqid), key=lambda e: (e[1], e[3]))
         for seqid, left, n, strand, kind in mine:
             number += 1
@@ -500,17 +487,17 @@ def generate_genome(cfg: SyntheticConfig) -> SyntheticGenome:
 
 def _gene_pair(
     seqid: str, start: int, end: int, strand: str, kind: str, tag: str
-) -> list[SyntheticFeature]:
+) -> list[GFFFeature]:
     """The ``gene`` parent and its CDS/tRNA/rRNA child with NCBI's attribute names."""
     ftype, _, detail = kind.partition(":")
     biotype = "protein_coding" if ftype == "CDS" else ftype
-    gene = SyntheticFeature(
+    gene = _feature(
         seqid,
         "gene",
         start,
         end,
         strand,
-        ".",
+        None,
         {
             "ID": f"gene-{tag}",
             "Name": tag,
@@ -529,7 +516,7 @@ def _gene_pair(
             "product": "hypothetical protein",
             "transl_table": "11",
         }
-        phase = "0"
+        phase: int | None = 0
     else:
         product = f"tRNA-{detail}" if ftype == "tRNA" else f"{detail} ribosomal RNA"
         child_attrs = {
@@ -539,8 +526,20 @@ def _gene_pair(
             "locus_tag": tag,
             "product": product,
         }
-        phase = "."
-    return [gene, SyntheticFeature(seqid, ftype, start, end, strand, phase, child_attrs)]
+        phase = None
+    return [gene, _feature(seqid, ftype, start, end, strand, phase, child_attrs)]
+
+
+def _feature(
+    seqid: str,
+    ftype: str,
+    start: int,
+    end: int,
+    strand: str,
+    phase: int | None,
+    attrs: dict[str, str],
+) -> GFFFeature:
+    return GFFFeature(seqid, SOURCE, ftype, start, end, None, strand, phase, tuple(attrs.items()))
 
 
 def feature_sequence(seq: str, start: int, end: int, strand: str) -> str:
@@ -572,26 +571,6 @@ def orf_problems(sense: str, transl_table: int = 11) -> list[str]:
     return problems
 
 
-def _escape(value: str) -> str:
-    """Percent-escape what GFF3 reserves in attribute values (``;=&,``, tab, newline, ``%``)."""
-    out = []
-    for ch in value:
-        out.append(f"%{ord(ch):02X}" if ch in "%;=&,\t\n\r" or ord(ch) < 32 else ch)
-    return "".join(out)
-
-
-def gff3_text(genome: SyntheticGenome) -> str:
-    """The annotation as NCBI lays it out: pragmas, one region per sequence, genes, ``###``."""
-    lines = ["##gff-version 3", "#!gff-spec-version 1.21", "#!processor dna2gff synthetic"]
-    lines += [f"##sequence-region {s.seqid} 1 {len(s.seq)}" for s in genome.sequences]
-    for f in genome.features:
-        attrs = ";".join(f"{k}={_escape(v)}" for k, v in f.attributes.items())
-        cols = [f.seqid, "dna2gff-synthetic", f.type, str(f.start), str(f.end), ".", f.strand]
-        lines.append("\t".join([*cols, f.phase, attrs]))
-    lines.append("###")
-    return "\n".join(lines) + "\n"
-
-
 def fasta_text(genome: SyntheticGenome, width: int = 80) -> str:
     """The sequences as FASTA with ``>seqid description`` headers and ``width``-column lines."""
     parts = []
@@ -601,25 +580,16 @@ def fasta_text(genome: SyntheticGenome, width: int = 80) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _write_gzip_atomic(path: Path, text: str) -> None:
-    """gzip with no time or name in the header (byte-reproducible), renamed into place when done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile("", "wb", 6, raw, mtime=0) as gz:
-            gz.write(text.encode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_genome(genome: SyntheticGenome, out_dir: str | Path, stem: str) -> tuple[Path, Path]:
-    """Write ``<stem>.fna.gz`` and ``<stem>.gff.gz`` into ``out_dir``; returns (fasta, gff)."""
+    """Write ``<stem>.fna.gz`` and ``<stem>.gff.gz`` into ``out_dir``; returns (fasta, gff).
+
+    Both are gzip without a time stamp (same genome, same bytes) and written atomically.
+    """
     out = Path(out_dir)
     fna, gff = out / f"{stem}.fna.gz", out / f"{stem}.gff.gz"
-    _write_gzip_atomic(fna, fasta_text(genome))
-    _write_gzip_atomic(gff, gff3_text(genome))
+    atomic_write_bytes(fna, gzip.compress(fasta_text(genome).encode(), mtime=0))
+    regions = {s.seqid: len(s.seq) for s in genome.sequences}
+    write_gff3(gff, genome.features, regions, ["#!gff-spec-version 1.21", f"#!processor {SOURCE}"])
     return fna, gff
 
 
@@ -637,7 +607,7 @@ def make_genomes(
     return pairs
 
 
-def iter_cds(genome: SyntheticGenome) -> Iterator[tuple[SyntheticFeature, str]]:
+def iter_cds(genome: SyntheticGenome) -> Iterator[tuple[GFFFeature, str]]:
     """Each CDS with its sense sequence (start codon first), for checks and benchmarks."""
     for f in genome.features_of("CDS"):
         yield f, feature_sequence(genome.sequence(f.seqid).seq, f.start, f.end, f.strand)

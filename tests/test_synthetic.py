@@ -7,12 +7,15 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pyfastx
 import pytest
 
 from baking.errors import ConfigError
+from baking.fasta import read_fasta
+from baking.gff3 import read_gff3
 from baking.synthetic import (
     RBS_MOTIFS,
     SyntheticConfig,
@@ -67,19 +70,19 @@ def test_genes_overlap_and_one_spans_the_origin(genome) -> None:
 def test_rna_genes_and_parents_follow_ncbi(genome) -> None:
     types = Counter(f.type for f in genome.features)
     assert types["tRNA"] == 4 and types["rRNA"] == 3 and types["region"] == 2
-    ids = {f.attributes["ID"]: f for f in genome.features}
+    ids = {f.attr("ID"): f for f in genome.features}
     assert len(ids) == len(genome.features), "IDs are not unique"
     for f in genome.features:
         if f.type in ("CDS", "tRNA", "rRNA"):
-            parent = ids[f.attributes["Parent"]]
+            parent = ids[f.attr("Parent")]
             assert parent.type == "gene"
             assert (parent.start, parent.end, parent.strand) == (f.start, f.end, f.strand)
-            assert parent.attributes["locus_tag"] == f.attributes["locus_tag"]
+            assert parent.attr("locus_tag") == f.attr("locus_tag")
             biotype = "protein_coding" if f.type == "CDS" else f.type
-            assert parent.attributes["gene_biotype"] == biotype
+            assert parent.attr("gene_biotype") == biotype
     trna = feature_sequence(genome.sequences[0].seq, *_coords(genome.features_of("tRNA")[0]))
     assert trna.endswith("CCA") and 70 <= len(trna) <= 80
-    products = {f.attributes["product"] for f in genome.features_of("rRNA")}
+    products = {f.attr("product") for f in genome.features_of("rRNA")}
     assert products == {"16S ribosomal RNA", "23S ribosomal RNA", "5S ribosomal RNA"}
 
 
@@ -111,11 +114,20 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path: Path) 
     assert not list((tmp_path / "a").glob(".*tmp")), "temporary file left behind"
 
 
+def test_files_read_back_exactly_with_the_project_readers(tmp_path: Path, genome) -> None:
+    fna, gff = write_genome(genome, tmp_path, "syn")
+    doc = read_gff3(gff)
+    assert [replace(f, line=0) for f in doc.features] == genome.features
+    assert doc.sequence_regions == {s.seqid: (1, len(s.seq)) for s in genome.sequences}
+    assert dict(read_fasta(fna)) == {s.seqid: s.seq for s in genome.sequences}
+    assert all(f.phase == 0 for f in genome.features_of("CDS"))
+
+
 def test_files_have_ncbi_shape_and_agree_with_each_other(tmp_path: Path, genome) -> None:
     fna, gff = write_genome(genome, tmp_path, "syn")
     assert fna.name == "syn.fna.gz" and gff.name == "syn.gff.gz"
     lines = gzip.decompress(gff.read_bytes()).decode().splitlines()
-    assert lines[0] == "##gff-version 3" and lines[-1] == "###"
+    assert lines[0] == "##gff-version 3"
     regions = {
         ln.split()[1]: int(ln.split()[3]) for ln in lines if ln.startswith("##sequence-region")
     }
