@@ -86,7 +86,7 @@ TRAP = {
 def _run(model: FakeModel, rows: int = 1, **kw) -> list:
     ids = torch.ones(rows, 3, dtype=torch.long)
     mask = torch.ones(rows, 3, dtype=torch.long)
-    return generate_ids(model, ids, mask, State, TOK, end_marker=END, bos_id=1, **kw)
+    return generate_ids(model, ids, mask, [State()] * rows, TOK, end_marker=END, bos_id=1, **kw)
 
 
 def test_greedy_takes_the_locally_best_path_and_uses_the_cache() -> None:

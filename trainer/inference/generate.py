@@ -18,7 +18,7 @@ past_key_values=None, use_cache=False)`` -> (logits (B, T, V), cache), the cache
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -114,7 +114,7 @@ def generate_ids(
     model: Any,
     input_ids: Tensor,
     attention_mask: Tensor,
-    start_state: Callable[[], Any],
+    start_states: Sequence[Any],
     token_to_id: Mapping[str, int],
     *,
     end_marker: str,
@@ -122,13 +122,19 @@ def generate_ids(
     max_new_tokens: int = 256,
     num_beams: int = 1,
 ) -> list[GeneratedTarget]:
-    """Decode a batch of encoder inputs under the grammar; ``token_to_id`` maps every grammar token
-    *and* ``end_marker`` (to the EOS id) to vocabulary ids."""
+    """Decode a batch of encoder inputs under the grammar.
+
+    ``start_states`` holds each row's initial grammar state (a short last window has its own
+    length); ``token_to_id`` maps every grammar token *and* ``end_marker`` (to the EOS id) to
+    vocabulary ids.
+    """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     b = input_ids.shape[0]
+    if len(start_states) != b:
+        raise ValueError(f"{len(start_states)} start states for a batch of {b}")
     k = num_beams
     enc = model.encode(input_ids, attention_mask)  # (B, S, H)
     if k > 1:
@@ -136,7 +142,7 @@ def generate_ids(
         attention_mask = attention_mask.repeat_interleave(k, dim=0)
     device = enc.device
     # beams[row] holds K hypotheses (greedy: 1); flat row r*K+j is beam j of row r.
-    beams: list[list[_Hyp]] = [[_Hyp(start_state(), [], []) for _ in range(k)] for _ in range(b)]
+    beams: list[list[_Hyp]] = [[_Hyp(st, [], []) for _ in range(k)] for st in start_states]
     masks: _MaskCache | None = None
     id_to_token = _inverse(token_to_id)
     dec_in = torch.full((b * k, 1), bos_id, dtype=torch.long, device=device)
@@ -253,9 +259,8 @@ def grammar_token_ids(
     Raises ``ConfigError`` when the tokenizer lacks a grammar token (the model was built for other
     feature types or a shorter window).
     """
-    from baking.grammar import END, target_vocabulary
-
     from baking.errors import ConfigError
+    from baking.grammar import END, target_vocabulary
 
     out: dict[str, int] = {}
     missing = []
@@ -313,7 +318,7 @@ def generate_targets(
             model,
             ids.to(device),
             mask.to(device),
-            automaton.start,
+            [automaton.start(min(len(dna), window_len)) for dna in windows_dna],
             token_to_id,
             end_marker=END,
             bos_id=cfg.bos_token_id,
