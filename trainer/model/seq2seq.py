@@ -63,8 +63,13 @@ class Seq2SeqOutput:
 class Dna2GffModel(nn.Module):
     """Encoder-decoder over one vocabulary: DNA BPE tokens in, annotation tokens out."""
 
-    def __init__(self, config: Dna2GffConfig, ep_size: int = 1) -> None:
+    def __init__(self, config: Dna2GffConfig, ep_size: int = 1, ep_rank: int | None = None) -> None:
+        """``ep_rank`` (default: derived from torch.distributed, see ``trainer.distributed``) picks
+        which experts this process holds when ``ep_size > 1``."""
         super().__init__()
+        if ep_rank is not None and not 0 <= ep_rank < ep_size:
+            raise ValueError(f"ep_rank={ep_rank} outside 0..{ep_size - 1}")
+        self._ep_rank = ep_rank
         if ep_size < 1 or (config.use_moe and config.num_experts % ep_size):
             raise ValueError(f"ep_size={ep_size} must divide num_experts={config.num_experts}")
         self.config = config
@@ -83,7 +88,7 @@ class Dna2GffModel(nn.Module):
 
     @property
     def ep_rank(self) -> int:
-        return expert_parallel_rank(self.ep_size)
+        return self._ep_rank if self._ep_rank is not None else expert_parallel_rank(self.ep_size)
 
     def moe_layers(self) -> dict[int, MoEMLP]:
         return {
@@ -268,17 +273,7 @@ class Dna2GffModel(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         save_safetensors_atomic(state, out / WEIGHTS_NAME)
         if tokenizer_dir is not None:
-            src_dir = Path(tokenizer_dir)
-            if src_dir.is_file():
-                src_dir = src_dir.parent
-            if not (src_dir / "tokenizer.json").is_file():
-                raise InputError(src_dir, "no tokenizer.json to copy into the model folder")
-            for name in TOKENIZER_FILES:
-                src = src_dir / name
-                if src.is_file() and src.resolve() != (out / name).resolve():
-                    tmp = out / f".{name}.tmp"
-                    shutil.copyfile(src, tmp)
-                    tmp.replace(out / name)
+            _copy_tokenizer(Path(tokenizer_dir), out)
         self.config.save(out)
         log.info("saved model=%s tensors=%d", out, len(state))
 
@@ -288,6 +283,7 @@ class Dna2GffModel(nn.Module):
         model_dir: str | Path,
         ep_size: int = 1,
         map_location: str | torch.device = "cpu",
+        ep_rank: int | None = None,
     ) -> Dna2GffModel:
         """Rebuild a saved model exactly (same logits); at ``ep_size > 1`` keeps this rank's experts."""
         folder = Path(model_dir)
@@ -297,9 +293,26 @@ class Dna2GffModel(nn.Module):
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
             raise InputError(folder, f"no {WEIGHTS_NAME} in the model folder")
-        model = cls(config, ep_size=ep_size)
+        model = cls(config, ep_size=ep_size, ep_rank=ep_rank)
         model.load_canonical_state_dict(load_weights(weights, map_location), source=str(weights))
         return model.to(map_location)
+
+
+def _copy_tokenizer(src: Path, out: Path) -> None:
+    """Copy a tokenizer (folder, or tokenizer JSON file of any name) into a model folder atomically."""
+    tok_file = src if src.is_file() else src / "tokenizer.json"
+    if not tok_file.is_file():
+        raise InputError(src, "no tokenizer.json to copy into the model folder")
+    copies = {tok_file: out / "tokenizer.json"}
+    for name in TOKENIZER_FILES[1:]:
+        if (tok_file.parent / name).is_file():
+            copies[tok_file.parent / name] = out / name
+    for src_file, dst in copies.items():
+        if src_file.resolve() == dst.resolve():
+            continue
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src_file, tmp)
+        tmp.replace(dst)
 
 
 def build_from_dnabert2(

@@ -1,0 +1,38 @@
+"""``append_tk TOKENS TOKENIZER_JSON``: add the tokens not yet present; ids kept, idempotent.
+
+The file is rewritten atomically and only when something was added. Afterwards run
+``resize_model`` so the model's embeddings grow to the new vocabulary.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from baking.clitools import run_cli, setup_logging
+from trainer.tokens import append_tokens
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="append_tk",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("tokens", help="annotation tokens file, one per line")
+    p.add_argument("tokenizer", help="tokenizer.json to extend (or its folder)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--log_file", help="also log to this file")
+    return p
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.log_file)
+    added = append_tokens(args.tokens, args.tokenizer)
+    print(f"added {len(added)} token(s)" + (f": {' '.join(added)}" if added else ""))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
