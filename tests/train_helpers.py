@@ -1,0 +1,92 @@
+"""Tiny models, tokenizers and shards for the trainer's tests (no ../shared needed).
+
+Shards are written with ``webdataset.TarWriter`` in the documented sample format (``dna.txt``,
+``target.txt``, ``json``) with targets made by the real grammar, so the loader and the loss see what
+the baker produces; the manifest uses the baker's field names.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from baking.grammar import WindowFeature, encode_target, target_vocabulary
+
+TYPES = ["CDS", "tRNA"]
+WINDOW = 96
+
+
+def random_dna(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice("ACGT") for _ in range(n))
+
+
+def make_tokenizer(out_dir: Path, window_len: int = WINDOW, seed: int = 0) -> Path:
+    """A small DNABERT-2-format BPE tokenizer plus the grammar's annotation tokens."""
+    from trainer.tokens import add_annotation_tokens, save_tokenizer, train_dna_tokenizer
+
+    rng = random.Random(seed)
+    tok = train_dna_tokenizer([random_dna(rng, 4000) for _ in range(4)], vocab_size=64)
+    add_annotation_tokens(tok, target_vocabulary(TYPES, window_len))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_tokenizer(tok, out_dir)
+    return out_dir
+
+
+def make_model(out_dir: Path, tok_dir: Path, *, use_moe: bool = True, num_experts: int = 4,
+               hidden: int = 32, layers: int = 2) -> Path:  # fmt: skip
+    """A random tiny DNABERT-2 checkpoint turned into our encoder-decoder folder."""
+    from trainer.distributed import ensure_process_group
+    from trainer.model.dnabert2 import write_random_dnabert2
+    from trainer.model.seq2seq import build_from_dnabert2
+    from trainer.tokens import load_tokenizer
+
+    ensure_process_group()
+    vocab = load_tokenizer(tok_dir).get_vocab_size(with_added_tokens=True)
+    raw = out_dir.parent / (out_dir.name + "_dnabert2")
+    write_random_dnabert2(raw, hidden_size=hidden, num_layers=layers, num_heads=4,
+                          intermediate_size=2 * hidden, vocab_size=vocab, tokenizer_dir=tok_dir)  # fmt: skip
+    model = build_from_dnabert2(str(raw), use_moe=use_moe, num_experts=num_experts, moe_top_k=2,
+                                tie_weights=True, seed=0, hidden_dropout=0.0)  # fmt: skip
+    model.save_pretrained(out_dir, tokenizer_dir=tok_dir)
+    return out_dir
+
+
+def sample(rng: random.Random, window_len: int = WINDOW) -> tuple[str, str]:
+    """A window of DNA and a target with 0-2 features (CDS where 'ATG' occurs, to be learnable)."""
+    dna = random_dna(rng, window_len)
+    feats = []
+    pos = dna.find("ATG")
+    if pos >= 0 and pos + 30 < window_len:
+        feats.append(WindowFeature(pos, pos + 29, "+", "CDS", 0, False, False))
+    if rng.random() < 0.3:
+        s = rng.randrange(0, window_len - 20)
+        feats.append(WindowFeature(s, s + 15, "-", "tRNA", None, False, False))
+    return dna, " ".join(encode_target(feats, window_len))
+
+
+def write_shards(data_dir: Path, counts: dict[str, list[int]], *, window_len: int = WINDOW,
+                 seed: int = 0) -> Path:  # fmt: skip
+    """``counts = {"train": [n0, n1], "val": [n]}`` -> shards + manifest.json in ``data_dir``."""
+    import webdataset as wds
+
+    rng = random.Random(seed)
+    splits: dict[str, dict] = {}
+    for split, sizes in counts.items():
+        (data_dir / split).mkdir(parents=True, exist_ok=True)
+        entries = []
+        for i, n in enumerate(sizes):
+            rel = f"{split}/g-{i:04d}.tar"
+            with wds.TarWriter(str(data_dir / rel)) as w:
+                for j in range(n):
+                    dna, target = sample(rng, window_len)
+                    meta = {"genome": "g", "seqid": "s", "start": j * window_len,
+                            "end": (j + 1) * window_len, "strand": "+", "seq_length": 10**6,
+                            "circular": False, "window_len": window_len}  # fmt: skip
+                    w.write({"__key__": f"g_{i}_{j:06d}", "dna.txt": dna, "target.txt": target,
+                             "json": json.dumps(meta)})  # fmt: skip
+            entries.append({"path": rel, "count": n})
+        splits[split] = {"shards": entries}
+    manifest = {"splits": splits, "args": {"window": window_len, "types": TYPES}}
+    (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return data_dir

@@ -1,0 +1,80 @@
+"""Export a training engine's weights as a plain model folder (the format ``init_model`` writes).
+
+Under ZeRO-2 with bf16 the module holds bf16 copies while the fp32 master weights are partitioned
+across data-parallel ranks; experts are further split across expert-parallel ranks. The export
+assembles the fp32 masters (``safe_get_full_fp32_param``, a collective), lets the model gather its
+experts under global indices (``save_pretrained`` at ``ep_size > 1``), and rank 0 swaps the finished
+folder into place, so ``RUN_DIR/export`` is always either the previous export or the new one and
+loads in one process at any ``ep_size``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def export_model(
+    engine: Any,
+    model_cfg: Any,
+    out_dir: str | Path,
+    *,
+    tokenizer_dir: str | Path,
+    window_len: int | None,
+    feature_types: Sequence[str] | None,
+    rank: int,
+) -> Path:
+    """Write a consolidated fp32 model folder to ``out_dir``; every rank must call it."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if rank == 0 and tmp.exists():
+        shutil.rmtree(tmp)
+    _barrier()
+    module = engine.module
+    saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+    for _, p in module.named_parameters():
+        full = safe_get_full_fp32_param(p)  # collective over the param's data-parallel group
+        saved.append((p, p.data))
+        p.data = (full if full is not None else p.data).detach().float().cpu()
+    old_cfg = module.config
+    new_cfg = copy.deepcopy(old_cfg)
+    if window_len:
+        new_cfg.window_len = int(window_len)
+    if feature_types:
+        new_cfg.feature_types = list(feature_types)
+    module.config = new_cfg
+    try:
+        module.save_pretrained(tmp, tokenizer_dir=tokenizer_dir)  # gathers experts; rank 0 writes
+    finally:
+        module.config = old_cfg
+        for p, data in saved:
+            p.data = data
+    if rank == 0:
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("exported model=%s", out)
+    _barrier()
+    return out
