@@ -53,6 +53,7 @@ def test_synthetic_plan_runs_the_recipe_in_order(tmp_path: Path) -> None:
     assert _flag(by["annotate"], "--fasta") == str(held_fna)
     assert by["evaluate"][2:4] == [str(held_gff), str(lay.pred)]
     assert "prodigal" in by["evaluate"] and "--json" in by["evaluate_json"]
+    assert _flag(by["annotate"], "--circular") == "all"  # synthetic replicons are all circular
     lay.out.mkdir()
     bake = next(s for s in steps if s.name == "bake_data")
     assert bake.action is not None
@@ -65,8 +66,12 @@ def test_synthetic_plan_runs_the_recipe_in_order(tmp_path: Path) -> None:
 def test_real_genomes_and_dnabert2_skip_the_stand_ins(tmp_path: Path) -> None:
     pairs = []
     for name in ("a", "b"):
-        for ext in ("fna", "gff"):
-            (tmp_path / f"{name}.{ext}").write_text("x")
+        (tmp_path / f"{name}.fna").write_text(">chr\nACGT\n")
+        (tmp_path / f"{name}.gff").write_text(
+            "##gff-version 3\n"
+            "chr\tRefSeq\tregion\t1\t4\t.\t+\t.\tID=chr:1..4;Is_circular=true\n"
+            "pl\tRefSeq\tregion\t1\t4\t.\t+\t.\tID=pl:1..4\n"
+        )
         pairs.append((str(tmp_path / f"{name}.fna"), str(tmp_path / f"{name}.gff")))
     cfg = DemoConfig(out=str(tmp_path / "d"), genomes=tuple(pairs), dnabert_path="/models/dnabert2",
                      launcher="torchrun")  # fmt: skip
@@ -78,6 +83,7 @@ def test_real_genomes_and_dnabert2_skip_the_stand_ins(tmp_path: Path) -> None:
     assert _flag(by["init_tk"], "--base") == "/models/dnabert2"
     assert _flag(by["annotate"], "--fasta") == pairs[1][0]
     assert "torch.distributed.run" in by["train"]
+    assert _flag(by["annotate"], "--circular") == "chr"  # from the held-out GFF's region lines
 
 
 def test_output_folder_is_only_replaced_when_a_demo_made_it(tmp_path: Path) -> None:

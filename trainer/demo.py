@@ -73,6 +73,10 @@ class DemoConfig:
     max_steps: int = 150
     micro_batch_size: int = 8
     lr: float = 1e-3
+    use_moe: bool = True
+    """The recipe's MoE decoder (``--use_moe``); False builds a dense decoder."""
+    bake_args: tuple[str, ...] = ()
+    """Extra flags passed to bake_data.py as they are."""
     train_args: tuple[str, ...] = ()
     """Extra flags passed to train.py as they are."""
     annotate_args: tuple[str, ...] = ()
@@ -134,6 +138,7 @@ class Layout:
     tokenizer: Path = field(init=False)
     run: Path = field(init=False)
     pred: Path = field(init=False)
+    annotate_json: Path = field(init=False)
     eval_txt: Path = field(init=False)
     eval_json: Path = field(init=False)
     plot: Path = field(init=False)
@@ -149,7 +154,7 @@ class Layout:
             o / "baked",
         )
         self.new_tokens, self.tokenizer = o / "data" / "new_tokens.txt", o / "tokenizer"
-        self.run, self.pred = o / "run", o / "pred.gff3"
+        self.run, self.pred, self.annotate_json = o / "run", o / "pred.gff3", o / "annotate.json"
         self.eval_txt, self.eval_json, self.plot = o / "eval.txt", o / "eval.json", o / "eval.png"
         self.commands = o / "commands.sh"
 
@@ -221,13 +226,15 @@ def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
             "--num_heads", cfg.num_heads, "--intermediate_size", cfg.intermediate_size,
             "--vocab_size", cfg.vocab_size, "--seed", cfg.seed,
             "--tokenizer_fasta", *[f for f, _ in train_pairs])))  # fmt: skip
+    moe = ["--use_moe", "--num_experts", str(cfg.num_experts), "--moe_top_k", str(cfg.moe_top_k)]
     steps.append(Step("init_model", _py(
-        "init_model.py", "--save_dir", lay.model, "--dnabert_path", base, "--use_moe",
-        "--num_experts", cfg.num_experts, "--moe_top_k", cfg.moe_top_k, "--tie_weights")))  # fmt: skip
+        "init_model.py", "--save_dir", lay.model, "--dnabert_path", base,
+        *(moe if cfg.use_moe else []), "--tie_weights")))  # fmt: skip
     bake = _py("bake_data.py", "--genomes", lay.genome_list, lay.baked, "--workers", cfg.workers,
                "--extract_tokens", lay.new_tokens)  # fmt: skip
     if cfg.window_len:
         bake += ["--window_len", str(cfg.window_len)]
+    bake += list(cfg.bake_args)
     steps.append(Step("bake_data", bake, action=lambda: _genome_list(train_pairs, lay)))
     steps.append(
         Step("init_tk", _py("init_tk.py", lay.new_tokens, "--base", base, "--out", lay.tokenizer))
@@ -241,8 +248,10 @@ def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
     threads = max(1, (os.cpu_count() or 2) // cfg.nproc)
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
     steps.append(Step("train", train_command(cfg, lay), env=env))
+    circular = "all" if not cfg.genomes else ",".join(circular_seqids(held_gff))
     steps.append(Step("annotate", _py(
         "annotate.py", "--model", lay.run / "export", "--fasta", held_fna, "--out", lay.pred,
+        *(["--circular", circular] if circular else []), "--summary_json", lay.annotate_json,
         *cfg.annotate_args)))  # fmt: skip
     baseline = ["--baseline", "prodigal", "--fasta", str(held_fna)] if cfg.baseline else []
     steps.append(
@@ -253,6 +262,21 @@ def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
         for step in steps:
             step.env.setdefault("DS_ACCELERATOR", os.environ.get("DS_ACCELERATOR", "cpu"))
     return steps
+
+
+def circular_seqids(gff: str | Path) -> list[str]:
+    """Sequences the annotation's ``region`` lines call circular (``Is_circular=true``).
+
+    The FASTA cannot say it, and annotate must know it to find genes across the origin; it is
+    assembly metadata, not the annotation being predicted.
+    """
+    from baking.gff3 import iter_gff3
+
+    return [
+        f.seqid
+        for f in iter_gff3(gff)
+        if f.type == "region" and (f.attr("Is_circular") or "").lower() == "true"
+    ]
 
 
 def _genome_list(pairs: Sequence[tuple[Path, Path]], lay: Layout) -> None:

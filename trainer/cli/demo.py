@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max_steps", type=int, default=d.max_steps)
     t.add_argument("--micro_batch_size", type=int, default=d.micro_batch_size)
     t.add_argument("--lr", type=float, default=d.lr)
+    m.add_argument("--dense", action="store_true", help="no MoE (a dense decoder)")
+    t.add_argument("--bake_arg", action="append", default=[], metavar="ARG",
+                   help="extra flag for bake_data.py")  # fmt: skip
     t.add_argument("--train_arg", action="append", default=[], metavar="ARG",
                    help="extra flag for train.py, e.g. --train_arg=--save_every=50")  # fmt: skip
     t.add_argument("--annotate_arg", action="append", default=[], metavar="ARG",
@@ -69,7 +72,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         moe_top_k=a.moe_top_k, window_len=a.window_len, workers=a.workers, launcher=a.launcher,
         nproc=a.nproc, ep_size=a.ep_size, deepspeed_config=a.deepspeed_config,
         max_steps=a.max_steps, micro_batch_size=a.micro_batch_size, lr=a.lr,
-        train_args=tuple(a.train_arg), annotate_args=tuple(a.annotate_arg),
+        use_moe=not a.dense, bake_args=tuple(a.bake_arg), train_args=tuple(a.train_arg), annotate_args=tuple(a.annotate_arg),
         baseline=not a.no_baseline,
     )  # fmt: skip
     print(run_demo(cfg).report())
