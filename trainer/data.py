@@ -305,6 +305,28 @@ def collate(pairs: Sequence[tuple[list[int], list[int]]], ids: TokenIds, max_tgt
     }
 
 
+def pad_decoder(
+    batch: dict[str, torch.Tensor], length: int, pad_id: int
+) -> dict[str, torch.Tensor]:
+    """Right-pad the decoder tensors to ``length`` (pads ignored by attention and loss).
+
+    Expert-parallel MoE needs it: DeepSpeed sizes each all-to-all from the local token count, so
+    every rank of an expert group must present the same (B, T).
+    """
+    extra = length - batch["decoder_input_ids"].shape[1]
+    if extra <= 0:
+        return batch
+    out = dict(batch)
+    out["decoder_input_ids"] = torch.nn.functional.pad(
+        batch["decoder_input_ids"], (0, extra), value=pad_id
+    )
+    out["decoder_attention_mask"] = torch.nn.functional.pad(
+        batch["decoder_attention_mask"], (0, extra)
+    )
+    out["labels"] = torch.nn.functional.pad(batch["labels"], (0, extra), value=IGNORE_INDEX)
+    return out
+
+
 # --------------------------------------------------------------------------------------- dataset
 
 

@@ -146,7 +146,7 @@ def resolve_ds_config(
     sched = out.get("scheduler", {}).get("params", {})
     _fill(sched, "warmup_min_lr", 0.0)
     _fill(sched, "warmup_max_lr", cfg.lr)
-    _fill(sched, "warmup_num_steps", min(cfg.warmup_steps, max(total_steps - 1, 0)))
+    _fill(sched, "warmup_num_steps", max(1, min(cfg.warmup_steps, total_steps - 1)))
     _fill(sched, "total_num_steps", max(total_steps, 1))
     _fill(sched, "cos_min_ratio", cfg.min_lr / cfg.lr)
     _fill(sched, "warmup_min_ratio", 0.0)

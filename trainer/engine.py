@@ -37,6 +37,7 @@ from trainer.data import (
     TokenIds,
     batches_per_epoch,
     make_loader,
+    pad_decoder,
     read_manifest,
     split_shards,
 )
@@ -185,7 +186,16 @@ def token_loss(
     return loss, n
 
 
-def _moved(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def prepare_batch(
+    batch: dict[str, torch.Tensor], device: torch.device, pad_id: int, align: bool
+) -> dict[str, torch.Tensor]:
+    """Move a batch to the device; with ``align`` pad the decoder to the longest across ranks."""
+    if align:
+        import torch.distributed as dist
+
+        t = torch.tensor([batch["decoder_input_ids"].shape[1]], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        batch = pad_decoder(batch, int(t.item()), pad_id)
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
@@ -207,6 +217,16 @@ def _grammar_tokens(window: int | None, types: list[str] | None) -> list[str] | 
     except ImportError:
         return None
     return list(target_vocabulary(types, window))
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after ``step`` (by a run that died after its last checkpoint)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    os.replace(tmp, path)
 
 
 class _Stop:
@@ -304,6 +324,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             )
         else:
             state = ckpt.load_checkpoint(engine, latest, rank=rank)
+            if rank == 0:
+                _truncate_metrics(out / "metrics.jsonl", state.step)
             if (state.world_size, state.num_workers, state.micro_batch_size) != (
                 world,
                 cfg.num_workers,
@@ -330,12 +352,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     metrics_file = out / "metrics.jsonl"
     peak = peak_flops(torch.cuda.get_device_name(local_rank)) if accelerator == "cuda" else None
     coef = model_cfg.moe_aux_loss_coef if model_cfg.use_moe else 0.0
+    align = model_cfg.use_moe and cfg.ep_size > 1  # equal (B, T) across each expert group
     result = TrainResult(steps=state.step, nan_steps=state.nan_steps)
 
     def validate() -> float:
         return validation_loss(engine, val_shards, encoder, rank=rank, world_size=world,
                                micro_batch_size=mb, batches=cfg.eval_batches, seed=cfg.seed,
-                               vocab=vocab, device=device)  # fmt: skip
+                               vocab=vocab, device=device, pad_id=ids.pad, align=align)  # fmt: skip
 
     def export() -> None:
         export_model(engine, model_cfg, out / "export", tokenizer_dir=cfg.model,
@@ -352,8 +375,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         while state.step < total_steps:
             t0 = time.perf_counter()
             sums = [0.0] * 7  # loss*n, n, aux, nan, src tokens, tgt tokens, stop
+            lr = float(engine.get_lr()[0]) if engine.get_lr() else cfg.lr  # the lr this step uses
             for _ in range(ga):
-                batch = _moved(next(batches), device)
+                batch = prepare_batch(next(batches), device, ids.pad, align)
                 state.micro_batches += 1
                 outputs = engine(
                     input_ids=batch["input_ids"],
@@ -395,7 +419,6 @@ def train(cfg: TrainConfig) -> TrainResult:
                 )
             step_loss = g[0] / g[1] if g[1] else float("nan")
             result.losses.append(step_loss)
-            lr = engine.get_lr()[0] if engine.get_lr() else cfg.lr
             if rank == 0:
                 with open(metrics_file, "a") as f:
                     f.write(json.dumps({"step": state.step, "loss": step_loss, "lr": lr,

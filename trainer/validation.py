@@ -46,9 +46,11 @@ def validation_loss(
     seed: int,
     vocab: torch.Tensor | None,
     device: torch.device,
+    pad_id: int,
+    align: bool,
 ) -> float:
     """Token-mean CE over ``batches`` val micro-batches per rank (the same batches every time)."""
-    from trainer.engine import token_loss
+    from trainer.engine import prepare_batch, token_loss
 
     data = ShardBatches(shards, encoder, rank=rank, world_size=world_size, num_workers=0,
                         micro_batch_size=micro_batch_size, seed=seed, shuffle_buffer=1)  # fmt: skip
@@ -58,7 +60,7 @@ def validation_loss(
     try:
         with _fork_rng(device), torch.no_grad():
             for _ in range(batches):
-                batch = {k: v.to(device) for k, v in next(it).items()}
+                batch = prepare_batch(next(it), device, pad_id, align)
                 out = engine(
                     input_ids=batch["input_ids"],
                     attention_mask=batch["attention_mask"],

@@ -1,0 +1,97 @@
+"""Checkpoint folders: complete marker, rotation, crash during save, RNG state round trip."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from baking.errors import InputError
+from trainer import checkpoint as ck
+
+
+class FakeEngine:
+    """Stands in for a DeepSpeed engine: writes/reads one file in ``save_dir/tag``."""
+
+    def __init__(self, crash: bool = False) -> None:
+        self.crash = crash
+        self.loaded: str | None = None
+
+    def save_checkpoint(self, save_dir: str, tag: str, save_latest: bool = True) -> None:
+        folder = Path(save_dir) / tag
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "mp_rank_00_model_states.pt").write_bytes(b"weights")
+        if self.crash:
+            raise RuntimeError("disk full")
+
+    def load_checkpoint(self, load_dir: str, tag: str, **kw) -> tuple[str | None, dict]:
+        path = Path(load_dir) / tag / "mp_rank_00_model_states.pt"
+        self.loaded = tag
+        return (str(path) if path.is_file() else None), {}
+
+
+def _save(root: Path, step: int, engine: FakeEngine | None = None, keep: int = 2) -> Path:
+    state = ck.TrainerState(step=step, micro_batches=step * 2, tokens=step * 100)
+    return ck.save_checkpoint(engine or FakeEngine(), root, state, rank=0, barrier=lambda: None,
+                              keep_last=keep)  # fmt: skip
+
+
+def test_save_marks_complete_and_rotates(tmp_path):
+    for step in (5, 10, 15):
+        folder = _save(tmp_path, step)
+        assert (folder / ck.COMPLETE).is_file() and (folder / "rng_rank0.pt").is_file()
+    assert [s for s, _ in ck.list_checkpoints(tmp_path)] == [10, 15]
+    assert ck.latest_checkpoint(tmp_path) == tmp_path / "step_15"
+
+
+def test_crash_during_save_keeps_previous_latest(tmp_path):
+    _save(tmp_path, 10)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _save(tmp_path, 20, FakeEngine(crash=True))
+    assert (tmp_path / "step_20").is_dir()  # half-written ...
+    assert ck.latest_checkpoint(tmp_path) == tmp_path / "step_10"  # ... but not used
+    with pytest.raises(InputError, match="incomplete"):
+        ck.load_checkpoint(FakeEngine(), tmp_path / "step_20", rank=0)
+    _save(tmp_path, 20)  # the same step saved again replaces the half-written folder
+    assert ck.latest_checkpoint(tmp_path) == tmp_path / "step_20"
+
+
+def test_rotation_removes_stale_incomplete_folders(tmp_path):
+    (tmp_path / "step_3").mkdir()  # left by a crash long ago
+    _save(tmp_path, 5)
+    assert not (tmp_path / "step_3").exists()
+    (tmp_path / "not_a_checkpoint").mkdir()
+    _save(tmp_path, 6)
+    assert (tmp_path / "not_a_checkpoint").is_dir()
+
+
+def test_load_restores_state_and_rng(tmp_path):
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    _save(tmp_path, 7)
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    random.seed(99)
+    np.random.seed(99)
+    torch.manual_seed(99)
+    engine = FakeEngine()
+    state = ck.load_checkpoint(engine, ck.latest_checkpoint(tmp_path), rank=0)
+    assert engine.loaded == "step_7"
+    assert (state.step, state.micro_batches, state.tokens) == (7, 14, 700)
+    got = (random.random(), np.random.rand(), torch.rand(3))
+    assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
+
+
+def test_missing_deepspeed_files_is_an_error(tmp_path):
+    folder = _save(tmp_path, 4)
+    (folder / "mp_rank_00_model_states.pt").unlink()
+    with pytest.raises(InputError, match="could not load"):
+        ck.load_checkpoint(FakeEngine(), folder, rank=0)
+
+
+def test_trainer_state_ignores_unknown_keys():
+    s = ck.TrainerState.from_dict({"step": 3, "future_field": 1})
+    assert s.step == 3
