@@ -29,10 +29,10 @@ from torch import Tensor, nn
 from baking.errors import InputError
 from trainer.distributed import expert_parallel_group, expert_parallel_rank
 from trainer.model.config import CONFIG_NAME, Dna2GffConfig
-from trainer.model.decoder import Decoder, KVCache
+from trainer.model.decoder import CROSS_INIT_STD, Decoder, KVCache
 from trainer.model.dnabert2 import TOKENIZER_FILES, load_dnabert2
 from trainer.model.encoder import Embeddings, Encoder, GatedMLP
-from trainer.model.moe import EXPERTS_PREFIX, MoEMLP
+from trainer.model.moe import EXPERTS_PREFIX, ROUTER_INIT_STD, MoEMLP
 from trainer.model.state import (
     CheckpointError,
     check_state_dict,
@@ -315,6 +315,24 @@ def _copy_tokenizer(src: Path, out: Path) -> None:
         tmp.replace(dst)
 
 
+def _init_new_parts(model: Dna2GffModel, seed: int) -> None:
+    """Draw the random parts from their own seeded streams: cross-attention N(0, 0.02) with zero
+    biases, routers N(0, 0.02). So the cross-attention of a MoE model equals a dense model's."""
+    cross = torch.Generator().manual_seed(seed)
+    router = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for layer in model.decoder.layers():
+            att = layer.crossattention
+            for linear in (att.q, att.kv, att.output.dense):
+                linear.weight.copy_(
+                    torch.randn(linear.weight.shape, generator=cross) * CROSS_INIT_STD
+                )
+                linear.bias.zero_()
+            if isinstance(layer.mlp, MoEMLP):
+                w = layer.mlp.router.weight
+                w.copy_(torch.randn(w.shape, generator=router) * ROUTER_INIT_STD)
+
+
 def build_from_dnabert2(
     dnabert_path: str,
     *,
@@ -332,21 +350,21 @@ def build_from_dnabert2(
     ``seed`` fixes the random parts (cross-attention, routers). Extra keyword arguments go to
     ``Dna2GffConfig`` (e.g. ``moe_capacity_factor``).
     """
-    source, enc_config, _ = load_dnabert2(dnabert_path)
-    fields = enc_config.to_dict()
-    fields.update(
-        num_decoder_layers=num_decoder_layers or enc_config.num_encoder_layers,
-        use_moe=use_moe,
-        num_experts=num_experts,
-        moe_top_k=moe_top_k,
-        moe_layers=moe_layers,
-        tie_word_embeddings=tie_weights,
-        source_checkpoint=str(dnabert_path),
-    )
-    fields.update(config_overrides)
-    config = Dna2GffConfig.from_dict(fields)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left untouched
         torch.manual_seed(seed)
+        source, enc_config, _ = load_dnabert2(dnabert_path)
+        fields = enc_config.to_dict()
+        fields.update(
+            num_decoder_layers=num_decoder_layers or enc_config.num_encoder_layers,
+            use_moe=use_moe,
+            num_experts=num_experts,
+            moe_top_k=moe_top_k,
+            moe_layers=moe_layers,
+            tie_word_embeddings=tie_weights,
+            source_checkpoint=str(dnabert_path),
+        )
+        fields.update(config_overrides)
+        config = Dna2GffConfig.from_dict(fields)
         model = Dna2GffModel(config)
     model.embeddings.load_state_dict(source.embeddings.state_dict())
     model.encoder.load_state_dict(source.encoder.state_dict())
@@ -362,6 +380,7 @@ def build_from_dnabert2(
         else:
             assert isinstance(layer.mlp, GatedMLP)
             layer.mlp.load_state_dict(src.mlp.state_dict())
+    _init_new_parts(model, seed)
     if not tie_weights:
         with torch.no_grad():
             model.lm_head.weight.copy_(model.embeddings.word_embeddings.weight)
