@@ -134,15 +134,21 @@ def _open_lines(path: Path) -> Iterator[str]:
 def _parse_attributes(text: str, path: Path, lineno: int) -> tuple[tuple[str, str], ...]:
     if text == "." or not text:
         return ()
+    escaped = "%" in text
     out = []
     for part in text.split(";"):
-        part = part.strip()
-        if not part:
-            continue
         key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise InputError(path, f"attribute {part!r} is not key=value", lineno)
-        out.append((unescape(key), unescape(value)))
+        if not sep:
+            if part.strip():
+                raise InputError(path, f"attribute {part!r} is not key=value", lineno)
+            continue  # empty part, e.g. a trailing ';'
+        if key[:1].isspace():
+            key = key.strip()
+        if not key:
+            raise InputError(path, f"attribute {part!r} has an empty key", lineno)
+        if escaped:
+            key, value = unescape(key), unescape(value)
+        out.append((key, value))
     return tuple(out)
 
 

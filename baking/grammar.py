@@ -16,9 +16,11 @@ A target lists a window's features in one canonical order, each as::
 
 Features are sorted by their token strings read lexicographically (``<cut>`` first at START and last
 at END, digits numerically, ``+`` before ``-``, types by name, phases by value), i.e. by (start,
-end, strand, type, phase); exact duplicates are written once. Because the order is the token order,
-``GrammarAutomaton`` enforces it with one feature of look-back, which also forbids repeating a
-feature, so constrained decoding can never loop on one feature.
+end, strand, type, phase). Because the order is the token order, ``GrammarAutomaton`` enforces it
+with one feature of look-back. A feature may repeat the previous one only if it is cut (two nested
+genes sharing a stop codon look identical in a window that cuts both) and at most
+``MAX_COPIES`` times in a row, so constrained decoding cannot loop on one feature; a complete
+feature is never repeated (``encode_target`` drops exact duplicates of complete features).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ CUT = "<cut>"
 STRAND_TOKENS: dict[str, str] = {"+": "<+>", "-": "<->"}
 PHASE_TOKENS: tuple[str, ...] = ("<p0>", "<p1>", "<p2>")
 PHASED_TYPES = frozenset({"CDS"})
+MAX_COPIES = 4  # identical cut features in a row (nested genes sharing the visible piece)
 DEFAULT_FEATURE_TYPES: tuple[str, ...] = (
     "CDS",
     "tRNA",
@@ -132,7 +135,7 @@ def feature_tokens(f: WindowFeature, width: int) -> list[str]:
 def encode_target(
     features: Iterable[WindowFeature], window_len: int, length: int | None = None
 ) -> list[str]:
-    """Tokens of a window's features in canonical order (duplicates written once).
+    """Tokens of a window's features in canonical order (see the module doc on duplicates).
 
     ``length`` is the window's real length when shorter than the nominal ``window_len`` (the end of
     a short sequence); the digit width always follows ``window_len``.
@@ -143,12 +146,20 @@ def encode_target(
         raise GrammarError(f"window length {length} not in 1..{window_len}")
     tokens: list[str] = []
     last = None
+    copies = 0
     for f in sorted(features, key=canonical_key):
         _check_feature(f, length)
         key = canonical_key(f)
-        if key != last:
-            tokens += feature_tokens(f, width)
-            last = key
+        if key == last:
+            if not (f.cut_left or f.cut_right):
+                continue  # an exact duplicate of a complete feature carries no information
+            copies += 1
+            if copies > MAX_COPIES:
+                raise GrammarError(f"feature {f} repeated more than {MAX_COPIES} times")
+        else:
+            copies = 1
+        tokens += feature_tokens(f, width)
+        last = key
     return tokens
 
 
@@ -258,7 +269,7 @@ class GrammarState:
     ``allowed()`` gives the tokens (and ``END``) that keep the target valid and completable.
     """
 
-    __slots__ = ("automaton", "length", "current", "previous", "_exceed", "_allowed")
+    __slots__ = ("automaton", "length", "current", "previous", "copies", "_exceed", "_allowed")
 
     def __init__(
         self,
@@ -267,12 +278,14 @@ class GrammarState:
         current: tuple[str, ...],
         previous: tuple[str, ...] | None,
         exceed: tuple[bool, ...],
+        copies: int = 0,
     ) -> None:
         self.automaton = automaton
         self.length = length
         self.current = current  # tokens of the feature being written
         self.previous = previous  # tokens of the last complete feature (order constraint)
         self._exceed = exceed  # _exceed[j]: previous can be strictly exceeded after position j
+        self.copies = copies  # how many times in a row ``previous`` has been written
         self._allowed: frozenset[str] | None = None
 
     @property
@@ -356,7 +369,7 @@ class GrammarState:
             prev_tok = self.previous[j]  # type: ignore[index]
             prev_rank = self._rank(self.current, prev_tok)
             result = {t for t in result if self._rank(self.current, t) > prev_rank}
-            if self._exceed[j]:
+            if self._exceed[j] or self._may_repeat():
                 result.add(prev_tok)
         if not self.current:
             result.add(END)
@@ -372,7 +385,7 @@ class GrammarState:
                 j = len(self.current)
                 prev_tok = self.previous[j]  # type: ignore[index]
                 r, pr = self._rank(self.current, token), self._rank(self.current, prev_tok)
-                return r > pr or (token == prev_tok and self._exceed[j])
+                return r > pr or (token == prev_tok and (self._exceed[j] or self._may_repeat()))
             return True
         return token in self.allowed()
 
@@ -386,14 +399,23 @@ class GrammarState:
             raise GrammarError(f"token {token!r} not allowed after {' '.join(self.current)!r}")
         cur = (*self.current, token)
         if self._slot(cur)[0] != "done":
-            return GrammarState(self.automaton, self.length, cur, self.previous, self._exceed)
-        return GrammarState(self.automaton, self.length, (), cur, self._exceed_table(cur))
+            return GrammarState(
+                self.automaton, self.length, cur, self.previous, self._exceed, self.copies
+            )
+        if cur == self.previous:
+            return GrammarState(self.automaton, self.length, (), cur, self._exceed, self.copies + 1)
+        return GrammarState(self.automaton, self.length, (), cur, self._exceed_table(cur), 1)
 
     # -- order constraint ------------------------------------------------------------------
     def _tied(self) -> bool:
         """True when the current feature so far equals the previous feature's prefix."""
         p = self.previous
         return p is not None and p[: len(self.current)] == self.current
+
+    def _may_repeat(self) -> bool:
+        """The previous feature may be written again: it is cut and not yet at ``MAX_COPIES``."""
+        p = self.previous
+        return p is not None and CUT in p and self.copies < MAX_COPIES
 
     def _exceed_table(self, prev: tuple[str, ...]) -> tuple[bool, ...]:
         """For each position j: can a feature sharing ``prev[:j+1]`` still end up greater?"""

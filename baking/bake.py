@@ -1,0 +1,460 @@
+"""Bake genomes into webdataset shards: one genome per task, tasks over a process pool and MPI ranks.
+
+Stages per genome (``bake_genome``): read GFF3 and FASTA -> choose features -> plan windows ->
+clip features into each window (and its reverse complement) -> ``encode_target`` -> shard writer.
+All input checks happen before the first sample is written, and shards stay under temporary names
+until the whole run has succeeded (``bake``), so bad input never leaves a half-written output.
+
+Parallelism: genomes are independent. ``--workers N`` runs them on a process pool; under
+``mpirun -n K`` (mpi4py importable, world size > 1) rank r takes genomes r, r+K, ...; rank 0
+gathers the results, renames the shards, writes ``manifest.json`` and the token file. Shard names
+start with the genome's name, so no two tasks ever write the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing as mp
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from baking.errors import ConfigError, Dna2GffError
+from baking.fasta import read_fasta
+from baking.features import SequenceInfo, select_features, sequence_infos
+from baking.gff3 import read_gff3
+from baking.grammar import DEFAULT_FEATURE_TYPES, encode_target, type_token
+from baking.shards import ShardInfo, ShardWriter, safe_name, sample_fields
+from baking.windows import FeatureIndex, WindowMeta, plan_windows, sample_dna, window_features
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW = 2000  # DNABERT-2 reads ~4.5-4.7 bp/token on bacteria: 2000 bp -> ~470 tokens max
+SPLITS = ("train", "val")
+RC_MODES = ("none", "both", "random")
+
+
+@dataclass
+class BakeConfig:
+    """Every option that shapes the baked data (recorded in the manifest)."""
+
+    window_len: int = DEFAULT_WINDOW
+    stride: int | None = None  # None: window_len (each base in exactly one window per pass)
+    offset: int = 0
+    types: tuple[str, ...] = DEFAULT_FEATURE_TYPES
+    include_pseudo: bool = False
+    keep_empty: float = 1.0
+    rc: str = "none"
+    seed: int = 0
+    shard_size: int = 256 * 1024 * 1024
+    val_genomes: tuple[str, ...] = ()
+    val_fraction: float = 0.0
+    on_error: str = "stop"
+    workers: int = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.window_len < 1:
+            raise ConfigError(f"window_len must be >= 1, got {self.window_len}")
+        if self.stride is None:
+            self.stride = self.window_len
+        if not 1 <= self.stride <= self.window_len:
+            raise ConfigError(
+                f"stride must be in 1..window_len ({self.window_len}), got {self.stride}"
+            )
+        if self.offset < 0:
+            raise ConfigError(f"offset must be >= 0, got {self.offset}")
+        self.types = tuple(dict.fromkeys(self.types))
+        if not self.types:
+            raise ConfigError("types must name at least one feature type")
+        for t in self.types:
+            try:
+                type_token(t)
+            except Dna2GffError as exc:
+                raise ConfigError(f"types: {exc}") from exc
+        if not 0.0 <= self.keep_empty <= 1.0:
+            raise ConfigError(f"keep_empty must be in [0, 1], got {self.keep_empty}")
+        if self.rc not in RC_MODES:
+            raise ConfigError(f"rc must be one of {RC_MODES}, got {self.rc!r}")
+        if self.shard_size < 16384:
+            raise ConfigError(f"shard_size must be >= 16384 bytes, got {self.shard_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_fraction and self.val_genomes:
+            raise ConfigError("use either val_genomes or val_fraction, not both")
+        if self.on_error not in ("stop", "skip"):
+            raise ConfigError(f"on_error must be 'stop' or 'skip', got {self.on_error!r}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        self.val_genomes = tuple(self.val_genomes)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("progress")
+        d["types"] = list(self.types)
+        d["val_genomes"] = list(self.val_genomes)
+        return d
+
+
+@dataclass(frozen=True)
+class GenomeSpec:
+    """One genome to bake: a unique name and its FASTA and GFF3 files."""
+
+    name: str
+    fasta: str
+    gff: str
+
+
+@dataclass
+class GenomeResult:
+    """What baking one genome produced (shards still under temporary names)."""
+
+    name: str
+    fasta: str
+    gff: str
+    status: str = "ok"
+    error: str | None = None
+    sequences: list[dict] = field(default_factory=list)
+    bp: int = 0
+    windows: int = 0
+    samples: Counter = field(default_factory=Counter)
+    empty_windows_dropped: int = 0
+    features: Counter = field(default_factory=Counter)
+    window_features: Counter = field(default_factory=Counter)
+    partial_window_features: int = 0
+    pseudo_dropped: int = 0
+    duplicates_dropped: int = 0
+    target_tokens: int = 0
+    shards: list[ShardInfo] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        d = {
+            "fasta": self.fasta,
+            "gff": self.gff,
+            "status": self.status,
+            "sequences": self.sequences,
+            "bp": self.bp,
+            "windows": self.windows,
+            "samples": dict(sorted(self.samples.items())),
+            "empty_windows_dropped": self.empty_windows_dropped,
+            "features": dict(sorted(self.features.items())),
+            "window_features": dict(sorted(self.window_features.items())),
+            "partial_window_features": self.partial_window_features,
+            "pseudo_dropped": self.pseudo_dropped,
+            "duplicates_dropped": self.duplicates_dropped,
+            "target_tokens": self.target_tokens,
+            "mean_target_tokens": round(self.target_tokens / max(1, sum(self.samples.values())), 2),
+            "shards": [s.path for s in self.shards],
+        }
+        if self.error is not None:
+            d["error"] = self.error
+        return d
+
+
+def _unit(*parts: object) -> float:
+    """A deterministic uniform number in [0, 1) from ``parts`` (seeded per-window choices)."""
+    h = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2**64
+
+
+def _regions(
+    info: SequenceInfo, split_all: str | None, val_fraction: float
+) -> list[tuple[str, tuple[int, int] | None]]:
+    """(split, region) blocks of one sequence; ``None`` = the whole sequence (may wrap)."""
+    if split_all is not None:
+        return [(split_all, None)]
+    if not val_fraction:
+        return [("train", None)]
+    cut = round(info.length * (1.0 - val_fraction))
+    out: list[tuple[str, tuple[int, int] | None]] = []
+    if cut > 0:
+        out.append(("train", (0, cut)))
+    if cut < info.length:
+        out.append(("val", (cut, info.length)))
+    return out
+
+
+def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> GenomeResult:
+    """Bake one genome into temporary shards; raises ``Dna2GffError`` on bad input."""
+    t0 = time.perf_counter()
+    res = GenomeResult(spec.name, spec.fasta, spec.gff)
+    doc = read_gff3(spec.gff)
+    seqs = dict(read_fasta(spec.fasta))
+    infos = sequence_infos(doc, {k: len(v) for k, v in seqs.items()}, spec.gff)
+    feats, stats = select_features(doc, infos, cfg.types, spec.gff, cfg.include_pseudo)
+    del doc
+    res.features = stats.kept
+    res.pseudo_dropped, res.duplicates_dropped = stats.pseudo_dropped, stats.duplicates_dropped
+    res.sequences = [
+        {"seqid": i.seqid, "length": i.length, "circular": i.circular} for i in infos.values()
+    ]
+    res.bp = sum(i.length for i in infos.values())
+    prefix = safe_name(spec.name)
+    writers = {s: ShardWriter(out_dir, s, prefix, cfg.shard_size) for s in SPLITS}
+    split_all = "val" if spec.name in cfg.val_genomes else None
+    window_len, stride = cfg.window_len, cfg.stride
+    assert stride is not None
+    try:
+        bar = _progress(cfg, spec.name, res.bp)
+        for si, (seqid, info) in enumerate(infos.items()):
+            seq = seqs[seqid]
+            index = FeatureIndex(feats[seqid], info)
+            for split, region in _regions(info, split_all, cfg.val_fraction):
+                for ws, we in plan_windows(
+                    info.length,
+                    window_len,
+                    stride,
+                    circular=info.circular,
+                    region=region,
+                    offset=cfg.offset,
+                ):
+                    res.windows += 1
+                    plus = window_features(index, ws, we, "+")
+                    if (
+                        not plus
+                        and cfg.keep_empty < 1.0
+                        and _unit(cfg.seed, spec.name, seqid, ws, "empty") >= cfg.keep_empty
+                    ):
+                        res.empty_windows_dropped += 1
+                        continue
+                    for strand in _strands(cfg, spec.name, seqid, ws):
+                        meta = WindowMeta(
+                            spec.name, seqid, ws, we, strand, info.length, info.circular, window_len
+                        )
+                        wf = window_features(index, ws, we, "-") if strand == "-" else plus
+                        target = encode_target(wf, window_len, we - ws)
+                        key = f"{prefix}_{si:04d}_{ws:010d}_{'p' if strand == '+' else 'm'}"
+                        writers[split].write(
+                            key,
+                            sample_fields(sample_dna(seq, ws, we, strand), target, meta.to_json()),
+                        )
+                        res.samples[split] += 1
+                        res.target_tokens += len(target)
+                        for f in wf:
+                            res.window_features[f.type] += 1
+                            res.partial_window_features += f.cut_left or f.cut_right
+                    if bar is not None:
+                        bar.update(min(we, info.length) - ws if region is None else we - ws)
+        if bar is not None:
+            bar.close()
+        for s in SPLITS:
+            res.shards.extend(writers[s].close())
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    res.seconds = time.perf_counter() - t0
+    log.info(
+        "genome=%s bp=%d windows=%d samples=%d shards=%d seconds=%.2f",
+        spec.name,
+        res.bp,
+        res.windows,
+        sum(res.samples.values()),
+        len(res.shards),
+        res.seconds,
+    )
+    return res
+
+
+def _strands(cfg: BakeConfig, genome: str, seqid: str, ws: int) -> tuple[str, ...]:
+    if cfg.rc == "none":
+        return ("+",)
+    if cfg.rc == "both":
+        return ("+", "-")
+    return ("-",) if _unit(cfg.seed, genome, seqid, ws, "rc") < 0.5 else ("+",)
+
+
+def _progress(cfg: BakeConfig, name: str, total: int):
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="bp", unit_scale=True, leave=False)
+
+
+def bake_genome_safe(spec: GenomeSpec, cfg: BakeConfig, out_dir: str) -> GenomeResult:
+    """``bake_genome`` that returns a failed result instead of raising a project error."""
+    try:
+        return bake_genome(spec, cfg, out_dir)
+    except Dna2GffError as exc:
+        log.debug("genome failed", exc_info=True)
+        return GenomeResult(spec.name, spec.fasta, spec.gff, status="failed", error=str(exc))
+
+
+def bake_local(
+    specs: Sequence[GenomeSpec], cfg: BakeConfig, out_dir: str | Path
+) -> list[GenomeResult]:
+    """Bake ``specs`` in this process or on a pool of ``cfg.workers`` processes (input order kept).
+
+    With ``on_error='stop'`` the first failure cancels genomes not yet started.
+    """
+    out = str(out_dir)
+    results: list[GenomeResult] = []
+    if cfg.workers <= 1 or len(specs) <= 1:
+        for spec in specs:
+            results.append(bake_genome_safe(spec, cfg, out))
+            if results[-1].status != "ok" and cfg.on_error == "stop":
+                break
+        return results
+    quiet = BakeConfig(**{**cfg.__dict__, "progress": False})
+    ctx = mp.get_context("spawn" if _mpi_env() else "fork")
+    bar = _progress(cfg, "genomes", len(specs))
+    with ProcessPoolExecutor(max_workers=min(cfg.workers, len(specs)), mp_context=ctx) as pool:
+        futures = [pool.submit(bake_genome_safe, s, quiet, out) for s in specs]
+        stopping = False
+        for fut in futures:
+            if stopping and fut.cancel():
+                continue
+            r = fut.result()  # a started genome must finish so its temporary shards are known
+            results.append(r)
+            if bar is not None:
+                bar.update(1)
+            if r.status != "ok" and cfg.on_error == "stop" and not stopping:
+                stopping = True
+                for f in futures:
+                    f.cancel()
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def _mpi_env() -> bool:
+    """True when launched by an MPI launcher (importing mpi4py otherwise would be wasted time)."""
+    return any(
+        k in os.environ
+        for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+    )
+
+
+def mpi_comm():
+    """The MPI world communicator when running under MPI with more than one rank, else None."""
+    if not _mpi_env():
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        log.warning("MPI launcher detected but mpi4py is missing: baking everything on this rank")
+        return None
+    comm = MPI.COMM_WORLD
+    return comm if comm.Get_size() > 1 else None
+
+
+def check_specs(specs: Sequence[GenomeSpec]) -> None:
+    """Genome names must be unique, also after reduction to shard-name characters."""
+    if not specs:
+        raise ConfigError("no genomes to bake")
+    seen: dict[str, str] = {}
+    for s in specs:
+        key = safe_name(s.name)
+        if key in seen:
+            raise ConfigError(
+                f"genome names {seen[key]!r} and {s.name!r} give the same shard prefix {key!r}"
+            )
+        seen[key] = s.name
+
+
+def bake(
+    specs: Sequence[GenomeSpec],
+    cfg: BakeConfig,
+    out_dir: str | Path,
+    extract_tokens: str | Path | None = None,
+    argv: Sequence[str] | None = None,
+) -> tuple[dict | None, list[GenomeResult]]:
+    """Bake every genome, then (rank 0) publish shards, ``manifest.json`` and the token file.
+
+    Returns ``(manifest, results)`` on rank 0 and ``(None, [])`` elsewhere. With
+    ``on_error='stop'`` any failure removes this run's temporary shards and raises
+    ``Dna2GffError``; with ``'skip'`` failed genomes are listed in the manifest.
+    """
+    from baking.grammar import target_vocabulary
+    from baking.manifest import build_manifest, stale_shards, types_in_targets, write_manifest
+    from baking.shards import finalise, remove_temps
+    from baking.tokens_file import merge_tokens
+
+    check_specs(specs)
+    missing = [g for g in cfg.val_genomes if g not in {s.name for s in specs}]
+    if missing:
+        raise ConfigError(f"val_genomes names unknown genomes: {', '.join(missing)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    comm = mpi_comm()
+    rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+    mine = list(specs[rank::size])
+    results = bake_local(mine, cfg, out)
+    if comm is not None:
+        gathered = comm.gather(results, root=0)
+        if rank == 0:
+            order = {s.name: i for i, s in enumerate(specs)}
+            results = sorted((r for part in gathered for r in part), key=lambda r: order[r.name])
+    error: str | None = None
+    manifest: dict | None = None
+    if rank == 0:
+        failed = [r for r in results if r.status != "ok"]
+        ok_shards = [s for r in results if r.status == "ok" for s in r.shards]
+        if failed and (cfg.on_error == "stop" or len(failed) == len(specs)):
+            remove_temps(out, ok_shards)
+            error = failed[0].error or f"genome {failed[0].name} failed"
+            if len(failed) > 1:
+                error += f" (and {len(failed) - 1} more failed genomes)"
+        else:
+            for r in failed:
+                log.warning("skipped genome=%s error=%s", r.name, r.error)
+            finalise(out, ok_shards)
+            for p in stale_shards(out, [s.name for s in specs], {s.path for s in ok_shards}):
+                p.unlink()
+            manifest = build_manifest(results, cfg, argv)
+            write_manifest(out, manifest)
+            if extract_tokens is not None:
+                seen = types_in_targets(results, cfg.types)
+                merge_tokens(extract_tokens, target_vocabulary(seen, cfg.window_len))
+    if comm is not None:
+        error = comm.bcast(error, root=0)
+    if error is not None:
+        raise Dna2GffError(error)
+    return manifest, results if rank == 0 else []
+
+
+def format_summary(results: Sequence[GenomeResult], seconds: float, types: Sequence[str]) -> str:
+    """The final table: one row per genome and a total (Mbp/s over the wall time)."""
+    ok = [r for r in results if r.status == "ok"]
+    type_cols = [t for t in types if any(r.features[t] for r in ok)]
+    head = ["genome", "Mbp", "windows", "samples", *type_cols, "shards", "seconds", "Mbp/s"]
+    rows = []
+    for r in results:
+        if r.status != "ok":
+            rows.append([r.name, "FAILED", (r.error or "")[:60]])
+            continue
+        rows.append(
+            [
+                r.name,
+                f"{r.bp / 1e6:.3f}",
+                str(r.windows),
+                str(sum(r.samples.values())),
+                *[str(r.features[t]) for t in type_cols],
+                str(len(r.shards)),
+                f"{r.seconds:.2f}",
+                f"{r.bp / 1e6 / max(r.seconds, 1e-9):.1f}",
+            ]
+        )
+    bp = sum(r.bp for r in ok)
+    rows.append(
+        [
+            f"TOTAL ({len(ok)})",
+            f"{bp / 1e6:.3f}",
+            str(sum(r.windows for r in ok)),
+            str(sum(sum(r.samples.values()) for r in ok)),
+            *[str(sum(r.features[t] for r in ok)) for t in type_cols],
+            str(sum(len(r.shards) for r in ok)),
+            f"{seconds:.2f}",
+            f"{bp / 1e6 / max(seconds, 1e-9):.1f}",
+        ]
+    )
+    widths = [max(len(x[i]) for x in [head, *rows] if i < len(x)) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(row)) for row in [head, *rows]]
+    return "\n".join(lines)
