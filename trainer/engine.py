@@ -139,6 +139,21 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return split_params_into_different_moe_groups_for_optimizer(groups)
 
 
+def _restore_fp32_masters(module: torch.nn.Module, masters: dict[str, torch.Tensor]) -> None:
+    """Put the exact fp32 starting weights back into ZeRO's fp32 master partitions.
+
+    DeepSpeed casts the module to bf16 before it builds the fp32 masters, so without this the
+    pre-trained weights would start rounded to bf16. Local to each rank (no collective).
+    """
+    if not masters:
+        return
+    from deepspeed.utils import safe_set_full_fp32_param
+
+    for name, p in module.named_parameters():
+        if name in masters:
+            safe_set_full_fp32_param(p, masters[name].to(p.device))
+
+
 def target_vocab_ids(tokenizer: Any, tokens: list[str] | None, eos_id: int) -> torch.Tensor:
     """Ids the decoder may predict: the target vocabulary plus ``[SEP]`` (sorted, unique).
 
@@ -301,6 +316,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     client_opt = None
     if "optimizer" not in ds.config:
         client_opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
+    masters = {n: p.detach().clone() for n, p in model.named_parameters()} if ds.bf16 else {}
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=groups if client_opt is None else None,
@@ -313,6 +329,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         rank, world, cfg.ep_size, mb, ga, total_steps, total_train, per_epoch, accelerator,
     )  # fmt: skip
 
+    _restore_fp32_masters(engine.module, masters)
+    del masters
     state = ckpt.TrainerState(world_size=world, num_workers=cfg.num_workers, micro_batch_size=mb,
                               seed=cfg.seed)  # fmt: skip
     ckpt_root = out / "checkpoints"

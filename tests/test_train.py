@@ -1,0 +1,152 @@
+"""The trainer in one process: it learns, logs, exports, skips NaN steps, resumes exactly, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from baking.errors import ConfigError
+from tests.train_helpers import TYPES, WINDOW, make_model, make_tokenizer, write_shards
+from trainer.train_config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("train")
+    tok = make_tokenizer(root / "tok")
+    model = make_model(root / "model", tok)
+    data = write_shards(root / "data", {"train": [60, 50, 40], "val": [16]})
+    return {"root": root, "model": model, "data": data}
+
+
+def _cfg(setup, name: str, **kw) -> TrainConfig:
+    base = dict(model=str(setup["model"]), data=str(setup["data"]),
+                output=str(setup["root"] / name), micro_batch_size=8, num_workers=0,
+                save_every=0, eval_every=0, lr=3e-3, warmup_steps=2)  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(ln)["loss"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _scalar_tags(run: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    return set(acc.Tags()["scalars"])
+
+
+def test_loss_falls_logs_scalars_and_exports(setup):
+    from trainer.engine import train
+    from trainer.model.seq2seq import Dna2GffModel
+
+    result = train(_cfg(setup, "learn", max_steps=30, eval_every=15, log_every=5))
+    assert result.steps == 30 and result.stopped_by == "max_steps" and result.nan_steps == 0
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    assert last < 0.85 * first, (first, last)
+    assert result.val_loss is not None and result.val_loss < result.losses[0]
+    run = setup["root"] / "learn"
+    tags = _scalar_tags(run)
+    for tag in ("train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s",
+                "perf/samples_per_s", "moe/aux_loss", "moe/expert_load/layer_0/expert_3",
+                "val/loss"):  # fmt: skip
+        assert tag in tags, tag
+    exported = Dna2GffModel.from_pretrained(run / "export")
+    assert exported.config.window_len == WINDOW and exported.config.feature_types == TYPES
+    initial = Dna2GffModel.from_pretrained(setup["model"])
+    w0 = initial.embeddings.word_embeddings.weight
+    assert not torch.equal(exported.embeddings.word_embeddings.weight, w0)
+    assert exported.embeddings.word_embeddings.weight.dtype == torch.float32
+
+
+def test_nan_steps_are_skipped_then_stop_the_run(setup):
+    from safetensors.torch import load_file
+
+    from trainer.engine import TrainingError, train
+
+    result = train(_cfg(setup, "nan", max_steps=3, nan_at_steps=(2, 3), max_nan_steps=5))
+    assert result.nan_steps == 2
+    flags = [json.loads(ln)["skipped"] for ln in (setup["root"] / "nan/metrics.jsonl").open()]
+    assert flags == [False, True, True]
+    # step 1 runs at lr 0 (warmup start), steps 2-3 are skipped: the weights must not have moved,
+    # and the fp32 masters start from the exact fp32 weights (not rounded to bf16)
+    before = load_file(str(setup["model"] / "model.safetensors"))
+    after = load_file(str(setup["root"] / "nan/export/model.safetensors"))
+    assert all(torch.equal(before[k].float(), after[k]) for k in before)
+    with pytest.raises(TrainingError, match=r"2 steps had a NaN/inf loss \(max_nan_steps=1\)"):
+        train(_cfg(setup, "nan2", max_steps=4, nan_at_steps=(1, 2), max_nan_steps=1))
+
+
+def test_resume_after_crash_gives_identical_losses(setup):
+    from trainer.engine import train
+
+    kw = dict(max_steps=6, save_every=2, num_workers=1, eval_every=3)
+    train(_cfg(setup, "straight", **kw))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(_cfg(setup, "crashed", fail_at_step=5, **kw))
+    assert [s for s, _ in __import__("trainer.checkpoint").checkpoint.list_checkpoints(
+        setup["root"] / "crashed/checkpoints")] == [2, 4]  # fmt: skip
+    resumed = train(_cfg(setup, "crashed", resume=True, **kw))
+    assert resumed.steps == 6 and len(resumed.losses) == 2  # steps 5 and 6 only
+    assert _losses(setup["root"] / "crashed") == _losses(setup["root"] / "straight")
+
+
+def test_bad_ep_size_is_reported_before_training(setup, capsys):
+    from trainer.cli.train import main
+
+    code = main(["--model", str(setup["model"]), "--data", str(setup["data"]),
+                 "--output", str(setup["root"] / "bad_ep"), "--ep_size", "3"])  # fmt: skip
+    assert code == 2
+    assert "error: --ep_size 3 must divide the world size 1" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="max_steps"):
+        _cfg(setup, "x", max_steps=0)
+
+
+def test_cli_missing_data_exits_2(setup, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch/train.py"), "--model", str(setup["model"]),
+         "--data", str(tmp_path / "nothing"), "--output", str(tmp_path / "run")],
+        capture_output=True, text=True, env=ENV, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "manifest.json not found" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(setup, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(REPO / "launch/train.py"), "--model", str(setup["model"]),
+           "--data", str(setup["data"]), "--output", str(run), "--max_steps", "100000",
+           "--micro_batch_size", "4", "--num_workers", "0"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run / "metrics.jsonl").is_file():
+            time.sleep(0.5)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "stopped_by=signal" in out
+    from trainer.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(run / "checkpoints")
+    assert latest is not None
+    step = json.loads((latest / "trainer_state.json").read_text())["step"]
+    assert 0 < step < 100000
