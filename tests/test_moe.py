@@ -232,6 +232,7 @@ def test_expert_parallel_two_processes_match_one(checkpoint, tmp_path):
     results = [p.communicate(timeout=240) for p in procs]
     for p, (out, err) in zip(procs, results):
         assert p.returncode == 0, err[-3000:]
+        assert out.strip().endswith("ok")
     a = load_file(str(tmp_path / "m" / "model.safetensors"))
     b = load_file(str(tmp_path / "out" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
