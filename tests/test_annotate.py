@@ -1,0 +1,275 @@
+"""annotate: an oracle on a synthetic genome (everything after the model must be exact), a tiny
+untrained model on the shared phage genome (output must pass `gt gff3validator`), bad input."""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+
+from baking.features import GenomeFeature, SequenceInfo
+from baking.gff3 import read_gff3, write_gff3
+from baking.grammar import WindowFeature, encode_target, target_vocabulary
+from baking.synthetic import SyntheticConfig, generate_genome
+from baking.windows import FeatureIndex, window_features
+from trainer.evaluate.metrics import Feature, compare
+from trainer.inference.annotate import AnnotateOptions, annotate_sequences
+from trainer.inference.generate import GeneratedTarget
+from trainer.inference.merge import MergeStats, Prediction, drop_near_duplicates, merge_windows
+from trainer.model import Dna2GffConfig, Dna2GffModel
+from trainer.tokens import add_annotation_tokens, load_tokenizer, save_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+TYPES = ["CDS", "tRNA", "rRNA"]
+W = 600
+
+
+# ------------------------------------------------------------------------------- oracle
+
+
+@pytest.fixture(scope="module")
+def genome():
+    cfg = SyntheticConfig(seed=3, chromosome_length=40_000, plasmid_lengths=(4_000,))
+    return generate_genome(cfg)
+
+
+def _reference(genome) -> list[GenomeFeature]:
+    return [
+        GenomeFeature(f.seqid, f.start, f.end, f.strand, f.type, f.phase)
+        for f in genome.features
+        if f.type in TYPES
+    ]
+
+
+class Oracle:
+    """Generates each window's true target (found by locating the window's DNA in the genome);
+    ``shift_starts`` moves every complete CDS's 5' end inward, the same way in every window."""
+
+    def __init__(self, genome, shift_starts: int = 0) -> None:
+        ref = _reference(genome)
+        if shift_starts:
+            ref = [
+                GenomeFeature(
+                    f.seqid,
+                    f.start + (shift_starts if f.strand == "+" and f.type == "CDS" else 0),
+                    f.end - (shift_starts if f.strand == "-" and f.type == "CDS" else 0),
+                    f.strand,
+                    f.type,
+                    f.phase,
+                )
+                for f in ref
+            ]
+        self.seqs = {s.seqid: s.seq for s in genome.sequences}
+        self.index = {
+            s.seqid: FeatureIndex(
+                [f for f in ref if f.seqid == s.seqid], SequenceInfo(s.seqid, len(s.seq), True)
+            )
+            for s in genome.sequences
+        }
+        self.calls = 0
+
+    def _locate(self, dna: str) -> tuple[str, int]:
+        for seqid, seq in self.seqs.items():
+            pos = (seq + seq[: len(dna)]).find(dna)
+            if pos >= 0:
+                return seqid, pos
+        raise AssertionError("window DNA not in the genome")
+
+    def __call__(self, model, tokenizer, windows_dna: Sequence[str], window_len: int, types, **kw):
+        self.calls += 1
+        out = []
+        for dna in windows_dna:
+            seqid, pos = self._locate(dna)
+            feats = window_features(self.index[seqid], pos, pos + len(dna))
+            toks = encode_target(feats, window_len, len(dna))
+            out.append(GeneratedTarget(toks, [0.0] * len(toks)))
+        return out
+
+
+def _as_features(gff: Sequence, types: Sequence[str] = TYPES) -> list[Feature]:
+    return [Feature(f.seqid, f.type, f.start, f.end, f.strand) for f in gff if f.type in types]
+
+
+def test_oracle_round_trip_is_exact(genome, tmp_path: Path) -> None:
+    seqs = [(s.seqid, s.seq) for s in genome.sequences]
+    opts = AnnotateOptions(batch_size=8, circular=("all",), progress=False)
+    oracle = Oracle(genome)
+    gff, regions, summary = annotate_sequences(None, None, seqs, opts, W, TYPES, generate=oracle)
+    ref = _as_features(genome.features)
+    pred = _as_features(gff)
+    for rep in compare(ref, pred, TYPES):
+        assert rep.n_ref > 0
+        assert rep.exact.f1 == 1.0, rep
+    # The synthetic chromosome has a gene across the origin and a 2.9 kb rRNA (several windows).
+    n = len(seqs[0][1])
+    assert any(f.end > n for f in pred if f.seqid == seqs[0][0])
+    assert any(f.end - f.start + 1 > 2 * W for f in pred)
+    assert summary.snap.get("kept", 0) == sum(f.type == "CDS" for f in ref)
+    assert summary.merge["orphans_dropped"] == 0
+    out = tmp_path / "oracle.gff3"
+    write_gff3(out, gff, regions)
+    _validate(out)
+
+
+def test_snapping_repairs_shifted_starts(genome) -> None:
+    seqs = [(s.seqid, s.seq) for s in genome.sequences]
+    ref = _as_features(genome.features, ["CDS"])
+    runs = {}
+    for snap in (False, True):
+        opts = AnnotateOptions(batch_size=8, circular=("all",), progress=False, snap=snap)
+        gff, _, _ = annotate_sequences(
+            None, None, seqs, opts, W, TYPES, generate=Oracle(genome, shift_starts=2)
+        )
+        (runs[snap],) = compare(ref, _as_features(gff, ["CDS"]), ["CDS"])
+    assert runs[False].exact.f1 < 0.05  # every start is off by 2 bases
+    assert runs[False].stop.f1 == 1.0
+    assert runs[True].exact.f1 >= 0.9  # joint snapping puts them back
+    assert runs[True].stop.f1 == 1.0
+
+
+# ------------------------------------------------------------------------------- merge rules
+
+
+def _meta(start: int, end: int, n: int = 10_000, circular: bool = False):
+    from baking.windows import WindowMeta
+
+    return WindowMeta("", "s", start, end, "+", n, circular, 1000)
+
+
+def test_merge_scores_orphans_and_duplicates() -> None:
+    lp = [math.log(0.5), math.log(0.9), math.log(0.6)]
+    results = [
+        # window 0 [0, 1000): a CDS running past its right edge, a tRNA cut at the right edge
+        (_meta(0, 1000), [
+            (WindowFeature(800, 999, "+", "CDS", 0, cut_right=True), lp[0]),
+            (WindowFeature(900, 999, "+", "tRNA", None, cut_right=True), lp[1]),
+        ]),
+        # window 1 [750, 1750) sees the whole CDS (801..1200) but no tRNA at all
+        (_meta(750, 1750), [(WindowFeature(50, 449, "+", "CDS", 0), lp[2])]),
+    ]  # fmt: skip
+    preds, stats = merge_windows(results)
+    assert [(p.start, p.end, p.type, p.partial) for p in preds] == [(801, 1200, "CDS", False)]
+    assert preds[0].prob == pytest.approx((0.5 + 0.6) / 2)
+    assert preds[0].windows == {0, 1}
+    assert stats.orphans_dropped == 1  # the tRNA window 1 never continued
+    # At a linear sequence's own end a cut is a real partial feature and is kept.
+    edge = [
+        (_meta(9000, 10_000), [(WindowFeature(900, 999, "+", "tRNA", None, cut_right=True), 0.0)])
+    ]
+    (p,), _ = merge_windows(edge)
+    assert (p.start, p.end, p.partial_right) == (9901, 10_000, True)
+
+
+def test_near_duplicates_prefer_more_context() -> None:
+    def pred(start: int, end: int, margin: int, prob: float, window: int) -> Prediction:
+        return Prediction("s", start, end, "+", "CDS", 0, prob, margin, frozenset({window}))
+
+    a = pred(100, 400, margin=20, prob=0.9, window=0)
+    b = pred(106, 400, margin=300, prob=0.5, window=1)
+    c = pred(600, 900, margin=5, prob=0.5, window=1)  # no overlap: kept
+    same_window = pred(103, 400, margin=1, prob=0.1, window=0)  # shares window 0 with a
+    stats = MergeStats()
+    kept = drop_near_duplicates([a, b, c], stats)
+    assert kept == [b, c] and stats.near_duplicates_dropped == 1
+    assert len(drop_near_duplicates([a, same_window], MergeStats())) == 2
+
+
+# ------------------------------------------------------------------------------- tiny model
+
+
+def _validate(path: Path) -> None:
+    if shutil.which("gt") is None:
+        pytest.skip("GenomeTools `gt` not installed")
+    res = subprocess.run(["gt", "gff3validator", str(path)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.fixture
+def tiny_model(dnabert2_tokenizer_dir: Path, tmp_path: Path) -> Path:
+    """An untrained 2+1-layer model on the real DNABERT-2 tokenizer plus the grammar's tokens."""
+    tok = load_tokenizer(dnabert2_tokenizer_dir)
+    add_annotation_tokens(tok, target_vocabulary(TYPES, 1000))
+    save_tokenizer(tok, tmp_path / "tok")
+    cfg = Dna2GffConfig(
+        vocab_size=tok.get_vocab_size(True),
+        hidden_size=32,
+        num_encoder_layers=2,
+        num_decoder_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        window_len=1000,
+        feature_types=TYPES,
+    )
+    torch.manual_seed(0)
+    Dna2GffModel(cfg).save_pretrained(tmp_path / "model", tmp_path / "tok")
+    return tmp_path / "model"
+
+
+def _cli(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch" / "annotate.py"), *map(str, args), "--no_progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.shared
+def test_untrained_model_writes_valid_gff3_for_phage(tiny_model: Path, genome_pair, tmp_path):
+    fna, _ = genome_pair("phage")
+    out = tmp_path / "pred.gff3"
+    res = _cli("--model", tiny_model, "--fasta", fna, "--out", out, "--max_new_tokens", "40",
+               "--batch_size", "32", "--circular", "all", "--num_beams", "2")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    _validate(out)
+    doc = read_gff3(out)
+    assert doc.sequence_regions == {"NC_000902.1": (1, 60942)}
+    children = [f for f in doc.features if f.type in TYPES]
+    genes = {f.attr("ID"): f for f in doc.features if f.type == "gene"}
+    assert children, "an untrained model still writes features"
+    for f in children:
+        assert f.source == "dna2gff" and 0.0 <= f.score <= 1.0
+        parent = genes[f.attr("Parent")]
+        assert (parent.start, parent.end, parent.strand) == (f.start, f.end, f.strand)
+        assert (f.phase is not None) == (f.type == "CDS")
+
+
+def _fasta(path: Path, records: dict[str, str]) -> Path:
+    path.write_text("".join(f">{k}\n{v}\n" for k, v in records.items()))
+    return path
+
+
+def test_bad_input_fails_cleanly(tiny_model: Path, tmp_path: Path) -> None:
+    rng = random.Random(0)
+    good = _fasta(tmp_path / "g.fna", {"a": "".join(rng.choice("ACGT") for _ in range(300))})
+    out = tmp_path / "out" / "pred.gff3"
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    shutil.copy(tiny_model / "config.json", no_weights / "config.json")
+    not_fasta = tmp_path / "notes.txt"
+    not_fasta.write_text("this is not a FASTA file\n")
+    cases = [
+        (["--model", tiny_model, "--fasta", tmp_path / "absent.fna"], "no such file"),
+        (["--model", tiny_model, "--fasta", not_fasta], "notes.txt"),
+        (["--model", no_weights, "--fasta", good], "model.safetensors"),
+        (["--model", tmp_path / "nowhere", "--fasta", good], "model folder not found"),
+        (["--model", tiny_model, "--fasta", good, "--transl_table", "99"], "transl_table=99"),
+        (["--model", tiny_model, "--fasta", good, "--overlap", "1000"], "overlap=1000"),
+    ]
+    for args, message in cases:
+        res = _cli(*args, "--out", out)
+        assert res.returncode == 2, (args, res.stderr)
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith("error:") and message in last, res.stderr
+        assert not out.parent.exists() or not any(out.parent.iterdir())
+    # And a short linear sequence (shorter than a window) annotates fine.
+    res = _cli("--model", tiny_model, "--fasta", good, "--out", out, "--max_new_tokens", "20")
+    assert res.returncode == 0, res.stderr
+    _validate(out)

@@ -1,0 +1,351 @@
+"""Genome FASTA -> windows -> constrained generation -> stitch/merge -> ORF snapping -> GFF3.
+
+``annotate(model_dir, fasta, out, options)`` is the whole command; ``annotate_sequences`` the
+in-memory core (tests, benchmarks). Windows of all sequences are batched together; every
+sequence's features are merged as described in ``merge.py``; CDS are snapped onto valid ORFs
+(``snap.py``) unless switched off. Output: ``##sequence-region`` and a ``region`` line per sequence
+(``Is_circular=true`` for circular ones, which lets origin-spanning features keep ``end > length``
+as the GFF3 specification writes them), then for each prediction a ``gene`` with its child (CDS,
+tRNA, ...) linked by ``ID``/``Parent``, source ``dna2gff``, score = the model's probability of the
+feature's tokens (under the constrained distribution). The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from baking.errors import ConfigError, InputError
+from baking.gff3 import GFFFeature, write_gff3
+from baking.grammar import DEFAULT_FEATURE_TYPES, PHASED_TYPES, GrammarAutomaton
+from baking.windows import WindowMeta, plan_windows, window_dna
+from trainer.inference.generate import GeneratedTarget, generate_targets
+from trainer.inference.merge import (
+    MergeStats,
+    Prediction,
+    features_with_logprobs,
+    merge_windows,
+)
+from trainer.inference.snap import genetic_code, snap_cds
+
+log = logging.getLogger(__name__)
+
+SOURCE = "dna2gff"
+
+
+@dataclass
+class AnnotateOptions:
+    """How to annotate; every field is a command-line option of ``annotate``."""
+
+    batch_size: int = 16
+    num_beams: int = 1
+    max_new_tokens: int = 256
+    overlap: int | None = None
+    """Bases shared by neighbouring windows; default a quarter of the window."""
+    window_len: int | None = None
+    """Only for a model whose config lacks ``window_len`` (it wins otherwise)."""
+    feature_types: tuple[str, ...] | None = None
+    """Only for a model whose config lacks ``feature_types``."""
+    snap: bool = True
+    snap_window: int = 30
+    transl_table: int = 11
+    circular: tuple[str, ...] = ()
+    """Sequence ids to treat as circular; ``("all",)`` for every sequence."""
+    device: str = "cpu"
+    bf16: bool | None = None
+    """bfloat16 autocast; default on for CUDA, off on CPU."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "num_beams", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.overlap is not None and self.overlap < 0:
+            raise ConfigError(f"overlap must be >= 0, got {self.overlap}")
+        if self.snap_window < 0:
+            raise ConfigError(f"snap_window must be >= 0, got {self.snap_window}")
+        genetic_code(self.transl_table)  # raises ConfigError for an unknown table
+
+
+@dataclass
+class AnnotateSummary:
+    """Figures of one run, logged and returned (benchmarks read ``bp_per_s``)."""
+
+    sequences: int = 0
+    bp: int = 0
+    windows: int = 0
+    seconds: float = 0.0
+    features: dict[str, int] = field(default_factory=dict)
+    snap: dict[str, int] = field(default_factory=dict)
+    merge: dict[str, int] = field(default_factory=dict)
+    truncated_windows: int = 0
+
+    @property
+    def bp_per_s(self) -> float:
+        return self.bp / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "bp_per_s": self.bp_per_s}
+
+
+def _is_circular(seqid: str, circular: Sequence[str]) -> bool:
+    return "all" in circular or seqid in circular
+
+
+def _batches(items: Any, size: int) -> Any:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def window_stride(options: AnnotateOptions, window_len: int) -> int:
+    """Distance between window starts: the window minus the overlap (default a quarter)."""
+    overlap = options.overlap if options.overlap is not None else window_len // 4
+    if overlap >= window_len:
+        raise ConfigError(f"overlap={overlap} must be smaller than window_len={window_len}")
+    return window_len - overlap
+
+
+def iter_windows(
+    seqs: Sequence[tuple[str, str]], window_len: int, stride: int, circular: Sequence[bool]
+) -> Iterator[tuple[int, WindowMeta, str]]:
+    """``(sequence index, window, + strand DNA)`` for every window, sequence by sequence.
+
+    Windows follow the baker's plan (``baking.windows.plan_windows``): on a circular sequence they
+    wrap over the origin, on a linear one the last window ends at the sequence end.
+    """
+    for i, (seqid, seq) in enumerate(seqs):
+        n = len(seq)
+        if n == 0:
+            continue
+        for start, end in plan_windows(n, window_len, stride, circular=circular[i]):
+            meta = WindowMeta("", seqid, start, end, "+", n, circular[i], window_len)
+            yield i, meta, window_dna(seq, start, end)
+
+
+def annotate_sequences(
+    model: Any,
+    tokenizer: Any,
+    seqs: Sequence[tuple[str, str]],
+    options: AnnotateOptions,
+    window_len: int,
+    feature_types: Sequence[str],
+    generate: Callable[..., list[GeneratedTarget]] = generate_targets,
+) -> tuple[list[GFFFeature], dict[str, tuple[int, int]], AnnotateSummary]:
+    """Annotate ``(seqid, DNA)`` pairs; returns GFF3 features, sequence regions and a summary.
+
+    ``generate`` has ``generate_targets``' signature; tests pass an oracle to check everything
+    after the model (windows, stitching, merging, snapping, GFF3) against a known annotation.
+    """
+    t0 = time.perf_counter()
+    stride = window_stride(options, window_len)
+    circular = [_is_circular(sid, options.circular) for sid, _ in seqs]
+    automaton = GrammarAutomaton(list(feature_types), window_len)
+    results: list[list[tuple[WindowMeta, list]]] = [[] for _ in seqs]
+    summary = AnnotateSummary(sequences=len(seqs), bp=sum(len(s) for _, s in seqs))
+    use_bf16 = options.bf16 if options.bf16 is not None else str(options.device).startswith("cuda")
+    autocast = (
+        torch.autocast(device_type=torch.device(options.device).type, dtype=torch.bfloat16)
+        if use_bf16
+        else nullcontext()
+    )
+    bar = tqdm(
+        total=summary.bp, unit="bp", unit_scale=True, desc="annotate", disable=not options.progress
+    )
+    windows = iter_windows(seqs, window_len, stride, circular)
+    with bar, autocast:
+        for batch in _batches(windows, options.batch_size):
+            targets = generate(
+                model,
+                tokenizer,
+                [dna for _, _, dna in batch],
+                window_len,
+                feature_types,
+                max_new_tokens=options.max_new_tokens,
+                num_beams=options.num_beams,
+                device=options.device,
+            )
+            for (i, meta, _), target in zip(batch, targets):
+                summary.windows += 1
+                summary.truncated_windows += not target.complete
+                feats = features_with_logprobs(
+                    target.tokens, target.token_logprobs, automaton, meta.length
+                )
+                results[i].append((meta, feats))
+            bar.update(min(bar.total - bar.n, stride * len(batch)))
+    features, regions = _finish(seqs, circular, results, options, summary)
+    summary.seconds = time.perf_counter() - t0
+    log.info(
+        "annotate sequences=%d bp=%d windows=%d seconds=%.2f bp_per_s=%.0f features=%s snap=%s "
+        "merge=%s truncated_windows=%d",
+        summary.sequences,
+        summary.bp,
+        summary.windows,
+        summary.seconds,
+        summary.bp_per_s,
+        summary.features,
+        summary.snap,
+        summary.merge,
+        summary.truncated_windows,
+    )
+    return features, regions, summary
+
+
+def _snap_all(
+    preds: Sequence[Prediction], seq: str, circular: bool, options: AnnotateOptions, snaps: Counter
+) -> list[tuple[Prediction, str]]:
+    """Snap complete CDS onto ORFs; two predictions landing on one ORF keep the more probable."""
+    code = genetic_code(options.transl_table)
+    final: dict[tuple[int, int, str, str], tuple[Prediction, str]] = {}
+    for p in preds:
+        status = ""
+        if p.type == "CDS" and options.snap and not p.partial:
+            res = snap_cds(
+                seq, p.start, p.end, p.strand, code, window=options.snap_window, circular=circular
+            )
+            status = res.status
+            snaps[status] += 1
+            if status == "moved":
+                p = replace(p, start=res.start, end=res.end, phase=0)
+        key = (p.start, p.end, p.strand, p.type)
+        if key in final:
+            snaps["merged"] += 1
+            if final[key][0].prob >= p.prob:
+                continue
+        final[key] = (p, status)
+    return [final[k] for k in sorted(final)]
+
+
+def _finish(
+    seqs: Sequence[tuple[str, str]],
+    circular: Sequence[bool],
+    results: Sequence[Sequence[tuple[WindowMeta, list]]],
+    options: AnnotateOptions,
+    summary: AnnotateSummary,
+) -> tuple[list[GFFFeature], dict[str, tuple[int, int]]]:
+    out: list[GFFFeature] = []
+    regions: dict[str, tuple[int, int]] = {}
+    counts: Counter[str] = Counter()
+    snaps: Counter[str] = Counter()
+    merge_total = MergeStats()
+    n_gene = 0
+    for i, (seqid, seq) in enumerate(seqs):
+        if not seq:
+            continue
+        regions[seqid] = (1, len(seq))
+        out.append(_region_line(seqid, len(seq), circular[i]))
+        preds, stats = merge_windows(results[i])
+        for name, value in asdict(stats).items():
+            setattr(merge_total, name, getattr(merge_total, name) + value)
+        for p, status in _snap_all(preds, seq, circular[i], options, snaps):
+            n_gene += 1
+            counts[p.type] += 1
+            out.extend(_gene_lines(n_gene, p, status))
+    summary.features = dict(counts)
+    summary.snap = dict(snaps)
+    summary.merge = asdict(merge_total)
+    return out, regions
+
+
+def _region_line(seqid: str, length: int, circular: bool) -> GFFFeature:
+    attrs: tuple[tuple[str, str], ...] = (("ID", f"{seqid}:1..{length}"),)
+    if circular:
+        attrs += (("Is_circular", "true"),)
+    return GFFFeature(seqid, SOURCE, "region", 1, length, None, "+", None, attrs)
+
+
+def _gene_lines(n: int, p: Prediction, snap_status: str) -> list[GFFFeature]:
+    """A ``gene`` and its child feature (CDS, tRNA, ...) for one prediction."""
+    score = round(p.prob, 4)
+    gene_id = f"gene{n}"
+    extra: tuple[tuple[str, str], ...] = (("partial", "true"),) if p.partial else ()
+    gene = GFFFeature(
+        p.seqid, SOURCE, "gene", p.start, p.end, score, p.strand, None, (("ID", gene_id), *extra)
+    )
+    child_attrs = (("ID", f"{p.type.lower()}{n}"), ("Parent", gene_id), *extra)
+    if snap_status:
+        child_attrs += (("snap", snap_status),)
+    phase = (p.phase or 0) if p.type in PHASED_TYPES else None
+    child = GFFFeature(p.seqid, SOURCE, p.type, p.start, p.end, score, p.strand, phase, child_attrs)
+    return [gene, child]
+
+
+def load_model(model_dir: str | Path, device: str) -> tuple[Any, Any]:
+    """The model and tokenizer of a model folder (``InputError`` for a folder without weights)."""
+    from trainer.model import Dna2GffModel
+    from trainer.tokens import load_tokenizer
+
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise InputError(folder, "model folder not found")
+    model = Dna2GffModel.from_pretrained(folder, map_location=device)
+    model.eval()
+    tokenizer = load_tokenizer(folder)
+    return model, tokenizer
+
+
+def resolve_grammar(model: Any, tokenizer: Any, options: AnnotateOptions) -> tuple[int, list[str]]:
+    """Window length and feature types: the model's config first, the options as a fallback."""
+    cfg = model.config
+    window_len = cfg.window_len or options.window_len
+    if not window_len:
+        raise ConfigError(
+            "the model's config.json has no window_len (set by training); pass --window_len"
+        )
+    if cfg.window_len and options.window_len and options.window_len != cfg.window_len:
+        log.warning(
+            "ignoring --window_len=%d: the model was trained on %d",
+            options.window_len,
+            cfg.window_len,
+        )
+    types = list(cfg.feature_types or options.feature_types or [])
+    if not types:  # fall back to the default types the tokenizer knows
+        types = [t for t in DEFAULT_FEATURE_TYPES if tokenizer.token_to_id(f"<{t}>") is not None]
+    if not types:
+        raise ConfigError(
+            "no feature types: the model config and tokenizer name none; pass --types"
+        )
+    return int(window_len), types
+
+
+def annotate(
+    model_dir: str | Path, fasta: str | Path, out: str | Path, options: AnnotateOptions
+) -> AnnotateSummary:
+    """The ``annotate`` command: read FASTA, annotate every sequence, write GFF3 atomically."""
+    from baking.fasta import read_fasta
+
+    fasta = Path(fasta)
+    if not fasta.is_file():
+        raise InputError(fasta, "no such file")
+    seqs = list(read_fasta(fasta))
+    if not seqs:
+        raise InputError(fasta, "no sequences (expected FASTA)")
+    model, tokenizer = load_model(model_dir, options.device)
+    window_len, types = resolve_grammar(model, tokenizer, options)
+    window_stride(options, window_len)  # fail before any work
+    log.info(
+        "model=%s window_len=%d types=%s options=%s", model_dir, window_len, types, asdict(options)
+    )
+    features, regions, summary = annotate_sequences(
+        model, tokenizer, seqs, options, window_len, types
+    )
+    comments = [
+        f"dna2gff annotate model={Path(model_dir).name} window_len={window_len} "
+        f"beams={options.num_beams} snap={options.snap} transl_table={options.transl_table}"
+    ]
+    write_gff3(out, features, regions, comments)
+    return summary

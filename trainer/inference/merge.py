@@ -1,0 +1,168 @@
+"""Window predictions -> one set of genome features: stitch, score, drop what windows disagree on.
+
+Joining pieces across windows is ``baking.stitch.stitch``'s job (the baker's round trip proves it
+inverts windowing, circular origin included); this module adds what model output needs on top:
+
+1. **Scores.** Every predicted window feature carries the log-probability of its tokens. A
+   stitched feature's score is the mean probability of the pieces it was built from: a feature
+   predicted identically by two overlapping windows keeps its confidence rather than squaring it,
+   and a gene joined from two cut halves is as confident as its halves on average.
+2. **Orphans.** ``stitch`` reports an end that no window saw closed as partial. At a linear
+   sequence's own end that is a real partial gene (kept, written ``partial=true``); anywhere else
+   the windows disagreed (one cut a feature the next did not continue), so it is dropped.
+3. **Near-duplicates.** Two features of the same strand and type from disjoint sets of windows
+   that overlap by at least half of the longer one are the same gene seen twice with different
+   ends; the one predicted farthest from a window edge (more context on both sides) wins, then
+   the more probable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from baking.grammar import END, GrammarAutomaton, WindowFeature, tokens_to_feature
+from baking.stitch import stitch
+from baking.windows import WindowMeta
+
+MIN_SHARED = 0.5
+NO_EDGE = 1 << 40  # margin of a closed end lying on a linear sequence's own end
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A predicted genome feature in GFF terms (1-based, closed; ``end > length`` = origin)."""
+
+    seqid: str
+    start: int
+    end: int
+    strand: str
+    type: str
+    phase: int | None
+    prob: float
+    margin: int
+    windows: frozenset[int]
+    partial_left: bool = False
+    partial_right: bool = False
+
+    @property
+    def partial(self) -> bool:
+        return self.partial_left or self.partial_right
+
+
+@dataclass
+class MergeStats:
+    """What merging did, for the log and the run summary."""
+
+    window_features: int = 0
+    stitched_features: int = 0
+    orphans_dropped: int = 0
+    near_duplicates_dropped: int = 0
+
+
+def features_with_logprobs(
+    tokens: Sequence[str], logprobs: Sequence[float], automaton: GrammarAutomaton, length: int
+) -> list[tuple[WindowFeature, float]]:
+    """Split a generated target into features, each with the summed log-probability of its tokens.
+
+    ``tokens`` must be a valid target (constrained decoding guarantees it); an invalid token raises
+    ``GrammarError``.
+    """
+    state = automaton.start(length)
+    out: list[tuple[WindowFeature, float]] = []
+    acc = 0.0
+    for tok, lp in zip(tokens, logprobs):
+        if tok == END:
+            break
+        state = state.advance(tok)
+        acc += lp
+        if state.accepting and state.previous is not None:
+            out.append((tokens_to_feature(state.previous, automaton.window_len, length), acc))
+            acc = 0.0
+    return out
+
+
+def _piece_margin(f: WindowFeature, meta: WindowMeta) -> int:
+    """Distance from the piece's closed ends to its window's edges (cut ends do not count)."""
+    margins = [NO_EDGE]
+    if not f.cut_left:
+        at_seq_start = not meta.circular and meta.start == 0
+        margins.append(NO_EDGE if at_seq_start else f.start)
+    if not f.cut_right:
+        at_seq_end = not meta.circular and meta.end >= meta.seq_length
+        margins.append(NO_EDGE if at_seq_end else meta.length - 1 - f.end)
+    return min(margins)
+
+
+def _keep_partial(p: Prediction, seq_len: int, circular: bool) -> bool:
+    """Rule 2: a partial end is only believable at a linear sequence's own end."""
+    if circular:
+        return not p.partial
+    ok_left = not p.partial_left or p.start == 1
+    ok_right = not p.partial_right or p.end == seq_len
+    return ok_left and ok_right
+
+
+def drop_near_duplicates(preds: Sequence[Prediction], stats: MergeStats) -> list[Prediction]:
+    """Rule 3, on one sequence's predictions."""
+    ordered = sorted(preds, key=lambda p: (p.start, p.end))
+    dropped: set[int] = set()
+    for i, a in enumerate(ordered):
+        if i in dropped:
+            continue
+        for j in range(i + 1, len(ordered)):
+            b = ordered[j]
+            if b.start > a.end:
+                break
+            if j in dropped or (a.strand, a.type) != (b.strand, b.type) or a.windows & b.windows:
+                continue
+            shared = min(a.end, b.end) - b.start + 1
+            if shared < MIN_SHARED * max(a.end - a.start + 1, b.end - b.start + 1):
+                continue
+            loser = j if (a.margin, a.prob) >= (b.margin, b.prob) else i
+            dropped.add(loser)
+            stats.near_duplicates_dropped += 1
+            if loser == i:
+                break
+    return [p for k, p in enumerate(ordered) if k not in dropped]
+
+
+def merge_windows(
+    results: Sequence[tuple[WindowMeta, Sequence[tuple[WindowFeature, float]]]],
+) -> tuple[list[Prediction], MergeStats]:
+    """All windows of one sequence (metas share seqid) -> its predictions, sorted by start."""
+    stats = MergeStats()
+    if not results:
+        return [], stats
+    stitched = stitch([(meta, [f for f, _ in feats]) for meta, feats in results])
+    stats.window_features = sum(len(feats) for _, feats in results)
+    stats.stitched_features = len(stitched)
+    meta0 = results[0][0]
+    preds = []
+    for s in stitched:
+        probs, margins, windows = [], [], set()
+        for wi, fi in s.pieces:
+            meta, feats = results[wi]
+            f, lp = feats[fi]
+            probs.append(math.exp(lp))
+            margins.append(_piece_margin(f, meta))
+            windows.add(wi)
+        p = Prediction(
+            seqid=s.seqid,
+            start=s.start,
+            end=s.end,
+            strand=s.strand,
+            type=s.type,
+            phase=s.phase,
+            prob=sum(probs) / len(probs),
+            margin=max(margins),
+            windows=frozenset(windows),
+            partial_left=s.partial_left,
+            partial_right=s.partial_right,
+        )
+        if _keep_partial(p, meta0.seq_length, meta0.circular):
+            preds.append(p)
+        else:
+            stats.orphans_dropped += 1
+    return drop_near_duplicates(preds, stats), stats
