@@ -135,3 +135,47 @@ def test_bad_arguments() -> None:
         _run(FakeModel(_probs(TRAP)), num_beams=0)
     with pytest.raises(ValueError, match="max_new_tokens"):
         _run(FakeModel(_probs(TRAP)), max_new_tokens=0)
+
+
+# ------------------------------------------------------------------ the real model and grammar
+
+
+@pytest.mark.shared
+def test_generate_targets_with_untrained_model_always_decodes(dnabert2_tokenizer_dir) -> None:
+    """Whatever an untrained model prefers, the output is a valid target for its window."""
+    import random
+
+    from baking.grammar import decode_target, target_vocabulary
+    from trainer.inference.generate import generate_targets
+    from trainer.model import Dna2GffConfig, Dna2GffModel
+    from trainer.tokens import add_annotation_tokens, load_tokenizer
+
+    types, wlen = ["CDS", "tRNA"], 300
+    tok = load_tokenizer(dnabert2_tokenizer_dir)
+    add_annotation_tokens(tok, target_vocabulary(types, wlen))
+    cfg = Dna2GffConfig(
+        vocab_size=tok.get_vocab_size(True),
+        hidden_size=32,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    rng = random.Random(0)
+    windows = ["".join(rng.choice("ACGT") for _ in range(wlen)) for _ in range(3)]
+    windows.append("acgtnNACGT" * 5)  # a short last window, lower case and N
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = Dna2GffModel(cfg).train()
+        for beams in (1, 3):
+            outs = generate_targets(
+                model, tok, windows, wlen, types, max_new_tokens=40, num_beams=beams
+            )
+            assert model.training  # restored
+            assert len(outs) == len(windows)
+            for dna, out in zip(windows, outs):
+                assert len(out.tokens) == len(out.token_logprobs)
+                assert all(lp <= 1e-6 for lp in out.token_logprobs)
+                feats = decode_target(out.tokens, wlen, min(len(dna), wlen), types)
+                assert all(f.end < len(dna) for f in feats)
+    assert generate_targets(model, tok, [], wlen, types) == []
