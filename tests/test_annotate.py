@@ -273,3 +273,21 @@ def test_bad_input_fails_cleanly(tiny_model: Path, tmp_path: Path) -> None:
     res = _cli("--model", tiny_model, "--fasta", good, "--out", out, "--max_new_tokens", "20")
     assert res.returncode == 0, res.stderr
     _validate(out)
+
+
+def test_window_len_and_types_fall_back_to_options(tiny_model: Path) -> None:
+    """A model whose config lacks window_len/feature_types needs --window_len (and may use
+    --types, or the types its tokenizer knows)."""
+    from baking.errors import ConfigError
+    from trainer.inference.annotate import load_model, resolve_grammar
+
+    model, tok = load_model(tiny_model, "cpu")
+    assert resolve_grammar(model, tok, AnnotateOptions()) == (1000, TYPES)
+    model.config.window_len = None
+    model.config.feature_types = None
+    with pytest.raises(ConfigError, match="--window_len"):
+        resolve_grammar(model, tok, AnnotateOptions())
+    got = resolve_grammar(model, tok, AnnotateOptions(window_len=1000))
+    assert got == (1000, TYPES)  # the tokenizer knows <CDS>, <tRNA>, <rRNA>
+    got = resolve_grammar(model, tok, AnnotateOptions(window_len=800, feature_types=("CDS",)))
+    assert got == (800, ["CDS"])

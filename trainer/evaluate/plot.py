@@ -15,7 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyArrow  # noqa: E402
+from matplotlib.patches import FancyArrow, Patch  # noqa: E402
 
 from trainer.evaluate.metrics import Feature, exact_scores  # noqa: E402
 
@@ -94,8 +94,18 @@ def plot_tracks(
         ax.set_ylim(-0.6, 1.6)
         ax.set_yticks([0, 1], ["predicted", "reference"])
         ax.set_title(f"{seqid}:{lo}-{hi}", fontsize=9, loc="left")
+    handles = [
+        Patch(color=c, label=lbl)
+        for c, lbl in (
+            ("tab:blue", "reference"),
+            ("tab:green", "exact"),
+            ("tab:orange", "stop only"),
+            ("tab:red", "wrong"),
+        )
+    ]
+    fig.legend(handles=handles, loc="upper right", ncol=4, fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, x=0.01, ha="left", fontsize=10)
     fig.tight_layout()
     out = Path(out_png)
     tmp = out.with_name(f".{out.name}.tmp.png")
