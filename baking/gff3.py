@@ -17,12 +17,12 @@ import gzip
 import io
 import logging
 import os
-import re
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 from baking.errors import InputError
 from baking.fasta import GZIP_MAGIC, normalise_sequence
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 STRANDS = ("+", "-", ".", "?")
 # Attributes the spec lets carry several comma-separated values: commas in them are separators.
 MULTI_VALUE_KEYS = frozenset({"Parent", "Alias", "Note", "Dbxref", "Ontology_term"})
-_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def unescape(text: str) -> str:
     """Decode ``%XX`` escapes (the spec's URL escaping)."""
     if "%" not in text:
         return text
-    return _ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    return unquote(text, errors="replace")  # %XX runs decode as UTF-8
 
 
 _ALWAYS_ESCAPE = {c: f"%{ord(c):02X}" for c in "%;=&\t\n\r"}
@@ -93,6 +92,14 @@ def _escape_column(text: str) -> str:
     return "".join(_COLUMN_ESCAPE.get(c, c) for c in text) if text else "."
 
 
+_SEQID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:^*$@!+_?-|")
+
+
+def escape_seqid(seqid: str) -> str:
+    """Escape a seqid as the spec asks: every character outside ``[a-zA-Z0-9.:^*$@!+_?-|]``."""
+    return "".join(c if c in _SEQID_OK else "".join(f"%{b:02X}" for b in c.encode()) for c in seqid)
+
+
 def format_gff3_line(f: GFFFeature) -> str:
     """One tab-separated GFF3 line (no newline) with ``%``-escaped attributes."""
     score = "." if f.score is None else f"{f.score:g}"
@@ -100,7 +107,7 @@ def format_gff3_line(f: GFFFeature) -> str:
     attrs = ";".join(f"{escape_value(k, k)}={escape_value(k, v)}" for k, v in f.attributes)
     return "\t".join(
         (
-            _escape_column(f.seqid),
+            escape_seqid(f.seqid),
             _escape_column(f.source),
             _escape_column(f.type),
             str(f.start),
@@ -300,7 +307,7 @@ def write_gff3(
     lines = ["##gff-version 3"]
     for seqid, bounds in (sequence_regions or {}).items():
         start, end = (1, bounds) if isinstance(bounds, int) else bounds
-        lines.append(f"##sequence-region {seqid} {start} {end}")
+        lines.append(f"##sequence-region {escape_seqid(seqid)} {start} {end}")
     lines.extend(c if c.startswith("#") else f"# {c}" for c in header_comments)
     lines.extend(format_gff3_line(f) for f in features)
     data = ("\n".join(lines) + "\n").encode("utf-8")

@@ -69,11 +69,15 @@ class _Cluster:
     open_r: int | None = None  # max end of cut-right pieces: true end > open_r
     frame: int | None = None
     pieces: list[_Piece] = field(default_factory=list)
-    windows: set[int] = field(default_factory=set)
+    windows: dict[int, list[_Piece]] = field(default_factory=dict)
 
     def accepts(self, p: _Piece) -> bool:
-        if p.frame != self.frame or p.ref[0] in self.windows:
-            return False  # a feature shows at most one piece per window
+        if p.frame != self.frame:
+            return False
+        # One window shows a feature once, except twice at disjoint places when it wraps over the
+        # origin of a small circular sequence; overlapping pieces of one window are two features.
+        if any(q.gs <= p.ge and p.gs <= q.ge for q in self.windows.get(p.ref[0], ())):
+            return False
         if p.gs > self.hi + 1 or (
             p.gs == self.hi + 1 and not (p.open_l and self.open_r == self.hi)
         ):
@@ -98,7 +102,7 @@ class _Cluster:
 
     def add(self, p: _Piece) -> None:
         self.pieces.append(p)
-        self.windows.add(p.ref[0])
+        self.windows.setdefault(p.ref[0], []).append(p)
         self.lo, self.hi = min(self.lo, p.gs), max(self.hi, p.ge)
         if p.open_l:
             self.open_l = p.gs if self.open_l is None else min(self.open_l, p.gs)
@@ -174,8 +178,9 @@ def stitch(
 
 
 def _drop_circular_copies(clusters: list[_Cluster], n: int) -> list[_Cluster]:
-    """Keep each circular feature once: clusters starting in ``[0, n)``, and a cut-at-0 cluster
-    only if its shifted twin did not join a kept cluster that crosses the origin."""
+    """Keep each circular feature once: clusters starting in ``[0, n)``, minus the tails of
+    origin-crossing features (clusters whose every piece also joined, shifted by ``n``, a kept
+    cluster that crosses the origin)."""
     kept_refs: set[tuple[int, int]] = set()
     first = [c for c in clusters if c.lo < n]
     for c in first:
@@ -183,8 +188,7 @@ def _drop_circular_copies(clusters: list[_Cluster], n: int) -> list[_Cluster]:
             kept_refs.update(p.ref for p in c.pieces if p.shifted)
     out = []
     for c in first:
-        at_origin = c.left is None and c.lo == 0
-        if at_origin and all(p.ref in kept_refs for p in c.pieces):
+        if c.hi < n and c.left is None and all(p.ref in kept_refs for p in c.pieces):
             continue
         out.append(c)
     return out
