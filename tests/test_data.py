@@ -155,7 +155,7 @@ def test_manifest_errors(tmp_path):
 def test_count_mismatch_and_corrupt_shard(tmp_path):
     write_shards(tmp_path, {"train": [4]})
     m = json.loads((tmp_path / "manifest.json").read_text())
-    m["splits"]["train"]["shards"][0]["count"] = 5
+    m["splits"]["train"]["shards"][0]["samples"] = 5
     (tmp_path / "manifest.json").write_text(json.dumps(m))
     plan = SlotPlan(tuple(split_shards(tmp_path, "train")), 1, 0)
     with pytest.raises(InputError, match="holds 4 samples but manifest.json says 5"):

@@ -37,10 +37,12 @@ def make_model(out_dir: Path, tok_dir: Path, *, use_moe: bool = True, num_expert
                hidden: int = 32, layers: int = 2) -> Path:  # fmt: skip
     """A random tiny DNABERT-2 checkpoint turned into our encoder-decoder folder."""
     from trainer.distributed import ensure_process_group
+    from trainer.dsconfig import disable_cpu_shm_comm
     from trainer.model.dnabert2 import write_random_dnabert2
     from trainer.model.seq2seq import build_from_dnabert2
     from trainer.tokens import load_tokenizer
 
+    disable_cpu_shm_comm()  # no ~50 s compile of DeepSpeed's CPU shm op on a fresh machine
     ensure_process_group()
     vocab = load_tokenizer(tok_dir).get_vocab_size(with_added_tokens=True)
     raw = out_dir.parent / (out_dir.name + "_dnabert2")
@@ -85,8 +87,10 @@ def write_shards(data_dir: Path, counts: dict[str, list[int]], *, window_len: in
                             "circular": False, "window_len": window_len}  # fmt: skip
                     w.write({"__key__": f"g_{i}_{j:06d}", "dna.txt": dna, "target.txt": target,
                              "json": json.dumps(meta)})  # fmt: skip
-            entries.append({"path": rel, "count": n})
+            entries.append({"path": rel, "samples": n})
         splits[split] = {"shards": entries}
-    manifest = {"splits": splits, "args": {"window": window_len, "types": TYPES}}
+    grammar = {"window_len": window_len, "feature_types": TYPES,
+               "tokens": target_vocabulary(TYPES, window_len)}  # fmt: skip
+    manifest = {"splits": splits, "grammar": grammar}
     (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return data_dir

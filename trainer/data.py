@@ -93,8 +93,7 @@ def split_shards(data_dir: str | Path, split: str) -> list[ShardInfo]:
     entries = _split_entries(manifest, split, root / "manifest.json")
     shards: list[ShardInfo] = []
     for entry in entries:
-        rel = entry.get("path") or entry.get("shard") or entry.get("name")
-        count = entry.get("count", entry.get("samples", entry.get("num_samples")))
+        rel, count = entry.get("path"), entry.get("samples")
         if not isinstance(rel, str) or not isinstance(count, int) or count < 0:
             raise InputError(
                 root / "manifest.json", f"bad shard entry in split {split!r}: {entry!r}"
@@ -108,15 +107,14 @@ def split_shards(data_dir: str | Path, split: str) -> list[ShardInfo]:
 
 
 def _split_entries(manifest: dict[str, Any], split: str, where: Path) -> list[dict[str, Any]]:
-    splits = manifest.get("splits", manifest)
-    node = splits.get(split) if isinstance(splits, dict) else None
+    """``manifest["splits"][split]["shards"]`` (baking.manifest's layout); [] when absent."""
+    node = (manifest.get("splits") or {}).get(split)
     if node is None:
         return []
-    if isinstance(node, dict):
-        node = node.get("shards", [])
-    if not isinstance(node, list):
-        raise InputError(where, f"split {split!r} must list shards")
-    return node
+    shards = node.get("shards") if isinstance(node, dict) else None
+    if not isinstance(shards, list):
+        raise InputError(where, f"split {split!r} must list its shards")
+    return shards
 
 
 # ------------------------------------------------------------------------------------------- plan

@@ -164,7 +164,12 @@ def target_vocab_ids(tokenizer: Any, tokens: list[str] | None, eos_id: int) -> t
     if tokens:
         from trainer.tokens import target_to_ids
 
-        ids.update(target_to_ids(tokenizer, list(tokens)))
+        try:
+            ids.update(target_to_ids(tokenizer, list(tokens)))
+        except KeyError as exc:
+            raise ConfigError(
+                f"the data's targets use a token the model lacks: {exc.args[0]}"
+            ) from None
     else:
         for i, added in tokenizer.get_added_tokens_decoder().items():
             if not added.special:
@@ -214,24 +219,33 @@ def prepare_batch(
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _manifest_grammar(manifest: dict[str, Any]) -> tuple[int | None, list[str] | None]:
-    """(window_len, feature_types) the data was baked with, when the manifest says."""
-    args = manifest.get("args", manifest.get("arguments", {})) or {}
-    window = manifest.get("window_len", args.get("window", args.get("window_len")))
-    types = manifest.get("feature_types", args.get("types", args.get("feature_types")))
-    if isinstance(types, str):
-        types = [t for t in types.split(",") if t]
-    return (int(window) if window else None), (list(types) if types else None)
+@dataclass(frozen=True)
+class DataGrammar:
+    """What the baked data says about its targets (``manifest.json`` -> ``grammar``)."""
+
+    window_len: int | None
+    feature_types: list[str] | None
+    tokens: list[str] | None
 
 
-def _grammar_tokens(window: int | None, types: list[str] | None) -> list[str] | None:
-    if not window or not types:
-        return None
-    try:
-        from baking.grammar import target_vocabulary
-    except ImportError:
-        return None
-    return list(target_vocabulary(types, window))
+def data_grammar(manifest: dict[str, Any], tokenizer: Any) -> DataGrammar:
+    """Window length, feature types and target tokens of the baked data.
+
+    Feature types are kept only when the tokenizer knows their type token (what the model can
+    emit); the token list falls back to the grammar's full vocabulary for those types.
+    """
+    g = manifest.get("grammar") or {}
+    args = manifest.get("args") or {}
+    window = g.get("window_len", args.get("window_len"))
+    types = g.get("feature_types", args.get("types"))
+    tokens = g.get("tokens")
+    if types:
+        from baking.grammar import target_vocabulary, type_token
+
+        types = [t for t in types if tokenizer.token_to_id(type_token(t)) is not None]
+        if tokens is None and window and types:
+            tokens = list(target_vocabulary(types, int(window)))
+    return DataGrammar(int(window) if window else None, list(types) if types else None, tokens)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -354,11 +368,12 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     tokenizer_path = str(cfg.model)
     tokenizer = load_tokenizer(tokenizer_path)
-    window_len, feature_types = _manifest_grammar(manifest)
+    grammar = data_grammar(manifest, tokenizer)
+    window_len, feature_types = grammar.window_len, grammar.feature_types
     ids = TokenIds(model_cfg.bos_token_id, model_cfg.eos_token_id, model_cfg.pad_token_id)
     vocab = None
     if cfg.restrict_loss_vocab:
-        vocab = target_vocab_ids(tokenizer, _grammar_tokens(window_len, feature_types), ids.eos)
+        vocab = target_vocab_ids(tokenizer, grammar.tokens, ids.eos)
         vocab = vocab.to(device)
     encoder = Encoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens)
     dataset = ShardBatches(train_shards, encoder, rank=rank, world_size=world,
