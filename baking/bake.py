@@ -196,6 +196,9 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
     ]
     res.bp = sum(i.length for i in infos.values())
     prefix = safe_name(spec.name)
+    for split in SPLITS:  # temporary shards of an interrupted earlier run of this genome
+        for stale in Path(out_dir, split).glob(f".{prefix}-*.tar.tmp"):
+            stale.unlink(missing_ok=True)
     writers = {s: ShardWriter(out_dir, s, prefix, cfg.shard_size) for s in SPLITS}
     split_all = "val" if spec.name in cfg.val_genomes else None
     window_len, stride = cfg.window_len, cfg.stride
