@@ -85,24 +85,35 @@ def _advance(state: Any, token: str) -> Any:
     return state.advance(token)
 
 
-class _MaskCache:
-    """Additive logit masks (0 allowed, -inf not) per distinct allowed-token set, on the device."""
+class _MaskTable:
+    """Additive masks over the grammar's columns (0 allowed, -inf not), one row per distinct
+    allowed set, kept as one device tensor so a step gathers all rows' masks in one operation."""
 
-    def __init__(self, token_to_id: Mapping[str, int], vocab: int, device: torch.device) -> None:
-        self.token_to_id = token_to_id
-        self.vocab = vocab
+    def __init__(self, columns: Sequence[str], device: torch.device) -> None:
+        self.column_of = {t: j for j, t in enumerate(columns)}
+        self.width = len(columns)
         self.device = device
-        self._cache: dict[frozenset[str], Tensor] = {}
+        self._row_of: dict[frozenset[str], int] = {}
+        self._rows: list[list[float]] = []
+        self._table: Tensor | None = None
 
-    def __call__(self, allowed: Collection[str]) -> Tensor:
-        key = frozenset(allowed)
-        mask = self._cache.get(key)
-        if mask is None:
-            ids = [self.token_to_id[t] for t in key]
-            mask = torch.full((self.vocab,), NEG_INF, device=self.device)
-            mask[torch.tensor(ids, dtype=torch.long, device=self.device)] = 0.0
-            self._cache[key] = mask
-        return mask
+    def __call__(self, alloweds: Sequence[Collection[str]]) -> Tensor:
+        """(len(alloweds), G) masks."""
+        ids = []
+        for allowed in alloweds:
+            key = allowed if isinstance(allowed, frozenset) else frozenset(allowed)
+            i = self._row_of.get(key)
+            if i is None:
+                i = self._row_of[key] = len(self._rows)
+                row = [NEG_INF] * self.width
+                for t in key:
+                    row[self.column_of[t]] = 0.0
+                self._rows.append(row)
+                self._table = None
+            ids.append(i)
+        if self._table is None:
+            self._table = torch.tensor(self._rows, dtype=torch.float32, device=self.device)
+        return self._table[torch.tensor(ids, dtype=torch.long, device=self.device)]
 
 
 def _allowed(hyp: _Hyp, end_marker: str) -> Collection[str]:
@@ -143,34 +154,34 @@ def generate_ids(
     device = enc.device
     # beams[row] holds K hypotheses (greedy: 1); flat row r*K+j is beam j of row r.
     beams: list[list[_Hyp]] = [[_Hyp(st, [], []) for _ in range(k)] for st in start_states]
-    masks: _MaskCache | None = None
-    id_to_token = _inverse(token_to_id)
+    # Only the grammar's tokens can be chosen, so only their logits are read: "columns".
+    columns = list(token_to_id)
+    col_ids = torch.tensor([token_to_id[t] for t in columns], dtype=torch.long, device=device)
+    masks = _MaskTable(columns, device)
     dec_in = torch.full((b * k, 1), bos_id, dtype=torch.long, device=device)
     cache = None
     for step in range(max_new_tokens):
         logits, cache = model.decode(
             dec_in, enc, attention_mask, past_key_values=cache, use_cache=True
         )
-        last = logits[:, -1].float()  # (B*K, V)
-        if masks is None:
-            masks = _MaskCache(token_to_id, last.shape[-1], device)
+        last = logits[:, -1].index_select(-1, col_ids).float()  # (B*K, G)
         hyps = [h for row in beams for h in row]
-        bias = torch.stack([masks(_allowed(h, end_marker)) for h in hyps])  # (B*K, V)
-        logp = torch.log_softmax(last + bias, dim=-1)  # constrained distribution
+        bias = masks([_allowed(h, end_marker) for h in hyps])  # (B*K, G)
+        logp = torch.log_softmax(last + bias, dim=-1)  # the constrained distribution
         if k == 1:
-            best = logp.argmax(dim=-1)
-            best_lp = logp.gather(1, best[:, None])[:, 0]
+            best_lp, best = logp.max(dim=-1)  # (B,) log-prob and column index
+            picked = torch.stack([best.to(best_lp.dtype), best_lp]).tolist()  # one device sync
             beams = [
-                [h if h.done else h.extended(id_to_token[int(t)], float(lp), end_marker)]
-                for h, t, lp in zip(hyps, best.tolist(), best_lp.tolist())
+                [h if h.done else h.extended(columns[int(c)], lp, end_marker)]
+                for h, c, lp in zip(hyps, picked[0], picked[1])
             ]
-            next_ids = best
+            next_cols = best
         else:
-            beams, next_ids, order = _beam_step(beams, logp, k, id_to_token, end_marker, step)
+            beams, next_cols, order = _beam_step(beams, logp, k, columns, end_marker, step)
             cache = cache.index_select(order.to(device))
         if all(h.done for row in beams for h in row):
             break
-        dec_in = next_ids.to(device)[:, None]
+        dec_in = col_ids[next_cols.to(device)][:, None]
     out = []
     for row in beams:
         best_hyp = max(row, key=lambda h: (h.done, h.score / max(1, len(h.tokens) + h.done)))
@@ -178,18 +189,11 @@ def generate_ids(
     return out
 
 
-def _inverse(token_to_id: Mapping[str, int]) -> dict[int, str]:
-    inv: dict[int, str] = {}
-    for tok, i in token_to_id.items():
-        inv.setdefault(i, tok)
-    return inv
-
-
 def _beam_step(
     beams: list[list[_Hyp]],
     logp: Tensor,
     k: int,
-    id_to_token: Mapping[int, str],
+    columns: Sequence[str],
     end_marker: str,
     step: int,
 ) -> tuple[list[list[_Hyp]], Tensor, Tensor]:
@@ -198,22 +202,22 @@ def _beam_step(
     A finished hypothesis is carried over unchanged (one candidate, no added score). At step 0
     all K beams of a row are identical, so only beam 0 expands.
     """
-    eos_id = next(i for i, t in id_to_token.items() if t == end_marker)
-    vocab = logp.shape[-1]
-    top_lp, top_id = logp.topk(min(k, vocab), dim=-1)  # (B*K, K)
+    eos_col = columns.index(end_marker)
+    width = logp.shape[-1]
+    top_lp, top_col = logp.topk(min(k, width), dim=-1)  # (B*K, K)
     new_beams: list[list[_Hyp]] = []
-    next_ids: list[int] = []
+    next_cols: list[int] = []
     order: list[int] = []
     for r, row in enumerate(beams):
-        cands: list[tuple[float, int, int, float]] = []  # (score, beam j, token id, token lp)
+        cands: list[tuple[float, int, int, float]] = []  # (score, beam j, column, token lp)
         for j, h in enumerate(row):
             if step == 0 and j > 0:
                 break
             flat = r * k + j
             if h.done:
-                cands.append((h.score, j, eos_id, 0.0))
+                cands.append((h.score, j, eos_col, 0.0))
                 continue
-            for lp, t in zip(top_lp[flat].tolist(), top_id[flat].tolist()):
+            for lp, t in zip(top_lp[flat].tolist(), top_col[flat].tolist()):
                 if lp > NEG_INF:
                     cands.append((h.score + lp, j, t, lp))
         cands.sort(key=lambda c: -c[0])
@@ -223,13 +227,13 @@ def _beam_step(
         new_row = []
         for _, j, t, lp in chosen:
             h = row[j]
-            new_row.append(h if h.done else h.extended(id_to_token[t], lp, end_marker))
-            next_ids.append(t)
+            new_row.append(h if h.done else h.extended(columns[t], lp, end_marker))
+            next_cols.append(t)
             order.append(r * k + j)
         new_beams.append(new_row)
     return (
         new_beams,
-        torch.tensor(next_ids, dtype=torch.long),
+        torch.tensor(next_cols, dtype=torch.long),
         torch.tensor(order, dtype=torch.long),
     )
 
