@@ -60,6 +60,8 @@ def test_synthetic_plan_runs_the_recipe_in_order(tmp_path: Path) -> None:
     bake.action()
     listed = lay.genome_list.read_text().splitlines()
     assert len(listed) == 3 and not any("synthetic_10" in line for line in listed)
+    assert listed[0].split("\t")[0] == "synthetic_7" and len(listed[0].split("\t")) == 3
+    assert _flag(by["bake_data"], "--window") == "400"
     assert _flag(by["make_synthetic"], "--count") == "4"
 
 

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
+TINY_WINDOW = 400  # bp per window for the tiny stand-in model (short inputs: fast CPU steps)
 MARKER = "demo.json"  # written into OUT; only a folder carrying it (or empty) is ever replaced
 
 
@@ -63,7 +64,10 @@ class DemoConfig:
     num_experts: int = 4
     moe_top_k: int = 2
     window_len: int | None = None
-    """Bake window (bp); None = the baker's default."""
+    """Bake window (bp); None = 400 for the tiny stand-in model, the baker's default (sized for
+    DNABERT-2's 512 tokens) with ``dnabert_path``."""
+    val_fraction: float = 0.1
+    """Validation block at the end of each training sequence (the baker's ``--val_fraction``)."""
     workers: int = 2
     launcher: str = "deepspeed"
     """deepspeed | torchrun | python (one process)."""
@@ -102,6 +106,8 @@ class DemoConfig:
             )
         if self.moe_top_k > self.num_experts:
             raise ConfigError(f"moe_top_k={self.moe_top_k}: more than num_experts")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction={self.val_fraction!r}: must be within [0, 1)")
         if self.vocab_size < 16:
             raise ConfigError(f"vocab_size={self.vocab_size}: must be >= 16")
         if self.hidden_size % self.num_heads:
@@ -232,8 +238,11 @@ def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
         *(moe if cfg.use_moe else []), "--tie_weights")))  # fmt: skip
     bake = _py("bake_data.py", "--genomes", lay.genome_list, lay.baked, "--workers", cfg.workers,
                "--extract_tokens", lay.new_tokens)  # fmt: skip
-    if cfg.window_len:
-        bake += ["--window_len", str(cfg.window_len)]
+    window = cfg.window_len or (None if cfg.dnabert_path else TINY_WINDOW)
+    if window:
+        bake += ["--window", str(window)]
+    if cfg.val_fraction:
+        bake += ["--val_fraction", str(cfg.val_fraction)]
     bake += list(cfg.bake_args)
     steps.append(Step("bake_data", bake, action=lambda: _genome_list(train_pairs, lay)))
     steps.append(
@@ -279,9 +288,24 @@ def circular_seqids(gff: str | Path) -> list[str]:
     ]
 
 
+def genome_name(fasta: Path) -> str:
+    """``GCF_000005845.2_ASM584v2_genomic.fna.gz`` -> ``GCF_000005845.2_ASM584v2_genomic``."""
+    name = fasta.name
+    for suffix in (".gz", ".fna", ".fasta", ".fa", ".fas"):
+        name = name.removesuffix(suffix)
+    return name or fasta.name
+
+
 def _genome_list(pairs: Sequence[tuple[Path, Path]], lay: Layout) -> None:
-    """The baker's many-genome input: one ``FASTA<TAB>GFF3`` pair a line."""
-    lay.genome_list.write_text("".join(f"{f.resolve()}\t{g.resolve()}\n" for f, g in pairs))
+    """The baker's many-genome input: ``name<TAB>fasta<TAB>gff3`` a line, names made unique."""
+    lines, seen = [], set()
+    for i, (f, g) in enumerate(pairs):
+        name = genome_name(f)
+        if name in seen:
+            name = f"{name}_{i + 1}"
+        seen.add(name)
+        lines.append(f"{name}\t{f.resolve()}\t{g.resolve()}\n")
+    lay.genome_list.write_text("".join(lines))
 
 
 def _has_cuda() -> bool:

@@ -41,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--num_experts", type=int, default=d.num_experts)
     m.add_argument("--moe_top_k", type=int, default=d.moe_top_k)
     t = p.add_argument_group("Bake and train")
-    t.add_argument("--window_len", type=int, default=None, help="bp (default: the baker's)")
+    t.add_argument("--window_len", type=int, default=None,
+                   help="bake window in bp (default: 400 for the tiny model, the baker's "
+                   "default with --dnabert_path)")  # fmt: skip
+    t.add_argument("--val_fraction", type=float, default=d.val_fraction,
+                   help="validation block at the end of each training sequence")  # fmt: skip
     t.add_argument("--workers", type=int, default=d.workers, help="bake worker processes")
     t.add_argument("--launcher", choices=("deepspeed", "torchrun", "python"), default=d.launcher)
     t.add_argument("--nproc", type=int, default=d.nproc, help="training ranks")
@@ -69,7 +73,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         seed=a.seed, train_genomes=a.train_genomes, genome_length=a.genome_length,
         vocab_size=a.vocab_size, hidden_size=a.hidden_size, num_layers=a.num_layers,
         num_heads=a.num_heads, intermediate_size=a.intermediate_size, num_experts=a.num_experts,
-        moe_top_k=a.moe_top_k, window_len=a.window_len, workers=a.workers, launcher=a.launcher,
+        moe_top_k=a.moe_top_k, window_len=a.window_len, val_fraction=a.val_fraction, workers=a.workers, launcher=a.launcher,
         nproc=a.nproc, ep_size=a.ep_size, deepspeed_config=a.deepspeed_config,
         max_steps=a.max_steps, micro_batch_size=a.micro_batch_size, lr=a.lr,
         use_moe=not a.dense, bake_args=tuple(a.bake_arg), train_args=tuple(a.train_arg), annotate_args=tuple(a.annotate_arg),
