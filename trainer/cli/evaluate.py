@@ -78,7 +78,6 @@ def _main(argv: Sequence[str] | None) -> int:
     extra: dict[str, object] = {}
     if args.baseline == "prodigal":
         from baking.fasta import read_fasta
-
         from trainer.evaluate.prodigal import run_prodigal
 
         prod = run_prodigal(list(read_fasta(args.fasta)), transl_table=args.transl_table)
