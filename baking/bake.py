@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from baking.errors import ConfigError, Dna2GffError
+from baking.errors import ConfigError, Dna2GffError, InputError
 from baking.fasta import read_fasta
 from baking.features import SequenceInfo, select_features, sequence_infos
 from baking.gff3 import read_gff3
@@ -132,6 +132,7 @@ class GenomeResult:
     target_tokens: int = 0
     shards: list[ShardInfo] = field(default_factory=list)
     seconds: float = 0.0
+    input_error: tuple[str, str, int | None] | None = None  # (path, reason, line) of an InputError
 
     def to_json(self) -> dict:
         d = {
@@ -287,7 +288,10 @@ def bake_genome_safe(spec: GenomeSpec, cfg: BakeConfig, out_dir: str) -> GenomeR
         return bake_genome(spec, cfg, out_dir)
     except Dna2GffError as exc:
         log.debug("genome failed", exc_info=True)
-        return GenomeResult(spec.name, spec.fasta, spec.gff, status="failed", error=str(exc))
+        res = GenomeResult(spec.name, spec.fasta, spec.gff, status="failed", error=str(exc))
+        if isinstance(exc, InputError):  # rebuilt by the caller: exceptions cross processes badly
+            res.input_error = (exc.path, exc.reason, exc.line)
+        return res
 
 
 def bake_local(
@@ -396,6 +400,7 @@ def bake(
             order = {s.name: i for i, s in enumerate(specs)}
             results = sorted((r for part in gathered for r in part), key=lambda r: order[r.name])
     error: str | None = None
+    first_input_error: tuple[str, str, int | None] | None = None
     manifest: dict | None = None
     if rank == 0:
         failed = [r for r in results if r.status != "ok"]
@@ -403,8 +408,10 @@ def bake(
         if failed and (cfg.on_error == "stop" or len(failed) == len(specs)):
             remove_temps(out, ok_shards)
             error = failed[0].error or f"genome {failed[0].name} failed"
+            first_input_error = failed[0].input_error
             if len(failed) > 1:
                 error += f" (and {len(failed) - 1} more failed genomes)"
+                first_input_error = None
         else:
             for r in failed:
                 log.warning("skipped genome=%s error=%s", r.name, r.error)
@@ -417,7 +424,9 @@ def bake(
                 seen = types_in_targets(results, cfg.types)
                 merge_tokens(extract_tokens, target_vocabulary(seen, cfg.window_len))
     if comm is not None:
-        error = comm.bcast(error, root=0)
+        error, first_input_error = comm.bcast((error, first_input_error), root=0)
+    if first_input_error is not None:
+        raise InputError(*first_input_error)
     if error is not None:
         raise Dna2GffError(error)
     return manifest, results if rank == 0 else []

@@ -136,3 +136,22 @@ def test_bad_genome_list(tmp_path: Path) -> None:
     listing.write_text("only\ttwo\n")
     run = run_bake("--genomes", listing, tmp_path / "out")
     assert run.returncode == 2 and f"error: {listing}:1: expected 3 columns" in run.stderr
+
+
+def test_sequence_region_mismatch_and_previous_output_kept(tmp_path: Path) -> None:
+    """A failing re-run leaves the previous run's shards and manifest exactly as they were."""
+    from baking.bake import BakeConfig, GenomeSpec, bake
+    from baking.errors import InputError
+
+    fna, gff = small_genome(tmp_path / "in", "g")
+    out = tmp_path / "out"
+    cfg = BakeConfig(window_len=1000, progress=False)
+    bake([GenomeSpec("g", str(fna), str(gff))], cfg, out)
+    before = {p: (out / p).read_bytes() for p in output_files(out)}
+    bad = tmp_path / "in" / "bad.gff"
+    bad.write_text(gzip.decompress(gff.read_bytes()).decode().replace("chr 1 6000", "chr 1 6001"))
+    with pytest.raises(
+        InputError, match="##sequence-region chr ends at 6001 but the FASTA sequence has 6000"
+    ):
+        bake([GenomeSpec("g", str(fna), str(bad))], BakeConfig(window_len=500, progress=False), out)
+    assert {p: (out / p).read_bytes() for p in output_files(out)} == before
