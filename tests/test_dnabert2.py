@@ -165,3 +165,37 @@ def test_real_dnabert2_config_gives_117m_parameters(dnabert2_tokenizer_dir):
     )  # transform dense + LayerNorm + decoder bias (tied weight)
     assert encoder + mlm_head == 117_074_176  # the published count
     assert isinstance(config, Dna2GffConfig)
+
+
+def test_make_tiny_with_real_tokenizer(dnabert2_tokenizer_dir, tmp_path):
+    from trainer.model.dnabert2 import make_tiny_dnabert2
+
+    folder = make_tiny_dnabert2(
+        tmp_path / "t",
+        tokenizer=dnabert2_tokenizer_dir,
+        hidden_size=16,
+        num_heads=2,
+        intermediate_size=32,
+    )
+    model, config, _ = load_dnabert2(folder)
+    assert config.vocab_size == 4096 and (folder / "tokenizer.json").read_bytes() != b""
+    assert (folder / "tokenizer_config.json").is_file()
+
+
+def test_make_tiny_from_fasta(genome_pair, tmp_path):
+    from trainer.model.dnabert2 import make_tiny_dnabert2
+    from trainer.tokens import encode_dna, load_tokenizer
+
+    fna, _ = genome_pair("phage")
+    folder = make_tiny_dnabert2(
+        tmp_path / "t",
+        fasta=[fna],
+        vocab_size=300,
+        hidden_size=16,
+        num_heads=2,
+        intermediate_size=32,
+    )
+    tok = load_tokenizer(folder)
+    assert tok.get_vocab_size() == 300 and load_dnabert2(folder)[1].vocab_size == 300
+    ids = encode_dna(tok, "atgaaacgcattagcaccaccattaccaccacc")
+    assert ids[0] == 1 and ids[-1] == 2 and 0 not in ids

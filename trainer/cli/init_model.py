@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from baking.clitools import run_cli, setup_logging
 from baking.errors import ConfigError
-from trainer.model.dnabert2 import DNABERT2_HUB_ID, resolve_checkpoint, write_random_dnabert2
+from trainer.model.dnabert2 import DNABERT2_HUB_ID, make_tiny_dnabert2, resolve_checkpoint
 from trainer.model.seq2seq import build_from_dnabert2
-from trainer.tokens import TOKENIZER_NAME, load_tokenizer, train_dna_tokenizer
+from trainer.tokens import TOKENIZER_NAME
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument(
         "--random_dnabert2", metavar="DIR", help="write a random DNABERT-2-layout checkpoint here"
     )
-    rnd.add_argument("--hidden_size", type=int, default=64)
-    rnd.add_argument("--num_layers", type=int, default=2)
-    rnd.add_argument("--num_heads", type=int, default=4)
-    rnd.add_argument("--intermediate_size", type=int, default=128)
+    rnd.add_argument("--hidden_size", type=int, default=64, help="hidden width")
+    rnd.add_argument("--num_layers", type=int, default=2, help="encoder layers")
+    rnd.add_argument("--num_heads", type=int, default=4, help="attention heads")
+    rnd.add_argument("--intermediate_size", type=int, default=128, help="gated-MLP branch width")
     rnd.add_argument("--vocab_size", type=int, default=512, help="BPE size of a trained tokenizer")
     rnd.add_argument(
         "--tokenizer",
@@ -81,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FASTA",
         help="train the tokenizer on these genomes (default: 200 kbp of seeded random DNA)",
     )
-    rnd.add_argument("--weights_format", choices=["bin", "safetensors"], default="bin")
+    rnd.add_argument(
+        "--weights_format",
+        choices=["bin", "safetensors"],
+        default="bin",
+        help="pytorch_model.bin or model.safetensors",
+    )
     rnd.add_argument(
         "--no_bert_prefix", action="store_true", help="keys as a bare BertModel (no 'bert.')"
     )
@@ -91,48 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fasta_sequences(paths: Sequence[str]) -> Iterator[str]:
-    from baking.fasta import read_fasta
-
-    for path in paths:
-        for _, seq in read_fasta(path):
-            yield seq
-
-
-def _random_dna(seed: int, length: int = 200_000) -> Iterator[str]:
-    rng = random.Random(seed)
-    yield "".join(rng.choices("ACGT", k=length))
-
-
 def write_random(args: argparse.Namespace) -> Path:
     """The ``--random_dnabert2`` step: tokenizer (given or trained) + random checkpoint."""
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.tokenizer:
-            tok_dir = Path(args.tokenizer)
-            tokenizer = load_tokenizer(tok_dir)
-            if tok_dir.is_file():
-                tokenizer.save(str(Path(tmp) / TOKENIZER_NAME))
-                tok_dir = Path(tmp)
-        else:
-            seqs = (
-                _fasta_sequences(args.tokenizer_fasta)
-                if args.tokenizer_fasta
-                else _random_dna(args.seed)
-            )
-            tokenizer = train_dna_tokenizer(seqs, args.vocab_size, tmp)
-            tok_dir = Path(tmp)
-        return write_random_dnabert2(
-            args.random_dnabert2,
-            hidden_size=args.hidden_size,
-            num_layers=args.num_layers,
-            num_heads=args.num_heads,
-            intermediate_size=args.intermediate_size,
-            vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
-            seed=args.seed,
-            weights_format=args.weights_format,
-            bert_prefix=not args.no_bert_prefix,
-            tokenizer_dir=tok_dir,
-        )
+    return make_tiny_dnabert2(
+        args.random_dnabert2,
+        tokenizer=args.tokenizer,
+        fasta=args.tokenizer_fasta or (),
+        vocab_size=args.vocab_size,
+        seed=args.seed,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        num_heads=args.num_heads,
+        intermediate_size=args.intermediate_size,
+        weights_format=args.weights_format,
+        bert_prefix=not args.no_bert_prefix,
+    )
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +267,53 @@ def write_random_dnabert2(
         raise
     log.info("wrote random dnabert2=%s format=%s bert_prefix=%s", out, weights_format, bert_prefix)
     return out
+
+
+def make_tiny_dnabert2(
+    out_dir: str | Path,
+    *,
+    tokenizer: str | Path | None = None,
+    fasta: Sequence[str | Path] = (),
+    vocab_size: int = 512,
+    seed: int = 0,
+    **layout: Any,
+) -> Path:
+    """A random DNABERT-2-layout checkpoint *with* a DNABERT-2-format tokenizer, for tests and demos.
+
+    The tokenizer is ``tokenizer`` (folder or JSON, e.g. the real DNABERT-2 one) when given, else a
+    BPE of ``vocab_size`` trained on the ``fasta`` genomes, else on 200 kbp of seeded random DNA. The
+    checkpoint's vocabulary is the tokenizer's size; ``layout`` goes to ``write_random_dnabert2``
+    (sizes, ``weights_format``, ``bert_prefix``).
+    """
+    from trainer.tokens import TOKENIZER_NAME, load_tokenizer, train_dna_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok_dir = Path(tmp)
+        if tokenizer is not None:
+            tok = load_tokenizer(tokenizer)
+            tok.save(str(tok_dir / TOKENIZER_NAME))
+            src = Path(tokenizer) if Path(tokenizer).is_dir() else Path(tokenizer).parent
+            if (src / "tokenizer_config.json").is_file():
+                shutil.copyfile(src / "tokenizer_config.json", tok_dir / "tokenizer_config.json")
+        else:
+            seqs = _fasta_sequences(fasta) if fasta else _random_dna(seed)
+            tok = train_dna_tokenizer(seqs, vocab_size, tok_dir)
+        return write_random_dnabert2(
+            out_dir,
+            vocab_size=tok.get_vocab_size(with_added_tokens=True),
+            seed=seed,
+            tokenizer_dir=tok_dir,
+            **layout,
+        )
+
+
+def _fasta_sequences(paths: Sequence[str | Path]) -> Iterator[str]:
+    from baking.fasta import read_fasta
+
+    for path in paths:
+        for _, seq in read_fasta(path):
+            yield seq
+
+
+def _random_dna(seed: int, length: int = 200_000) -> Iterator[str]:
+    yield "".join(random.Random(seed).choices("ACGT", k=length))
