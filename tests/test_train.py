@@ -54,7 +54,8 @@ def test_loss_falls_logs_scalars_and_exports(setup):
     from trainer.engine import train
     from trainer.model.seq2seq import Dna2GffModel
 
-    result = train(_cfg(setup, "learn", max_steps=30, eval_every=15, log_every=5))
+    result = train(_cfg(setup, "learn", max_steps=30, eval_every=15, log_every=5, decode_every=15,
+                        decode_windows=2, max_tgt_tokens=48))  # fmt: skip
     assert result.steps == 30 and result.stopped_by == "max_steps" and result.nan_steps == 0
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     assert last < 0.85 * first, (first, last)
@@ -63,7 +64,7 @@ def test_loss_falls_logs_scalars_and_exports(setup):
     tags = _scalar_tags(run)
     for tag in ("train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s",
                 "perf/samples_per_s", "moe/aux_loss", "moe/expert_load/layer_0/expert_3",
-                "val/loss"):  # fmt: skip
+                "val/loss", "val/exact_features", "val/predicted_features"):  # fmt: skip
         assert tag in tags, tag
     exported = Dna2GffModel.from_pretrained(run / "export")
     assert exported.config.window_len == WINDOW and exported.config.feature_types == TYPES

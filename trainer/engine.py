@@ -455,7 +455,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             if rank == 0:
                 with open(metrics_file, "a") as f:
                     f.write(json.dumps({"step": state.step, "loss": step_loss, "lr": lr,
-                                        "skipped": g[3] > 0}) + "\n")  # fmt: skip
+                                        "skipped": g[3] > 0, "tokens": int(tokens),
+                                        "seconds": round(dt, 6)}) + "\n")  # fmt: skip
             monitor.step(state.step, step_loss, lr)
             if state.step % cfg.log_every == 0 or state.step == total_steps:
                 values = {

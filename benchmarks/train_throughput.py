@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Trainer tokens/s against a plain PyTorch loop on the same model and batches, in one run.
+
+What it measures: the DeepSpeed trainer (``trainer.engine.train``: ZeRO-2, bf16 weights with fp32
+masters, loader workers, NaN/SIGTERM bookkeeping, per-step all-reduce) against the shortest honest
+PyTorch loop (bf16 autocast, torch AdamW, the same restricted-vocabulary loss, clipping) over the
+very batches the trainer drew (same loader, same seed, prefetched into memory for the plain loop).
+Steady state only: the first ``--warmup`` steps of each are dropped. On a GPU it also prints MFU,
+FLOPs counted from the batches' shapes (``trainer.monitor.train_flops``).
+
+    python benchmarks/train_throughput.py                      # tiny MoE model, CPU (~1 min)
+    python benchmarks/train_throughput.py --hidden 768 --layers 12 --heads 12 --window 2400 \\
+        --tokenizer ../shared/data/dnabert2/DNABERT-2-117M --micro_batch 32 --no_moe  # GPU, 117M
+
+Target: ratio >= 0.9 on CPU; MFU >= 45% on one H100 for the 117M encoder at seq 512.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p.add_argument("--steps", type=int, default=30, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed first steps")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--experts", type=int, default=4)
+    p.add_argument("--no_moe", action="store_true")
+    p.add_argument("--micro_batch", type=int, default=8)
+    p.add_argument("--window", type=int, default=300, help="bp per window (src length)")
+    p.add_argument("--workers", type=int, default=1, help="trainer loader workers")
+    p.add_argument("--tokenizer", help="DNABERT-2 tokenizer folder (default: a small trained one)")
+    p.add_argument("--fp32", action="store_true", help="both sides in fp32 instead of bf16")
+    p.add_argument("--workdir", help="keep files here (default: a temporary folder)")
+    return p.parse_args()
+
+
+def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
+    from baking.grammar import target_vocabulary
+    from tests.train_helpers import TYPES, make_model, make_tokenizer, write_shards
+
+    tok = work / "tok"
+    if args.tokenizer:
+        from trainer.tokens import add_annotation_tokens, load_tokenizer, save_tokenizer
+
+        t = load_tokenizer(args.tokenizer)
+        add_annotation_tokens(t, target_vocabulary(TYPES, args.window))
+        tok.mkdir(parents=True, exist_ok=True)
+        save_tokenizer(t, tok)
+    else:
+        make_tokenizer(tok, window_len=args.window)
+    n = (args.warmup + args.steps) * args.micro_batch
+    data = write_shards(work / "data", {"train": [n // 2 + 1, n // 2 + 1]}, window_len=args.window)
+    model = work / "model"
+    make_model(model, tok, use_moe=not args.no_moe, num_experts=args.experts, hidden=args.hidden,
+               layers=args.layers)  # fmt: skip
+    return model, data
+
+
+def trainer_run(args, model: Path, data: Path, out: Path) -> tuple[float, float]:
+    from trainer.engine import train
+    from trainer.train_config import TrainConfig
+
+    cfg = TrainConfig(model=str(model), data=str(data), output=str(out),
+                      max_steps=args.warmup + args.steps, micro_batch_size=args.micro_batch,
+                      num_workers=args.workers, save_every=0, eval_every=0, export=False,
+                      bf16=not args.fp32, warmup_steps=2, max_src_tokens=4096)  # fmt: skip
+    train(cfg)
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = rows[args.warmup :]
+    return sum(r["tokens"] for r in rows), sum(r["seconds"] for r in rows)
+
+
+def same_batches(args, model: Path, data: Path) -> list[dict]:
+    """The trainer's batches: same dataset, loader, seed and worker layout."""
+    from trainer.data import Encoder, ShardBatches, TokenIds, make_loader, split_shards
+    from trainer.model.config import Dna2GffConfig
+
+    mc = Dna2GffConfig.load(model)
+    ids = TokenIds(mc.bos_token_id, mc.eos_token_id, mc.pad_token_id)
+    ds = ShardBatches(split_shards(data, "train"), Encoder(str(model), ids, 4096, 512), rank=0,
+                      world_size=1, num_workers=args.workers, micro_batch_size=args.micro_batch,
+                      seed=1234, shuffle_buffer=256)  # fmt: skip
+    loader = make_loader(ds, args.workers, seed=1234)
+    return list(itertools.islice(iter(loader), args.warmup + args.steps))
+
+
+def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[float, float, float]:
+    """Plain loop: fp32 weights, bf16 autocast, torch AdamW. Returns tokens, seconds, FLOPs."""
+    import torch
+
+    from trainer.engine import _param_groups, data_grammar, target_vocab_ids, token_loss
+    from trainer.model.seq2seq import Dna2GffModel
+    from trainer.monitor import train_flops
+    from trainer.tokens import load_tokenizer
+
+    model = Dna2GffModel.from_pretrained(model_dir).to(device).train()
+    opt = torch.optim.AdamW(_param_groups(model, 0.01), lr=3e-4, betas=(0.9, 0.98), eps=1e-8)
+    tok = load_tokenizer(model_dir)
+    manifest = json.loads((Path(args._data) / "manifest.json").read_text())
+    vocab = target_vocab_ids(tok, data_grammar(manifest, tok).tokens, model.config.eos_token_id)
+    vocab = vocab.to(device)
+    coef = model.config.moe_aux_loss_coef if model.config.use_moe else 0.0
+    tokens = seconds = flops = 0.0
+    for i, batch in enumerate(batches):
+        b = {k: v.to(device) for k, v in batch.items()}
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.fp32):
+            out = model(b["input_ids"], b["attention_mask"], b["decoder_input_ids"],
+                        b["decoder_attention_mask"])  # fmt: skip
+        loss, _ = token_loss(out.logits, b["labels"], vocab)
+        (loss + coef * out.aux_loss.float()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        if i >= args.warmup:
+            src, tgt = float(b["attention_mask"].sum()), float(b["decoder_attention_mask"].sum())
+            tokens += src + tgt
+            seconds += dt
+            flops += train_flops(model.config, int(src), int(tgt), b["input_ids"].shape[1],
+                                 b["labels"].shape[1])  # fmt: skip
+    return tokens, seconds, flops
+
+
+def main() -> None:
+    args = parse()
+    logging.basicConfig(level=logging.WARNING)
+    from trainer.dsconfig import use_cpu_accelerator_if_no_gpu
+
+    accel = use_cpu_accelerator_if_no_gpu()
+    import torch
+
+    from trainer.monitor import peak_flops
+
+    device = torch.device("cuda" if accel == "cuda" else "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        model, data = build(args, work)
+        args._data = str(data)
+        out = work / f"run-{time.time_ns()}"
+        t_tok, t_sec = trainer_run(args, model, data, out)
+        batches = same_batches(args, model, data)
+        p_tok, p_sec, flops = plain_run(args, model, batches, device)
+    t_rate, p_rate = t_tok / t_sec, p_tok / p_sec
+    print(f"device={torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'} "
+          f"threads={torch.get_num_threads()} dtype={'fp32' if args.fp32 else 'bf16'} "
+          f"hidden={args.hidden} layers={args.layers}+{args.layers} "
+          f"moe={'off' if args.no_moe else args.experts} micro_batch={args.micro_batch} "
+          f"window={args.window} steps={args.steps}")  # fmt: skip
+    print(f"trainer  tokens/s={t_rate:10.1f}  ({t_tok:.0f} tokens in {t_sec:.2f} s)")
+    print(f"plain    tokens/s={p_rate:10.1f}  ({p_tok:.0f} tokens in {p_sec:.2f} s)")
+    print(f"ratio trainer/plain = {t_rate / p_rate:.3f}  (target >= 0.9 on CPU)")
+    peak = peak_flops(torch.cuda.get_device_name(0)) if device.type == "cuda" else None
+    if peak:
+        per_token = flops / p_tok
+        print(f"MFU trainer={per_token * t_rate / peak:.1%} plain={flops / p_sec / peak:.1%} "
+              f"(peak {peak / 1e12:.0f} TFLOP/s bf16)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
