@@ -274,12 +274,12 @@ def _strands(cfg: BakeConfig, genome: str, seqid: str, ws: int) -> tuple[str, ..
     return ("-",) if _unit(cfg.seed, genome, seqid, ws, "rc") < 0.5 else ("+",)
 
 
-def _progress(cfg: BakeConfig, name: str, total: int):
+def _progress(cfg: BakeConfig, name: str, total: int, unit: str = "bp"):
     if not cfg.progress:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=name, unit="bp", unit_scale=True, leave=False)
+    return tqdm(total=total, desc=name, unit=unit, unit_scale=unit == "bp", leave=False)
 
 
 def bake_genome_safe(spec: GenomeSpec, cfg: BakeConfig, out_dir: str) -> GenomeResult:
@@ -311,7 +311,7 @@ def bake_local(
         return results
     quiet = BakeConfig(**{**cfg.__dict__, "progress": False})
     ctx = mp.get_context("spawn" if _mpi_env() else "fork")
-    bar = _progress(cfg, "genomes", len(specs))
+    bar = _progress(cfg, "genomes", len(specs), unit="genome")
     with ProcessPoolExecutor(max_workers=min(cfg.workers, len(specs)), mp_context=ctx) as pool:
         futures = [pool.submit(bake_genome_safe, s, quiet, out) for s in specs]
         stopping = False

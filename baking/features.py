@@ -72,12 +72,15 @@ def _pseudo_marked(ftype: str, attrs: Mapping[str, str]) -> bool:
     )
 
 
-def pseudo_ids(features: Sequence[GFFFeature]) -> set[str]:
+def pseudo_ids(
+    features: Sequence[GFFFeature], attr_dicts: Sequence[Mapping[str, str]] | None = None
+) -> set[str]:
     """IDs of pseudo-marked features and of all their descendants (Parent chains, any order)."""
     children: dict[str, list[str]] = {}
     marked: list[str] = []
-    for f in features:
-        attrs = dict(f.attributes)
+    if attr_dicts is None:
+        attr_dicts = [dict(f.attributes) for f in features]
+    for f, attrs in zip(features, attr_dicts):
         fid = attrs.get("ID")
         if fid is None:
             continue
@@ -147,23 +150,24 @@ def select_features(
     for t in types:
         type_token(t)  # GrammarError for unusable names, before any work
     wanted = set(types)
-    drop = set() if include_pseudo else pseudo_ids(doc.features)
+    attr_dicts = [dict(f.attributes) for f in doc.features]
+    drop = set() if include_pseudo else pseudo_ids(doc.features, attr_dicts)
     stats = SelectionStats()
     chosen: dict[str, set[GenomeFeature]] = {s: set() for s in infos}
-    for f in doc.features:
-        check_feature_bounds(f, infos.get(f.seqid), gff_path)
+    for f, attrs in zip(doc.features, attr_dicts):
+        info = infos.get(f.seqid)
+        if info is None or f.end > info.length:
+            check_feature_bounds(f, info, gff_path)
         if f.type not in wanted:
             stats.other_types[f.type] += 1
             continue
-        if not include_pseudo:
-            attrs = dict(f.attributes)
-            if (
-                _pseudo_marked(f.type, attrs)
-                or attrs.get("ID", "\0") in drop
-                or any(p in drop for p in attrs.get("Parent", "").split(","))
-            ):
-                stats.pseudo_dropped += 1
-                continue
+        if not include_pseudo and (
+            _pseudo_marked(f.type, attrs)
+            or attrs.get("ID", "\0") in drop
+            or any(p in drop for p in attrs.get("Parent", "").split(","))
+        ):
+            stats.pseudo_dropped += 1
+            continue
         if f.strand not in ("+", "-"):
             raise InputError(
                 gff_path,

@@ -154,13 +154,16 @@ def _parse_attributes(text: str, path: Path, lineno: int) -> tuple[tuple[str, st
         if not key:
             raise InputError(path, f"attribute {part!r} has an empty key", lineno)
         if escaped:
-            key, value = unescape(key), unescape(value)
+            if "%" in value:
+                value = unquote(value, errors="replace")
+            if "%" in key:
+                key = unquote(key, errors="replace")
         out.append((key, value))
     return tuple(out)
 
 
 def _parse_int(text: str, name: str, path: Path, lineno: int) -> int:
-    if not text.isdigit():
+    if not (text.isdigit() and text.isascii()):
         raise InputError(path, f"{name} {text!r} is not a non-negative integer", lineno)
     return int(text)
 
@@ -173,8 +176,11 @@ def parse_feature_line(line: str, path: Path, lineno: int) -> GFFFeature:
     seqid, source, ftype, s_start, s_end, s_score, strand, s_phase, s_attrs = cols
     if not seqid or seqid == ".":
         raise InputError(path, "empty seqid", lineno)
-    start = _parse_int(s_start, "start", path, lineno)
-    end = _parse_int(s_end, "end", path, lineno)
+    if s_start.isdigit() and s_end.isdigit() and s_start.isascii() and s_end.isascii():
+        start, end = int(s_start), int(s_end)
+    else:
+        start = _parse_int(s_start, "start", path, lineno)
+        end = _parse_int(s_end, "end", path, lineno)
     if start < 1:
         raise InputError(path, f"start {start} < 1 (GFF3 coordinates are 1-based)", lineno)
     if end < start:
@@ -195,7 +201,10 @@ def parse_feature_line(line: str, path: Path, lineno: int) -> GFFFeature:
     ftype = unescape(ftype)
     if ftype == "CDS" and phase is None:
         raise InputError(path, "CDS feature without a phase", lineno)
-    return GFFFeature(
+    # Filling __dict__ directly is the documented way around a frozen dataclass's slow __init__
+    # (one object.__setattr__ per field); the reader builds one feature per line.
+    feature = object.__new__(GFFFeature)
+    feature.__dict__.update(
         seqid=unescape(seqid),
         source=unescape(source),
         type=ftype,
@@ -207,6 +216,7 @@ def parse_feature_line(line: str, path: Path, lineno: int) -> GFFFeature:
         attributes=_parse_attributes(s_attrs, path, lineno),
         line=lineno,
     )
+    return feature
 
 
 @dataclass

@@ -147,17 +147,15 @@ def ustar_header(name: str, size: int) -> bytes:
     raw = name.encode("utf-8")
     if len(raw) > 100:
         raise ValueError(f"tar member name longer than 100 bytes: {name!r}")
-    head = (
-        raw.ljust(100, b"\0")
-        + b"0000644\x00"  # mode
-        + b"0000000\x00"  # uid
-        + b"0000000\x00"  # gid
-        + b"%011o\x00" % size
-        + b"00000000000\x00"  # mtime
-    )
-    rest = b"0" + bytes(100) + _HEADER_TAIL  # typeflag regular file, no link name
-    chksum = sum(head) + sum(rest) + 8 * 32
-    return head + b"%06o\x00 " % chksum + rest
+    size_field = b"%011o\x00" % size
+    chksum = _FIXED_SUM + sum(raw) + sum(size_field)
+    return raw.ljust(100, b"\0") + _MODE_IDS + size_field + _MTIME + b"%06o\x00 " % chksum + _REST
+
+
+_MODE_IDS = b"0000644\x000000000\x000000000\x00"  # mode, uid, gid
+_MTIME = b"00000000000\x00"
+_REST = b"0" + bytes(100) + _HEADER_TAIL  # typeflag: regular file; no link name
+_FIXED_SUM = sum(_MODE_IDS) + sum(_MTIME) + sum(_REST) + 8 * 32  # checksum field counts as spaces
 
 
 def temp_path(out_dir: str | Path, shard_path: str) -> Path:
