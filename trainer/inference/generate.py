@@ -116,6 +116,29 @@ class _MaskTable:
         return self._table[torch.tensor(ids, dtype=torch.long, device=self.device)]
 
 
+class _Fetch:
+    """Copy a small device tensor to the host without waiting for work queued after it.
+
+    On CUDA the copy goes to pinned memory and an event marks its end, so the host can advance
+    the grammar while the device already runs the next decoding step; on CPU it is a plain copy.
+    """
+
+    def __init__(self, t: Tensor) -> None:
+        self.event = None
+        if t.is_cuda:
+            self.host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            self.host.copy_(t, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = t
+
+    def get(self) -> list:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.tolist()
+
+
 def _allowed(hyp: _Hyp, end_marker: str) -> Collection[str]:
     return hyp.state.allowed() if not hyp.done else (end_marker,)
 
@@ -159,29 +182,36 @@ def generate_ids(
     col_ids = torch.tensor([token_to_id[t] for t in columns], dtype=torch.long, device=device)
     masks = _MaskTable(columns, device)
     dec_in = torch.full((b * k, 1), bos_id, dtype=torch.long, device=device)
-    cache = None
+    logits, cache = model.decode(dec_in, enc, attention_mask, past_key_values=None, use_cache=True)
     for step in range(max_new_tokens):
-        logits, cache = model.decode(
-            dec_in, enc, attention_mask, past_key_values=cache, use_cache=True
-        )
         last = logits[:, -1].index_select(-1, col_ids).float()  # (B*K, G)
         hyps = [h for row in beams for h in row]
         bias = masks([_allowed(h, end_marker) for h in hyps])  # (B*K, G)
         logp = torch.log_softmax(last + bias, dim=-1)  # the constrained distribution
+        more = step + 1 < max_new_tokens
         if k == 1:
             best_lp, best = logp.max(dim=-1)  # (B,) log-prob and column index
-            picked = torch.stack([best.to(best_lp.dtype), best_lp]).tolist()  # one device sync
+            picked = _Fetch(torch.stack([best.to(best_lp.dtype), best_lp]))
+            if more:  # queue the next step on the device before the host reads this one
+                dec_in = col_ids[best][:, None]
+                logits, cache = model.decode(
+                    dec_in, enc, attention_mask, past_key_values=cache, use_cache=True
+                )
+            cols, lps = picked.get()
             beams = [
                 [h if h.done else h.extended(columns[int(c)], lp, end_marker)]
-                for h, c, lp in zip(hyps, picked[0], picked[1])
+                for h, c, lp in zip(hyps, cols, lps)
             ]
-            next_cols = best
         else:
             beams, next_cols, order = _beam_step(beams, logp, k, columns, end_marker, step)
-            cache = cache.index_select(order.to(device))
+            if more:
+                cache = cache.index_select(order.to(device))
+                dec_in = col_ids[next_cols.to(device)][:, None]
+                logits, cache = model.decode(
+                    dec_in, enc, attention_mask, past_key_values=cache, use_cache=True
+                )
         if all(h.done for row in beams for h in row):
             break
-        dec_in = col_ids[next_cols.to(device)][:, None]
     out = []
     for row in beams:
         best_hyp = max(row, key=lambda h: (h.done, h.score / max(1, len(h.tokens) + h.done)))
