@@ -36,12 +36,22 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Append ``(default: X)`` to option help, except where there is no meaningful default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, (), argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bake_data",
         description="Cut annotated genomes into windows with target token sequences "
         "(webdataset shards + manifest.json); see docs/baking.md and docs/target-format.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     io = p.add_argument_group("input / output")
     io.add_argument(
@@ -156,6 +166,7 @@ def _main(argv: Sequence[str] | None) -> int:
         cfg.window_len,
         cfg.stride,
     )
+    log.debug("config %s genomes=%s", cfg.to_json(), [s.name for s in specs])
     t0 = time.perf_counter()
     manifest, results = bake(
         specs, cfg, out_dir, args.extract_tokens, list(sys.argv[1:] if argv is None else argv)
