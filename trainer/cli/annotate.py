@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--out", required=True, help="output GFF3 (.gz for gzip)")
     io.add_argument("--summary_json", help="also write the run's figures as JSON here")
     dec = p.add_argument_group("Decoding")
-    dec.add_argument("--batch_size", type=int, default=16, help="windows per forward pass")
+    dec.add_argument(
+        "--batch_size", type=int, default=64, help="windows per forward pass (GPU: 256+)"
+    )
     dec.add_argument("--num_beams", type=int, default=1, help="1 = greedy")
     dec.add_argument("--max_new_tokens", type=int, default=256, help="target tokens per window")
     dec.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")

@@ -46,7 +46,7 @@ SOURCE = "dna2gff"
 class AnnotateOptions:
     """How to annotate; every field is a command-line option of ``annotate``."""
 
-    batch_size: int = 16
+    batch_size: int = 64
     num_beams: int = 1
     max_new_tokens: int = 256
     overlap: int | None = None
