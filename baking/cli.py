@@ -41,7 +41,11 @@ class _Formatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default not in (None, False, (), argparse.SUPPRESS) and "default" not in text:
+        default = action.default
+        meaningless = (
+            default is None or default is False or default == () or default == argparse.SUPPRESS
+        )
+        if not meaningless and "default" not in text:
             text += " (default: %(default)s)"
         return text
 
