@@ -204,47 +204,49 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
     split_all = "val" if spec.name in cfg.val_genomes else None
     window_len, stride = cfg.window_len, cfg.stride
     assert stride is not None
+    plan = [
+        (si, seqid, info, split, ws, we)
+        for si, (seqid, info) in enumerate(infos.items())
+        for split, region in _regions(info, split_all, cfg.val_fraction)
+        for ws, we in plan_windows(
+            info.length,
+            window_len,
+            stride,
+            circular=info.circular,
+            region=region,
+            offset=cfg.offset,
+        )
+    ]
+    indexes = {seqid: FeatureIndex(feats[seqid], info) for seqid, info in infos.items()}
     try:
-        bar = _progress(cfg, spec.name, res.bp)
-        for si, (seqid, info) in enumerate(infos.items()):
-            seq = seqs[seqid]
-            index = FeatureIndex(feats[seqid], info)
-            for split, region in _regions(info, split_all, cfg.val_fraction):
-                for ws, we in plan_windows(
-                    info.length,
-                    window_len,
-                    stride,
-                    circular=info.circular,
-                    region=region,
-                    offset=cfg.offset,
-                ):
-                    res.windows += 1
-                    plus = window_features(index, ws, we, "+")
-                    if (
-                        not plus
-                        and cfg.keep_empty < 1.0
-                        and _unit(cfg.seed, spec.name, seqid, ws, "empty") >= cfg.keep_empty
-                    ):
-                        res.empty_windows_dropped += 1
-                        continue
-                    for strand in _strands(cfg, spec.name, seqid, ws):
-                        meta = WindowMeta(
-                            spec.name, seqid, ws, we, strand, info.length, info.circular, window_len
-                        )
-                        wf = window_features(index, ws, we, "-") if strand == "-" else plus
-                        target = encode_target(wf, window_len, we - ws)
-                        key = f"{prefix}_{si:04d}_{ws:010d}_{'p' if strand == '+' else 'm'}"
-                        writers[split].write(
-                            key,
-                            sample_fields(sample_dna(seq, ws, we, strand), target, meta.to_json()),
-                        )
-                        res.samples[split] += 1
-                        res.target_tokens += len(target)
-                        for f in wf:
-                            res.window_features[f.type] += 1
-                            res.partial_window_features += f.cut_left or f.cut_right
-                    if bar is not None:
-                        bar.update(min(we, info.length) - ws if region is None else we - ws)
+        bar = _progress(cfg, spec.name, len(plan), unit="window")
+        for si, seqid, info, split, ws, we in plan:
+            if bar is not None:
+                bar.update(1)
+            res.windows += 1
+            index = indexes[seqid]
+            plus = window_features(index, ws, we, "+")
+            if (
+                not plus
+                and cfg.keep_empty < 1.0
+                and _unit(cfg.seed, spec.name, seqid, ws, "empty") >= cfg.keep_empty
+            ):
+                res.empty_windows_dropped += 1
+                continue
+            for strand in _strands(cfg, spec.name, seqid, ws):
+                meta = WindowMeta(
+                    spec.name, seqid, ws, we, strand, info.length, info.circular, window_len
+                )
+                wf = window_features(index, ws, we, "-") if strand == "-" else plus
+                target = encode_target(wf, window_len, we - ws)
+                key = f"{prefix}_{si:04d}_{ws:010d}_{'p' if strand == '+' else 'm'}"
+                dna = sample_dna(seqs[seqid], ws, we, strand)
+                writers[split].write(key, sample_fields(dna, target, meta.to_json()))
+                res.samples[split] += 1
+                res.target_tokens += len(target)
+                for f in wf:
+                    res.window_features[f.type] += 1
+                    res.partial_window_features += f.cut_left or f.cut_right
         if bar is not None:
             bar.close()
         for s in SPLITS:
