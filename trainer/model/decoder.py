@@ -29,6 +29,7 @@ from trainer.model.encoder import (
     KVPair,
     SelfOutput,
     attention_bias,
+    compute_dtype,
     masked_value,
     sdpa,
 )
@@ -141,6 +142,7 @@ class Decoder(nn.Module):
         """
         past = cache.seq_len if cache is not None else 0
         t = x.shape[1]
+        dtype = compute_dtype(x)
         self_bias = attention_bias(
             alibi_slopes,
             t,
@@ -148,10 +150,11 @@ class Decoder(nn.Module):
             causal=True,
             key_padding_mask=decoder_attention_mask,
             q_offset=past,
+            dtype=dtype,
         )
         pad = ~encoder_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
-        cross_bias = torch.zeros(pad.shape, dtype=torch.float32, device=x.device)
-        cross_bias = cross_bias.masked_fill(pad, masked_value(torch.float32))
+        cross_bias = torch.zeros(pad.shape, dtype=dtype, device=x.device)
+        cross_bias = cross_bias.masked_fill(pad, masked_value(dtype))
         new_cache = KVCache()
         aux = x.new_zeros((), dtype=torch.float32)
         for i, layer in enumerate(self.layers()):

@@ -50,6 +50,13 @@ def alibi_slopes(num_heads: int) -> list[float]:
     return power_of_two(closest) + alibi_slopes(2 * closest)[0::2][: num_heads - closest]
 
 
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype attention will run in (autocast's if active), so the mask is cast once, not per layer."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 def masked_value(dtype: torch.dtype) -> float:
     """A large finite negative for masked scores: -inf would give NaN rows, min() could overflow."""
     return torch.finfo(dtype).min / 2
@@ -228,7 +235,12 @@ class Encoder(nn.Module):
         """``x`` (B, S, H) embeddings, ``attention_mask`` (B, S) 1 = real token -> (B, S, H)."""
         s = x.shape[1]
         bias = attention_bias(
-            self.alibi_slopes, s, s, causal=False, key_padding_mask=attention_mask
+            self.alibi_slopes,
+            s,
+            s,
+            causal=False,
+            key_padding_mask=attention_mask,
+            dtype=compute_dtype(x),
         )
         for layer in self.layers():
             x = layer(x, bias)
