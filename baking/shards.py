@@ -4,7 +4,8 @@ A webdataset sample is the run of tar members sharing a key (the member name up 
 ``KEY.dna.txt``, ``KEY.target.txt``, ``KEY.json``. We write POSIX ustar headers ourselves (five times
 faster than ``tarfile``, which copies a TarInfo per member) and fix everything that would vary
 between runs: mtime 0, uid/gid 0, empty user/group names, mode 0644, members in sample order.
-(webdataset's own ``TarWriter`` stamps the current time.) ``tarfile`` and webdataset read them.
+(webdataset's ``TarWriter`` stamps the current time unless given ``mtime``, and a user name.)
+``tarfile`` and webdataset read them.
 
 Each shard is written under a hidden temporary name in its final folder; ``finalise`` renames all
 shards of a run at once, so a failed run leaves no shard behind and never touches a previous run's.
