@@ -25,7 +25,12 @@ import torch  # noqa: E402
 from baking.fasta import read_fasta  # noqa: E402
 from baking.grammar import target_vocabulary  # noqa: E402
 from trainer.evaluate.prodigal import run_prodigal  # noqa: E402
-from trainer.inference.annotate import AnnotateOptions, annotate_sequences  # noqa: E402
+from trainer.inference.annotate import (  # noqa: E402
+    AnnotateOptions,
+    annotate_sequences,
+    load_model,
+    resolve_grammar,
+)
 from trainer.model import Dna2GffConfig, Dna2GffModel  # noqa: E402
 from trainer.tokens import add_annotation_tokens, load_tokenizer  # noqa: E402
 
@@ -50,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--genome", default="phage", help=f"{', '.join(GENOMES)} or a FASTA path")
     p.add_argument("--max_bp", type=int, default=0, help="use only the first N bp (0 = all)")
+    p.add_argument("--model", help="a model folder to time instead of a random --size model")
     p.add_argument("--size", choices=sorted(SIZES), default="tiny")
     p.add_argument("--decoder_layers", type=int, default=2)
     p.add_argument("--device", default="cpu")
@@ -75,17 +81,23 @@ def main() -> None:
         seqs = [(sid, s[: args.max_bp]) for sid, s in seqs][:1]
     bp = sum(len(s) for _, s in seqs)
 
-    tok = load_tokenizer(args.tokenizer)
-    add_annotation_tokens(tok, target_vocabulary(TYPES, args.window_len))
-    cfg = Dna2GffConfig(
-        vocab_size=tok.get_vocab_size(True),
-        num_decoder_layers=min(args.decoder_layers, SIZES[args.size]["num_encoder_layers"]),
-        window_len=args.window_len,
-        feature_types=TYPES,
-        **SIZES[args.size],
-    )
-    torch.manual_seed(0)
-    model = Dna2GffModel(cfg).to(args.device).eval()
+    if args.model:  # a real model folder: its own window and types
+        model, tok = load_model(args.model, args.device)
+        window_len, types = resolve_grammar(model, tok, AnnotateOptions())
+        args.size = Path(args.model).name
+    else:
+        window_len, types = args.window_len, TYPES
+        tok = load_tokenizer(args.tokenizer)
+        add_annotation_tokens(tok, target_vocabulary(types, window_len))
+        cfg = Dna2GffConfig(
+            vocab_size=tok.get_vocab_size(True),
+            num_decoder_layers=min(args.decoder_layers, SIZES[args.size]["num_encoder_layers"]),
+            window_len=window_len,
+            feature_types=types,
+            **SIZES[args.size],
+        )
+        torch.manual_seed(0)
+        model = Dna2GffModel(cfg).to(args.device).eval()
     params = sum(p.numel() for p in model.parameters())
     opts = AnnotateOptions(
         batch_size=args.batch_size,
@@ -97,10 +109,10 @@ def main() -> None:
     )
     if args.device.startswith("cuda"):  # warm-up: kernels, allocator
         warm = [(seqs[0][0], seqs[0][1][:20_000])]
-        annotate_sequences(model, tok, warm, opts, args.window_len, TYPES)
+        annotate_sequences(model, tok, warm, opts, window_len, types)
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    _, _, summary = annotate_sequences(model, tok, seqs, opts, args.window_len, TYPES)
+    _, _, summary = annotate_sequences(model, tok, seqs, opts, window_len, types)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
@@ -109,7 +121,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(
         f"annotate genome={args.genome} bp={bp} size={args.size} params={params} "
-        f"device={device} threads={torch.get_num_threads()} window_len={args.window_len} "
+        f"device={device} threads={torch.get_num_threads()} window_len={window_len} "
         f"windows={summary.windows} truncated={summary.truncated_windows} "
         f"batch={args.batch_size} max_new_tokens={args.max_new_tokens} beams={args.num_beams} "
         f"seconds={seconds:.2f} bp_per_s={ours:.0f} mbp_per_min={ours * 60 / 1e6:.3f}"
