@@ -32,7 +32,7 @@ def recipe(tmp_path_factory):
     res = run(
         "init_model", "--random_dnabert2", root / "dnabert2", "--hidden_size", 32, "--num_layers", 2,
         "--num_heads", 4, "--intermediate_size", 48, "--vocab_size", 100, "--weights_format", "safetensors",
-        "--no_bert_prefix", "--save_dir", root / "model", "--use_moe", "--num_experts", 4,
+        "--no_bert_prefix", "--save_dir", root / "model", "--dnabert_path", root / "dnabert2", "--use_moe", "--num_experts", 4,
         "--moe_top_k", 2, "--tie_weights",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
