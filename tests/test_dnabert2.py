@@ -199,3 +199,23 @@ def test_make_tiny_from_fasta(genome_pair, tmp_path):
     assert tok.get_vocab_size() == 300 and load_dnabert2(folder)[1].vocab_size == 300
     ids = encode_dna(tok, "atgaaacgcattagcaccaccattaccaccacc")
     assert ids[0] == 1 and ids[-1] == 2 and 0 not in ids
+
+
+def test_saved_alibi_buffer_is_checked_and_dropped(tmp_path):
+    from trainer.model.encoder import alibi_slopes, attention_bias
+
+    folder = write_random_dnabert2(tmp_path / "ck", weights_format="safetensors", **SIZES)
+    alibi = attention_bias(torch.tensor(alibi_slopes(4)), 16, 16, causal=False).contiguous()
+    _rewrite(
+        folder,
+        lambda s: s.update(
+            {
+                "bert.encoder.alibi": alibi,
+                "bert.embeddings.token_type_ids": torch.zeros(1, 16, dtype=torch.long),
+            }
+        ),
+    )
+    load_dnabert2(folder)  # buffers of the published code: verified, not loaded
+    _rewrite(folder, lambda s: s.update({"bert.encoder.alibi": alibi * 2}))
+    with pytest.raises(CheckpointError, match="encoder.alibi differs"):
+        load_dnabert2(folder)

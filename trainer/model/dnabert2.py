@@ -27,7 +27,7 @@ from torch import Tensor
 
 from baking.errors import InputError
 from trainer.model.config import Dna2GffConfig
-from trainer.model.encoder import DNABert2Model
+from trainer.model.encoder import DNABert2Model, alibi_slopes, attention_bias
 from trainer.model.state import CheckpointError, check_state_dict, load_weights
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,9 @@ def weights_file(folder: Path) -> Path:
     raise InputError(folder, f"no weights: expected one of {', '.join(WEIGHT_FILES)}")
 
 
-def read_encoder_state(folder: Path, expected: dict[str, torch.Size]) -> dict[str, Tensor]:
+def read_encoder_state(
+    folder: Path, expected: dict[str, torch.Size], num_heads: int
+) -> dict[str, Tensor]:
     """DNABERT-2 tensors under our names (``embeddings.*``, ``encoder.layer.N.*``), checked strictly."""
     path = weights_file(folder)
     raw = load_weights(path)
@@ -124,8 +126,25 @@ def read_encoder_state(folder: Path, expected: dict[str, torch.Size]) -> dict[st
         if name in state:
             raise CheckpointError(path, f"tensor {name} appears both with and without 'bert.'")
         state[name] = value
+    _check_derived_buffers(path, state, num_heads)
     check_state_dict(path, expected, state)
     return state
+
+
+def _check_derived_buffers(path: Path, state: dict[str, Tensor], num_heads: int) -> None:
+    """Buffers the published code may save (``encoder.alibi``, ``embeddings.token_type_ids``) are not
+    weights: we recompute them, so we only check they agree with ours and drop them."""
+    alibi = state.pop("encoder.alibi", None)
+    if alibi is not None:
+        n = alibi.shape[-1]
+        want = attention_bias(torch.tensor(alibi_slopes(num_heads)), n, n, causal=False)
+        if alibi.shape != want.shape or not torch.allclose(alibi.float(), want, atol=1e-4):
+            raise CheckpointError(
+                path, "encoder.alibi differs from the ALiBi bias of DNABERT-2's slopes"
+            )
+    type_ids = state.pop("embeddings.token_type_ids", None)
+    if type_ids is not None and bool(type_ids.any()):
+        raise CheckpointError(path, "embeddings.token_type_ids buffer is not all zeros")
 
 
 def load_dnabert2(path_or_id: str | Path) -> tuple[DNABert2Model, Dna2GffConfig, Path]:
@@ -134,7 +153,7 @@ def load_dnabert2(path_or_id: str | Path) -> tuple[DNABert2Model, Dna2GffConfig,
     config = encoder_config(read_dnabert2_config(folder), source_checkpoint=str(path_or_id))
     model = DNABert2Model(config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    state = read_encoder_state(folder, expected)
+    state = read_encoder_state(folder, expected, config.num_attention_heads)
     model.load_state_dict(state, strict=True)
     log.info("loaded dnabert2=%s tensors=%d", folder, len(state))
     return model, config, folder
