@@ -262,6 +262,7 @@ def test_bad_input_fails_cleanly(tiny_model: Path, tmp_path: Path) -> None:
         (["--model", tmp_path / "nowhere", "--fasta", good], "model folder not found"),
         (["--model", tiny_model, "--fasta", good, "--transl_table", "99"], "transl_table=99"),
         (["--model", tiny_model, "--fasta", good, "--overlap", "1000"], "overlap=1000"),
+        (["--model", tiny_model, "--fasta", good, "--circular", "chr9"], "chr9"),
     ]
     for args, message in cases:
         res = _cli(*args, "--out", out)

@@ -334,6 +334,9 @@ def annotate(
     seqs = list(read_fasta(fasta))
     if not seqs:
         raise InputError(fasta, "no sequences (expected FASTA)")
+    unknown = sorted(set(options.circular) - {"all"} - {sid for sid, _ in seqs})
+    if unknown:
+        raise ConfigError(f"--circular names sequences not in {fasta.name}: {', '.join(unknown)}")
     model, tokenizer = load_model(model_dir, options.device)
     window_len, types = resolve_grammar(model, tokenizer, options)
     window_stride(options, window_len)  # fail before any work
