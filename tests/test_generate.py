@@ -181,3 +181,41 @@ def test_generate_targets_with_untrained_model_always_decodes(dnabert2_tokenizer
                 feats = decode_target(out.tokens, wlen, min(len(dna), wlen), types)
                 assert all(f.end < len(dna) for f in feats)
     assert generate_targets(model, tok, [], wlen, types) == []
+
+
+@pytest.mark.shared
+def test_batching_and_padding_do_not_change_the_output(dnabert2_tokenizer_dir) -> None:
+    """A window decodes the same alone or batched with a shorter (padded) one: the encoder mask
+    reaches cross-attention and the KV cache keeps rows apart."""
+    import random
+
+    from baking.grammar import target_vocabulary
+    from trainer.inference.generate import generate_targets
+    from trainer.model import Dna2GffConfig, Dna2GffModel
+    from trainer.tokens import add_annotation_tokens, load_tokenizer
+
+    types, wlen = ["CDS"], 200
+    tok = load_tokenizer(dnabert2_tokenizer_dir)
+    add_annotation_tokens(tok, target_vocabulary(types, wlen))
+    cfg = Dna2GffConfig(
+        vocab_size=tok.get_vocab_size(True),
+        hidden_size=32,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout=0.0,
+    )
+    torch.manual_seed(3)
+    model = Dna2GffModel(cfg)
+    rng = random.Random(1)
+    long_w = "".join(rng.choice("ACGT") for _ in range(wlen))
+    short_w = "".join(rng.choice("ACGT") for _ in range(60))
+    together = generate_targets(model, tok, [long_w, short_w], wlen, types, max_new_tokens=30)
+    alone = [
+        generate_targets(model, tok, [w], wlen, types, max_new_tokens=30)[0]
+        for w in (long_w, short_w)
+    ]
+    for a, b in zip(together, alone):
+        assert a.tokens == b.tokens
+        assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
