@@ -184,3 +184,23 @@ def test_rerun_over_a_partial_output_folder(tmp_path: Path) -> None:
     assert not [f for f in files if "small-" in f and f not in listed]
     assert "train/other-00000.tar" in files  # not ours to delete
     assert json.loads((out / "manifest.json").read_text())["splits"]["train"]["samples"] == 8
+
+
+def test_cli_helpers(tmp_path: Path) -> None:
+    from baking.cli import default_name, parse_size, read_genome_list
+
+    assert (
+        parse_size("256M") == 256 * 2**20
+        and parse_size("1G") == 2**30
+        and parse_size("4096") == 4096
+    )
+    assert default_name("/x/GCF_1.2_ASM_genomic.fna.gz") == "GCF_1.2_ASM_genomic"
+    listing = tmp_path / "sub" / "list.tsv"
+    listing.parent.mkdir()
+    listing.write_text("# name fasta gff\n\nA\ta.fna.gz\t../b.gff\n")
+    (spec,) = read_genome_list(listing)
+    assert (spec.name, spec.fasta, spec.gff) == (
+        "A",
+        str(tmp_path / "sub" / "a.fna.gz"),
+        str(tmp_path / "sub" / ".." / "b.gff"),
+    )
