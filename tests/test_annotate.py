@@ -246,6 +246,7 @@ def _fasta(path: Path, records: dict[str, str]) -> Path:
     return path
 
 
+@pytest.mark.slow  # eight CLI subprocesses, each importing torch
 def test_bad_input_fails_cleanly(tiny_model: Path, tmp_path: Path) -> None:
     rng = random.Random(0)
     good = _fasta(tmp_path / "g.fna", {"a": "".join(rng.choice("ACGT") for _ in range(300))})
