@@ -22,12 +22,15 @@ ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> dict[str, Path]:
+def setup(tmp_path_factory):
+    saved_env = dict(os.environ)  # train() sets RANK/WORLD_SIZE/MASTER_* for its 1-process world
     root = tmp_path_factory.mktemp("train")
     tok = make_tokenizer(root / "tok")
     model = make_model(root / "model", tok)
     data = write_shards(root / "data", {"train": [60, 50, 40], "val": [16]})
-    return {"root": root, "model": model, "data": data}
+    yield {"root": root, "model": model, "data": data}
+    os.environ.clear()
+    os.environ.update(saved_env)
 
 
 def _cfg(setup, name: str, **kw) -> TrainConfig:
@@ -95,7 +98,9 @@ def test_nan_steps_are_skipped_then_stop_the_run(setup):
 def test_resume_after_crash_gives_identical_losses(setup):
     from trainer.engine import train
 
-    kw = dict(max_steps=6, save_every=2, num_workers=1, eval_every=3)
+    kw = dict(
+        max_steps=6, save_every=2, num_workers=1, eval_every=3, grad_accum=2, micro_batch_size=4
+    )
     train(_cfg(setup, "straight", **kw))
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(_cfg(setup, "crashed", fail_at_step=5, **kw))

@@ -60,7 +60,8 @@ def _args(p: dict[str, Path], run: str, *extra: str) -> list[str]:
     return ["--model", str(p["model"]), "--data", str(p["data"]), "--output", str(p["root"] / run),
             "--deepspeed_config", MOE_JSON, "--ep_size", "2", "--max_steps", "8",
             "--micro_batch_size", "4", "--lr", "3e-3", "--warmup_steps", "2", "--save_every", "3",
-            "--eval_every", "4", "--num_workers", "1", *extra]  # fmt: skip
+            "--eval_every", "4", "--decode_every", "4", "--decode_windows", "2",
+            "--max_tgt_tokens", "64", "--num_workers", "1", *extra]  # fmt: skip
 
 
 def _losses(run: Path) -> list[float]:
@@ -88,7 +89,7 @@ def test_torchrun_moe_ep2_learns_resumes_exactly_and_exports(phage):
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     for tag in ("train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s", "moe/aux_loss",
-                "moe/expert_load/layer_1/expert_3", "val/loss"):  # fmt: skip
+                "moe/expert_load/layer_1/expert_3", "val/loss", "val/exact_features"):  # fmt: skip
         assert tag in tags, tag
     assert len(acc.Scalars("train/loss")) == 8
 
