@@ -118,6 +118,9 @@ def test_saved_model_loads_at_any_ep_size(checkpoint, tmp_path, ep_size):
         part = Dna2GffModel.from_pretrained(tmp_path / "m", ep_size=ep_size, ep_rank=rank)
         experts = part.decoder.layer[1].mlp.local_experts
         assert len(experts) == local
+        # DeepSpeed's expert tags survive loading (its optimizer groups rely on them)
+        assert all(p.allreduce is False for p in experts.parameters())
+        assert not any(p.is_meta for p in part.parameters())
         seen += [e.wo.bias[0].item() for e in experts]
         canon = part.canonical_state_dict()
         globals_ = sorted(

@@ -31,7 +31,7 @@ from trainer.distributed import expert_parallel_group, expert_parallel_rank
 from trainer.model.config import CONFIG_NAME, Dna2GffConfig
 from trainer.model.decoder import CROSS_INIT_STD, Decoder, KVCache
 from trainer.model.dnabert2 import TOKENIZER_FILES, load_dnabert2
-from trainer.model.encoder import Embeddings, Encoder, GatedMLP
+from trainer.model.encoder import Embeddings, Encoder, GatedMLP, alibi_slopes
 from trainer.model.moe import EXPERTS_PREFIX, ROUTER_INIT_STD, MoEMLP
 from trainer.model.state import (
     CheckpointError,
@@ -226,7 +226,11 @@ class Dna2GffModel(nn.Module):
         return shapes
 
     def load_canonical_state_dict(
-        self, sd: dict[str, Tensor], strict: bool = True, source: str = "<state dict>"
+        self,
+        sd: dict[str, Tensor],
+        strict: bool = True,
+        source: str = "<state dict>",
+        assign: bool = False,
     ) -> None:
         """Load a canonical state dict, keeping this expert-parallel rank's experts only.
 
@@ -249,7 +253,13 @@ class Dna2GffModel(nn.Module):
                     continue
                 key = f"{match.group(1)}{e - first}.{match.group(3)}"
             mine[key] = value
-        result = self.load_state_dict(mine, strict=False)
+        # DeepSpeed tags expert parameters (``allreduce``, ``group_name``); assign=True makes new
+        # Parameter objects, so carry those attributes over
+        tags = {n: dict(p.__dict__) for n, p in self.named_parameters() if p.__dict__}
+        result = self.load_state_dict(mine, strict=False, assign=assign)
+        for name, param in self.named_parameters():
+            for attr, value in tags.get(name, {}).items():
+                setattr(param, attr, value)
         missing = [
             k
             for k in result.missing_keys
@@ -293,9 +303,22 @@ class Dna2GffModel(nn.Module):
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
             raise InputError(folder, f"no {WEIGHTS_NAME} in the model folder")
-        model = cls(config, ep_size=ep_size, ep_rank=ep_rank)
-        model.load_canonical_state_dict(load_weights(weights, map_location), source=str(weights))
-        return model.to(map_location)
+        with torch.device("meta"):  # no random init of weights about to be overwritten
+            model = cls(config, ep_size=ep_size, ep_rank=ep_rank)
+        state = load_weights(weights, map_location)
+        model.load_canonical_state_dict(state, source=str(weights), assign=True)
+        model._rebuild_derived_state(torch.device(map_location))
+        return model
+
+    def _rebuild_derived_state(self, device: torch.device) -> None:
+        """Recreate what is not saved (ALiBi slopes, last expert load) after a meta-device build."""
+        slopes = torch.tensor(alibi_slopes(self.config.num_attention_heads), device=device)
+        self.encoder.alibi_slopes = slopes
+        for mlp in self.moe_layers().values():
+            mlp.last_load = torch.zeros(self.config.num_experts, device=device)
+        on_meta = [n for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
+        if on_meta:
+            raise CheckpointError("<model>", f"tensors left unloaded: {', '.join(on_meta[:8])}")
 
 
 def _copy_tokenizer(src: Path, out: Path) -> None:
