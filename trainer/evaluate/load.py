@@ -10,33 +10,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from baking.features import is_pseudo_marked, pseudo_ids
 from baking.gff3 import GFFFeature, read_gff3
 from trainer.evaluate.metrics import Feature
 
-MAX_PARENT_DEPTH = 8
-
-
-def _is_pseudo_itself(f: GFFFeature) -> bool:
-    return (
-        f.type == "pseudogene"
-        or (f.attr("pseudo") or "").lower() == "true"
-        or f.attr("gene_biotype") == "pseudogene"
-    )
-
 
 def pseudo_features(features: list[GFFFeature]) -> set[int]:
-    """Indices of features that are pseudogenes or descend (via ``Parent``) from one."""
-    by_id = {f.attr("ID"): f for f in features if f.attr("ID")}
+    """Indices of features that are pseudogenes or descend (via ``Parent``) from one.
 
-    def pseudo(f: GFFFeature, depth: int = 0) -> bool:
-        if _is_pseudo_itself(f):
-            return True
-        if depth >= MAX_PARENT_DEPTH:  # a Parent cycle must not recurse forever
-            return False
+    The marks and the ``Parent`` walk are the baker's (``baking.features``), so training data and
+    scoring agree on what a pseudogene is.
+    """
+    ids = pseudo_ids(features)
+    out = set()
+    for i, f in enumerate(features):
         parents = (f.attr("Parent") or "").split(",")
-        return any(p in by_id and pseudo(by_id[p], depth + 1) for p in parents if p)
-
-    return {i for i, f in enumerate(features) if pseudo(f)}
+        if is_pseudo_marked(f) or f.attr("ID") in ids or any(p in ids for p in parents if p):
+            out.add(i)
+    return out
 
 
 def load_features(
