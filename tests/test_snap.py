@@ -7,11 +7,11 @@ import random
 import pytest
 
 from baking.errors import ConfigError
+from baking.fasta import reverse_complement
 from trainer.inference.snap import (
     best_orf,
     genetic_code,
     is_orf,
-    reverse_complement,
     snap_cds,
 )
 

@@ -18,8 +18,7 @@ import bisect
 from dataclasses import dataclass
 
 from baking.errors import ConfigError
-
-_COMPLEMENT = str.maketrans("ACGTRYKMBDHVN", "TGCAYRMKVHDBN")
+from baking.fasta import reverse_complement
 
 
 @dataclass(frozen=True)
@@ -53,11 +52,6 @@ def genetic_code(table: int) -> GeneticCode:
     except KeyError:
         known = ", ".join(str(t) for t in sorted(GENETIC_CODES))
         raise ConfigError(f"transl_table={table} is not supported (known: {known})") from None
-
-
-def reverse_complement(seq: str) -> str:
-    """Reverse complement of an upper-case IUPAC DNA string."""
-    return seq.translate(_COMPLEMENT)[::-1]
 
 
 @dataclass(frozen=True)
