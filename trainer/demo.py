@@ -14,6 +14,7 @@ scored (with only one genome it is used for both, and the scores say so).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -267,10 +268,21 @@ def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
         Step("evaluate", _py("evaluate.py", held_gff, lay.pred, "--plot", lay.plot, *baseline))
     )
     steps.append(Step("evaluate_json", _py("evaluate.py", held_gff, lay.pred, "--json", *baseline)))
-    if not _has_cuda():  # DeepSpeed's CPU accelerator for every command that imports it
-        for step in steps:
-            step.env.setdefault("DS_ACCELERATOR", os.environ.get("DS_ACCELERATOR", "cpu"))
     return steps
+
+
+def common_env() -> dict[str, str]:
+    """Environment every command gets: DeepSpeed's CPU accelerator when there is no GPU."""
+    if _has_cuda():
+        return {}
+    return {"DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")}
+
+
+def start_commands_file(lay: Layout, what: str) -> None:
+    """``OUT/commands.sh``: a header with the shared environment; ``run_step`` appends commands."""
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in common_env().items())
+    text = f"#!/usr/bin/env bash\n# {what}\nset -e\ncd {shlex.quote(str(REPO))}\n{exports}"
+    lay.commands.write_text(text)
 
 
 def circular_seqids(gff: str | Path) -> list[str]:
@@ -308,6 +320,7 @@ def _genome_list(pairs: Sequence[tuple[Path, Path]], lay: Layout) -> None:
     lay.genome_list.write_text("".join(lines))
 
 
+@functools.lru_cache(maxsize=1)
 def _has_cuda() -> bool:
     try:
         import torch
@@ -342,7 +355,7 @@ def run_step(step: Step, index: int, lay: Layout, stdout_file: Path | None = Non
         with lay.commands.open("a") as fh:
             fh.write(line + "\n")
         log.info("step=%s command=%s", step.name, line)
-        env = {**os.environ, **step.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **common_env(), **step.env, "PYTHONUNBUFFERED": "1"}
         with log_path.open("w") as log_fh:
             out_fh = stdout_file.open("w") if stdout_file else log_fh
             try:
@@ -396,7 +409,7 @@ def run_demo(cfg: DemoConfig) -> DemoSummary:
     lay = Layout(Path(cfg.out).resolve())
     prepare_out(lay.out, cfg)
     lay.logs.mkdir()
-    lay.commands.write_text("#!/usr/bin/env bash\n# The commands the demo ran, in order.\nset -e\n")
+    start_commands_file(lay, "The commands the demo ran, in order (bash commands.sh replays them).")
     steps = plan_steps(cfg, lay)
     t0 = time.perf_counter()
     for i, step in enumerate(steps, 1):
