@@ -137,14 +137,15 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(setup, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, str(REPO / "launch/train.py"), "--model", str(setup["model"]),
            "--data", str(setup["data"]), "--output", str(run), "--max_steps", "100000",
-           "--micro_batch_size", "4", "--num_workers", "0"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           "--micro_batch_size", "4", "--num_workers", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (run / "metrics.jsonl").is_file():
             time.sleep(0.5)
         time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)  # the whole group, loader worker included
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()

@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import re
+import signal
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -384,7 +385,17 @@ def make_loader(dataset: ShardBatches, num_workers: int, seed: int = 0) -> DataL
         persistent_workers=False,
         prefetch_factor=4 if num_workers else None,
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_ignore_sigterm if num_workers else None,
     )
+
+
+def _ignore_sigterm(worker_id: int) -> None:
+    """Workers leave SIGTERM to the training process, which checkpoints and then shuts them down.
+
+    A cluster's preemption signal often reaches the whole process group; a worker dying of it
+    would turn the clean "save and exit" into a DataLoader error.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def first_samples(shards: Sequence[ShardInfo], n: int) -> list[dict[str, Any]]:

@@ -323,6 +323,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         total_steps = min(total_steps, max(1, math.ceil(cfg.epochs * steps_per_epoch)))
     ds = resolve_ds_config(ds_raw, cfg, world, total_steps)
     mb, ga = ds.micro_batch_size, ds.grad_accum
+    log.debug("deepspeed config %s", json.dumps(ds.config, sort_keys=True))
+    log.debug("train config %s", json.dumps(cfg.to_dict(), sort_keys=True))
 
     torch.manual_seed(cfg.seed + rank)
     model = Dna2GffModel.from_pretrained(cfg.model, ep_size=cfg.ep_size)
