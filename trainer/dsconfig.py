@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 
 #: Used when no ``--deepspeed_config`` is given: ZeRO-2, bf16, torch AdamW (compiles nothing),
-#: linear warmup then decay.
+#: linear warmup then cosine decay to ``--min_lr`` (``--min_lr == --lr``: constant after warmup).
 DEFAULT_CONFIG: dict[str, Any] = {
     "train_batch_size": AUTO,
     "train_micro_batch_size_per_gpu": AUTO,
@@ -51,12 +51,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
         },
     },
     "scheduler": {
-        "type": "WarmupDecayLR",
+        "type": "WarmupCosineLR",
         "params": {
-            "warmup_min_lr": AUTO,
-            "warmup_max_lr": AUTO,
             "warmup_num_steps": AUTO,
             "total_num_steps": AUTO,
+            "warmup_min_ratio": AUTO,
+            "cos_min_ratio": AUTO,
             "warmup_type": "linear",
         },
     },
