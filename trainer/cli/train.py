@@ -9,7 +9,9 @@ with gloo. ``"auto"`` values in the DeepSpeed JSON are filled from these flags.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from baking.clitools import run_cli, setup_logging
@@ -19,7 +21,7 @@ _D = TrainConfig(model="-", data="-", output="-")  # defaults for the help text
 
 # (group, flag, type, help); defaults come from TrainConfig
 _OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("Input / Output", "deepspeed_config", str, "DeepSpeed JSON (default: built-in ZeRO-2 bf16)"),
+    ("Input / Output", "deepspeed_config", str, "DeepSpeed JSON (None: built-in ZeRO-2 bf16)"),
     (
         "Parallelism",
         "ep_size",
@@ -57,11 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     groups = {"Input / Output": p.add_argument_group("Input / Output")}
     io = groups["Input / Output"]
-    io.add_argument("--model", required=True, help="model folder from init_model / resize_model")
-    io.add_argument("--data", required=True, help="baked folder (manifest.json, train/, val/)")
-    io.add_argument(
-        "--output", required=True, help="run folder (checkpoints/, tensorboard/, export/)"
-    )
+    for flag, text in (("model", "model folder from init_model / resize_model"),
+                       ("data", "baked folder (manifest.json, train/, val/)"),
+                       ("output", "run folder (checkpoints/, tensorboard/, export/)")):  # fmt: skip
+        io.add_argument(f"--{flag}", required=True, default=argparse.SUPPRESS, help=text)
     for group, flag, kind, text in _OPTIONS:
         g = groups.setdefault(group, p.add_argument_group(group))
         g.add_argument(f"--{flag}", type=kind, default=getattr(_D, flag), help=text)
@@ -83,11 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from pathlib import Path
-
     Path(args.output).mkdir(parents=True, exist_ok=True)
-    import os
-
     rank = os.environ.get("RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
     setup_logging(args.verbose, str(Path(args.output) / f"train.rank{rank}.log"))
     fields = {flag: getattr(args, flag) for _, flag, _, _ in _OPTIONS}
