@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,6 +55,8 @@ def _scalar_tags(run: Path) -> set[str]:
 
 
 def test_loss_falls_logs_scalars_and_exports(setup):
+    from safetensors.torch import load_file
+
     from trainer.engine import train
     from trainer.model.seq2seq import Dna2GffModel
 
@@ -64,17 +67,24 @@ def test_loss_falls_logs_scalars_and_exports(setup):
     assert last < 0.85 * first, (first, last)
     assert result.val_loss is not None and result.val_loss < result.losses[0]
     run = setup["root"] / "learn"
+    shutil.copy(run / "export/model.safetensors", run / ".first_export.safetensors")
     tags = _scalar_tags(run)
     for tag in ("train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s",
                 "perf/samples_per_s", "moe/aux_loss", "moe/expert_load/layer_0/expert_3",
                 "val/loss", "val/exact_features", "val/predicted_features"):  # fmt: skip
         assert tag in tags, tag
+    again = train(_cfg(setup, "learn", export_only=True))  # from the last checkpoint
+    assert again.stopped_by == "export_only" and again.steps == 30
     exported = Dna2GffModel.from_pretrained(run / "export")
     assert exported.config.window_len == WINDOW and exported.config.feature_types == TYPES
     initial = Dna2GffModel.from_pretrained(setup["model"])
     w0 = initial.embeddings.word_embeddings.weight
     assert not torch.equal(exported.embeddings.word_embeddings.weight, w0)
     assert exported.embeddings.word_embeddings.weight.dtype == torch.float32
+    first = load_file(str(run / ".first_export.safetensors"))
+    second = load_file(str(run / "export/model.safetensors"))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)  # fp32 masters survive save/load
 
 
 def test_nan_steps_are_skipped_then_stop_the_run(setup):

@@ -350,8 +350,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     state = ckpt.TrainerState(world_size=world, num_workers=cfg.num_workers, micro_batch_size=mb,
                               seed=cfg.seed)  # fmt: skip
     ckpt_root = out / "checkpoints"
-    if cfg.resume:
+    if cfg.resume or cfg.export_only:
         latest = ckpt.latest_checkpoint(ckpt_root)
+        if latest is None and cfg.export_only:
+            raise InputError(ckpt_root, "--export_only needs a complete checkpoint here")
         if latest is None:
             log.warning(
                 "resume requested but no complete checkpoint in %s: starting fresh", ckpt_root
@@ -402,6 +404,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     def save() -> None:
         result.checkpoint = str(ckpt.save_checkpoint(engine, ckpt_root, state, rank=rank,
                                                      barrier=_barrier, keep_last=cfg.keep_last))  # fmt: skip
+
+    if cfg.export_only:
+        export()
+        monitor.close()
+        return TrainResult(steps=state.step, nan_steps=state.nan_steps, stopped_by="export_only",
+                           checkpoint=str(latest), export_dir=str(out / "export"))  # fmt: skip
 
     t_start = time.perf_counter()
     run_tokens = run_samples = 0.0

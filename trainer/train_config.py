@@ -70,6 +70,8 @@ class TrainConfig:
     """Write a consolidated model folder to ``output/export`` at the end."""
     export_every: int = 0
     """Also export every N steps (0 = only at the end)."""
+    export_only: bool = False
+    """Load the latest checkpoint, write ``output/export`` and stop (same launcher as training)."""
     fail_at_step: int | None = None
     """Testing aid: raise right after this step's checkpoint (simulates a crash)."""
     nan_at_steps: tuple[int, ...] = ()
