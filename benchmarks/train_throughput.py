@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -73,7 +74,8 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     return model, data
 
 
-def trainer_run(args, model: Path, data: Path, out: Path) -> tuple[float, float]:
+def trainer_run(args, model: Path, data: Path, out: Path) -> list[tuple[float, float]]:
+    """(tokens, seconds) of each timed trainer step, from RUN_DIR/metrics.jsonl."""
     from trainer.engine import train
     from trainer.train_config import TrainConfig
 
@@ -83,8 +85,7 @@ def trainer_run(args, model: Path, data: Path, out: Path) -> tuple[float, float]
                       bf16=not args.fp32, warmup_steps=2, max_src_tokens=4096)  # fmt: skip
     train(cfg)
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    rows = rows[args.warmup :]
-    return sum(r["tokens"] for r in rows), sum(r["seconds"] for r in rows)
+    return [(r["tokens"], r["seconds"]) for r in rows[args.warmup :]]
 
 
 def same_batches(args, model: Path, data: Path) -> list[dict]:
@@ -101,8 +102,8 @@ def same_batches(args, model: Path, data: Path) -> list[dict]:
     return list(itertools.islice(iter(loader), args.warmup + args.steps))
 
 
-def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[float, float, float]:
-    """Plain loop: fp32 weights, bf16 autocast, torch AdamW. Returns tokens, seconds, FLOPs."""
+def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[list, float]:
+    """Plain loop: fp32 weights, bf16 autocast, torch AdamW. (tokens, seconds) per step, FLOPs."""
     import torch
 
     from trainer.engine import _param_groups, data_grammar, target_vocab_ids, token_loss
@@ -117,7 +118,8 @@ def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[float
     vocab = target_vocab_ids(tok, data_grammar(manifest, tok).tokens, model.config.eos_token_id)
     vocab = vocab.to(device)
     coef = model.config.moe_aux_loss_coef if model.config.use_moe else 0.0
-    tokens = seconds = flops = 0.0
+    steps: list[tuple[float, float]] = []
+    flops = 0.0
     for i, batch in enumerate(batches):
         b = {k: v.to(device) for k, v in batch.items()}
         if device.type == "cuda":
@@ -136,11 +138,10 @@ def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[float
         dt = time.perf_counter() - t0
         if i >= args.warmup:
             src, tgt = float(b["attention_mask"].sum()), float(b["decoder_attention_mask"].sum())
-            tokens += src + tgt
-            seconds += dt
+            steps.append((src + tgt, dt))
             flops += train_flops(model.config, int(src), int(tgt), b["input_ids"].shape[1],
                                  b["labels"].shape[1])  # fmt: skip
-    return tokens, seconds, flops
+    return steps, flops
 
 
 def main() -> None:
@@ -160,22 +161,32 @@ def main() -> None:
         model, data = build(args, work)
         args._data = str(data)
         out = work / f"run-{time.time_ns()}"
-        t_tok, t_sec = trainer_run(args, model, data, out)
         batches = same_batches(args, model, data)
-        p_tok, p_sec, flops = plain_run(args, model, batches, device)
-    t_rate, p_rate = t_tok / t_sec, p_tok / p_sec
+        # plain, trainer, plain: the load of a shared machine drifts, so compare per-step medians
+        plain1, flops = plain_run(args, model, batches, device)
+        trainer = trainer_run(args, model, data, out)
+        plain2, _ = plain_run(args, model, batches, device)
+    if [t for t, _ in trainer] != [t for t, _ in plain1]:
+        print("warning: the trainer's batches differ from the plain loop's")
+    t_med = statistics.median(t / s for t, s in trainer)
+    p_med = statistics.median(t / s for t, s in plain1 + plain2)
+    p_tok = sum(t for t, _ in plain1)
+    total = {name: sum(t for t, _ in r) / sum(s for _, s in r)
+             for name, r in (("trainer", trainer), ("plain1", plain1), ("plain2", plain2))}  # fmt: skip
     print(f"device={torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'} "
           f"threads={torch.get_num_threads()} dtype={'fp32' if args.fp32 else 'bf16'} "
           f"hidden={args.hidden} layers={args.layers}+{args.layers} "
           f"moe={'off' if args.no_moe else args.experts} micro_batch={args.micro_batch} "
-          f"window={args.window} steps={args.steps}")  # fmt: skip
-    print(f"trainer  tokens/s={t_rate:10.1f}  ({t_tok:.0f} tokens in {t_sec:.2f} s)")
-    print(f"plain    tokens/s={p_rate:10.1f}  ({p_tok:.0f} tokens in {p_sec:.2f} s)")
-    print(f"ratio trainer/plain = {t_rate / p_rate:.3f}  (target >= 0.9 on CPU)")
+          f"window={args.window} steps={args.steps} load={os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"trainer  median tokens/s={t_med:10.1f}  overall={total['trainer']:10.1f}")
+    print(f"plain    median tokens/s={p_med:10.1f}  overall before={total['plain1']:.1f} "
+          f"after={total['plain2']:.1f}")  # fmt: skip
+    print(f"ratio trainer/plain (medians) = {t_med / p_med:.3f}  (target >= 0.9 on CPU)")
+    t_rate = t_med
     peak = peak_flops(torch.cuda.get_device_name(0)) if device.type == "cuda" else None
     if peak:
         per_token = flops / p_tok
-        print(f"MFU trainer={per_token * t_rate / peak:.1%} plain={flops / p_sec / peak:.1%} "
+        print(f"MFU trainer={per_token * t_rate / peak:.1%} plain={per_token * p_med / peak:.1%} "
               f"(peak {peak / 1e12:.0f} TFLOP/s bf16)")  # fmt: skip
 
 
