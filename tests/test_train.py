@@ -132,6 +132,14 @@ def test_bad_ep_size_is_reported_before_training(setup, capsys):
         _cfg(setup, "x", max_steps=0)
 
 
+def test_fresh_run_refuses_a_folder_with_checkpoints(setup):
+    from trainer.engine import train
+
+    train(_cfg(setup, "twice", max_steps=1))
+    with pytest.raises(ConfigError, match="already holds checkpoints.*--resume"):
+        train(_cfg(setup, "twice", max_steps=2))
+
+
 def test_cli_missing_data_exits_2(setup, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "launch/train.py"), "--model", str(setup["model"]),

@@ -309,9 +309,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         get_accelerator().device_name(local_rank) if accelerator != "cpu" else "cpu"
     )
     out = Path(cfg.output)
+    if not (cfg.resume or cfg.export_only) and ckpt.latest_checkpoint(out / "checkpoints"):
+        raise ConfigError(f"{out} already holds checkpoints of a run: pass --resume to continue "
+                          "it, or choose another --output")  # fmt: skip
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "train_config.json")
+        if not cfg.resume:
+            (out / "metrics.jsonl").unlink(missing_ok=True)
 
     total_train = sum(s.count for s in train_shards)
     ds_raw = load_ds_config(cfg.deepspeed_config)
