@@ -64,7 +64,7 @@ def check_state_dict(
 def save_safetensors_atomic(tensors: Mapping[str, Tensor], path: str | Path) -> None:
     """Write a safetensors file under a temporary name in the same folder, then rename it."""
     path = Path(path)
-    flat = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
