@@ -247,3 +247,18 @@ def test_from_pretrained_errors_name_the_problem(checkpoint, tmp_path):
     (tmp_path / "m" / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(InputError, match="not a dna2gff model config"):
         Dna2GffModel.from_pretrained(tmp_path / "m")
+
+
+def test_save_handles_views_into_one_flat_buffer(checkpoint, tmp_path):
+    """Under ZeRO the parameters are views into flat buffers; saving must still work."""
+    model = build_from_dnabert2(str(checkpoint)).eval()
+    params = list(model.parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    offset = 0
+    for p in params:
+        p.data = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+    ids, mask, dec = batch(SIZES["vocab_size"])
+    model.save_pretrained(tmp_path / "m")
+    loaded = Dna2GffModel.from_pretrained(tmp_path / "m").eval()
+    assert torch.equal(loaded(ids, mask, dec).logits, model(ids, mask, dec).logits)

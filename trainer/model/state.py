@@ -61,10 +61,17 @@ def check_state_dict(
         raise CheckpointError(source, "; ".join(problems))
 
 
+def _own_storage(t: Tensor) -> Tensor:
+    """safetensors refuses tensors sharing storage; copy only views (e.g. into ZeRO's flat buffers)."""
+    if t.is_contiguous() and t.untyped_storage().nbytes() == t.numel() * t.element_size():
+        return t
+    return t.contiguous().clone()
+
+
 def save_safetensors_atomic(tensors: Mapping[str, Tensor], path: str | Path) -> None:
     """Write a safetensors file under a temporary name in the same folder, then rename it."""
     path = Path(path)
-    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    flat = {k: _own_storage(v.detach().cpu()) for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
