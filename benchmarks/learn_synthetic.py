@@ -18,10 +18,12 @@ overhead), a constant learning rate so training can go on in chunks with ``--res
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
@@ -49,35 +51,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/learn_synthetic", help="output folder")
     p.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget")
     p.add_argument("--chunks", type=int, default=4, help="evaluations spread over the budget")
-    p.add_argument("--train_genomes", type=int, default=8)
-    p.add_argument("--genome_length", type=int, default=60_000)
-    p.add_argument("--mean_protein_codons", type=int, default=280)
-    p.add_argument("--window_len", type=int, default=None, help="bake window (default: baker's)")
-    p.add_argument("--bake_arg", action="append", default=[], help="extra bake_data.py flag")
-    p.add_argument("--vocab_size", type=int, default=128, help="BPE vocabulary (DNABERT-2: 4096)")
-    p.add_argument("--hidden_size", type=int, default=128)
-    p.add_argument("--num_layers", type=int, default=2)
-    p.add_argument("--num_heads", type=int, default=4)
-    p.add_argument("--intermediate_size", type=int, default=256)
-    p.add_argument("--moe", action="store_true", help="MoE decoder (4 experts, top-2)")
-    p.add_argument("--micro_batch_size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--probe_steps", type=int, default=30, help="first chunk, to time a step")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--probe_steps", type=int, default=100, help="steps of the first chunk")
+    d = p.add_argument_group("data")
+    d.add_argument("--train_genomes", type=int, default=16)
+    d.add_argument("--genome_length", type=int, default=100_000)
+    d.add_argument("--mean_protein_codons", type=int, default=280)
+    d.add_argument("--window", type=int, default=400, help="bake/annotate window (bp)")
+    d.add_argument("--stride", type=int, default=200, help="bake stride (bp)")
+    d.add_argument("--rc", default="both", choices=("none", "both", "random"))
+    m = p.add_argument_group("model")
+    m.add_argument("--vocab_size", type=int, default=128, help="BPE vocabulary (DNABERT-2: 4096)")
+    m.add_argument("--hidden_size", type=int, default=128)
+    m.add_argument("--num_layers", type=int, default=3)
+    m.add_argument("--num_heads", type=int, default=4)
+    m.add_argument("--intermediate_size", type=int, default=256)
+    m.add_argument("--moe", action="store_true", help="MoE decoder (4 experts, top-2)")
+    t = p.add_argument_group("training")
+    t.add_argument("--micro_batch_size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=2e-3, help="constant after warmup")
+    t.add_argument("--warmup_steps", type=int, default=100)
+    t.add_argument("--bf16", action="store_true", help="bf16 (default fp32: faster for tiny "
+                   "matrices on this CPU)")  # fmt: skip
+    t.add_argument("--num_workers", type=int, default=0,
+                   help="loader processes (0: tokenise in the trainer; a worker process only "
+                   "competes for 2 cores)")  # fmt: skip
+    t.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS for training")
+    t.add_argument("--seed", type=int, default=1)
     return p
 
 
-def _score(lay: Layout, held: tuple[Path, Path], tag: str, i: int, snap: bool) -> dict:
+#: One rank: ZeRO stage 0 (ZeRO-2's partitioning is pure overhead on one process); a constant
+#: learning rate after warmup, so training continues across chunks with --resume unchanged.
+DS_CONFIG = {
+    "train_batch_size": "auto",
+    "train_micro_batch_size_per_gpu": "auto",
+    "gradient_accumulation_steps": "auto",
+    "gradient_clipping": "auto",
+    "steps_per_print": 1000000,
+    "bf16": {"enabled": "auto"},
+    "zero_optimization": {"stage": 0},
+    "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": [0.9, 0.98], "eps": 1e-8,
+                                              "weight_decay": "auto", "torch_adam": True}},
+    "scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": "auto",
+                                                 "warmup_num_steps": "auto",
+                                                 "warmup_type": "linear"}},
+}  # fmt: skip
+
+
+def _score(lay: Layout, held: tuple[Path, Path], tag: str, i: int, snap: bool, window: int) -> dict:
     """annotate + evaluate --json on the held-out genome; returns the parsed JSON."""
     pred = lay.out / f"pred_{tag}.gff3"
     report = lay.out / f"eval_{tag}.json"
     annotate = _py("annotate.py", "--model", lay.run / "export", "--fasta", held[0], "--out", pred,
-                   "--circular", "all", "--no_progress", *([] if snap else ["--no_snap"]))  # fmt: skip
+                   "--circular", "all", "--no_progress", "--batch_size", "64",
+                   *([] if snap else ["--no_snap"]))  # fmt: skip
     run_step(Step(f"annotate_{tag}", annotate), i, lay)
     evaluate = _py("evaluate.py", held[1], pred, "--json", "--types", "CDS", "--baseline",
                    "prodigal", "--fasta", held[0])  # fmt: skip
     run_step(Step(f"evaluate_{tag}", evaluate), i + 1, lay, report)
     return json.loads(report.read_text())
+
+
+def _loop_seconds(log_path: Path) -> float | None:
+    """Seconds between the trainer's ``train start`` and ``train done`` lines (no start-up)."""
+    stamps = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        for key in ("train start", "train done"):
+            if key in line and key not in stamps:
+                with contextlib.suppress(ValueError):
+                    stamps[key] = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    if len(stamps) < 2:
+        return None
+    return (stamps["train done"] - stamps["train start"]).total_seconds()
 
 
 def main() -> int:
@@ -87,12 +132,16 @@ def main() -> int:
         out=a.out, seed=a.seed, train_genomes=a.train_genomes, genome_length=a.genome_length,
         vocab_size=a.vocab_size, hidden_size=a.hidden_size, num_layers=a.num_layers,
         num_heads=a.num_heads, intermediate_size=a.intermediate_size, use_moe=a.moe,
-        window_len=a.window_len, bake_args=tuple(a.bake_arg), launcher="python", nproc=1,
-        ep_size=1, micro_batch_size=a.micro_batch_size, lr=a.lr, max_steps=a.probe_steps,
-        deepspeed_config=str(Path(__file__).resolve().parents[1] / "ds_configs" / "zero2_bf16.json"),
+        window_len=a.window, launcher="python", nproc=1, ep_size=1,
+        synthetic_args=("--mean_protein_codons", str(a.mean_protein_codons)),
+        bake_args=("--stride", str(a.stride), "--rc", a.rc),
+        micro_batch_size=a.micro_batch_size, lr=a.lr, max_steps=a.probe_steps,
     )  # fmt: skip
     lay = Layout(Path(cfg.out).resolve())
     prepare_out(lay.out, cfg)
+    ds_path = lay.out / "ds_config.json"
+    ds_path.write_text(json.dumps(DS_CONFIG, indent=2) + "\n")
+    cfg.deepspeed_config = str(ds_path)
     lay.logs.mkdir()
     start_commands_file(lay, "The commands learn_synthetic ran, in order.")
     steps = plan_steps(cfg, lay)
@@ -104,33 +153,37 @@ def main() -> int:
     held = genome_pairs(cfg, lay)[1]
     budget = a.minutes * 60.0
     rows: list[dict] = []
-    trained = 0.0
-    steps_done = 0
-    target = a.probe_steps
-    idx = len(setup) + 1
+    trained = 0.0  # seconds inside the training loops (start-up excluded)
+    steps_done, target, idx = 0, a.probe_steps, len(setup) + 1
     while True:
         argv = train_command(cfg, lay)
         argv[argv.index("--max_steps") + 1] = str(target)
-        argv += ["--min_lr", str(cfg.lr), "--warmup_steps", "20", "--eval_every", "100",
-                 "--decode_every", "200", "--save_every", "0", "--num_workers", "1"]  # fmt: skip
+        argv += ["--warmup_steps", str(a.warmup_steps), "--eval_every", "200", "--decode_every",
+                 "500", "--save_every", "0", "--keep_last", "1", "--log_every", "10",
+                 "--num_workers", str(a.num_workers)]  # fmt: skip
+        if not a.bf16:
+            argv.append("--no_bf16")
         if steps_done:
             argv.append("--resume")
-        step = Step(f"train_to_{target}", argv, env={"OMP_NUM_THREADS": "2"})
+        step = Step(f"train_to_{target}", argv, env={"OMP_NUM_THREADS": str(a.threads)})
         run_step(step, idx, lay)
+        loop = _loop_seconds(lay.logs / f"{idx:02d}_{step.name}.log") or step.seconds
         idx += 1
-        trained += step.seconds
-        per_step = step.seconds / max(1, target - steps_done)
+        trained += loop
+        per_step = loop / max(1, target - steps_done)
         steps_done = target
-        scores = _score(lay, held, f"step{target}", idx, snap=True)
+        scores = _score(lay, held, f"step{target}", idx, True, a.window)
         idx += 2
-        rows.append({"steps": target, "train_minutes": trained / 60, "scores": scores})
-        log.info("chunk steps=%d train_minutes=%.1f", target, trained / 60)
+        rows.append({"steps": target, "train_minutes": trained / 60, "seconds_per_step": per_step,
+                     "scores": scores})  # fmt: skip
+        exact, stop = _cds(scores, "dna2gff")
+        log.info("chunk steps=%d train_minutes=%.1f s_per_step=%.3f exact_f1=%.3f stop_f1=%.3f",
+                 target, trained / 60, per_step, exact, stop)  # fmt: skip
         left = budget - trained
-        if left < 30 or len(rows) >= a.chunks:
+        if left < 20 * per_step or len(rows) >= a.chunks:
             break
-        chunks_left = a.chunks - len(rows)
-        target = steps_done + max(1, int(left / chunks_left / per_step))
-    raw = _score(lay, held, "nosnap", idx, snap=False)
+        target = steps_done + max(1, int(left / (a.chunks - len(rows)) / per_step))
+    raw = _score(lay, held, "nosnap", idx, False, a.window)
     print_table(rows, raw, lay)
     (lay.out / "learn_synthetic.json").write_text(
         json.dumps({"rows": rows, "no_snap": raw, "args": vars(a)}, indent=2) + "\n"
@@ -145,14 +198,14 @@ def _cds(scores: dict, who: str) -> tuple[float, float]:
 
 
 def print_table(rows: list[dict], raw: dict, lay: Layout) -> None:
-    print(f"{'steps':>7} {'train min':>9} {'CDS exact F1':>12} {'stop F1':>8}")
+    print(f"{'steps':>8} {'train min':>9} {'CDS exact F1':>12} {'stop F1':>8}")
     for r in rows:
         exact, stop = _cds(r["scores"], "dna2gff")
-        print(f"{r['steps']:>7} {r['train_minutes']:>9.1f} {exact:>12.3f} {stop:>8.3f}")
+        print(f"{r['steps']:>8} {r['train_minutes']:>9.1f} {exact:>12.3f} {stop:>8.3f}")
     exact, stop = _cds(raw, "dna2gff")
-    print(f"{'no snap':>7} {'':>9} {exact:>12.3f} {stop:>8.3f}")
+    print(f"{'no snap':>8} {'':>9} {exact:>12.3f} {stop:>8.3f}")
     exact, stop = _cds(rows[-1]["scores"], "prodigal")
-    print(f"{'Prodigal':>7} {'':>9} {exact:>12.3f} {stop:>8.3f}")
+    print(f"{'Prodigal':>8} {'':>9} {exact:>12.3f} {stop:>8.3f}")
     print(f"learning curve: tensorboard --logdir {lay.run / 'tensorboard'}")
 
 

@@ -80,6 +80,8 @@ class DemoConfig:
     lr: float = 1e-3
     use_moe: bool = True
     """The recipe's MoE decoder (``--use_moe``); False builds a dense decoder."""
+    synthetic_args: tuple[str, ...] = ()
+    """Extra flags passed to make_synthetic.py as they are."""
     bake_args: tuple[str, ...] = ()
     """Extra flags passed to bake_data.py as they are."""
     train_args: tuple[str, ...] = ()
@@ -222,7 +224,8 @@ def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
     if not cfg.genomes:
         steps.append(Step("make_synthetic", _py(
             "make_synthetic.py", lay.genomes, "--count", cfg.train_genomes + 1, "--seed", cfg.seed,
-            "--length", cfg.genome_length, "--plasmid", cfg.plasmid_length)))  # fmt: skip
+            "--length", cfg.genome_length, "--plasmid", cfg.plasmid_length,
+            *cfg.synthetic_args)))  # fmt: skip
     base = cfg.dnabert_path
     if base is None:
         base = str(lay.base)
