@@ -214,6 +214,8 @@ def train_command(cfg: DemoConfig, lay: Layout) -> list[str]:
             "--deepspeed_config", cfg.deepspeed_config, "--ep_size", cfg.ep_size,
             "--max_steps", cfg.max_steps, "--micro_batch_size", cfg.micro_batch_size,
             "--lr", cfg.lr, "--seed", cfg.seed]  # fmt: skip
+    if not _has_cuda():  # on a few cores a loader process per rank only competes with training
+        args += ["--num_workers", 0]
     return head + [str(a) for a in args] + list(cfg.train_args)
 
 
