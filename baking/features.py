@@ -153,7 +153,7 @@ def select_features(
     attr_dicts = [dict(f.attributes) for f in doc.features]
     drop = set() if include_pseudo else pseudo_ids(doc.features, attr_dicts)
     stats = SelectionStats()
-    chosen: dict[str, set[GenomeFeature]] = {s: set() for s in infos}
+    chosen: dict[str, set[tuple]] = {s: set() for s in infos}
     for f, attrs in zip(doc.features, attr_dicts):
         info = infos.get(f.seqid)
         if info is None or f.end > info.length:
@@ -177,14 +177,25 @@ def select_features(
         phase = f.phase if f.type in PHASED_TYPES else None
         if f.type in PHASED_TYPES and phase is None:
             raise InputError(gff_path, f"{f.type} feature without a phase", f.line)
-        g = GenomeFeature(f.seqid, f.start, f.end, f.strand, f.type, phase)
-        if g in chosen[f.seqid]:
+        key = (f.start, f.end, f.strand, f.type, -1 if phase is None else phase)
+        if key in chosen[f.seqid]:
             stats.duplicates_dropped += 1
             continue
-        chosen[f.seqid].add(g)
+        chosen[f.seqid].add(key)
         stats.kept[f.type] += 1
-    return {s: sorted(v, key=_order) for s, v in chosen.items()}, stats
+    return {s: [_feature(s, k) for k in sorted(keys)] for s, keys in chosen.items()}, stats
 
 
-def _order(g: GenomeFeature) -> tuple:
-    return (g.start, g.end, g.strand, g.type, -1 if g.phase is None else g.phase)
+def _feature(seqid: str, key: tuple) -> GenomeFeature:
+    """A ``GenomeFeature`` from a selection key, filling ``__dict__`` directly (a frozen
+    dataclass's ``__init__`` costs a ``object.__setattr__`` per field; genomes have thousands)."""
+    g = object.__new__(GenomeFeature)
+    g.__dict__.update(
+        seqid=seqid,
+        start=key[0],
+        end=key[1],
+        strand=key[2],
+        type=key[3],
+        phase=None if key[4] < 0 else key[4],
+    )
+    return g
