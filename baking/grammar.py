@@ -83,6 +83,7 @@ def coordinate_width(window_len: int) -> int:
     return len(str(window_len - 1))
 
 
+@lru_cache(maxsize=1024)
 def type_token(feature_type: str) -> str:
     """The token of a feature type, e.g. ``CDS`` -> ``<CDS>``; rejects unusable names."""
     if (
@@ -105,8 +106,9 @@ def canonical_key(f: WindowFeature) -> tuple:
     )
 
 
-def _digits(value: int, width: int) -> list[str]:
-    return [DIGITS[int(c)] for c in str(value).zfill(width)]
+@lru_cache(maxsize=1 << 16)
+def _digits(value: int, width: int) -> tuple[str, ...]:
+    return tuple(DIGITS[int(c)] for c in str(value).zfill(width))
 
 
 def _check_feature(f: WindowFeature, length: int) -> None:
@@ -124,8 +126,8 @@ def _check_feature(f: WindowFeature, length: int) -> None:
 
 def feature_tokens(f: WindowFeature, width: int) -> list[str]:
     """The tokens of one feature (no validation; see ``encode_target``)."""
-    out = [CUT] if f.cut_left else _digits(f.start, width)
-    out += [CUT] if f.cut_right else _digits(f.end, width)
+    out = [CUT] if f.cut_left else list(_digits(f.start, width))
+    out.extend((CUT,) if f.cut_right else _digits(f.end, width))
     out += [STRAND_TOKENS[f.strand], type_token(f.type)]
     if f.phase is not None:
         out.append(PHASE_TOKENS[f.phase])
