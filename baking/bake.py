@@ -313,9 +313,9 @@ def bake_local(
         return results
     quiet = BakeConfig(**{**cfg.__dict__, "progress": False})
     ctx = mp.get_context("spawn" if _mpi_env() else "fork")
-    bar = _progress(cfg, "genomes", len(specs), unit="genome")
     with ProcessPoolExecutor(max_workers=min(cfg.workers, len(specs)), mp_context=ctx) as pool:
         futures = [pool.submit(bake_genome_safe, s, quiet, out) for s in specs]
+        bar = _progress(cfg, "genomes", len(specs), unit="genome")  # after the workers forked
         stopping = False
         for fut in futures:
             if stopping and fut.cancel():
