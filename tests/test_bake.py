@@ -39,6 +39,7 @@ def _bake(tmp_path: Path, name: str = "out", **kw) -> tuple[Path, dict]:
     return out, manifest
 
 
+@pytest.mark.shared
 def test_seed_command_on_the_phage(tmp_path: Path, genome_pair) -> None:
     fna, gff = genome_pair("phage")
     out = tmp_path / "processed"

@@ -76,6 +76,7 @@ def test_normalise_and_reverse_complement() -> None:
         normalise_sequence("ACG-T")
 
 
+@pytest.mark.shared
 def test_real_phage(genome_pair) -> None:
     fna, _ = genome_pair("phage")
     seqs = read_fasta_dict(fna)

@@ -158,6 +158,7 @@ def test_written_file_passes_gt_validator(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
 
 
+@pytest.mark.shared
 def test_real_annotations(genome_pair) -> None:
     _, gff = genome_pair("phage")
     doc = read_gff3(gff)
