@@ -106,7 +106,7 @@ def _score(lay: Layout, held: tuple[Path, Path], tag: str, i: int, snap: bool, w
                    "--circular", "all", "--no_progress", "--batch_size", "64",
                    *([] if snap else ["--no_snap"]))  # fmt: skip
     run_step(Step(f"annotate_{tag}", annotate), i, lay)
-    evaluate = _py("evaluate.py", held[1], pred, "--json", "--types", "CDS", "--baseline",
+    evaluate = _py("evaluate.py", held[1], pred, "--json", "--types", "CDS,tRNA,rRNA", "--baseline",
                    "prodigal", "--fasta", held[0])  # fmt: skip
     run_step(Step(f"evaluate_{tag}", evaluate), i + 1, lay, report)
     return json.loads(report.read_text())
@@ -159,7 +159,7 @@ def main() -> int:
         argv = train_command(cfg, lay)
         argv[argv.index("--max_steps") + 1] = str(target)
         argv += ["--warmup_steps", str(a.warmup_steps), "--eval_every", "200", "--decode_every",
-                 "500", "--save_every", "0", "--keep_last", "1", "--log_every", "10",
+                 "500", "--decode_windows", "64", "--save_every", "0", "--keep_last", "1", "--log_every", "10",
                  "--num_workers", str(a.num_workers)]  # fmt: skip
         if not a.bf16:
             argv.append("--no_bf16")
@@ -191,13 +191,50 @@ def main() -> int:
     return 0
 
 
-def _cds(scores: dict, who: str) -> tuple[float, float]:
-    """(exact F1, stop F1) of the CDS row of ``who`` ("dna2gff" or "prodigal") in evaluate's JSON."""
-    row = scores[who]["CDS"]
-    return row["exact"]["f1"], row["stop"]["f1"]
+def _cds(scores: dict, who: str, ftype: str = "CDS") -> tuple[float, float]:
+    """(exact F1, stop F1) of ``who`` ("dna2gff" or "prodigal") for ``ftype`` in evaluate's JSON."""
+    row = scores[who].get(ftype)
+    return (row["exact"]["f1"], row["stop"]["f1"]) if row else (0.0, 0.0)
+
+
+def learning_curve(run: Path, bins: int = 10) -> list[dict]:
+    """Mean train loss per bin of steps (``metrics.jsonl``) with the last validation scalars
+    (TensorBoard: ``val/loss``, ``val/exact_features``) reached by the end of each bin."""
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    if not steps:
+        return []
+    val: dict[str, list[tuple[int, float]]] = {}
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(run / "tensorboard"))
+        acc.Reload()
+        for tag in ("val/loss", "val/exact_features"):
+            if tag in acc.Tags()["scalars"]:
+                val[tag] = [(e.step, e.value) for e in acc.Scalars(tag)]
+    except ImportError:  # pragma: no cover - tensorboard is a dependency
+        pass
+    size = max(1, len(steps) // bins)
+    out = []
+    for i in range(0, len(steps), size):
+        chunk = steps[i : i + size]
+        last = chunk[-1]["step"]
+        row = {"step": last, "train_loss": sum(c["loss"] for c in chunk) / len(chunk)}
+        for tag, points in val.items():
+            seen = [v for s, v in points if s <= last]
+            row[tag] = seen[-1] if seen else None
+        out.append(row)
+    return out
 
 
 def print_table(rows: list[dict], raw: dict, lay: Layout) -> None:
+    curve = learning_curve(lay.run)
+    print(f"{'step':>8} {'train loss':>10} {'val loss':>9} {'val exact':>9}")
+    for c in curve:
+        vl, ve = c.get("val/loss"), c.get("val/exact_features")
+        print(f"{c['step']:>8} {c['train_loss']:>10.3f} "
+              f"{'' if vl is None else f'{vl:.3f}':>9} {'' if ve is None else f'{ve:.3f}':>9}")  # fmt: skip
+    print()
     print(f"{'steps':>8} {'train min':>9} {'CDS exact F1':>12} {'stop F1':>8}")
     for r in rows:
         exact, stop = _cds(r["scores"], "dna2gff")
@@ -206,6 +243,10 @@ def print_table(rows: list[dict], raw: dict, lay: Layout) -> None:
     print(f"{'no snap':>8} {'':>9} {exact:>12.3f} {stop:>8.3f}")
     exact, stop = _cds(rows[-1]["scores"], "prodigal")
     print(f"{'Prodigal':>8} {'':>9} {exact:>12.3f} {stop:>8.3f}")
+    for ftype in ("tRNA", "rRNA"):
+        exact, stop = _cds(rows[-1]["scores"], "dna2gff", ftype)
+        n = rows[-1]["scores"]["dna2gff"].get(ftype, {}).get("n_pred", 0)
+        print(f"{ftype} (last row): exact F1 {exact:.3f}, 3' end F1 {stop:.3f}, predicted {n}")
     print(f"learning curve: tensorboard --logdir {lay.run / 'tensorboard'}")
 
 
