@@ -175,3 +175,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(setup, tmp_path):
     assert latest is not None
     step = json.loads((latest / "trainer_state.json").read_text())["step"]
     assert 0 < step < 100000
+
+
+def test_a_crash_with_loader_workers_exits_instead_of_hanging(setup, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch/train.py"), "--model", str(setup["model"]),
+         "--data", str(setup["data"]), "--output", str(tmp_path / "run"), "--max_steps", "5",
+         "--micro_batch_size", "4", "--num_workers", "2", "--fail_at_step", "1"],
+        capture_output=True, text=True, env=ENV, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "simulated crash" in proc.stderr

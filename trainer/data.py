@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
-import signal
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -385,17 +385,19 @@ def make_loader(dataset: ShardBatches, num_workers: int, seed: int = 0) -> DataL
         persistent_workers=False,
         prefetch_factor=4 if num_workers else None,
         generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=_ignore_sigterm if num_workers else None,
+        worker_init_fn=_own_process_group if num_workers else None,
     )
 
 
-def _ignore_sigterm(worker_id: int) -> None:
-    """Workers leave SIGTERM to the training process, which checkpoints and then shuts them down.
+def _own_process_group(worker_id: int) -> None:
+    """Move a loader worker out of the launcher's process group.
 
-    A cluster's preemption signal often reaches the whole process group; a worker dying of it
-    would turn the clean "save and exit" into a DataLoader error.
+    A cluster's preemption SIGTERM often goes to a whole process group; a worker dying of it turns
+    the trainer's clean "save and exit" into a DataLoader error. In its own group the worker only
+    hears its parent, which stops it as usual (torch's worker handler exits quietly on the
+    parent's SIGTERM) and which it watches anyway, so it cannot outlive the trainer.
     """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.setpgid(0, 0)
 
 
 def first_samples(shards: Sequence[ShardInfo], n: int) -> list[dict[str, Any]]:

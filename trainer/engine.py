@@ -112,6 +112,15 @@ def _all_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def _from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (one small broadcast), so all ranks take the same branch."""
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _barrier() -> None:
     import torch.distributed as dist
 
@@ -309,7 +318,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         get_accelerator().device_name(local_rank) if accelerator != "cpu" else "cpu"
     )
     out = Path(cfg.output)
-    if not (cfg.resume or cfg.export_only) and ckpt.latest_checkpoint(out / "checkpoints"):
+    # rank 0 looks at the folder and tells the others (a network filesystem may lag on other nodes)
+    latest = _from_rank0(ckpt.latest_checkpoint(out / "checkpoints") if rank == 0 else None)
+    if not (cfg.resume or cfg.export_only) and latest is not None:
         raise ConfigError(f"{out} already holds checkpoints of a run: pass --resume to continue "
                           "it, or choose another --output")  # fmt: skip
     if rank == 0:
@@ -356,7 +367,6 @@ def train(cfg: TrainConfig) -> TrainResult:
                               seed=cfg.seed)  # fmt: skip
     ckpt_root = out / "checkpoints"
     if cfg.resume or cfg.export_only:
-        latest = ckpt.latest_checkpoint(ckpt_root)
         if latest is None and cfg.export_only:
             raise InputError(ckpt_root, "--export_only needs a complete checkpoint here")
         if latest is None:
