@@ -128,6 +128,17 @@ def test_collate_shifts_targets_and_pads():
     assert p["decoder_attention_mask"][0].tolist() == [1, 1, 1, 1, 0, 0]
 
 
+def test_collate_rounds_lengths_up_to_a_multiple():
+    pairs = [([1, 10, 11, 12, 13, 2], [20, 21]), ([1, 12, 2], [])]
+    b = collate(pairs, IDS, max_tgt=6, multiple=4)
+    assert b["input_ids"].shape == (2, 8) and b["attention_mask"][0].tolist() == [1] * 6 + [0] * 2
+    assert b["labels"].shape == (2, 4) and b["labels"][0].tolist() == [20, 21, 2, IGNORE_INDEX]
+    assert collate([([1, 2], list(range(20, 30)))], IDS, max_tgt=6, multiple=4)["labels"].shape == (
+        1,
+        6,
+    )  # never past max_tgt
+
+
 def test_encoder_uppercases_and_maps_targets(tok_dir):
     enc = Encoder(str(tok_dir), IDS, 8, 64)
     lower = enc.source_ids("acgtacgtacgtacgtacgtacgtacgtacgtacgtacgt")

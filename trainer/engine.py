@@ -394,7 +394,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.restrict_loss_vocab:
         vocab = target_vocab_ids(tokenizer, grammar.tokens, ids.eos)
         vocab = vocab.to(device)
-    encoder = Encoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens)
+    encoder = Encoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens, cfg.pad_multiple)
     dataset = ShardBatches(train_shards, encoder, rank=rank, world_size=world,
                            num_workers=cfg.num_workers, micro_batch_size=mb, seed=cfg.seed,
                            shuffle_buffer=cfg.shuffle_buffer, start_batch=state.micro_batches)  # fmt: skip

@@ -49,6 +49,8 @@ class TrainConfig:
     """Encoder input is cut to this many tokens ([CLS] and [SEP] included)."""
     max_tgt_tokens: int = 512
     """Decoder input is cut to this many tokens ([CLS] included)."""
+    pad_multiple: int = 8
+    """Batch lengths are padded up to a multiple of this (fewer shapes: fewer kernel compiles)."""
     num_workers: int = 1
     """DataLoader worker processes per rank (0 = tokenise in the training process)."""
     shuffle_buffer: int = 256
@@ -80,7 +82,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive = ("ep_size", "max_steps", "micro_batch_size", "grad_accum", "keep_last",
                     "log_every", "eval_batches", "decode_windows", "max_src_tokens",
-                    "max_tgt_tokens", "shuffle_buffer")  # fmt: skip
+                    "max_tgt_tokens", "shuffle_buffer", "pad_multiple")  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

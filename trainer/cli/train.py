@@ -40,6 +40,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("Schedule", "seed", int, "seed of data order and dropout"),
     ("Data", "max_src_tokens", int, "encoder tokens per window incl. [CLS]/[SEP]"),
     ("Data", "max_tgt_tokens", int, "decoder tokens per window incl. [CLS]"),
+    ("Data", "pad_multiple", int, "pad batch lengths to a multiple of this (fewer shapes)"),
     ("Data", "num_workers", int, "loader worker processes per rank"),
     ("Data", "shuffle_buffer", int, "samples in each loader slot's shuffle buffer"),
     ("Checkpoints", "save_every", int, "checkpoint every N steps (0 = only at the end)"),
