@@ -13,6 +13,7 @@ from baking.errors import ConfigError, InputError
 from trainer.demo import (
     MARKER,
     DemoConfig,
+    DemoSummary,
     Layout,
     display_command,
     genome_pairs,
@@ -152,3 +153,13 @@ def test_demo_runs_end_to_end_on_two_cpu_ranks(tmp_path: Path) -> None:
     assert "prodigal" in json.dumps(record["scores"]).lower()
     commands = (out / "commands.sh").read_text()
     assert "deepspeed --num_gpus 2" in commands and "launch/bake_data.py" in commands
+
+
+def test_summary_says_whether_the_scored_genome_was_trained_on() -> None:
+    common = dict(seconds={"train": 12.0}, seconds_total=20.0, table="TABLE", scores={},
+                  held_out=("g.fna", "g.gff"), out="o", prediction="p", commands="c",
+                  tensorboard="tb")  # fmt: skip
+    held = DemoSummary(trained_on_scored=False, **common).report()  # type: ignore[arg-type]
+    seen = DemoSummary(trained_on_scored=True, **common).report()  # type: ignore[arg-type]
+    assert "never trained on" in held and "ALSO TRAINED ON" in seen
+    assert "TABLE" in held and "tensorboard --logdir tb" in held and "train 12" in held

@@ -390,6 +390,8 @@ class DemoSummary:
     scores: object
     """evaluate's ``--json`` output."""
     held_out: tuple[str, str]
+    trained_on_scored: bool
+    """True with a single ``--genome``: the scored genome was also trained on."""
     out: str
     prediction: str
     commands: str
@@ -398,7 +400,9 @@ class DemoSummary:
     def report(self) -> str:
         times = ", ".join(f"{k} {v:.0f}" for k, v in self.seconds.items())
         return "\n".join([
-            f"held-out genome: {self.held_out[0]}",
+            f"scored genome: {self.held_out[0]}"
+            + (" (ALSO TRAINED ON: give two --genome pairs to hold one out)"
+               if self.trained_on_scored else " (held out: never trained on)"),
             self.table.rstrip(),
             "",
             f"step seconds: {times}",
@@ -428,6 +432,7 @@ def run_demo(cfg: DemoConfig) -> DemoSummary:
         table=lay.eval_txt.read_text(),
         scores=json.loads(lay.eval_json.read_text()),
         held_out=(str(held[0]), str(held[1])),
+        trained_on_scored=len(cfg.genomes) == 1,
         out=str(lay.out),
         prediction=str(lay.pred),
         commands=str(lay.commands),
