@@ -8,7 +8,7 @@ very batches the trainer drew (same loader, same seed, prefetched into memory fo
 Steady state only: the first ``--warmup`` steps of each are dropped. On a GPU it also prints MFU,
 FLOPs counted from the batches' shapes (``trainer.monitor.train_flops``).
 
-    python benchmarks/train_throughput.py                      # tiny MoE model, CPU (~1 min)
+    python benchmarks/train_throughput.py                      # tiny MoE model, CPU (~2 min)
     python benchmarks/train_throughput.py --hidden 768 --layers 12 --heads 12 --window 2400 \\
         --tokenizer ../shared/data/dnabert2/DNABERT-2-117M --micro_batch 32 --no_moe  # GPU, 117M
 
@@ -36,7 +36,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    p.add_argument("--steps", type=int, default=30, help="timed steps")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed first steps")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
@@ -44,12 +44,17 @@ def parse() -> argparse.Namespace:
     p.add_argument("--experts", type=int, default=4)
     p.add_argument("--no_moe", action="store_true")
     p.add_argument("--micro_batch", type=int, default=8)
-    p.add_argument("--window", type=int, default=300, help="bp per window (src length)")
+    p.add_argument("--window", type=int, default=2000,
+                   help="bp per window (the baker's default; ~440 encoder tokens)")  # fmt: skip
     p.add_argument("--workers", type=int, default=1, help="trainer loader workers")
     p.add_argument("--pad_multiple", type=int, default=8, help="batch length rounding")
+    p.add_argument("--log_every", type=int, default=1, help="trainer's TensorBoard interval")
     p.add_argument("--cold", action="store_true", help="no untimed pass over the batches first")
     p.add_argument("--tokenizer", help="DNABERT-2 tokenizer folder (default: a small trained one)")
     p.add_argument("--fp32", action="store_true", help="both sides in fp32 instead of bf16")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1: stable figures on a shared machine, where spinning "
+                   "OpenMP barriers make multi-threaded timings swing by 10x or more)")  # fmt: skip
     p.add_argument("--workdir", help="keep files here (default: a temporary folder)")
     return p.parse_args()
 
@@ -85,7 +90,7 @@ def trainer_run(args, model: Path, data: Path, out: Path) -> list[tuple[float, f
                       max_steps=args.warmup + args.steps, micro_batch_size=args.micro_batch,
                       num_workers=args.workers, save_every=0, eval_every=0, export=False,
                       bf16=not args.fp32, warmup_steps=2, max_src_tokens=4096,
-                      pad_multiple=args.pad_multiple)  # fmt: skip
+                      pad_multiple=args.pad_multiple, log_every=args.log_every)  # fmt: skip
     train(cfg)
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     return [(r["tokens"], r["seconds"]) for r in rows[args.warmup :]]
@@ -158,6 +163,8 @@ def main() -> None:
     from trainer.monitor import peak_flops
 
     device = torch.device("cuda" if accel == "cuda" else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
