@@ -19,12 +19,14 @@ from tests.train_helpers import TYPES, WINDOW, make_model, make_tokenizer, write
 from trainer.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     saved_env = dict(os.environ)  # train() sets RANK/WORLD_SIZE/MASTER_* for its 1-process world
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # spinning OpenMP barriers crawl on a shared 2-core machine
     root = tmp_path_factory.mktemp("train")
     tok = make_tokenizer(root / "tok")
     model = make_model(root / "model", tok)
@@ -32,6 +34,7 @@ def setup(tmp_path_factory):
     yield {"root": root, "model": model, "data": data}
     os.environ.clear()
     os.environ.update(saved_env)
+    torch.set_num_threads(threads)
 
 
 def _cfg(setup, name: str, **kw) -> TrainConfig:
