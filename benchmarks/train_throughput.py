@@ -77,7 +77,7 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     data = write_shards(work / "data", {"train": [n // 2 + 1, n // 2 + 1]}, window_len=args.window)
     model = work / "model"
     make_model(model, tok, use_moe=not args.no_moe, num_experts=args.experts, hidden=args.hidden,
-               layers=args.layers)  # fmt: skip
+               layers=args.layers, heads=args.heads, intermediate=4 * args.hidden)  # fmt: skip
     return model, data
 
 

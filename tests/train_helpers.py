@@ -34,7 +34,8 @@ def make_tokenizer(out_dir: Path, window_len: int = WINDOW, seed: int = 0) -> Pa
 
 
 def make_model(out_dir: Path, tok_dir: Path, *, use_moe: bool = True, num_experts: int = 4,
-               hidden: int = 32, layers: int = 2) -> Path:  # fmt: skip
+               hidden: int = 32, layers: int = 2, heads: int = 4,
+               intermediate: int | None = None) -> Path:  # fmt: skip
     """A random tiny DNABERT-2 checkpoint turned into our encoder-decoder folder."""
     from trainer.distributed import ensure_process_group
     from trainer.dsconfig import disable_cpu_shm_comm
@@ -46,8 +47,9 @@ def make_model(out_dir: Path, tok_dir: Path, *, use_moe: bool = True, num_expert
     ensure_process_group()
     vocab = load_tokenizer(tok_dir).get_vocab_size(with_added_tokens=True)
     raw = out_dir.parent / (out_dir.name + "_dnabert2")
-    write_random_dnabert2(raw, hidden_size=hidden, num_layers=layers, num_heads=4,
-                          intermediate_size=2 * hidden, vocab_size=vocab, tokenizer_dir=tok_dir)  # fmt: skip
+    write_random_dnabert2(raw, hidden_size=hidden, num_layers=layers, num_heads=heads,
+                          intermediate_size=intermediate or 2 * hidden, vocab_size=vocab,
+                          tokenizer_dir=tok_dir)  # fmt: skip
     model = build_from_dnabert2(str(raw), use_moe=use_moe, num_experts=num_experts, moe_top_k=2,
                                 tie_weights=True, seed=0, hidden_dropout=0.0)  # fmt: skip
     model.save_pretrained(out_dir, tokenizer_dir=tok_dir)
