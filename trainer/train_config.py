@@ -63,7 +63,7 @@ class TrainConfig:
     eval_every: int = 50
     """Validation loss every N steps (0 = never; always at the end when a val split exists)."""
     eval_batches: int = 4
-    decode_every: int = 0
+    decode_every: int = 100
     """Greedy-decode a few validation windows every N steps and count exact features (0 = never)."""
     decode_windows: int = 4
     max_nan_steps: int = 10
