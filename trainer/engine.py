@@ -257,6 +257,66 @@ def data_grammar(manifest: dict[str, Any], tokenizer: Any) -> DataGrammar:
     return DataGrammar(int(window) if window else None, list(types) if types else None, tokens)
 
 
+def _step(
+    engine: Any,
+    batches: Iterator[dict],
+    ga: int,
+    device: torch.device,
+    pad_id: int,
+    align: bool,
+    vocab: torch.Tensor | None,
+    coef: float,
+    poison: bool,
+) -> tuple[list[float], tuple[int, int]]:
+    """One optimizer step over ``ga`` micro-batches (DeepSpeed steps at the boundary).
+
+    Returns this rank's sums ``[loss*n, n, aux, non-finite, src tokens, tgt tokens, 0]`` (the last
+    slot is for the stop flag) and the last batch's (S, T). A non-finite loss is still
+    back-propagated: ZeRO sees the non-finite gradients and skips the step on every rank.
+    ``poison`` makes the loss NaN (tests of that path).
+    """
+    sums = [0.0] * 7
+    shapes = (0, 0)
+    for _ in range(ga):
+        batch = prepare_batch(next(batches), device, pad_id, align)
+        outputs = engine(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=batch["decoder_input_ids"],
+            decoder_attention_mask=batch["decoder_attention_mask"],
+        )
+        ce, n = token_loss(outputs.logits, batch["labels"], vocab)
+        aux = outputs.aux_loss.float() if torch.is_tensor(outputs.aux_loss) else torch.zeros(())
+        if poison:
+            ce = ce * float("nan")
+        loss = ce + coef * aux
+        engine.backward(loss)
+        engine.step()
+        finite = bool(torch.isfinite(loss.detach()))
+        sums[0] += float(ce.detach()) * n if finite else 0.0
+        sums[1] += n if finite else 0
+        sums[2] += float(aux.detach()) / ga
+        sums[3] += 0.0 if finite else 1.0
+        sums[4] += float(batch["attention_mask"].sum())
+        sums[5] += float(batch["decoder_attention_mask"].sum())
+        shapes = (batch["input_ids"].shape[1], batch["labels"].shape[1])
+    return sums, shapes
+
+
+def _engine_scalars(
+    engine: Any, model_cfg: Any, g: list[float], device: torch.device, world: int
+) -> dict[str, float]:
+    """Gradient norm and, for MoE, aux loss and per-expert load (a collective when MoE)."""
+    values: dict[str, float] = {}
+    norm = engine.get_global_grad_norm()
+    if norm is not None and math.isfinite(float(norm)):
+        values["train/grad_norm"] = float(norm)
+    if model_cfg.use_moe:
+        values["moe/aux_loss"] = g[2] / world
+        values.update(expert_load_scalars(engine.module, device, world))
+    return values
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop lines logged after ``step`` (by a run that died after its last checkpoint)."""
     if not path.is_file():
@@ -432,35 +492,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     with _Stop() as stop:
         while state.step < total_steps:
             t0 = time.perf_counter()
-            sums = [0.0] * 7  # loss*n, n, aux, nan, src tokens, tgt tokens, stop
             lr = float(engine.get_lr()[0]) if engine.get_lr() else cfg.lr  # the lr this step uses
-            for _ in range(ga):
-                batch = prepare_batch(next(batches), device, ids.pad, align)
-                state.micro_batches += 1
-                outputs = engine(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
-                    decoder_input_ids=batch["decoder_input_ids"],
-                    decoder_attention_mask=batch["decoder_attention_mask"],
-                )
-                ce, n = token_loss(outputs.logits, batch["labels"], vocab)
-                aux = (
-                    outputs.aux_loss.float()
-                    if torch.is_tensor(outputs.aux_loss)
-                    else torch.zeros(())
-                )
-                if state.step + 1 in cfg.nan_at_steps:
-                    ce = ce * float("nan")
-                loss = ce + coef * aux
-                engine.backward(loss)
-                engine.step()
-                finite = bool(torch.isfinite(loss.detach()))
-                sums[0] += float(ce.detach()) * n if finite else 0.0
-                sums[1] += n if finite else 0
-                sums[2] += float(aux.detach()) / ga
-                sums[3] += 0.0 if finite else 1.0
-                sums[4] += float(batch["attention_mask"].sum())
-                sums[5] += float(batch["decoder_attention_mask"].sum())
+            poison = state.step + 1 in cfg.nan_at_steps
+            sums, shapes = _step(engine, batches, ga, device, ids.pad, align, vocab, coef, poison)
+            state.micro_batches += ga
             sums[6] = 1.0 if stop.requested else 0.0
             g = _all_sum(sums, device)
             state.step += 1
@@ -491,15 +526,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                     "perf/tokens_per_s": tokens / dt,
                     "perf/samples_per_s": mb * ga * world / dt,
                 }
-                norm = engine.get_global_grad_norm()
-                if norm is not None and math.isfinite(float(norm)):
-                    values["train/grad_norm"] = float(norm)
-                if model_cfg.use_moe:
-                    values["moe/aux_loss"] = g[2] / world
-                    values.update(expert_load_scalars(engine.module, device, world))
+                values.update(_engine_scalars(engine, model_cfg, g, device, world))
                 if peak:
-                    flops = train_flops(model_cfg, int(g[4]), int(g[5]),
-                                        batch["input_ids"].shape[1], batch["labels"].shape[1])  # fmt: skip
+                    flops = train_flops(model_cfg, int(g[4]), int(g[5]), *shapes)
                     values["perf/mfu"] = flops / dt / (peak * world)
                 monitor.scalars(state.step, values)
             if state.nan_steps > cfg.max_nan_steps:
