@@ -135,12 +135,17 @@ def test_bad_ep_size_is_reported_before_training(setup, capsys):
         _cfg(setup, "x", max_steps=0)
 
 
-def test_fresh_run_refuses_a_folder_with_checkpoints(setup):
+def test_fresh_run_refuses_a_run_folder_and_resume_checks_world_size(setup):
     from trainer.engine import train
 
     train(_cfg(setup, "twice", max_steps=1))
     with pytest.raises(ConfigError, match="already holds checkpoints.*--resume"):
         train(_cfg(setup, "twice", max_steps=2))
+    state_file = setup["root"] / "twice/checkpoints/step_1/trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "world_size": 2}))
+    with pytest.raises(ConfigError, match="saved by 2 ranks but this job has 1"):
+        train(_cfg(setup, "twice", max_steps=2, resume=True))
 
 
 def test_cli_missing_data_exits_2(setup, tmp_path):

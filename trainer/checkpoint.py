@@ -170,6 +170,14 @@ def rotate(root: str | Path, keep_last: int) -> list[Path]:
     return removed
 
 
+def read_state(folder: str | Path) -> TrainerState:
+    """The trainer state of a checkpoint folder (no DeepSpeed involved)."""
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        raise InputError(path, "checkpoint has no trainer state")
+    return TrainerState.from_dict(json.loads(path.read_text()))
+
+
 def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerState:
     """Restore DeepSpeed state, the trainer state and this rank's RNG from a complete checkpoint."""
     folder = Path(folder)
@@ -183,7 +191,7 @@ def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerSta
     )
     if load_path is None:
         raise InputError(folder, "DeepSpeed could not load this checkpoint")
-    state = TrainerState.from_dict(json.loads((folder / STATE_FILE).read_text()))
+    state = read_state(folder)
     rng_file = folder / f"rng_rank{rank}.pt"
     if rng_file.is_file():
         restore_rng(torch.load(rng_file, weights_only=False))

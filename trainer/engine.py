@@ -434,15 +434,18 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "resume requested but no complete checkpoint in %s: starting fresh", ckpt_root
             )
         else:
+            saved_world = ckpt.read_state(latest).world_size
+            if saved_world != world:
+                raise ConfigError(
+                    f"{latest} was saved by {saved_world} ranks but this job has {world}: ZeRO "
+                    f"cannot re-partition its optimizer state; run with {saved_world} ranks, or "
+                    "start a new run from the exported model folder"
+                )
             state = ckpt.load_checkpoint(engine, latest, rank=rank)
             if rank == 0:
                 _truncate_metrics(out / "metrics.jsonl", state.step)
-            if (state.world_size, state.num_workers, state.micro_batch_size) != (
-                world,
-                cfg.num_workers,
-                mb,
-            ):
-                log.warning("world size, workers or micro batch changed since the checkpoint: "
+            if (state.num_workers, state.micro_batch_size) != (cfg.num_workers, mb):
+                log.warning("workers or micro batch changed since the checkpoint: "
                             "the data order continues from a new plan")  # fmt: skip
 
     tokenizer_path = str(cfg.model)
