@@ -10,6 +10,7 @@ from baking.errors import ConfigError
 from baking.fasta import reverse_complement
 from trainer.inference.snap import (
     best_orf,
+    complete_cds,
     genetic_code,
     is_orf,
     snap_cds,
@@ -162,3 +163,78 @@ def test_joint_beats_per_end_on_noisy_synthetic_genome() -> None:
     assert joint_stop / len(genes) >= 0.95
     assert joint_exact / len(genes) >= 0.8
     assert naive_exact < joint_exact
+
+
+def test_complete_cds_from_a_known_start_finds_its_stop_on_both_strands() -> None:
+    rng = random.Random(7)
+    orf = _orf(40, rng)
+    seq = _flank(50) + orf + _flank(50)
+    start, end = 51, 50 + len(orf)
+    # Only the 5' end was closed: on + that is the left end, the right one ran past every window.
+    assert complete_cds(seq, start, start + 99, "+", CODE11, open_left=False, open_right=True) == (
+        start,
+        end,
+    )
+    # The same gene on the minus strand: its 5' end is the right end.
+    rc = reverse_complement(seq)
+    n = len(seq)
+    m_start, m_end = n - end + 1, n - start + 1
+    got = complete_cds(rc, m_end - 99, m_end, "-", CODE11, open_left=True, open_right=False)
+    assert got == (m_start, m_end)
+
+
+def test_complete_cds_from_a_known_stop_takes_the_longest_orf() -> None:
+    rng = random.Random(8)
+    inner = _orf(30, rng)  # ATG ... TAA
+    # An in-frame stop, then an upstream start (ATG) 5 codons before the inner ATG: the longest
+    # ORF starts at the upstream ATG, the one right after the in-frame stop.
+    upstream = "TAG" + "GCT" * 2 + "ATG" + "GCT" * 4
+    seq = _flank(40) + upstream + inner + _flank(40)
+    stop_end = 40 + len(upstream) + len(inner)
+    longest_start = 40 + 3 + 6 + 1
+    got = complete_cds(seq, stop_end - 80, stop_end, "+", CODE11, open_left=True, open_right=False)
+    assert got == (longest_start, stop_end)
+    assert is_orf(seq, *got, "+", CODE11)
+    # A 3' end predicted a few bases off still lands on the stop codon nearby.
+    got2 = complete_cds(
+        seq, stop_end - 80, stop_end + 4, "+", CODE11, open_left=True, open_right=False
+    )
+    assert got2 == got
+
+
+def test_complete_cds_needs_exactly_one_open_end() -> None:
+    seq = _flank(30) + _orf(10, random.Random(1)) + _flank(30)
+    assert complete_cds(seq, 31, 66, "+", CODE11, open_left=True, open_right=True) is None
+    assert complete_cds(seq, 31, 66, "+", CODE11, open_left=False, open_right=False) is None
+    # No stop codon anywhere downstream of the start: nothing to complete.
+    assert (
+        complete_cds("ATG" + _flank(60), 1, 30, "+", CODE11, open_left=False, open_right=True)
+        is None
+    )
+
+
+def test_complete_cds_recovers_every_synthetic_stop_from_the_stop_end() -> None:
+    from baking.synthetic import SyntheticConfig, generate_genome
+
+    genome = generate_genome(SyntheticConfig(seed=3, chromosome_length=30_000, plasmid_lengths=()))
+    checked = 0
+    for f in genome.features_of("CDS"):
+        seq = genome.sequence(f.seqid).seq
+        if f.end > len(seq):
+            continue  # origin-spanning: completion is linear only
+        five_open = (True, False) if f.strand == "+" else (False, True)
+        lo, hi = (f.end - 60, f.end) if f.strand == "+" else (f.start, f.start + 60)
+        got = complete_cds(
+            seq, max(lo, 1), hi, f.strand, CODE11, open_left=five_open[0], open_right=five_open[1]
+        )
+        assert got is not None and is_orf(seq, *got, f.strand, CODE11)
+        stop = got[1] if f.strand == "+" else got[0]
+        assert stop == (f.end if f.strand == "+" else f.start)  # the stop is exact
+        three_open = (not five_open[0], not five_open[1])
+        lo, hi = (f.start, f.start + 60) if f.strand == "+" else (f.end - 60, f.end)
+        got = complete_cds(
+            seq, lo, hi, f.strand, CODE11, open_left=three_open[0], open_right=three_open[1]
+        )
+        assert got == (f.start, f.end)  # a true start fixes the whole ORF
+        checked += 1
+    assert checked > 10

@@ -56,7 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--circular", default="", help="comma-separated circular sequence ids, or 'all'"
     )
     sn = p.add_argument_group("ORF snapping (CDS)")
-    sn.add_argument("--no_snap", action="store_true", help="keep CDS ends as predicted")
+    sn.add_argument(
+        "--no_snap", action="store_true", help="keep CDS ends as predicted (no completion either)"
+    )
+    sn.add_argument(
+        "--no_complete",
+        action="store_true",
+        help="drop a CDS whose one end no window closed instead of completing it into an ORF",
+    )
     sn.add_argument("--snap_window", type=int, default=30, help="bases searched around each end")
     sn.add_argument("--transl_table", type=int, default=11, help="NCBI genetic code (1, 4, 11, 25)")
     lg = p.add_argument_group("Logging")
@@ -77,6 +84,7 @@ def _main(argv: Sequence[str] | None) -> int:
         window_len=args.window_len,
         feature_types=tuple(t for t in args.types.split(",") if t) if args.types else None,
         snap=not args.no_snap,
+        complete_orfs=not (args.no_snap or args.no_complete),
         snap_window=args.snap_window,
         transl_table=args.transl_table,
         circular=tuple(c for c in args.circular.split(",") if c),

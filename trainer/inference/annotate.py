@@ -35,7 +35,7 @@ from trainer.inference.merge import (
     features_with_logprobs,
     merge_windows,
 )
-from trainer.inference.snap import genetic_code, snap_cds
+from trainer.inference.snap import complete_cds, genetic_code, snap_cds
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class AnnotateOptions:
     feature_types: tuple[str, ...] | None = None
     """Only for a model whose config lacks ``feature_types``."""
     snap: bool = True
+    complete_orfs: bool = True
+    """Complete a CDS whose one end no window closed into an ORF from its closed end."""
     snap_window: int = 30
     transl_table: int = 11
     circular: tuple[str, ...] = ()
@@ -213,7 +215,31 @@ def _snap_all(
     final: dict[tuple[int, int, str, str], tuple[Prediction, str]] = {}
     for p in preds:
         status = ""
-        if p.type == "CDS" and options.snap and not p.partial:
+        if p.orphan:
+            done = complete_cds(
+                seq,
+                p.start,
+                p.end,
+                p.strand,
+                code,
+                open_left=p.partial_left,
+                open_right=p.partial_right,
+                window=options.snap_window,
+            )
+            snaps["completed" if done else "completion_failed"] += 1
+            if done is None:
+                continue
+            p = replace(
+                p,
+                start=done[0],
+                end=done[1],
+                phase=0,
+                orphan=False,
+                partial_left=False,
+                partial_right=False,
+            )
+            status = "completed"
+        if p.type == "CDS" and options.snap and not p.partial and status != "completed":
             res = snap_cds(
                 seq, p.start, p.end, p.strand, code, window=options.snap_window, circular=circular
             )
@@ -248,7 +274,7 @@ def _finish(
             continue
         regions[seqid] = (1, len(seq))
         out.append(_region_line(seqid, len(seq), circular[i]))
-        preds, stats = merge_windows(results[i])
+        preds, stats = merge_windows(results[i], keep_cds_orphans=options.complete_orfs)
         for name, value in asdict(stats).items():
             setattr(merge_total, name, getattr(merge_total, name) + value)
         for p, status in _snap_all(preds, seq, circular[i], options, snaps):

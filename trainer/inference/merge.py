@@ -9,7 +9,10 @@ inverts windowing, circular origin included); this module adds what model output
    and a gene joined from two cut halves is as confident as its halves on average.
 2. **Orphans.** ``stitch`` reports an end that no window saw closed as partial. At a linear
    sequence's own end that is a real partial gene (kept, written ``partial=true``); anywhere else
-   the windows disagreed (one cut a feature the next did not continue), so it is dropped.
+   the windows disagreed (one cut a feature the next did not continue), so it is dropped —
+   except, with ``keep_cds_orphans``, a CDS with exactly one closed end: it is kept marked
+   ``orphan`` so annotate can complete it into an ORF from the end the model did place
+   (``snap.complete_cds``).
 3. **Near-duplicates.** Two features of the same strand and type from disjoint sets of windows
    that overlap by at least half of the longer one are the same gene seen twice with different
    ends; the one predicted farthest from a window edge (more context on both sides) wins, then
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from baking.grammar import END, GrammarAutomaton, WindowFeature, tokens_to_feature
 from baking.stitch import stitch
@@ -45,6 +48,8 @@ class Prediction:
     windows: frozenset[int]
     partial_left: bool = False
     partial_right: bool = False
+    orphan: bool = False
+    """A CDS with one end no window closed, kept only to be completed from its closed end."""
 
     @property
     def partial(self) -> bool:
@@ -58,6 +63,7 @@ class MergeStats:
     window_features: int = 0
     stitched_features: int = 0
     orphans_dropped: int = 0
+    cds_orphans_kept: int = 0
     near_duplicates_dropped: int = 0
 
 
@@ -117,6 +123,8 @@ def drop_near_duplicates(preds: Sequence[Prediction], stats: MergeStats) -> list
                 break
             if j in dropped or (a.strand, a.type) != (b.strand, b.type) or a.windows & b.windows:
                 continue
+            if a.orphan or b.orphan:  # a piece, not a gene: completion decides what it becomes
+                continue
             shared = min(a.end, b.end) - b.start + 1
             if shared < MIN_SHARED * max(a.end - a.start + 1, b.end - b.start + 1):
                 continue
@@ -130,6 +138,8 @@ def drop_near_duplicates(preds: Sequence[Prediction], stats: MergeStats) -> list
 
 def merge_windows(
     results: Sequence[tuple[WindowMeta, Sequence[tuple[WindowFeature, float]]]],
+    *,
+    keep_cds_orphans: bool = False,
 ) -> tuple[list[Prediction], MergeStats]:
     """All windows of one sequence (metas share seqid) -> its predictions, sorted by start."""
     stats = MergeStats()
@@ -163,6 +173,9 @@ def merge_windows(
         )
         if _keep_partial(p, meta0.seq_length, meta0.circular):
             preds.append(p)
+        elif keep_cds_orphans and p.type == "CDS" and p.partial_left != p.partial_right:
+            preds.append(replace(p, orphan=True))
+            stats.cds_orphans_kept += 1
         else:
             stats.orphans_dropped += 1
     return drop_near_duplicates(preds, stats), stats

@@ -163,3 +163,73 @@ def is_orf(seq: str, start: int, end: int, strand: str, code: GeneticCode) -> bo
     if len(cds) < 6 or len(cds) % 3 or cds[:3] not in code.starts or cds[-3:] not in code.stops:
         return False
     return all(cds[i : i + 3] not in code.stops for i in range(3, len(cds) - 3, 3))
+
+
+MAX_COMPLETION_BP = 15_000  # longer than any bacterial CDS worth proposing from one known end
+
+
+def _complete_sense(
+    sense: str, first0: int | None, last0: int | None, code: GeneticCode, window: int
+) -> tuple[int, int] | None:
+    """Complete an ORF on one strand's sense sequence from the one end the model closed.
+
+    ``first0`` (known 5' end, 3' open): the nearest start codon within ``window`` of it, then its
+    first in-frame stop. ``last0`` (known 3' end, 5' open): the nearest stop codon ending within
+    ``window`` of it, then the most upstream start codon before the previous in-frame stop (the
+    longest ORF, the classic choice when nothing else says where a gene starts).
+    """
+    n = len(sense)
+    if first0 is not None:
+        for d in sorted(range(-window, window + 1), key=abs):
+            s = first0 + d
+            if 0 <= s <= n - 3 and sense[s : s + 3] in code.starts:
+                for j in range(s + 3, min(n - 2, s + MAX_COMPLETION_BP), 3):
+                    if sense[j : j + 3] in code.stops:
+                        return s, j + 2
+                return None
+        return None
+    assert last0 is not None
+    for d in sorted(range(-window, window + 1), key=abs):
+        stop0 = last0 - 2 + d  # first base of the stop codon
+        if 0 <= stop0 <= n - 3 and sense[stop0 : stop0 + 3] in code.stops:
+            best = None
+            for j in range(stop0 - 3, max(-1, stop0 - MAX_COMPLETION_BP), -3):
+                codon = sense[j : j + 3]
+                if codon in code.stops:
+                    break
+                if codon in code.starts:
+                    best = j
+            return None if best is None else (best, stop0 + 2)
+    return None
+
+
+def complete_cds(
+    seq: str,
+    start: int,
+    end: int,
+    strand: str,
+    code: GeneticCode,
+    *,
+    open_left: bool,
+    open_right: bool,
+    window: int = 30,
+) -> tuple[int, int] | None:
+    """Turn a CDS with exactly one end that no window closed into a whole ORF (GFF coordinates).
+
+    In bacteria the closed end fixes the gene: a known start fixes the frame and so the stop; a
+    known stop fixes the frame, and the start lies between it and the previous in-frame stop.
+    Without this, a model whose windows each see only part of a long gene loses the gene even
+    when it placed the end it saw exactly. Linear coordinates only (``None`` when the ORF would
+    run off the sequence, when both or neither end is open, or when no codon fits).
+    """
+    if open_left == open_right or strand not in ("+", "-") or end > len(seq):
+        return None
+    n = len(seq)
+    sense = seq if strand == "+" else reverse_complement(seq)
+    a0, b0 = (start - 1, end - 1) if strand == "+" else (n - end, n - start)  # sense 0-based
+    open_5p = open_left if strand == "+" else open_right
+    found = _complete_sense(sense, None if open_5p else a0, b0 if open_5p else None, code, window)
+    if found is None:
+        return None
+    s, e = found
+    return (s + 1, e + 1) if strand == "+" else (n - e, n - s)
