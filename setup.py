@@ -52,6 +52,7 @@ setup(
             "dna2gff-annotate=trainer.cli.annotate:main",
             "dna2gff-evaluate=trainer.cli.evaluate:main",
             "dna2gff-demo=trainer.cli.demo:main",
+            "dna2gff-make-synthetic=baking.synthetic_cli:main",
         ]
     },
 )
