@@ -151,13 +151,15 @@ def test_encoder_uppercases_and_maps_targets(tok_dir):
 
 
 def test_manifest_errors(tmp_path):
-    with pytest.raises(InputError, match="manifest.json not found"):
+    with pytest.raises(InputError, match="no manifest"):
         split_shards(tmp_path, "train")
     write_shards(tmp_path, {"train": [4]})
     (tmp_path / "train" / "g-0000.tar").unlink()
     with pytest.raises(InputError, match=r"g-0000\.tar: shard listed in manifest\.json"):
         split_shards(tmp_path, "train")
-    (tmp_path / "manifest.json").write_text('{"splits": {"train": {"shards": [{"path": 3}]}}}')
+    (tmp_path / "manifest.json").write_text(
+        '{"format": "dna2gff-shards/1", "splits": {"train": {"shards": [{"path": 3}]}}}'
+    )
     with pytest.raises(InputError, match="bad shard entry"):
         split_shards(tmp_path, "train")
     assert split_shards(tmp_path, "val") == []

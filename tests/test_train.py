@@ -155,7 +155,7 @@ def test_cli_missing_data_exits_2(setup, tmp_path):
         capture_output=True, text=True, env=ENV, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "manifest.json not found" in proc.stderr
+    assert "manifest.json: no manifest" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

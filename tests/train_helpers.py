@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 
 from baking.grammar import WindowFeature, encode_target, target_vocabulary
+from baking.manifest import FORMAT as MANIFEST_FORMAT
 
 TYPES = ["CDS", "tRNA"]
 WINDOW = 96
@@ -93,6 +94,6 @@ def write_shards(data_dir: Path, counts: dict[str, list[int]], *, window_len: in
         splits[split] = {"shards": entries}
     grammar = {"window_len": window_len, "feature_types": TYPES,
                "tokens": target_vocabulary(TYPES, window_len)}  # fmt: skip
-    manifest = {"splits": splits, "grammar": grammar}
+    manifest = {"format": MANIFEST_FORMAT, "splits": splits, "grammar": grammar}
     (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return data_dir

@@ -15,7 +15,6 @@ one pass is read without tokenising.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -30,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from baking.errors import InputError
+from baking.manifest import load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,8 @@ def _count_congruent(n: int, k: int, r: int) -> int:
 
 
 def read_manifest(data_dir: str | Path) -> dict[str, Any]:
-    path = Path(data_dir) / "manifest.json"
-    if not path.is_file():
-        raise InputError(path, "manifest.json not found: is this a folder written by bake_data?")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
-    if not isinstance(manifest, dict):
-        raise InputError(path, "manifest must be a JSON object")
-    return manifest
+    """The baker's manifest, read by the baker's own reader (it owns the format)."""
+    return load_manifest(data_dir)
 
 
 def split_shards(data_dir: str | Path, split: str) -> list[ShardInfo]:
