@@ -7,6 +7,7 @@ a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import platform
 import sys
@@ -36,6 +37,12 @@ def setup_logging(verbose: bool = False, log_file: str | None = None) -> None:
         platform.python_version(),
         platform.node(),
     )
+
+
+def add_logging_args(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``-v/--verbose`` and ``--log_file``, the same on every command (read by ``setup_logging``)."""
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    group.add_argument("--log_file", help="also log to this file")
 
 
 def run_cli(

@@ -228,6 +228,16 @@ def prepare_batch(
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def forward_batch(engine: Any, batch: dict[str, torch.Tensor]) -> Any:
+    """The model's forward on a prepared batch (labels stay out: the loss is ``token_loss``)."""
+    return engine(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        decoder_input_ids=batch["decoder_input_ids"],
+        decoder_attention_mask=batch["decoder_attention_mask"],
+    )
+
+
 @dataclass(frozen=True)
 class DataGrammar:
     """What the baked data says about its targets (``manifest.json`` -> ``grammar``)."""
@@ -279,12 +289,7 @@ def _step(
     shapes = (0, 0)
     for _ in range(ga):
         batch = prepare_batch(next(batches), device, pad_id, align)
-        outputs = engine(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            decoder_input_ids=batch["decoder_input_ids"],
-            decoder_attention_mask=batch["decoder_attention_mask"],
-        )
+        outputs = forward_batch(engine, batch)
         ce, n = token_loss(outputs.logits, batch["labels"], vocab)
         aux = outputs.aux_loss.float() if torch.is_tensor(outputs.aux_loss) else torch.zeros(())
         if poison:

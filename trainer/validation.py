@@ -50,7 +50,7 @@ def validation_loss(
     align: bool,
 ) -> float:
     """Token-mean CE over ``batches`` val micro-batches per rank (the same batches every time)."""
-    from trainer.engine import prepare_batch, token_loss
+    from trainer.engine import forward_batch, prepare_batch, token_loss
 
     data = ShardBatches(shards, encoder, rank=rank, world_size=world_size, num_workers=0,
                         micro_batch_size=micro_batch_size, seed=seed, shuffle_buffer=1)  # fmt: skip
@@ -61,12 +61,7 @@ def validation_loss(
         with _fork_rng(device), torch.no_grad():
             for _ in range(batches):
                 batch = prepare_batch(next(it), device, pad_id, align)
-                out = engine(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
-                    decoder_input_ids=batch["decoder_input_ids"],
-                    decoder_attention_mask=batch["decoder_attention_mask"],
-                )
+                out = forward_batch(engine, batch)
                 loss, n = token_loss(out.logits, batch["labels"], vocab)
                 total += float(loss) * n
                 count += n

@@ -11,7 +11,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from baking.clitools import run_cli, setup_logging
+from baking.clitools import add_logging_args, run_cli, setup_logging
 from trainer.inference.annotate import AnnotateOptions, annotate
 
 
@@ -67,8 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--snap_window", type=int, default=30, help="bases searched around each end")
     sn.add_argument("--transl_table", type=int, default=11, help="NCBI genetic code (1, 4, 11, 25)")
     lg = p.add_argument_group("Logging")
-    lg.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    lg.add_argument("--log_file", help="also log to this file")
+    add_logging_args(lg)
     lg.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 

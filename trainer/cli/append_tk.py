@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from baking.clitools import run_cli, setup_logging
+from baking.clitools import add_logging_args, run_cli, setup_logging
 from trainer.tokens import append_tokens
 
 
@@ -21,8 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("tokens", help="annotation tokens file, one per line")
     p.add_argument("tokenizer", help="tokenizer.json to extend (or its folder)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("--log_file", help="also log to this file")
+    add_logging_args(p)
     return p
 
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from baking.clitools import run_cli, setup_logging
+from baking.clitools import add_logging_args, run_cli, setup_logging
 from baking.errors import ConfigError, InputError
 from trainer.evaluate.load import load_features
 from trainer.evaluate.metrics import TypeReport, compare
@@ -44,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--fasta", help="genome FASTA for --baseline (plain or .gz)")
     bl.add_argument("--transl_table", type=int, default=11, help="genetic code for the baseline")
     lg = p.add_argument_group("Logging")
-    lg.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    lg.add_argument("--log_file", help="also log to this file")
+    add_logging_args(lg)
     return p
 
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from baking.clitools import run_cli, setup_logging
+from baking.clitools import add_logging_args, run_cli, setup_logging
 from baking.errors import ConfigError
 from trainer.model.dnabert2 import DNABERT2_HUB_ID, make_tiny_dnabert2, resolve_checkpoint
 from trainer.model.seq2seq import build_from_dnabert2
@@ -89,8 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no_bert_prefix", action="store_true", help="keys as a bare BertModel (no 'bert.')"
     )
     lg = p.add_argument_group("Logging")
-    lg.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    lg.add_argument("--log_file", help="also log to this file")
+    add_logging_args(lg)
     return p
 
 

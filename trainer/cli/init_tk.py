@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from baking.clitools import run_cli, setup_logging
+from baking.clitools import add_logging_args, run_cli, setup_logging
 from trainer.tokens import DNABERT2_HUB_ID, init_tokenizer, load_tokenizer
 
 
@@ -25,8 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="base tokenizer: hub id, folder or tokenizer.json (offline: a local folder)",
     )
     p.add_argument("--out", help="output folder (default: tokenizer/ beside TOKENS)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("--log_file", help="also log to this file")
+    add_logging_args(p)
     return p
 
 

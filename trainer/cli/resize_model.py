@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from baking.clitools import run_cli, setup_logging
+from baking.clitools import add_logging_args, run_cli, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tokenizer", help="tokenizer.json (or its folder) extended with annotation tokens"
     )
     p.add_argument("--out", help="write the resized model here instead of in place")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("--log_file", help="also log to this file")
+    add_logging_args(p)
     return p
 
 
