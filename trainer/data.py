@@ -271,6 +271,10 @@ class Encoder:
             raise InputError(sample.get("__key__", "?"), f"bad sample fields: {exc}") from None
         return self.source_ids(dna), self.target_ids(target)
 
+    def collate(self, samples: Sequence[Any]) -> dict:
+        """Pad a micro-batch of ``encode`` results (the digit form's layout)."""
+        return collate(samples, self.ids, self.max_tgt, self.pad_multiple)
+
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
@@ -328,6 +332,9 @@ def pad_decoder(
         batch["decoder_attention_mask"], (0, extra)
     )
     out["labels"] = torch.nn.functional.pad(batch["labels"], (0, extra), value=IGNORE_INDEX)
+    for key in ("decoder_positions", "decoder_anchors"):  # pointer batches
+        if key in batch:
+            out[key] = torch.nn.functional.pad(batch[key], (0, extra), value=-1)
     return out
 
 
@@ -374,7 +381,7 @@ class ShardBatches(IterableDataset):
         stream = slot_stream(self.plans[slot], self.seed, slot, self.buffer, skip=done * self.mb)
         while True:
             pairs = [self.encoder.encode(next(stream)) for _ in range(self.mb)]
-            yield collate(pairs, self.encoder.ids, self.encoder.max_tgt, self.encoder.pad_multiple)
+            yield self.encoder.collate(pairs)
 
 
 def make_loader(dataset: ShardBatches, num_workers: int, seed: int = 0) -> DataLoader:

@@ -190,15 +190,43 @@ def target_vocab_ids(tokenizer: Any, tokens: list[str] | None, eos_id: int) -> t
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 
+def make_encoder(
+    cfg: TrainConfig,
+    model_cfg: Any,
+    tokenizer_path: str,
+    ids: TokenIds,
+    window_len: int | None,
+    feature_types: list[str] | None,
+) -> Encoder:
+    """The loader's sample encoder for the model's coordinate form."""
+    if not model_cfg.pointer:
+        return Encoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens,
+                       cfg.pad_multiple)  # fmt: skip
+    from trainer.pointer_data import PointerEncoder
+
+    assert window_len and feature_types
+    return PointerEncoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens,
+                          cfg.pad_multiple, window_len=window_len,
+                          vocab_size=model_cfg.vocab_size, feature_types=feature_types,
+                          with_encoder_labels=model_cfg.encoder_aux_weight > 0)  # fmt: skip
+
+
 def token_loss(
-    logits: torch.Tensor, labels: torch.Tensor, vocab: torch.Tensor | None
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    vocab: torch.Tensor | None,
+    joint_from: int | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over non-ignored labels (optionally softmax over ``vocab`` only).
 
     Returns the loss and the number of label tokens. With ``vocab`` the logits are cut to those
-    columns and labels are remapped; a label outside the vocabulary is a data error.
+    columns and labels are remapped; a label outside the vocabulary is a data error. A pointer
+    model's joint logits (``V + L`` columns, ``joint_from = V``) keep every base column too.
     """
     logits = logits.float()  # (B, T, V)
+    if vocab is not None and joint_from is not None and logits.shape[-1] > joint_from:
+        bases = torch.arange(joint_from, logits.shape[-1], device=vocab.device)
+        vocab = torch.cat([vocab, bases])
     if vocab is not None:
         lookup = torch.full((logits.shape[-1],), -1, dtype=torch.long, device=labels.device)
         lookup[vocab] = torch.arange(len(vocab), device=labels.device)
@@ -229,13 +257,33 @@ def prepare_batch(
 
 
 def forward_batch(engine: Any, batch: dict[str, torch.Tensor]) -> Any:
-    """The model's forward on a prepared batch (labels stay out: the loss is ``token_loss``)."""
+    """The model's forward on a prepared batch (labels stay out: the loss is ``token_loss``).
+
+    A pointer batch's base arrays and decoder positions go along (``trainer.pointer_data``)."""
+    extra = {k: batch[k] for k in POINTER_KEYS if k in batch}
     return engine(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         decoder_input_ids=batch["decoder_input_ids"],
         decoder_attention_mask=batch["decoder_attention_mask"],
+        **extra,
     )
+
+
+POINTER_KEYS = ("base_token", "base_offset", "codon5", "codon3", "base_mask",
+                "decoder_positions", "decoder_anchors")  # fmt: skip
+
+
+def encoder_aux_loss(outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """Cross-entropy of the per-token encoder head (None when the model or batch has none)."""
+    logits = getattr(outputs, "encoder_logits", None)
+    if logits is None or "encoder_labels" not in batch:
+        return None
+    labels = batch["encoder_labels"]
+    if not bool((labels != IGNORE_INDEX).any()):
+        return logits.float().sum() * 0.0
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
+                           ignore_index=IGNORE_INDEX)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -277,24 +325,31 @@ def _step(
     vocab: torch.Tensor | None,
     coef: float,
     poison: bool,
+    joint_from: int | None = None,
+    enc_weight: float = 0.0,
 ) -> tuple[list[float], tuple[int, int]]:
     """One optimizer step over ``ga`` micro-batches (DeepSpeed steps at the boundary).
 
-    Returns this rank's sums ``[loss*n, n, aux, non-finite, src tokens, tgt tokens, 0]`` (the last
-    slot is for the stop flag) and the last batch's (S, T). A non-finite loss is still
+    Returns this rank's sums ``[loss*n, n, aux, non-finite, src tokens, tgt tokens, 0, enc aux]``
+    (slot 6 is for the stop flag; slot 7 the encoder auxiliary loss, a mean over micro-batches)
+    and the last batch's (S, T). A non-finite loss is still
     back-propagated: ZeRO sees the non-finite gradients and skips the step on every rank.
     ``poison`` makes the loss NaN (tests of that path).
     """
-    sums = [0.0] * 7
+    sums = [0.0] * 8
     shapes = (0, 0)
     for _ in range(ga):
         batch = prepare_batch(next(batches), device, pad_id, align)
         outputs = forward_batch(engine, batch)
-        ce, n = token_loss(outputs.logits, batch["labels"], vocab)
+        ce, n = token_loss(outputs.logits, batch["labels"], vocab, joint_from)
         aux = outputs.aux_loss.float() if torch.is_tensor(outputs.aux_loss) else torch.zeros(())
         if poison:
             ce = ce * float("nan")
         loss = ce + coef * aux
+        enc_aux = encoder_aux_loss(outputs, batch)
+        if enc_aux is not None:
+            loss = loss + enc_weight * enc_aux
+            sums[7] += float(enc_aux.detach()) / ga
         engine.backward(loss)
         engine.step()
         finite = bool(torch.isfinite(loss.detach()))
@@ -459,10 +514,18 @@ def train(cfg: TrainConfig) -> TrainResult:
     window_len, feature_types = grammar.window_len, grammar.feature_types
     ids = TokenIds(model_cfg.bos_token_id, model_cfg.eos_token_id, model_cfg.pad_token_id)
     vocab = None
+    target_tokens = grammar.tokens
+    if model_cfg.pointer:
+        if not window_len or not feature_types:
+            raise ConfigError("a pointer model needs the data's grammar (window_len, feature "
+                              "types) in manifest.json")  # fmt: skip
+        from baking.pointers import pointer_vocabulary
+
+        target_tokens = pointer_vocabulary(feature_types)
     if cfg.restrict_loss_vocab:
-        vocab = target_vocab_ids(tokenizer, grammar.tokens, ids.eos)
+        vocab = target_vocab_ids(tokenizer, target_tokens, ids.eos)
         vocab = vocab.to(device)
-    encoder = Encoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens, cfg.pad_multiple)
+    encoder = make_encoder(cfg, model_cfg, tokenizer_path, ids, window_len, feature_types)
     dataset = ShardBatches(train_shards, encoder, rank=rank, world_size=world,
                            num_workers=cfg.num_workers, micro_batch_size=mb, seed=cfg.seed,
                            shuffle_buffer=cfg.shuffle_buffer, start_batch=state.micro_batches)  # fmt: skip
@@ -472,13 +535,15 @@ def train(cfg: TrainConfig) -> TrainResult:
     metrics_file = out / "metrics.jsonl"
     peak = peak_flops(torch.cuda.get_device_name(local_rank)) if accelerator == "cuda" else None
     coef = model_cfg.moe_aux_loss_coef if model_cfg.use_moe else 0.0
+    joint_from = model_cfg.vocab_size if model_cfg.pointer else None
     align = model_cfg.use_moe and cfg.ep_size > 1  # equal (B, T) across each expert group
     result = TrainResult(steps=state.step, nan_steps=state.nan_steps)
 
     def validate() -> float:
         return validation_loss(engine, val_shards, encoder, rank=rank, world_size=world,
                                micro_batch_size=mb, batches=cfg.eval_batches, seed=cfg.seed,
-                               vocab=vocab, device=device, pad_id=ids.pad, align=align)  # fmt: skip
+                               vocab=vocab, device=device, pad_id=ids.pad, align=align,
+                               joint_from=joint_from)  # fmt: skip
 
     def export() -> None:
         export_model(engine, model_cfg, out / "export", tokenizer_dir=cfg.model,
@@ -502,7 +567,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             t0 = time.perf_counter()
             lr = float(engine.get_lr()[0]) if engine.get_lr() else cfg.lr  # the lr this step uses
             poison = state.step + 1 in cfg.nan_at_steps
-            sums, shapes = _step(engine, batches, ga, device, ids.pad, align, vocab, coef, poison)
+            sums, shapes = _step(engine, batches, ga, device, ids.pad, align, vocab, coef, poison,
+                                 joint_from, model_cfg.encoder_aux_weight)  # fmt: skip
             state.micro_batches += ga
             sums[6] = 1.0 if stop.requested else 0.0
             g = _all_sum(sums, device)
@@ -535,6 +601,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                     "perf/samples_per_s": mb * ga * world / dt,
                 }
                 values.update(_engine_scalars(engine, model_cfg, g, device, world))
+                if model_cfg.encoder_aux_weight > 0:
+                    values["train/encoder_aux_loss"] = g[7] / world
                 if peak:
                     flops = train_flops(model_cfg, int(g[4]), int(g[5]), *shapes)
                     values["perf/mfu"] = flops / dt / (peak * world)

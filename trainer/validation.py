@@ -48,6 +48,7 @@ def validation_loss(
     device: torch.device,
     pad_id: int,
     align: bool,
+    joint_from: int | None = None,
 ) -> float:
     """Token-mean CE over ``batches`` val micro-batches per rank (the same batches every time)."""
     from trainer.engine import forward_batch, prepare_batch, token_loss
@@ -62,7 +63,7 @@ def validation_loss(
             for _ in range(batches):
                 batch = prepare_batch(next(it), device, pad_id, align)
                 out = forward_batch(engine, batch)
-                loss, n = token_loss(out.logits, batch["labels"], vocab)
+                loss, n = token_loss(out.logits, batch["labels"], vocab, joint_from)
                 total += float(loss) * n
                 count += n
     finally:
@@ -105,17 +106,32 @@ def decode_metric(
     dna = [s["dna.txt"].decode("ascii") for s in samples]
     gold = [decode_target(s["target.txt"].decode().split(), window_len) for s in samples]
     module = engine.module
+    pointer = bool(getattr(module.config, "pointer", False))
     module.eval()
     try:
         with _fork_rng(device), torch.no_grad():
-            generated = generate_targets(module, tokenizer, dna, window_len, list(feature_types),
-                                         max_new_tokens=max_new_tokens, device=device)  # fmt: skip
+            if pointer:
+                from trainer.inference.pointer_generate import generate_pointer_targets
+
+                generated = generate_pointer_targets(module, tokenizer, dna, window_len,
+                                                     list(feature_types),
+                                                     max_new_tokens=max_new_tokens,
+                                                     device=device)  # fmt: skip
+            else:
+                generated = generate_targets(module, tokenizer, dna, window_len,
+                                             list(feature_types), max_new_tokens=max_new_tokens,
+                                             device=device)  # fmt: skip
     finally:
         module.train()
     matched = n_gold = n_pred = 0
-    for gen, ref in zip(generated, gold):
+    for gen, ref, seq in zip(generated, gold, dna):
         try:
-            pred = decode_target(gen.tokens, window_len)
+            if pointer:
+                from baking.pointers import decode_pointer_target
+
+                pred = decode_pointer_target(gen.tokens, min(len(seq), window_len))
+            else:
+                pred = decode_target(gen.tokens, window_len)
         except Exception:  # a truncated target (max_new_tokens) does not decode
             pred = []
         matched += exact_feature_counts(pred, ref)

@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop a CDS whose one end no window closed instead of completing it into an ORF",
     )
     sn.add_argument("--snap_window", type=int, default=30, help="bases searched around each end")
+    sn.add_argument(
+        "--no_orf_constraint",
+        action="store_true",
+        help="pointer models: let the decoder write any CDS, not only valid ORFs of the window",
+    )
     sn.add_argument("--transl_table", type=int, default=11, help="NCBI genetic code (1, 4, 11, 25)")
     lg = p.add_argument_group("Logging")
     add_logging_args(lg)
@@ -85,6 +90,7 @@ def _main(argv: Sequence[str] | None) -> int:
         snap=not args.no_snap,
         complete_orfs=not (args.no_snap or args.no_complete),
         snap_window=args.snap_window,
+        orf_constraint=not args.no_orf_constraint,
         transl_table=args.transl_table,
         circular=tuple(c for c in args.circular.split(",") if c),
         device=args.device,

@@ -16,9 +16,14 @@ from pathlib import Path
 
 from baking.clitools import add_logging_args, run_cli, setup_logging
 from baking.errors import ConfigError
+from trainer.model.config import COORDINATE_FORMS
 from trainer.model.dnabert2 import DNABERT2_HUB_ID, make_tiny_dnabert2, resolve_checkpoint
 from trainer.model.seq2seq import build_from_dnabert2
 from trainer.tokens import TOKENIZER_NAME
+
+#: What ``init_model`` builds unless told otherwise (measured in docs/learning.md).
+DEFAULT_COORDINATE_FORM = "pointer"
+DEFAULT_ENCODER_AUX_WEIGHT = 0.0
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dec.add_argument(
         "--seed", type=int, default=0, help="seed of the random parts (cross-attention, routers)"
+    )
+    dec.add_argument(
+        "--coordinate_form",
+        choices=COORDINATE_FORMS,
+        default=DEFAULT_COORDINATE_FORM,
+        help="pointer: the decoder points at a base of the window; digits: it spells the number",
+    )
+    dec.add_argument(
+        "--encoder_aux_weight",
+        type=float,
+        default=DEFAULT_ENCODER_AUX_WEIGHT,
+        help="weight of the per-token encoder loss (coding frame/strand, start/stop); 0 = none",
     )
     moe = p.add_argument_group("Mixture of experts (decoder MLPs)")
     moe.add_argument(
@@ -141,6 +158,8 @@ def _main(argv: Sequence[str] | None) -> int:
         seed=args.seed,
         moe_capacity_factor=args.moe_capacity_factor,
         moe_aux_loss_coef=args.moe_aux_loss_coef,
+        coordinate_form=args.coordinate_form,
+        encoder_aux_weight=args.encoder_aux_weight,
     )
     has_tokenizer = (folder / TOKENIZER_NAME).is_file()
     model.save_pretrained(args.save_dir, tokenizer_dir=folder if has_tokenizer else None)

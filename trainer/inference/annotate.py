@@ -12,6 +12,7 @@ feature's tokens (under the constrained distribution). The file is written atomi
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -34,6 +35,10 @@ from trainer.inference.merge import (
     Prediction,
     features_with_logprobs,
     merge_windows,
+)
+from trainer.inference.pointer_generate import (
+    generate_pointer_targets,
+    pointer_features_with_logprobs,
 )
 from trainer.inference.snap import complete_cds, genetic_code, snap_cds
 
@@ -59,6 +64,8 @@ class AnnotateOptions:
     complete_orfs: bool = True
     """Complete a CDS whose one end no window closed into an ORF from its closed end."""
     snap_window: int = 30
+    orf_constraint: bool = True
+    """Pointer models: decode a CDS only as a valid ORF of the window (``--transl_table``)."""
     transl_table: int = 11
     circular: tuple[str, ...] = ()
     """Sequence ids to treat as circular; ``("all",)`` for every sequence."""
@@ -146,13 +153,25 @@ def annotate_sequences(
     options: AnnotateOptions,
     window_len: int,
     feature_types: Sequence[str],
-    generate: Callable[..., list[GeneratedTarget]] = generate_targets,
+    generate: Callable[..., list[GeneratedTarget]] | None = None,
+    pointer: bool | None = None,
 ) -> tuple[list[GFFFeature], dict[str, tuple[int, int]], AnnotateSummary]:
     """Annotate ``(seqid, DNA)`` pairs; returns GFF3 features, sequence regions and a summary.
 
     ``generate`` has ``generate_targets``' signature; tests pass an oracle to check everything
     after the model (windows, stitching, merging, snapping, GFF3) against a known annotation.
+    ``pointer`` (default: the model config's ``coordinate_form``) says which target form
+    ``generate`` writes; a pointer model's default decoder applies the ORF constraint unless
+    ``options.orf_constraint`` is off.
     """
+    if pointer is None:
+        pointer = bool(getattr(getattr(model, "config", None), "pointer", False))
+    if generate is None:
+        if pointer:
+            code = genetic_code(options.transl_table) if options.orf_constraint else None
+            generate = functools.partial(generate_pointer_targets, orf_code=code)
+        else:
+            generate = generate_targets
     t0 = time.perf_counter()
     stride = window_stride(options, window_len)
     circular = [_is_circular(sid, options.circular) for sid, _ in seqs]
@@ -184,9 +203,14 @@ def annotate_sequences(
             for (i, meta, _), target in zip(batch, targets):
                 summary.windows += 1
                 summary.truncated_windows += not target.complete
-                feats = features_with_logprobs(
-                    target.tokens, target.token_logprobs, automaton, meta.length
-                )
+                if pointer:
+                    feats = pointer_features_with_logprobs(
+                        target.tokens, target.token_logprobs, meta.length
+                    )
+                else:
+                    feats = features_with_logprobs(
+                        target.tokens, target.token_logprobs, automaton, meta.length
+                    )
                 results[i].append((meta, feats))
             bar.update(min(bar.total - bar.n, stride * len(batch)))
     features, regions = _finish(seqs, circular, results, options, summary)
@@ -374,7 +398,8 @@ def annotate(
     )
     comments = [
         f"dna2gff annotate model={Path(model_dir).name} window_len={window_len} "
-        f"beams={options.num_beams} snap={options.snap} transl_table={options.transl_table}"
+        f"beams={options.num_beams} snap={options.snap} transl_table={options.transl_table} "
+        f"coordinates={model.config.coordinate_form} orf_constraint={options.orf_constraint}"
     ]
     write_gff3(out, features, regions, comments)
     return summary

@@ -19,6 +19,7 @@ from baking.errors import ConfigError, InputError
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "dna2gff"
+COORDINATE_FORMS = ("digits", "pointer")
 
 
 @dataclass
@@ -62,6 +63,12 @@ class Dna2GffConfig:
     """Window length (bp) the model was trained on; written by the trainer, read by annotate."""
     feature_types: list[str] | None = None
     """Feature types of the target grammar the model was trained on (trainer / annotate)."""
+    coordinate_form: str = "digits"
+    """How the decoder writes coordinates: ``digits`` (digit tokens, ``baking.grammar``) or
+    ``pointer`` (it points at an encoder token and a base inside it, ``baking.pointers``)."""
+    encoder_aux_weight: float = 0.0
+    """Weight of the per-token encoder loss (coding frame/strand, start/stop codon, RNA); 0 = no
+    head. The trainer adds it; the model's ``loss`` never includes it."""
     model_type: str = MODEL_TYPE
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata other tools may store (kept verbatim through save/load)."""
@@ -129,8 +136,20 @@ class Dna2GffConfig:
             raise ConfigError(f"moe_aux_loss_coef must be >= 0, got {self.moe_aux_loss_coef!r}")
         if self.window_len is not None and self.window_len <= 0:
             raise ConfigError(f"window_len must be positive, got {self.window_len!r}")
+        if self.coordinate_form not in COORDINATE_FORMS:
+            raise ConfigError(
+                f"coordinate_form must be one of {', '.join(COORDINATE_FORMS)}, "
+                f"got {self.coordinate_form!r}"
+            )
+        if not self.encoder_aux_weight >= 0:
+            raise ConfigError(f"encoder_aux_weight must be >= 0, got {self.encoder_aux_weight!r}")
         if self.model_type != MODEL_TYPE:
             raise ConfigError(f"model_type must be {MODEL_TYPE!r}, got {self.model_type!r}")
+
+    @property
+    def pointer(self) -> bool:
+        """Whether coordinates are pointers (``coordinate_form == "pointer"``)."""
+        return self.coordinate_form == "pointer"
 
     @property
     def head_dim(self) -> int:

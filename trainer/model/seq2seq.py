@@ -33,6 +33,7 @@ from trainer.model.decoder import CROSS_INIT_STD, Decoder, KVCache
 from trainer.model.dnabert2 import TOKENIZER_FILES, load_dnabert2
 from trainer.model.encoder import Embeddings, Encoder, GatedMLP, alibi_slopes
 from trainer.model.moe import EXPERTS_PREFIX, ROUTER_INIT_STD, MoEMLP
+from trainer.model.pointer import AUX_CLASSES, PointerHead, PointerMemory
 from trainer.model.state import (
     CheckpointError,
     check_state_dict,
@@ -58,6 +59,20 @@ class Seq2SeqOutput:
     """(B, T, V)"""
     aux_loss: Tensor
     """Sum of the MoE layers' load-balancing losses (0 without MoE); weight it in the trainer."""
+    encoder_logits: Tensor | None = None
+    """(B, S, AUX_CLASSES) per encoder token, when the config has ``encoder_aux_weight``."""
+
+
+@dataclass
+class PointerStep:
+    """What a pointer model's decoder needs besides token ids: the batch's base memory, and per
+    decoder position the pointed base (-1: a token step) and the anchor of the distance term."""
+
+    memory: PointerMemory
+    positions: Tensor
+    """(B, T) base fed as input at each position, -1 where the input is a token"""
+    anchors: Tensor
+    """(B, T) anchor for the base logits predicted at each position"""
 
 
 class Dna2GffModel(nn.Module):
@@ -78,6 +93,10 @@ class Dna2GffModel(nn.Module):
         self.encoder = Encoder(config)
         self.decoder = Decoder(config, self.ep_size)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.pointer_head = PointerHead(config) if config.pointer else None
+        self.encoder_aux = (
+            nn.Linear(config.hidden_size, AUX_CLASSES) if config.encoder_aux_weight > 0 else None
+        )
         self.tie_weights()
 
     # ----------------------------------------------------------------- structure
@@ -102,6 +121,20 @@ class Dna2GffModel(nn.Module):
         """DNA token ids (B, S) + mask (1 = real) -> encoder hidden states (B, S, H)."""
         return self.encoder(self.embeddings(input_ids), attention_mask)
 
+    def pointer_memory(
+        self,
+        enc: Tensor,
+        base_token: Tensor,
+        base_offset: Tensor,
+        codon5: Tensor,
+        codon3: Tensor,
+        base_mask: Tensor,
+    ) -> PointerMemory:
+        """Per-base keys and inputs of a pointer model (see ``trainer.model.pointer``)."""
+        if self.pointer_head is None:
+            raise ValueError("pointer_memory needs a model with coordinate_form='pointer'")
+        return self.pointer_head.memory(enc, base_token, base_offset, codon5, codon3, base_mask)
+
     def _decode(
         self,
         decoder_input_ids: Tensor,
@@ -109,8 +142,12 @@ class Dna2GffModel(nn.Module):
         encoder_attention_mask: Tensor,
         decoder_attention_mask: Tensor | None,
         cache: KVCache | None,
+        pointer: PointerStep | None = None,
     ) -> tuple[Tensor, KVCache, Tensor]:
         x = self.embeddings(decoder_input_ids)  # (B, T, H)
+        if pointer is not None:
+            assert self.pointer_head is not None
+            x = self.pointer_head.step_inputs(x, pointer.memory, pointer.positions)
         h, new_cache, aux = self.decoder(
             x,
             encoder_hidden,
@@ -119,7 +156,12 @@ class Dna2GffModel(nn.Module):
             decoder_attention_mask,
             cache,
         )
-        return self.lm_head(h), new_cache, aux  # (B, T, V)
+        logits = self.lm_head(h)  # (B, T, V)
+        if pointer is not None:
+            assert self.pointer_head is not None
+            base = self.pointer_head.logits(h, pointer.memory, pointer.anchors)  # (B, T, L)
+            logits = torch.cat([logits.float(), base.float()], dim=-1)  # joint (B, T, V + L)
+        return logits, new_cache, aux
 
     def decode(
         self,
@@ -129,8 +171,10 @@ class Dna2GffModel(nn.Module):
         past_key_values: KVCache | None = None,
         use_cache: bool = False,
         decoder_attention_mask: Tensor | None = None,
+        pointer: PointerStep | None = None,
     ) -> tuple[Tensor, KVCache | None]:
-        """Logits (B, T, V) for new decoder tokens, and the cache (with ``use_cache``).
+        """Logits (B, T, V) for new decoder tokens (joint (B, T, V + L) with ``pointer``), and
+        the cache (with ``use_cache``).
 
         Step by step: pass the whole prefix once (or just ``[CLS]``), then only the newest token
         with ``past_key_values`` = the returned cache; results equal a full forward.
@@ -142,6 +186,7 @@ class Dna2GffModel(nn.Module):
             encoder_attention_mask,
             decoder_attention_mask,
             past_key_values,
+            pointer,
         )
         return logits, (cache if use_cache else None)
 
@@ -152,12 +197,29 @@ class Dna2GffModel(nn.Module):
         decoder_input_ids: Tensor,
         decoder_attention_mask: Tensor | None = None,
         labels: Tensor | None = None,
+        base_token: Tensor | None = None,
+        base_offset: Tensor | None = None,
+        codon5: Tensor | None = None,
+        codon3: Tensor | None = None,
+        base_mask: Tensor | None = None,
+        decoder_positions: Tensor | None = None,
+        decoder_anchors: Tensor | None = None,
     ) -> Seq2SeqOutput:
         """Teacher-forced pass. ``decoder_input_ids`` = [CLS] + target, ``labels`` = target + [SEP]
-        (already shifted by the caller; pads as -100)."""
+        (already shifted by the caller; pads as -100). A pointer model also takes the batch's base
+        arrays (B, L) and per decoder position the pointed base and the anchor (B, T); its logits
+        and labels are joint (``V + b`` = base ``b``)."""
         enc = self.encode(input_ids, attention_mask)
+        pointer = None
+        if self.pointer_head is not None:
+            if base_token is None or decoder_positions is None or decoder_anchors is None:
+                raise ValueError("a pointer model needs the batch's base arrays and positions")
+            assert base_offset is not None and codon5 is not None and codon3 is not None
+            assert base_mask is not None
+            memory = self.pointer_memory(enc, base_token, base_offset, codon5, codon3, base_mask)
+            pointer = PointerStep(memory, decoder_positions, decoder_anchors)
         logits, _, aux = self._decode(
-            decoder_input_ids, enc, attention_mask, decoder_attention_mask, None
+            decoder_input_ids, enc, attention_mask, decoder_attention_mask, None, pointer
         )
         loss = None
         if labels is not None:
@@ -166,7 +228,8 @@ class Dna2GffModel(nn.Module):
                 labels.reshape(-1),
                 ignore_index=IGNORE_INDEX,
             )
-        return Seq2SeqOutput(loss=loss, logits=logits, aux_loss=aux)
+        enc_logits = self.encoder_aux(enc) if self.encoder_aux is not None else None
+        return Seq2SeqOutput(loss=loss, logits=logits, aux_loss=aux, encoder_logits=enc_logits)
 
     def expert_load(self) -> dict[int, Tensor]:
         """Per MoE decoder layer: fraction of routed token slots each global expert got last forward."""
@@ -343,6 +406,13 @@ def _init_new_parts(model: Dna2GffModel, seed: int) -> None:
     biases, routers N(0, 0.02). So the cross-attention of a MoE model equals a dense model's."""
     cross = torch.Generator().manual_seed(seed)
     router = torch.Generator().manual_seed(seed + 1)
+    if model.pointer_head is not None:
+        model.pointer_head.reset_parameters(torch.Generator().manual_seed(seed + 2))
+    if model.encoder_aux is not None:
+        w = model.encoder_aux.weight
+        with torch.no_grad():
+            w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(seed + 3)) * 0.02)
+            model.encoder_aux.bias.zero_()
     with torch.no_grad():
         for layer in model.decoder.layers():
             att = layer.crossattention
@@ -426,6 +496,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "Dna2GffModel",
     "KVCache",
+    "PointerStep",
     "Seq2SeqOutput",
     "build_from_dnabert2",
 ]

@@ -1,0 +1,324 @@
+"""Constrained decoding of a pointer model: greedy and beam search with the KV cache.
+
+The pointer twin of ``generate.py``. At every step one distribution covers the target tokens
+(``<cut>``, strands, phases, types, ``[SEP]``) and every base of the window; the pointer grammar
+(``baking.pointers.PointerAutomaton``) masks it to what may come next, so the output always
+decodes. With ``orf_code`` (a genetic code: ``starts``/``stops`` codon sets) a CDS can only be
+decoded as a valid ORF of the window's DNA: the model only chooses *which* ORF is a gene.
+
+Log-probabilities are taken under the constrained distribution, as in ``generate.py``: a forced
+choice (the stop of a ``+`` CDS whose start is chosen) costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from baking.grammar import END, PHASED_TYPES, WindowFeature
+from baking.pointers import (
+    CUT,
+    END_SLOT,
+    START_SLOT,
+    Item,
+    OrfSites,
+    PointerAutomaton,
+    PointerState,
+    is_position,
+    items_to_feature,
+    pointer_vocabulary,
+)
+from trainer.inference.generate import GeneratedTarget
+from trainer.pointer_data import BaseLayout, base_layout, layout_tensors
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class _Hyp:
+    state: PointerState
+    items: list[Item]
+    logprobs: list[float]
+    anchor: int = -1
+    score: float = 0.0
+    done: bool = False
+    accept_len: int = 0
+
+    def extended(self, item: Item, logprob: float) -> _Hyp:
+        if item == END:
+            return _Hyp(self.state, self.items, self.logprobs, self.anchor,
+                        self.score + logprob, True, len(self.items))  # fmt: skip
+        slot = self.state.slot
+        anchor = self.anchor
+        if slot == START_SLOT:
+            anchor = -1 if item == CUT else int(item)
+        elif slot == END_SLOT:
+            anchor = self.state.length if item == CUT else int(item)
+        state = self.state.advance(item)
+        items, lps = [*self.items, item], [*self.logprobs, logprob]
+        accept = len(items) if state.accepting else self.accept_len
+        return _Hyp(state, items, lps, anchor, self.score + logprob, False, accept)
+
+    def result(self) -> GeneratedTarget:
+        if self.done:
+            return GeneratedTarget(list(self.items), list(self.logprobs), True)  # type: ignore[arg-type]
+        n = self.accept_len
+        return GeneratedTarget(self.items[:n], self.logprobs[:n], False)  # type: ignore[arg-type]
+
+
+class _Masks:
+    """Row masks over (target tokens + bases): token part from a small table, base part built
+    from the allowed positions (a range is one slice)."""
+
+    def __init__(self, tokens: Sequence[str], n_bases: int, device: torch.device) -> None:
+        self.column_of = {t: j for j, t in enumerate(tokens)}
+        self.k = len(tokens)
+        self.n = n_bases
+        self.device = device
+
+    def __call__(self, hyps: Sequence[_Hyp]) -> Tensor:
+        mask = torch.full((len(hyps), self.k + self.n), NEG_INF)
+        for r, h in enumerate(hyps):
+            if h.done:
+                mask[r, self.column_of[END]] = 0.0
+                continue
+            allowed = h.state.allowed()
+            for t in allowed.tokens:
+                mask[r, self.column_of[t]] = 0.0
+            pos = allowed.positions
+            if isinstance(pos, range):
+                if len(pos):
+                    mask[r, self.k + pos.start : self.k + pos.stop] = 0.0
+            elif pos:
+                mask[r, torch.tensor(pos, dtype=torch.long) + self.k] = 0.0
+        return mask.to(self.device)
+
+
+def _item_of(col: int, tokens: Sequence[str]) -> Item:
+    return tokens[col] if col < len(tokens) else col - len(tokens)
+
+
+def _inputs(
+    items: Sequence[Item], anchors: Sequence[int], token_ids: dict[str, int], eos: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Decoder step inputs for the newest item of each row: id, pointed base, anchor."""
+    ids, pos = [], []
+    for item in items:
+        if is_position(item):
+            ids.append(eos)
+            pos.append(int(item))
+        else:
+            ids.append(token_ids[str(item)])
+            pos.append(-1)
+    return ids, pos, list(anchors)
+
+
+@torch.no_grad()
+def generate_pointer_ids(
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    layouts: Sequence[BaseLayout],
+    start_states: Sequence[PointerState],
+    token_ids: dict[str, int],
+    *,
+    max_new_tokens: int = 256,
+    num_beams: int = 1,
+) -> list[GeneratedTarget]:
+    """Decode a batch under the pointer grammar; ``token_ids`` maps every target token and END
+    (to the EOS id) to vocabulary ids."""
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    from trainer.model.seq2seq import PointerStep
+
+    cfg = model.config
+    b, k = input_ids.shape[0], num_beams
+    device = input_ids.device
+    enc = model.encode(input_ids, attention_mask)
+    memory = model.pointer_memory(enc, **layout_tensors(layouts, device))
+    if k > 1:
+        enc = enc.repeat_interleave(k, dim=0)
+        attention_mask = attention_mask.repeat_interleave(k, dim=0)
+        memory = memory.index_select(torch.arange(b, device=device).repeat_interleave(k))
+    n_bases = memory.keys.shape[1]
+    tokens = [t for t in token_ids if t != END] + [END]
+    tok_cols = torch.tensor([token_ids[t] for t in tokens], dtype=torch.long, device=device)
+    v = cfg.vocab_size
+    masks = _Masks(tokens, n_bases, device)
+    beams = [[_Hyp(st, [], []) for _ in range(k)] for st in start_states]
+    rows = b * k
+    step_in = PointerStep(
+        memory,
+        torch.full((rows, 1), -1, dtype=torch.long, device=device),
+        torch.full((rows, 1), -1, dtype=torch.long, device=device),
+    )
+    dec_in = torch.full((rows, 1), cfg.bos_token_id, dtype=torch.long, device=device)
+    logits, cache = model.decode(dec_in, enc, attention_mask, use_cache=True, pointer=step_in)
+    for step in range(max_new_tokens):
+        last = logits[:, -1].float()
+        joint = torch.cat([last.index_select(-1, tok_cols), last[:, v : v + n_bases]], dim=-1)
+        hyps = [h for row in beams for h in row]
+        logp = torch.log_softmax(joint + masks(hyps), dim=-1)  # (rows, K + L)
+        if k == 1:
+            best_lp, best = logp.max(dim=-1)
+            beams = [
+                [h if h.done else h.extended(_item_of(int(c), tokens), float(lp))]
+                for h, c, lp in zip(hyps, best.tolist(), best_lp.tolist())
+            ]
+            order = None
+        else:
+            beams, order = _beam_step(beams, logp, k, tokens, step)
+        if all(h.done for row in beams for h in row) or step + 1 == max_new_tokens:
+            break
+        flat = [h for row in beams for h in row]
+        newest: list[Item] = [h.items[-1] if h.items and not h.done else END for h in flat]
+        ids, pos, anchors = _inputs(newest, [h.anchor for h in flat], token_ids, cfg.eos_token_id)
+        if order is not None:
+            cache = cache.index_select(order.to(device))
+        step_in = PointerStep(
+            memory,
+            torch.tensor(pos, dtype=torch.long, device=device)[:, None],
+            torch.tensor(anchors, dtype=torch.long, device=device)[:, None],
+        )
+        dec_in = torch.tensor(ids, dtype=torch.long, device=device)[:, None]
+        logits, cache = model.decode(
+            dec_in, enc, attention_mask, past_key_values=cache, use_cache=True, pointer=step_in
+        )
+    out = []
+    for row in beams:
+        best_hyp = max(row, key=lambda h: (h.done, h.score / max(1, len(h.items) + h.done)))
+        out.append(best_hyp.result())
+    return out
+
+
+def _beam_step(
+    beams: list[list[_Hyp]], logp: Tensor, k: int, tokens: Sequence[str], step: int
+) -> tuple[list[list[_Hyp]], Tensor]:
+    """Each row keeps its K best (hypothesis, item) continuations; a finished one is carried."""
+    top_lp, top_col = logp.topk(min(k, logp.shape[-1]), dim=-1)
+    new_beams: list[list[_Hyp]] = []
+    order: list[int] = []
+    for r, row in enumerate(beams):
+        cands: list[tuple[float, int, int, float]] = []
+        for j, h in enumerate(row):
+            if step == 0 and j > 0:
+                break
+            if h.done:
+                cands.append((h.score, j, -1, 0.0))
+                continue
+            for lp, c in zip(top_lp[r * k + j].tolist(), top_col[r * k + j].tolist()):
+                if lp > NEG_INF:
+                    cands.append((h.score + lp, j, c, lp))
+        cands.sort(key=lambda c: -c[0])
+        chosen = cands[:k]
+        while len(chosen) < k:
+            chosen.append(chosen[0])
+        new_row = []
+        for _, j, c, lp in chosen:
+            h = row[j]
+            new_row.append(h if h.done else h.extended(_item_of(c, tokens), lp))
+            order.append(r * k + j)
+        new_beams.append(new_row)
+    return new_beams, torch.tensor(order, dtype=torch.long)
+
+
+def pointer_token_ids(tokenizer: Any, feature_types: Sequence[str], eos_id: int) -> dict[str, int]:
+    """Vocabulary ids of the pointer grammar's tokens, plus END -> ``eos_id``."""
+    from baking.errors import ConfigError
+
+    out: dict[str, int] = {}
+    missing = []
+    for tok in pointer_vocabulary(feature_types):
+        i = tokenizer.token_to_id(tok)
+        if i is None:
+            missing.append(tok)
+        else:
+            out[tok] = i
+    if missing:
+        raise ConfigError(f"tokenizer lacks pointer grammar token(s): {missing[:5]}")
+    out[END] = eos_id
+    return out
+
+
+def window_layouts(
+    tokenizer: Any, windows_dna: Sequence[str]
+) -> tuple[list[list[int]], list[BaseLayout]]:
+    """Token ids (no specials) and base layouts of windows, as the trainer builds them."""
+    encoded = tokenizer.encode_batch([d.upper() for d in windows_dna], add_special_tokens=False)
+    ids = [list(e.ids) for e in encoded]
+    layouts = [base_layout(d.upper(), e.offsets, len(e.ids)) for d, e in zip(windows_dna, encoded)]
+    return ids, layouts
+
+
+def generate_pointer_targets(
+    model: Any,
+    tokenizer: Any,
+    windows_dna: Sequence[str],
+    window_len: int,
+    feature_types: Sequence[str],
+    *,
+    max_new_tokens: int = 256,
+    num_beams: int = 1,
+    device: str | torch.device = "cpu",
+    orf_code: Any = None,
+) -> list[GeneratedTarget]:
+    """Generate each window's pointer target (items: token strings and base positions).
+
+    ``orf_code`` (``starts``/``stops`` codon sets, e.g. ``snap.genetic_code(11)``) turns on the
+    ORF constraint for CDS.
+    """
+    if not windows_dna:
+        return []
+    cfg = model.config
+    token_ids = pointer_token_ids(tokenizer, feature_types, cfg.eos_token_id)
+    bodies, layouts = window_layouts(tokenizer, windows_dna)
+    rows = [[cfg.bos_token_id, *ids, cfg.eos_token_id] for ids in bodies]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), cfg.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    automaton = PointerAutomaton(list(feature_types), window_len)
+    states = []
+    for dna, lay in zip(windows_dna, layouts):
+        length = max(1, min(lay.length, window_len))
+        orf = None
+        if orf_code is not None:
+            orf = OrfSites(dna[:length], orf_code.starts, orf_code.stops)
+        states.append(automaton.start(length, orf))
+    was_training = model.training
+    model.eval()
+    try:
+        return generate_pointer_ids(model, input_ids.to(device), mask.to(device), layouts, states,
+                                    token_ids, max_new_tokens=max_new_tokens,
+                                    num_beams=num_beams)  # fmt: skip
+    finally:
+        model.train(was_training)
+
+
+def pointer_features_with_logprobs(
+    items: Sequence[Item], logprobs: Sequence[float], length: int
+) -> list[tuple[WindowFeature, float]]:
+    """Split a generated pointer target into features with their summed log-probabilities."""
+    out: list[tuple[WindowFeature, float]] = []
+    acc = 0.0
+    feature: list[Item] = []
+    for item, lp in zip(items, logprobs):
+        if item == END:
+            break
+        feature.append(item)
+        acc += lp
+        ftype = str(feature[0])[1:-1]
+        if len(feature) == 5 or (len(feature) == 4 and ftype not in PHASED_TYPES):
+            out.append((items_to_feature(feature, length), acc))
+            feature, acc = [], 0.0
+    if feature:
+        raise ValueError(f"pointer target ends inside a feature: {feature}")
+    return out
