@@ -84,6 +84,8 @@ class DemoConfig:
     """Extra flags passed to make_synthetic.py as they are."""
     bake_args: tuple[str, ...] = ()
     """Extra flags passed to bake_data.py as they are."""
+    init_args: tuple[str, ...] = ()
+    """Extra flags passed to init_model.py as they are (e.g. ``--coordinate_form digits``)."""
     train_args: tuple[str, ...] = ()
     """Extra flags passed to train.py as they are."""
     annotate_args: tuple[str, ...] = ()
@@ -241,7 +243,7 @@ def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
     moe = ["--use_moe", "--num_experts", str(cfg.num_experts), "--moe_top_k", str(cfg.moe_top_k)]
     steps.append(Step("init_model", _py(
         "init_model.py", "--save_dir", lay.model, "--dnabert_path", base,
-        *(moe if cfg.use_moe else []), "--tie_weights")))  # fmt: skip
+        *(moe if cfg.use_moe else []), "--tie_weights", *cfg.init_args)))  # fmt: skip
     bake = _py("bake_data.py", "--genomes", lay.genome_list, lay.baked, "--workers", cfg.workers,
                "--extract_tokens", lay.new_tokens)  # fmt: skip
     window = cfg.window_len or (None if cfg.dnabert_path else TINY_WINDOW)
