@@ -2,7 +2,7 @@
 
 The pointer twin of ``generate.py``. At every step one distribution covers the target tokens
 (``<cut>``, strands, phases, types, ``[SEP]``) and every base of the window; the pointer grammar
-(``baking.pointers.PointerAutomaton``) masks it to what may come next, so the output always
+(``baking.target.pointers.PointerAutomaton``) masks it to what may come next, so the output always
 decodes. With ``orf_code`` (a genetic code: ``starts``/``stops`` codon sets) a CDS can only be
 decoded as a valid ORF of the window's DNA: the model only chooses *which* ORF is a gene.
 
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from baking.grammar import END, PHASED_TYPES, WindowFeature
-from baking.pointers import (
+from baking.target.grammar import END, PHASED_TYPES, WindowFeature
+from baking.target.pointers import (
     CUT,
     END_SLOT,
     START_SLOT,
@@ -32,8 +32,8 @@ from baking.pointers import (
     items_to_feature,
     pointer_vocabulary,
 )
+from trainer.data.pointer import BaseLayout, base_layout, layout_tensors
 from trainer.inference.generate import GeneratedTarget
-from trainer.pointer_data import BaseLayout, base_layout, layout_tensors
 
 NEG_INF = float("-inf")
 
@@ -230,7 +230,7 @@ def _beam_step(
 
 def pointer_token_ids(tokenizer: Any, feature_types: Sequence[str], eos_id: int) -> dict[str, int]:
     """Vocabulary ids of the pointer grammar's tokens, plus END -> ``eos_id``."""
-    from baking.errors import ConfigError
+    from baking.common.errors import ConfigError
 
     out: dict[str, int] = {}
     missing = []

@@ -17,8 +17,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from baking.errors import ConfigError
-from baking.fasta import reverse_complement
+from baking.common.errors import ConfigError
+from baking.formats.fasta import reverse_complement
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from baking.errors import ConfigError, InputError
+from baking.common.errors import ConfigError, InputError
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "dna2gff"
@@ -65,7 +65,7 @@ class Dna2GffConfig:
     """Feature types of the target grammar the model was trained on (trainer / annotate)."""
     coordinate_form: str = "digits"
     """How the decoder writes coordinates: ``digits`` (digit tokens, ``baking.grammar``) or
-    ``pointer`` (it points at an encoder token and a base inside it, ``baking.pointers``)."""
+    ``pointer`` (it points at an encoder token and a base inside it, ``baking.target.pointers``)."""
     encoder_aux_weight: float = 0.0
     """Weight of the per-token encoder loss (coding frame/strand, start/stop codon, RNA); 0 = no
     head. The trainer adds it; the model's ``loss`` never includes it."""

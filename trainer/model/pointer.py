@@ -40,7 +40,7 @@ DIST_BINS = 40  # per sign: exact below 8, then 4 bins per doubling up to 2048
 POINTER_INIT_STD = 0.02
 AUX_CLASSES = 10
 """Encoder token labels: 0 none, 1-3 ``+`` CDS codon position, 4-6 ``-`` CDS codon position,
-7 in a start codon of a CDS, 8 in a stop codon, 9 RNA gene (see ``trainer.pointer_data``)."""
+7 in a start codon of a CDS, 8 in a stop codon, 9 RNA gene (see ``trainer.data.pointer``)."""
 
 
 def distance_bucket(d: Tensor) -> Tensor:

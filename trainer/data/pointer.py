@@ -1,0 +1,368 @@
+"""Samples of a pointer model: the shard's window -> encoder ids, base arrays, pointer target.
+
+The shards stay as the baker writes them (DNA + the digit target): the digit target is decoded to
+window features (``baking.grammar``), re-encoded in the pointer form (``baking.target.pointers``) and
+every position mapped to "this encoder token, this base inside it" with the tokenizer's offsets.
+So one bake serves both coordinate forms, and the pointer target is exact by construction (the
+round trip is tested on every window of the shared genomes).
+
+Joint label space (``trainer.model.pointer``): a token label is its vocabulary id, base ``b`` is
+``vocab_size + b``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from baking.common.errors import InputError
+from baking.target.grammar import PHASED_TYPES, GrammarError, WindowFeature, decode_target
+from baking.target.pointers import (
+    CUT,
+    END_SLOT,
+    START_SLOT,
+    Item,
+    encode_pointer_target,
+    is_position,
+)
+from trainer.data.loader import Encoder, TokenIds
+from trainer.model.pointer import NO_CODON
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+_BASE_CODE = {"A": 0, "C": 1, "G": 2, "T": 3}
+
+
+@dataclass
+class BaseLayout:
+    """Per base of a window: the encoder position of its token ([CLS] is 0), its offset inside
+    the token and the codons starting / ending at it (0..63, ``NO_CODON``)."""
+
+    token: list[int]
+    offset: list[int]
+    codon5: list[int]
+    codon3: list[int]
+
+    @property
+    def length(self) -> int:
+        return len(self.token)
+
+
+def _codons(dna: str) -> tuple[list[int], list[int]]:
+    n = len(dna)
+    code = [_BASE_CODE.get(c, -1) for c in dna]
+    five = [NO_CODON] * n
+    for i in range(n - 2):
+        a, b, c = code[i], code[i + 1], code[i + 2]
+        if a >= 0 and b >= 0 and c >= 0:
+            five[i] = 16 * a + 4 * b + c
+    three = [NO_CODON, NO_CODON, *five[: max(0, n - 2)]][:n]
+    return five, three
+
+
+def base_layout(dna: str, offsets: Sequence[tuple[int, int]], max_tokens: int) -> BaseLayout:
+    """Map bases to tokens from the tokenizer's character ``offsets`` (no special tokens).
+
+    Only the first ``max_tokens`` tokens reach the encoder; the bases they cover are the
+    window the model sees (a prefix of ``dna``).
+    """
+    token: list[int] = []
+    offset: list[int] = []
+    for j, (a, b) in enumerate(offsets[:max_tokens]):
+        if a != len(token):
+            raise ValueError(
+                f"token {j} starts at {a}, expected {len(token)}: offsets not contiguous"
+            )
+        token.extend([j + 1] * (b - a))
+        offset.extend(range(b - a))
+    five, three = _codons(dna[: len(token)])
+    return BaseLayout(token, offset, five, three)
+
+
+def clip_features(features: Sequence[WindowFeature], length: int) -> list[WindowFeature]:
+    """The features of a window seen only up to base ``length`` (the encoder's truncation)."""
+    out = []
+    for f in features:
+        if f.start >= length:
+            continue
+        if f.end < length:
+            out.append(f)
+            continue
+        phase = f.phase
+        if phase is not None and f.strand == "-":  # the piece's 5' end moves left
+            phase = (phase - (f.end - (length - 1))) % 3
+        out.append(WindowFeature(f.start, length - 1, f.strand, f.type, phase, f.cut_left, True))
+    return out
+
+
+def feature_slots(items: Sequence[Item]) -> list[int]:
+    """The slot (0 type .. 4 phase) of every item of a valid pointer target."""
+    out = []
+    slot = 0
+    ftype = ""
+    for item in items:
+        out.append(slot)
+        if slot == 0:
+            ftype = str(item)[1:-1]
+        slot += 1
+        if slot == 5 or (slot == 4 and ftype not in PHASED_TYPES):
+            slot = 0
+    return out
+
+
+def anchors_for(items: Sequence[Item], length: int) -> list[int]:
+    """The anchor before each item and after the last (``len(items) + 1`` values): the base of
+    the last coordinate written (-1 at first; a cut START is the left edge -1, a cut END the
+    right edge ``length``)."""
+    slots = feature_slots(items)
+    out = [-1]
+    anchor = -1
+    for item, slot in zip(items, slots):
+        if slot == START_SLOT:
+            anchor = -1 if item == CUT else int(item)
+        elif slot == END_SLOT:
+            anchor = length if item == CUT else int(item)
+        out.append(anchor)
+    return out
+
+
+def encoder_labels(
+    features: Sequence[WindowFeature], layout: BaseLayout, n_tokens: int
+) -> list[int]:
+    """Per encoder position ([CLS] .. [SEP]) the auxiliary class of its bases (-100: special).
+
+    Per base: 1-3 / 4-6 codon position of a ``+`` / ``-`` CDS, 7 inside a start codon of a CDS
+    whose 5' end is in the window, 8 inside its stop codon, 9 an RNA gene, 0 nothing; a token
+    takes the highest class of its bases in the order start/stop > coding > RNA > nothing.
+    """
+    n = layout.length
+    base = [0] * n
+    prio = {0: 0, 9: 1, 1: 2, 2: 2, 3: 2, 4: 2, 5: 2, 6: 2, 7: 3, 8: 3}
+    for f in features:
+        if f.type not in PHASED_TYPES:
+            for b in range(f.start, f.end + 1):
+                if prio[base[b]] < 1:
+                    base[b] = 9
+            continue
+        phase = f.phase or 0
+        for b in range(f.start, f.end + 1):
+            if f.strand == "+":
+                pos = (b - f.start - phase) % 3
+                cls = 1 + pos
+            else:
+                pos = (f.end - b - phase) % 3
+                cls = 4 + pos
+            if prio[base[b]] < 2:
+                base[b] = cls
+        five_closed = not (f.cut_left if f.strand == "+" else f.cut_right)
+        three_closed = not (f.cut_right if f.strand == "+" else f.cut_left)
+        if five_closed:
+            span = range(f.start, f.start + 3) if f.strand == "+" else range(f.end - 2, f.end + 1)
+            for b in span:
+                if 0 <= b < n:
+                    base[b] = 7
+        if three_closed:
+            span = range(f.end - 2, f.end + 1) if f.strand == "+" else range(f.start, f.start + 3)
+            for b in span:
+                if 0 <= b < n and base[b] != 7:
+                    base[b] = 8
+    labels = [IGNORE_INDEX] * n_tokens
+    for b, tok in enumerate(layout.token):
+        cur = labels[tok]
+        if cur == IGNORE_INDEX or prio[base[b]] > prio[cur]:
+            labels[tok] = base[b]
+    return labels
+
+
+@dataclass
+class PointerSample:
+    """One window as a pointer model's training example (lists; ``collate_pointer`` pads)."""
+
+    src: list[int]
+    dec_in: list[int]
+    positions: list[int]
+    anchors: list[int]
+    labels: list[int]
+    layout: BaseLayout
+    enc_labels: list[int] | None
+
+
+def pointer_sample(
+    dna: str,
+    target: Sequence[str],
+    *,
+    window_len: int,
+    tokenizer: Any,
+    token_ids: dict[str, int],
+    bos: int,
+    eos: int,
+    max_src: int,
+    vocab_size: int,
+    with_encoder_labels: bool,
+) -> PointerSample:
+    """Build a pointer sample from a shard's DNA and digit target tokens."""
+    dna = dna.upper()
+    enc = tokenizer.encode(dna, add_special_tokens=False)
+    body = enc.ids[: max_src - 2]
+    layout = base_layout(dna, enc.offsets, len(body))
+    length = layout.length
+    feats = decode_target(list(target), window_len, len(dna))
+    if length < len(dna):
+        feats = clip_features(feats, length)
+    items = encode_pointer_target(feats, length) if length else []
+    src = [bos, *body, eos]
+    dec_in, positions, labels = [bos], [-1], []
+    for item in items:
+        if is_position(item):
+            dec_in.append(eos)  # any id: the pointed base's input replaces its embedding
+            positions.append(int(item))
+            labels.append(vocab_size + int(item))
+        else:
+            tid = token_ids[str(item)]
+            dec_in.append(tid)
+            positions.append(-1)
+            labels.append(tid)
+    labels.append(eos)
+    anchors = anchors_for(items, length)
+    enc_labels = encoder_labels(feats, layout, len(src)) if with_encoder_labels else None
+    return PointerSample(src, dec_in, positions, anchors, labels, layout, enc_labels)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def collate_pointer(
+    samples: Sequence[PointerSample], pad: int, max_tgt: int, multiple: int = 1
+) -> dict[str, torch.Tensor]:
+    """Pad a batch of pointer samples (the digit batch's keys plus the base arrays)."""
+    b = len(samples)
+    src_len = _round_up(max(len(s.src) for s in samples), multiple)
+    tgt_len = min(_round_up(max(len(s.labels) for s in samples), multiple), max_tgt)
+    n_bases = max(1, max(s.layout.length for s in samples))
+    out = {
+        "input_ids": torch.full((b, src_len), pad, dtype=torch.long),
+        "attention_mask": torch.zeros((b, src_len), dtype=torch.long),
+        "decoder_input_ids": torch.full((b, tgt_len), pad, dtype=torch.long),
+        "decoder_attention_mask": torch.zeros((b, tgt_len), dtype=torch.long),
+        "labels": torch.full((b, tgt_len), IGNORE_INDEX, dtype=torch.long),
+        "decoder_positions": torch.full((b, tgt_len), -1, dtype=torch.long),
+        "decoder_anchors": torch.full((b, tgt_len), -1, dtype=torch.long),
+        "base_token": torch.zeros((b, n_bases), dtype=torch.long),
+        "base_offset": torch.zeros((b, n_bases), dtype=torch.long),
+        "codon5": torch.full((b, n_bases), NO_CODON, dtype=torch.long),
+        "codon3": torch.full((b, n_bases), NO_CODON, dtype=torch.long),
+        "base_mask": torch.zeros((b, n_bases), dtype=torch.bool),
+    }
+    with_enc = all(s.enc_labels is not None for s in samples)
+    if with_enc:
+        out["encoder_labels"] = torch.full((b, src_len), IGNORE_INDEX, dtype=torch.long)
+    for i, s in enumerate(samples):
+        out["input_ids"][i, : len(s.src)] = torch.tensor(s.src)
+        out["attention_mask"][i, : len(s.src)] = 1
+        d = s.dec_in[:tgt_len]
+        out["decoder_input_ids"][i, : len(d)] = torch.tensor(d)
+        out["decoder_attention_mask"][i, : len(d)] = 1
+        out["decoder_positions"][i, : len(d)] = torch.tensor(s.positions[:tgt_len])
+        out["decoder_anchors"][i, : len(d)] = torch.tensor(s.anchors[:tgt_len])
+        y = s.labels[:tgt_len]
+        out["labels"][i, : len(y)] = torch.tensor(y)
+        n = s.layout.length
+        if n:
+            out["base_token"][i, :n] = torch.tensor(s.layout.token)
+            out["base_offset"][i, :n] = torch.tensor(s.layout.offset)
+            out["codon5"][i, :n] = torch.tensor(s.layout.codon5)
+            out["codon3"][i, :n] = torch.tensor(s.layout.codon3)
+            out["base_mask"][i, :n] = True
+        if with_enc:
+            assert s.enc_labels is not None
+            out["encoder_labels"][i, : len(s.enc_labels)] = torch.tensor(s.enc_labels)
+    return out
+
+
+def layout_tensors(
+    layouts: Sequence[BaseLayout], device: torch.device | str
+) -> dict[str, torch.Tensor]:
+    """The base arrays of a batch of windows (inference), padded to the longest."""
+    b = len(layouts)
+    n_bases = max(1, max(x.length for x in layouts))
+    out = {
+        "base_token": torch.zeros((b, n_bases), dtype=torch.long),
+        "base_offset": torch.zeros((b, n_bases), dtype=torch.long),
+        "codon5": torch.full((b, n_bases), NO_CODON, dtype=torch.long),
+        "codon3": torch.full((b, n_bases), NO_CODON, dtype=torch.long),
+        "base_mask": torch.zeros((b, n_bases), dtype=torch.bool),
+    }
+    for i, x in enumerate(layouts):
+        n = x.length
+        if n:
+            out["base_token"][i, :n] = torch.tensor(x.token)
+            out["base_offset"][i, :n] = torch.tensor(x.offset)
+            out["codon5"][i, :n] = torch.tensor(x.codon5)
+            out["codon3"][i, :n] = torch.tensor(x.codon3)
+            out["base_mask"][i, :n] = True
+    return {k: v.to(device) for k, v in out.items()}
+
+
+class PointerEncoder(Encoder):
+    """The loader's sample encoder for pointer models (see the module doc)."""
+
+    def __init__(
+        self,
+        tokenizer_path: str,
+        ids: TokenIds,
+        max_src: int,
+        max_tgt: int,
+        pad_multiple: int = 1,
+        *,
+        window_len: int,
+        vocab_size: int,
+        feature_types: Sequence[str],
+        with_encoder_labels: bool = False,
+    ) -> None:
+        super().__init__(tokenizer_path, ids, max_src, max_tgt, pad_multiple)
+        self.window_len = window_len
+        self.vocab_size = vocab_size
+        self.feature_types = list(feature_types)
+        self.with_encoder_labels = with_encoder_labels
+        self._token_ids: dict[str, int] | None = None
+
+    @property
+    def token_ids(self) -> dict[str, int]:
+        if self._token_ids is None:
+            from baking.target.pointers import pointer_vocabulary
+            from trainer.tokens.tokenizer import target_to_ids
+
+            vocab = pointer_vocabulary(self.feature_types)
+            self._token_ids = dict(zip(vocab, target_to_ids(self.tokenizer, vocab)))
+        return self._token_ids
+
+    def encode(self, sample: dict[str, Any]) -> PointerSample:  # type: ignore[override]
+        try:
+            dna = sample["dna.txt"].decode("ascii")
+            target = sample["target.txt"].decode("utf-8")
+        except (KeyError, UnicodeDecodeError) as exc:
+            raise InputError(sample.get("__key__", "?"), f"bad sample fields: {exc}") from None
+        try:
+            return pointer_sample(
+                dna,
+                target.split(),
+                window_len=self.window_len,
+                tokenizer=self.tokenizer,
+                token_ids=self.token_ids,
+                bos=self.ids.bos,
+                eos=self.ids.eos,
+                max_src=self.max_src,
+                vocab_size=self.vocab_size,
+                with_encoder_labels=self.with_encoder_labels,
+            )
+        except (GrammarError, KeyError) as exc:
+            raise InputError(sample.get("__key__", "?"), f"bad target: {exc}") from None
+
+    def collate(self, samples: Sequence[Any]) -> dict:
+        return collate_pointer(samples, self.ids.pad, self.max_tgt, self.pad_multiple)
