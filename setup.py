@@ -21,7 +21,7 @@ setup(
     long_description=(ROOT / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["baking", "baking.*", "trainer", "trainer.*"]),
+    packages=find_packages(include=["baking", "baking.*", "trainer", "trainer.*", "launch"]),
     install_requires=[
         "torch>=2.4,<3",
         "deepspeed>=0.16,<0.20",
@@ -43,16 +43,16 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "dna2gff-bake=baking.cli:main",
-            "dna2gff-init-model=trainer.cli.init_model:main",
-            "dna2gff-init-tk=trainer.cli.init_tk:main",
-            "dna2gff-append-tk=trainer.cli.append_tk:main",
-            "dna2gff-resize-model=trainer.cli.resize_model:main",
-            "dna2gff-train=trainer.cli.train:main",
-            "dna2gff-annotate=trainer.cli.annotate:main",
-            "dna2gff-evaluate=trainer.cli.evaluate:main",
-            "dna2gff-demo=trainer.cli.demo:main",
-            "dna2gff-make-synthetic=baking.synthetic_cli:main",
+            "dna2gff-bake=launch.bake_data:main",
+            "dna2gff-init-model=launch.init_model:main",
+            "dna2gff-init-tk=launch.init_tk:main",
+            "dna2gff-append-tk=launch.append_tk:main",
+            "dna2gff-resize-model=launch.resize_model:main",
+            "dna2gff-train=launch.train:main",
+            "dna2gff-annotate=launch.annotate:main",
+            "dna2gff-evaluate=launch.evaluate:main",
+            "dna2gff-demo=launch.demo:main",
+            "dna2gff-make-synthetic=launch.make_synthetic:main",
         ]
     },
 )

@@ -24,13 +24,19 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from baking.errors import ConfigError, Dna2GffError, InputError
-from baking.fasta import read_fasta
-from baking.features import SequenceInfo, select_features, sequence_infos
-from baking.gff3 import read_gff3
-from baking.grammar import DEFAULT_FEATURE_TYPES, encode_target, type_token
-from baking.shards import ShardInfo, ShardWriter, safe_name, sample_fields
-from baking.windows import FeatureIndex, WindowMeta, plan_windows, sample_dna, window_features
+from baking.common.errors import ConfigError, Dna2GffError, InputError
+from baking.formats.fasta import read_fasta
+from baking.formats.gff3 import read_gff3
+from baking.shards.writer import ShardInfo, ShardWriter, safe_name, sample_fields
+from baking.target.features import SequenceInfo, select_features, sequence_infos
+from baking.target.grammar import DEFAULT_FEATURE_TYPES, encode_target, type_token
+from baking.target.windows import (
+    FeatureIndex,
+    WindowMeta,
+    plan_windows,
+    sample_dna,
+    window_features,
+)
 
 log = logging.getLogger(__name__)
 
@@ -381,10 +387,15 @@ def bake(
     ``on_error='stop'`` any failure removes this run's temporary shards and raises
     ``Dna2GffError``; with ``'skip'`` failed genomes are listed in the manifest.
     """
-    from baking.grammar import target_vocabulary
-    from baking.manifest import build_manifest, stale_shards, types_in_targets, write_manifest
-    from baking.shards import finalise, remove_temps
-    from baking.tokens_file import merge_tokens
+    from baking.formats.tokens_file import merge_tokens
+    from baking.shards.manifest import (
+        build_manifest,
+        stale_shards,
+        types_in_targets,
+        write_manifest,
+    )
+    from baking.shards.writer import finalise, remove_temps
+    from baking.target.grammar import target_vocabulary
 
     check_specs(specs)
     missing = [g for g in cfg.val_genomes if g not in {s.name for s in specs}]

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from baking.errors import ConfigError
+from baking.common.errors import ConfigError
 
 STRANDS = ("+", "-")
 

@@ -29,8 +29,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from baking.errors import ConfigError
-from baking.gff3 import GFFFeature, atomic_write_bytes, write_gff3
+from baking.common.errors import ConfigError
+from baking.formats.gff3 import GFFFeature, atomic_write_bytes, write_gff3
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from baking.fasta import read_fasta  # noqa: E402
-from baking.grammar import target_vocabulary  # noqa: E402
-from trainer.evaluate.prodigal import run_prodigal  # noqa: E402
+from baking.evaluate.prodigal import run_prodigal  # noqa: E402
+from baking.formats.fasta import read_fasta  # noqa: E402
+from baking.target.grammar import target_vocabulary  # noqa: E402
 from trainer.inference.annotate import (  # noqa: E402
     AnnotateOptions,
     annotate_sequences,
@@ -32,7 +32,7 @@ from trainer.inference.annotate import (  # noqa: E402
     resolve_grammar,
 )
 from trainer.model import Dna2GffConfig, Dna2GffModel  # noqa: E402
-from trainer.tokens import add_annotation_tokens, load_tokenizer  # noqa: E402
+from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 GENOMES = {

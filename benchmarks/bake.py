@@ -105,8 +105,8 @@ def tokenizer_figures(window: int) -> str:
     """bp per DNABERT-2 token over every default window of both genomes, and the largest window."""
     from tokenizers import Tokenizer
 
-    from baking.fasta import read_fasta
-    from baking.windows import plan_windows, window_dna
+    from baking.formats.fasta import read_fasta
+    from baking.target.windows import plan_windows, window_dna
 
     tok = Tokenizer.from_file(str(TOKENIZER))
     lines = []

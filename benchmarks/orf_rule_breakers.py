@@ -6,7 +6,7 @@
     python benchmarks/orf_rule_breakers.py --list other        # list the CDS of one cause
 
 A CDS breaks the rule when it is not one interval from a start codon of its table to the first
-in-frame stop (``baking.refcheck`` says how causes are assigned). Prints one row per genome, the
+in-frame stop (``baking.evaluate.refcheck`` says how causes are assigned). Prints one row per genome, the
 start codons of the ``start_codon`` breakers, and (``--list``) the CDS of one cause.
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from baking.errors import Dna2GffError  # noqa: E402
-from baking.fasta import read_fasta  # noqa: E402
-from baking.gff3 import read_gff3  # noqa: E402
-from baking.refcheck import CAUSES, CdsCheck, check_reference_cds, tally  # noqa: E402
+from baking.common.errors import Dna2GffError  # noqa: E402
+from baking.evaluate.refcheck import CAUSES, CdsCheck, check_reference_cds, tally  # noqa: E402
+from baking.formats.fasta import read_fasta  # noqa: E402
+from baking.formats.gff3 import read_gff3  # noqa: E402
 
 GENOMES = Path(os.environ.get("DNA2GFF_SHARED", REPO.parent / "shared")) / "data" / "genomes"
 SHARED_PAIRS = {

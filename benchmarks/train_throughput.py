@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Trainer tokens/s against a plain PyTorch loop on the same model and batches, in one run.
 
-What it measures: the DeepSpeed trainer (``trainer.engine.train``: ZeRO-2, bf16 weights with fp32
+What it measures: the DeepSpeed trainer (``trainer.train.engine.train``: ZeRO-2, bf16 weights with fp32
 masters, loader workers, NaN/SIGTERM bookkeeping, per-step all-reduce) against the shortest honest
 PyTorch loop (bf16 autocast, torch AdamW, the same restricted-vocabulary loss, clipping) over the
 very batches the trainer drew (same loader, same seed, prefetched into memory for the plain loop).
 Steady state only: the first ``--warmup`` steps of each are dropped. On a GPU it also prints MFU,
-FLOPs counted from the batches' shapes (``trainer.monitor.train_flops``).
+FLOPs counted from the batches' shapes (``trainer.train.monitor.train_flops``).
 
     python benchmarks/train_throughput.py                      # tiny MoE model, CPU (~2 min)
     python benchmarks/train_throughput.py --hidden 768 --layers 12 --heads 12 --window 2400 \\
@@ -60,12 +60,12 @@ def parse() -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
-    from baking.grammar import target_vocabulary
+    from baking.target.grammar import target_vocabulary
     from tests.train_helpers import TYPES, make_model, make_tokenizer, write_shards
 
     tok = work / "tok"
     if args.tokenizer:
-        from trainer.tokens import add_annotation_tokens, load_tokenizer, save_tokenizer
+        from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer, save_tokenizer
 
         t = load_tokenizer(args.tokenizer)
         add_annotation_tokens(t, target_vocabulary(TYPES, args.window))
@@ -83,8 +83,8 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
 
 def trainer_run(args, model: Path, data: Path, out: Path) -> list[tuple[float, float]]:
     """(tokens, seconds) of each timed trainer step, from RUN_DIR/metrics.jsonl."""
-    from trainer.engine import train
-    from trainer.train_config import TrainConfig
+    from trainer.train.config import TrainConfig
+    from trainer.train.engine import train
 
     cfg = TrainConfig(model=str(model), data=str(data), output=str(out),
                       max_steps=args.warmup + args.steps, micro_batch_size=args.micro_batch,
@@ -98,7 +98,7 @@ def trainer_run(args, model: Path, data: Path, out: Path) -> list[tuple[float, f
 
 def same_batches(args, model: Path, data: Path) -> list[dict]:
     """The trainer's batches: same dataset, loader, seed and worker layout."""
-    from trainer.data import Encoder, ShardBatches, TokenIds, make_loader, split_shards
+    from trainer.data.loader import Encoder, ShardBatches, TokenIds, make_loader, split_shards
     from trainer.model.config import Dna2GffConfig
 
     mc = Dna2GffConfig.load(model)
@@ -114,10 +114,10 @@ def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[list,
     """Plain loop: fp32 weights, bf16 autocast, torch AdamW. (tokens, seconds) per step, FLOPs."""
     import torch
 
-    from trainer.engine import _param_groups, data_grammar, target_vocab_ids, token_loss
     from trainer.model.seq2seq import Dna2GffModel
-    from trainer.monitor import train_flops
-    from trainer.tokens import load_tokenizer
+    from trainer.tokens.tokenizer import load_tokenizer
+    from trainer.train.engine import _param_groups, data_grammar, target_vocab_ids, token_loss
+    from trainer.train.monitor import train_flops
 
     model = Dna2GffModel.from_pretrained(model_dir).to(device).train()
     opt = torch.optim.AdamW(_param_groups(model, 0.01), lr=3e-4, betas=(0.9, 0.98), eps=1e-8)
@@ -155,12 +155,12 @@ def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[list,
 def main() -> None:
     args = parse()
     logging.basicConfig(level=logging.WARNING)
-    from trainer.dsconfig import use_cpu_accelerator_if_no_gpu
+    from trainer.train.dsconfig import use_cpu_accelerator_if_no_gpu
 
     accel = use_cpu_accelerator_if_no_gpu()
     import torch
 
-    from trainer.monitor import peak_flops
+    from trainer.train.monitor import peak_flops
 
     device = torch.device("cuda" if accel == "cuda" else "cpu")
     if device.type == "cpu":

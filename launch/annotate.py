@@ -1,13 +1,115 @@
 #!/usr/bin/env python3
-"""Annotate a genome FASTA with a dna2gff model, writing GFF3; see `--help`."""
+"""``annotate --model MODEL_DIR --fasta GENOME.fna[.gz] --out PRED.gff3``: DNA in, GFF3 out.
+
+Windows with overlap over every sequence, grammar-constrained generation (greedy or beam), features
+stitched across windows and merged, CDS snapped onto valid ORFs (joint start/stop), written
+atomically as GFF3.
+"""
+
+from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[1])
-)  # run from a checkout without installing
-from trainer.cli.annotate import main  # noqa: E402
+if __package__ in (None, ""):  # run as a script (python3 launch/X.py): import from this checkout
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse
+import json
+from collections.abc import Sequence
+
+from launch._cli import add_logging_args, run_cli, setup_logging
+from trainer.inference.annotate import AnnotateOptions, annotate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="annotate", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    io = p.add_argument_group("Input / Output")
+    io.add_argument("--model", required=True, help="model folder (config.json, model.safetensors)")
+    io.add_argument("--fasta", required=True, help="genome FASTA (plain or .gz)")
+    io.add_argument("--out", required=True, help="output GFF3 (.gz for gzip)")
+    io.add_argument("--summary_json", help="also write the run's figures as JSON here")
+    dec = p.add_argument_group("Decoding")
+    dec.add_argument(
+        "--batch_size", type=int, default=64, help="windows per forward pass (GPU: 256+)"
+    )
+    dec.add_argument("--num_beams", type=int, default=1, help="1 = greedy")
+    dec.add_argument("--max_new_tokens", type=int, default=256, help="target tokens per window")
+    dec.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    dec.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bfloat16 autocast (default: on for CUDA)",
+    )
+    win = p.add_argument_group("Windows")
+    win.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        help="bases shared by neighbouring windows (default: window_len // 4)",
+    )
+    win.add_argument(
+        "--window_len", type=int, default=None, help="only if the model config lacks window_len"
+    )
+    win.add_argument(
+        "--types",
+        default=None,
+        help="comma-separated feature types, only if the model config lacks them",
+    )
+    win.add_argument(
+        "--circular", default="", help="comma-separated circular sequence ids, or 'all'"
+    )
+    sn = p.add_argument_group("ORF snapping (CDS)")
+    sn.add_argument(
+        "--no_snap", action="store_true", help="keep CDS ends as predicted (no completion either)"
+    )
+    sn.add_argument(
+        "--no_complete",
+        action="store_true",
+        help="drop a CDS whose one end no window closed instead of completing it into an ORF",
+    )
+    sn.add_argument("--snap_window", type=int, default=30, help="bases searched around each end")
+    sn.add_argument("--transl_table", type=int, default=11, help="NCBI genetic code (1, 4, 11, 25)")
+    lg = p.add_argument_group("Logging")
+    add_logging_args(lg)
+    lg.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.log_file)
+    options = AnnotateOptions(
+        batch_size=args.batch_size,
+        num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens,
+        overlap=args.overlap,
+        window_len=args.window_len,
+        feature_types=tuple(t for t in args.types.split(",") if t) if args.types else None,
+        snap=not args.no_snap,
+        complete_orfs=not (args.no_snap or args.no_complete),
+        snap_window=args.snap_window,
+        transl_table=args.transl_table,
+        circular=tuple(c for c in args.circular.split(",") if c),
+        device=args.device,
+        bf16=args.bf16,
+        progress=not args.no_progress,
+    )
+    summary = annotate(args.model, args.fasta, args.out, options)
+    if args.summary_json:
+        from baking.formats.gff3 import atomic_write_bytes
+
+        atomic_write_bytes(args.summary_json, json.dumps(summary.as_dict(), indent=2).encode())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dna2gff-annotate`` and ``launch/annotate.py``."""
+    return run_cli(_main, argv)
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

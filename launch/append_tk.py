@@ -1,13 +1,48 @@
 #!/usr/bin/env python3
-"""Add new annotation tokens to a tokenizer.json (ids kept, idempotent); see `--help`."""
+"""``append_tk TOKENS TOKENIZER_JSON``: add the tokens not yet present; ids kept, idempotent.
+
+The file is rewritten atomically and only when something was added. Afterwards run
+``resize_model`` so the model's embeddings grow to the new vocabulary.
+"""
+
+from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[1])
-)  # run from a checkout without installing
-from trainer.cli.append_tk import main  # noqa: E402
+if __package__ in (None, ""):  # run as a script (python3 launch/X.py): import from this checkout
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse
+from collections.abc import Sequence
+
+from launch._cli import add_logging_args, run_cli, setup_logging
+from trainer.tokens.tokenizer import append_tokens
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="append_tk",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("tokens", help="annotation tokens file, one per line")
+    p.add_argument("tokenizer", help="tokenizer.json to extend (or its folder)")
+    add_logging_args(p)
+    return p
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.log_file)
+    added = append_tokens(args.tokens, args.tokenizer)
+    print(f"added {len(added)} token(s)" + (f": {' '.join(added)}" if added else ""))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

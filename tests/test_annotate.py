@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from baking.features import GenomeFeature, SequenceInfo
-from baking.gff3 import read_gff3, write_gff3
-from baking.grammar import WindowFeature, decode_target, encode_target, target_vocabulary
+from baking.evaluate.metrics import Feature, compare
+from baking.formats.gff3 import read_gff3, write_gff3
 from baking.synthetic import SyntheticConfig, generate_genome
-from baking.windows import FeatureIndex, window_features
-from trainer.evaluate.metrics import Feature, compare
+from baking.target.features import GenomeFeature, SequenceInfo
+from baking.target.grammar import WindowFeature, decode_target, encode_target, target_vocabulary
+from baking.target.windows import FeatureIndex, window_features
 from trainer.inference.annotate import AnnotateOptions, annotate_sequences
 from trainer.inference.generate import GeneratedTarget
 from trainer.inference.merge import MergeStats, Prediction, drop_near_duplicates, merge_windows
 from trainer.model import Dna2GffConfig, Dna2GffModel
-from trainer.tokens import add_annotation_tokens, load_tokenizer, save_tokenizer
+from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer, save_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 TYPES = ["CDS", "tRNA", "rRNA"]
@@ -175,7 +175,7 @@ def test_orf_completion_recovers_genes_whose_continuations_were_lost(genome) -> 
 
 
 def _meta(start: int, end: int, n: int = 10_000, circular: bool = False):
-    from baking.windows import WindowMeta
+    from baking.target.windows import WindowMeta
 
     return WindowMeta("", "s", start, end, "+", n, circular, 1000)
 
@@ -317,7 +317,7 @@ def test_bad_input_fails_cleanly(tiny_model: Path, tmp_path: Path) -> None:
 def test_window_len_and_types_fall_back_to_options(tiny_model: Path) -> None:
     """A model whose config lacks window_len/feature_types needs --window_len (and may use
     --types, or the types its tokenizer knows)."""
-    from baking.errors import ConfigError
+    from baking.common.errors import ConfigError
     from trainer.inference.annotate import load_model, resolve_grammar
 
     model, tok = load_model(tiny_model, "cpu")

@@ -11,13 +11,13 @@ import webdataset as wds
 from bake_helpers import output_files, run_bake, small_genome
 
 from baking.bake import BakeConfig, GenomeSpec, bake
-from baking.fasta import read_fasta_dict, reverse_complement
-from baking.features import select_features, sequence_infos
-from baking.gff3 import read_gff3
-from baking.grammar import DEFAULT_FEATURE_TYPES, GrammarAutomaton, decode_target
-from baking.manifest import load_manifest
-from baking.stitch import stitch
-from baking.windows import WindowMeta, mirror
+from baking.formats.fasta import read_fasta_dict, reverse_complement
+from baking.formats.gff3 import read_gff3
+from baking.shards.manifest import load_manifest
+from baking.target.features import select_features, sequence_infos
+from baking.target.grammar import DEFAULT_FEATURE_TYPES, GrammarAutomaton, decode_target
+from baking.target.stitch import stitch
+from baking.target.windows import WindowMeta, mirror
 
 META_KEYS = ["genome", "seqid", "start", "end", "strand", "seq_length", "circular", "window_len"]
 
@@ -188,7 +188,7 @@ def test_rerun_over_a_partial_output_folder(tmp_path: Path) -> None:
 
 
 def test_cli_helpers(tmp_path: Path) -> None:
-    from baking.cli import default_name, parse_size, read_genome_list
+    from launch.bake_data import default_name, parse_size, read_genome_list
 
     assert (
         parse_size("256M") == 256 * 2**20

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from bake_helpers import output_files, random_dna, run_bake, small_genome, write_pair
 
-from baking.manifest import load_manifest
+from baking.shards.manifest import load_manifest
 
 GOOD = "chr\tRefSeq\tCDS\t10\t99\t.\t+\t0\tID=c1"
 
@@ -141,7 +141,7 @@ def test_bad_genome_list(tmp_path: Path) -> None:
 def test_sequence_region_mismatch_and_previous_output_kept(tmp_path: Path) -> None:
     """A failing re-run leaves the previous run's shards and manifest exactly as they were."""
     from baking.bake import BakeConfig, GenomeSpec, bake
-    from baking.errors import InputError
+    from baking.common.errors import InputError
 
     fna, gff = small_genome(tmp_path / "in", "g")
     out = tmp_path / "out"

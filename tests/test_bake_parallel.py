@@ -9,7 +9,7 @@ import pytest
 from bake_helpers import output_files, run_bake, small_genome, write_pair
 
 from baking.bake import BakeConfig, GenomeSpec, bake
-from baking.manifest import load_manifest
+from baking.shards.manifest import load_manifest
 
 
 def _genomes(tmp_path: Path, n: int = 3) -> Path:

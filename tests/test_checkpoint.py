@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from baking.errors import InputError
-from trainer import checkpoint as ck
+from baking.common.errors import InputError
+from trainer.train import checkpoint as ck
 
 
 class FakeEngine:

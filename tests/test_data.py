@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from baking.errors import InputError
+from baking.common.errors import InputError
 from tests.train_helpers import make_tokenizer, write_shards
-from trainer.data import (
+from trainer.data.loader import (
     IGNORE_INDEX,
     Encoder,
     ShardBatches,
@@ -181,7 +181,7 @@ def test_count_mismatch_and_corrupt_shard(tmp_path):
 
 
 def test_tar_members_group_by_key(tmp_path):
-    from trainer.data import _iter_tar
+    from trainer.data.loader import _iter_tar
 
     path = tmp_path / "x.tar"
     with tarfile.open(path, "w") as tf:

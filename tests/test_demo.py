@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from baking.errors import ConfigError, InputError
+from baking.common.errors import ConfigError, InputError
 from trainer.demo import (
     MARKER,
     DemoConfig,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from baking.errors import InputError
+from baking.common.errors import InputError
 from trainer.model.config import Dna2GffConfig
 from trainer.model.dnabert2 import (
     encoder_config,
@@ -184,7 +184,7 @@ def test_make_tiny_with_real_tokenizer(dnabert2_tokenizer_dir, tmp_path):
 
 def test_make_tiny_from_fasta(genome_pair, tmp_path):
     from trainer.model.dnabert2 import make_tiny_dnabert2
-    from trainer.tokens import encode_dna, load_tokenizer
+    from trainer.tokens.tokenizer import encode_dna, load_tokenizer
 
     fna, _ = genome_pair("phage")
     folder = make_tiny_dnabert2(

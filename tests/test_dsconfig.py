@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from baking.errors import ConfigError, InputError
-from trainer.dsconfig import (
+from baking.common.errors import ConfigError, InputError
+from trainer.train.config import TrainConfig
+from trainer.train.dsconfig import (
     DEFAULT_CONFIG,
     check_ep_size,
     disable_cpu_shm_comm,
     load_ds_config,
     resolve_ds_config,
 )
-from trainer.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

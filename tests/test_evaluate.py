@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from baking.fasta import read_fasta
-from trainer.evaluate.load import load_features
-from trainer.evaluate.metrics import (
+from baking.evaluate.load import load_features
+from baking.evaluate.metrics import (
     Feature,
     Scores,
     base_scores,
@@ -22,7 +21,8 @@ from trainer.evaluate.metrics import (
     exact_scores,
     stop_scores,
 )
-from trainer.evaluate.prodigal import run_prodigal
+from baking.evaluate.prodigal import run_prodigal
+from baking.formats.fasta import read_fasta
 
 
 def F(start: int, end: int, strand: str = "+", type: str = "CDS", seqid: str = "chr") -> Feature:

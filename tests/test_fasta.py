@@ -1,4 +1,4 @@
-"""baking.fasta: what the reader accepts (gzip, CRLF, soft-masking, IUPAC) and what it rejects."""
+"""baking.formats.fasta: what the reader accepts (gzip, CRLF, soft-masking, IUPAC) and what it rejects."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from baking.errors import InputError
-from baking.fasta import normalise_sequence, read_fasta, read_fasta_dict, reverse_complement
+from baking.common.errors import InputError
+from baking.formats.fasta import normalise_sequence, read_fasta, read_fasta_dict, reverse_complement
 
 
 def _write(path: Path, text: str, gz: bool = False) -> Path:

@@ -1,4 +1,4 @@
-"""baking.gff3: the reader follows the spec and locates every error; the writer round-trips."""
+"""baking.formats.gff3: the reader follows the spec and locates every error; the writer round-trips."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from baking.errors import InputError
-from baking.gff3 import GFFFeature, format_gff3_line, iter_gff3, read_gff3, write_gff3
+from baking.common.errors import InputError
+from baking.formats.gff3 import GFFFeature, format_gff3_line, iter_gff3, read_gff3, write_gff3
 
 HEADER = "##gff-version 3\n"
 CDS = "chr\tRefSeq\tCDS\t10\t99\t.\t+\t0\tID=c1;Parent=g1;product=a%2C b%3Bc;Dbxref=X:1,Y:2\n"

@@ -1,4 +1,4 @@
-"""baking.grammar: canonical targets, exact decoding, and an automaton that allows exactly them."""
+"""baking.target.grammar: canonical targets, exact decoding, and an automaton that allows exactly them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from baking.grammar import (
+from baking.target.grammar import (
     CUT,
     DEFAULT_FEATURE_TYPES,
     END,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from trainer.model.seq2seq import Dna2GffModel
-from trainer.tokens import load_tokenizer
+from trainer.tokens.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, DS_ACCELERATOR="cpu", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))

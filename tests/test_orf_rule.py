@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from baking.errors import ConfigError, InputError
-from baking.fasta import read_fasta
-from baking.gff3 import read_gff3
+from baking.common.errors import ConfigError, InputError
+from baking.evaluate.load import load_features
+from baking.evaluate.metrics import compare
+from baking.formats.fasta import read_fasta
+from baking.formats.gff3 import read_gff3
 from baking.orfs import OrfIndex
 from baking.synthetic import SyntheticConfig, feature_sequence, generate_genome, write_genome
-from trainer.evaluate.load import load_features
-from trainer.evaluate.metrics import compare
 from trainer.inference.orf_rule import (
     annotate_orf_rule,
     choose_min_codons,

@@ -11,9 +11,9 @@ import random
 import numpy as np
 import pytest
 
-from baking.errors import ConfigError
-from baking.fasta import read_fasta, reverse_complement
-from baking.gff3 import read_gff3
+from baking.common.errors import ConfigError
+from baking.formats.fasta import read_fasta, reverse_complement
+from baking.formats.gff3 import read_gff3
 from baking.orfs import Orf, OrfIndex, genetic_code, is_valid_orf
 
 FILL = "CCGC"  # no start codon and no stop codon in any frame of either strand, repeated

@@ -1,4 +1,4 @@
-"""baking.refcheck: reference CDS against the ORF rule, one hand-made CDS per cause, real genomes."""
+"""baking.evaluate.refcheck: reference CDS against the ORF rule, one hand-made CDS per cause, real genomes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from baking.fasta import read_fasta, reverse_complement
-from baking.gff3 import GFFFeature, read_gff3
+from baking.evaluate.refcheck import check_reference_cds, sense_problems, tally
+from baking.formats.fasta import read_fasta, reverse_complement
+from baking.formats.gff3 import GFFFeature, read_gff3
 from baking.orfs import genetic_code
-from baking.refcheck import check_reference_cds, sense_problems, tally
 
 REPO = Path(__file__).resolve().parents[1]
 CODE = genetic_code(11)

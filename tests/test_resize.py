@@ -8,11 +8,11 @@ import random
 import pytest
 import torch
 
-from baking.errors import InputError
+from baking.common.errors import InputError
 from trainer.model.dnabert2 import write_random_dnabert2
 from trainer.model.seq2seq import Dna2GffModel, build_from_dnabert2
-from trainer.resize import resize_model, resize_token_embeddings
-from trainer.tokens import append_tokens, load_tokenizer, train_dna_tokenizer
+from trainer.tokens.resize import resize_model, resize_token_embeddings
+from trainer.tokens.tokenizer import append_tokens, load_tokenizer, train_dna_tokenizer
 
 NEW = ["<CDS>", "<+>", "<->", "<0>", "<1>"]
 

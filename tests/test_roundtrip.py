@@ -9,12 +9,12 @@ from collections.abc import Sequence
 
 import pytest
 
-from baking.fasta import read_fasta
-from baking.features import GenomeFeature, SequenceInfo, select_features, sequence_infos
-from baking.gff3 import read_gff3
-from baking.grammar import DEFAULT_FEATURE_TYPES, decode_target, encode_target
-from baking.stitch import stitch
-from baking.windows import FeatureIndex, WindowMeta, plan_windows, window_features
+from baking.formats.fasta import read_fasta
+from baking.formats.gff3 import read_gff3
+from baking.target.features import GenomeFeature, SequenceInfo, select_features, sequence_infos
+from baking.target.grammar import DEFAULT_FEATURE_TYPES, decode_target, encode_target
+from baking.target.stitch import stitch
+from baking.target.windows import FeatureIndex, WindowMeta, plan_windows, window_features
 
 
 def round_trip(

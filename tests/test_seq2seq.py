@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from baking.errors import ConfigError, InputError
+from baking.common.errors import ConfigError, InputError
 from trainer.model.config import Dna2GffConfig
 from trainer.model.dnabert2 import write_random_dnabert2
 from trainer.model.seq2seq import Dna2GffModel, build_from_dnabert2

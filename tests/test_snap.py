@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from baking.errors import ConfigError
-from baking.fasta import reverse_complement
+from baking.common.errors import ConfigError
+from baking.formats.fasta import reverse_complement
 from trainer.inference.snap import (
     best_orf,
     complete_cds,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pyfastx
 import pytest
 
-from baking.errors import ConfigError
-from baking.fasta import read_fasta
-from baking.gff3 import read_gff3
+from baking.common.errors import ConfigError
+from baking.formats.fasta import read_fasta
+from baking.formats.gff3 import read_gff3
 from baking.synthetic import (
     RBS_MOTIFS,
     SyntheticConfig,

@@ -7,8 +7,8 @@ import random
 import pytest
 from tokenizers import Tokenizer
 
-from baking.errors import InputError
-from trainer.tokens import (
+from baking.common.errors import InputError
+from trainer.tokens.tokenizer import (
     append_tokens,
     encode_dna,
     ids_to_target,

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from baking.errors import ConfigError
+from baking.common.errors import ConfigError
 from tests.train_helpers import TYPES, WINDOW, make_model, make_tokenizer, write_shards
-from trainer.train_config import TrainConfig
+from trainer.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -60,8 +60,8 @@ def _scalar_tags(run: Path) -> set[str]:
 def test_loss_falls_logs_scalars_and_exports(setup):
     from safetensors.torch import load_file
 
-    from trainer.engine import train
     from trainer.model.seq2seq import Dna2GffModel
+    from trainer.train.engine import train
 
     result = train(_cfg(setup, "learn", max_steps=30, eval_every=15, log_every=5, decode_every=15,
                         decode_windows=2, max_tgt_tokens=48))  # fmt: skip
@@ -93,7 +93,7 @@ def test_loss_falls_logs_scalars_and_exports(setup):
 def test_nan_steps_are_skipped_then_stop_the_run(setup):
     from safetensors.torch import load_file
 
-    from trainer.engine import TrainingError, train
+    from trainer.train.engine import TrainingError, train
 
     result = train(_cfg(setup, "nan", max_steps=3, nan_at_steps=(2, 3), max_nan_steps=5))
     assert result.nan_steps == 2
@@ -109,7 +109,7 @@ def test_nan_steps_are_skipped_then_stop_the_run(setup):
 
 
 def test_resume_after_crash_gives_identical_losses(setup):
-    from trainer.engine import train
+    from trainer.train.engine import train
 
     kw = dict(
         max_steps=6, save_every=2, num_workers=1, eval_every=3, grad_accum=2, micro_batch_size=4
@@ -117,7 +117,7 @@ def test_resume_after_crash_gives_identical_losses(setup):
     train(_cfg(setup, "straight", **kw))
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(_cfg(setup, "crashed", fail_at_step=5, **kw))
-    assert [s for s, _ in __import__("trainer.checkpoint").checkpoint.list_checkpoints(
+    assert [s for s, _ in __import__("trainer.train.checkpoint").train.checkpoint.list_checkpoints(
         setup["root"] / "crashed/checkpoints")] == [2, 4]  # fmt: skip
     resumed = train(_cfg(setup, "crashed", resume=True, **kw))
     assert resumed.steps == 6 and len(resumed.losses) == 2  # steps 5 and 6 only
@@ -125,7 +125,7 @@ def test_resume_after_crash_gives_identical_losses(setup):
 
 
 def test_bad_ep_size_is_reported_before_training(setup, capsys):
-    from trainer.cli.train import main
+    from launch.train import main
 
     code = main(["--model", str(setup["model"]), "--data", str(setup["data"]),
                  "--output", str(setup["root"] / "bad_ep"), "--ep_size", "3"])  # fmt: skip
@@ -136,7 +136,7 @@ def test_bad_ep_size_is_reported_before_training(setup, capsys):
 
 
 def test_fresh_run_refuses_a_run_folder_and_resume_checks_world_size(setup):
-    from trainer.engine import train
+    from trainer.train.engine import train
 
     train(_cfg(setup, "twice", max_steps=1))
     with pytest.raises(ConfigError, match="already holds checkpoints.*--resume"):
@@ -177,7 +177,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(setup, tmp_path):
         proc.kill()
     assert proc.returncode == 0, err[-3000:]
     assert "stopped_by=signal" in out
-    from trainer.checkpoint import latest_checkpoint
+    from trainer.train.checkpoint import latest_checkpoint
 
     latest = latest_checkpoint(run / "checkpoints")
     assert latest is not None

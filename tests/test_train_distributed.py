@@ -29,7 +29,7 @@ MOE_JSON = str(REPO / "ds_configs" / "zero2_bf16_moe.json")
 def phage(tmp_path_factory) -> dict[str, Path]:
     """Phage windows baked with the baker's CLI, DNABERT-2's real tokenizer + tokens, tiny MoE model."""
     from tests.conftest import DNABERT2_DIR, GENOME_PAIRS, _need
-    from trainer.tokens import init_tokenizer
+    from trainer.tokens.tokenizer import init_tokenizer
 
     fna, gff = (_need(p) for p in GENOME_PAIRS["phage"])
     dnabert2_tokenizer_dir = _need(DNABERT2_DIR / "tokenizer.json").parent

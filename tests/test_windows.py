@@ -1,4 +1,4 @@
-"""baking.windows: placement covers every base, clipping keeps the reading frame, and reverse
+"""baking.target.windows: placement covers every base, clipping keeps the reading frame, and reverse
 complement transforms DNA and coordinates together."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from baking.fasta import reverse_complement
-from baking.features import GenomeFeature, SequenceInfo
-from baking.grammar import WindowFeature
-from baking.windows import (
+from baking.formats.fasta import reverse_complement
+from baking.target.features import GenomeFeature, SequenceInfo
+from baking.target.grammar import WindowFeature
+from baking.target.windows import (
     FeatureIndex,
     WindowMeta,
     clip_feature,

@@ -11,8 +11,8 @@ import json
 import random
 from pathlib import Path
 
-from baking.grammar import WindowFeature, encode_target, target_vocabulary
-from baking.manifest import FORMAT as MANIFEST_FORMAT
+from baking.shards.manifest import FORMAT as MANIFEST_FORMAT
+from baking.target.grammar import WindowFeature, encode_target, target_vocabulary
 
 TYPES = ["CDS", "tRNA"]
 WINDOW = 96
@@ -24,7 +24,7 @@ def random_dna(rng: random.Random, n: int) -> str:
 
 def make_tokenizer(out_dir: Path, window_len: int = WINDOW, seed: int = 0) -> Path:
     """A small DNABERT-2-format BPE tokenizer plus the grammar's annotation tokens."""
-    from trainer.tokens import add_annotation_tokens, save_tokenizer, train_dna_tokenizer
+    from trainer.tokens.tokenizer import add_annotation_tokens, save_tokenizer, train_dna_tokenizer
 
     rng = random.Random(seed)
     tok = train_dna_tokenizer([random_dna(rng, 4000) for _ in range(4)], vocab_size=64)
@@ -39,10 +39,10 @@ def make_model(out_dir: Path, tok_dir: Path, *, use_moe: bool = True, num_expert
                intermediate: int | None = None) -> Path:  # fmt: skip
     """A random tiny DNABERT-2 checkpoint turned into our encoder-decoder folder."""
     from trainer.distributed import ensure_process_group
-    from trainer.dsconfig import disable_cpu_shm_comm
     from trainer.model.dnabert2 import write_random_dnabert2
     from trainer.model.seq2seq import build_from_dnabert2
-    from trainer.tokens import load_tokenizer
+    from trainer.tokens.tokenizer import load_tokenizer
+    from trainer.train.dsconfig import disable_cpu_shm_comm
 
     disable_cpu_shm_comm()  # no ~50 s compile of DeepSpeed's CPU shm op on a fresh machine
     ensure_process_group()

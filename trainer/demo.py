@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from baking.errors import ConfigError, Dna2GffError, InputError
+from baking.common.errors import ConfigError, Dna2GffError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ def circular_seqids(gff: str | Path) -> list[str]:
     The FASTA cannot say it, and annotate must know it to find genes across the origin; it is
     assembly metadata, not the annotation being predicted.
     """
-    from baking.gff3 import iter_gff3
+    from baking.formats.gff3 import iter_gff3
 
     return [
         f.seqid

@@ -31,7 +31,9 @@ def ensure_process_group(init_deepspeed: bool = True) -> bool:
         from deepspeed.accelerator import get_accelerator
 
         if get_accelerator().device_name() == "cpu":
-            from trainer.dsconfig import disable_cpu_shm_comm  # else ~50 s compiling a comm op
+            from trainer.train.dsconfig import (
+                disable_cpu_shm_comm,  # else ~50 s compiling a comm op
+            )
 
             disable_cpu_shm_comm()
         deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)

@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from baking.errors import ConfigError, InputError
-from baking.gff3 import GFFFeature, write_gff3
-from baking.grammar import DEFAULT_FEATURE_TYPES, PHASED_TYPES, GrammarAutomaton
-from baking.windows import WindowMeta, plan_windows, window_dna
+from baking.common.errors import ConfigError, InputError
+from baking.formats.gff3 import GFFFeature, write_gff3
+from baking.target.grammar import DEFAULT_FEATURE_TYPES, PHASED_TYPES, GrammarAutomaton
+from baking.target.windows import WindowMeta, plan_windows, window_dna
 from trainer.inference.generate import GeneratedTarget, generate_targets
 from trainer.inference.merge import (
     MergeStats,
@@ -127,7 +127,7 @@ def iter_windows(
 ) -> Iterator[tuple[int, WindowMeta, str]]:
     """``(sequence index, window, + strand DNA)`` for every window, sequence by sequence.
 
-    Windows follow the baker's plan (``baking.windows.plan_windows``): on a circular sequence they
+    Windows follow the baker's plan (``baking.target.windows.plan_windows``): on a circular sequence they
     wrap over the origin, on a linear one the last window ends at the sequence end.
     """
     for i, (seqid, seq) in enumerate(seqs):
@@ -313,7 +313,7 @@ def _gene_lines(n: int, p: Prediction, snap_status: str) -> list[GFFFeature]:
 def load_model(model_dir: str | Path, device: str) -> tuple[Any, Any]:
     """The model and tokenizer of a model folder (``InputError`` for a folder without weights)."""
     from trainer.model import Dna2GffModel
-    from trainer.tokens import load_tokenizer
+    from trainer.tokens.tokenizer import load_tokenizer
 
     folder = Path(model_dir)
     if not folder.is_dir():
@@ -352,7 +352,7 @@ def annotate(
     model_dir: str | Path, fasta: str | Path, out: str | Path, options: AnnotateOptions
 ) -> AnnotateSummary:
     """The ``annotate`` command: read FASTA, annotate every sequence, write GFF3 atomically."""
-    from baking.fasta import read_fasta
+    from baking.formats.fasta import read_fasta
 
     fasta = Path(fasta)
     if not fasta.is_file():

@@ -23,12 +23,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from baking.errors import ConfigError, InputError
-from baking.fasta import read_fasta
-from baking.gff3 import GFFFeature, read_gff3, write_gff3
+from baking.common.errors import ConfigError, InputError
+from baking.evaluate.load import pseudo_features
+from baking.evaluate.metrics import Feature, Scores, exact_scores, stop_scores
+from baking.formats.fasta import read_fasta
+from baking.formats.gff3 import GFFFeature, read_gff3, write_gff3
 from baking.orfs import Orf, OrfIndex, genetic_code
-from trainer.evaluate.load import pseudo_features
-from trainer.evaluate.metrics import Feature, Scores, exact_scores, stop_scores
 from trainer.inference.annotate import _gene_lines, _region_line
 from trainer.inference.merge import Prediction
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from baking.fasta import reverse_complement
+from baking.formats.fasta import reverse_complement
 from baking.orfs import GeneticCode
 from baking.orfs import genetic_code as genetic_code  # re-exported: the codes live in baking.orfs
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from baking.errors import ConfigError, InputError
+from baking.common.errors import ConfigError, InputError
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "dna2gff"

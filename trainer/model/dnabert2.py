@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from baking.errors import InputError
+from baking.common.errors import InputError
 from trainer.model.config import Dna2GffConfig
 from trainer.model.encoder import DNABert2Model, alibi_slopes, attention_bias
 from trainer.model.state import CheckpointError, check_state_dict, load_weights
@@ -304,7 +304,7 @@ def make_tiny_dnabert2(
     checkpoint's vocabulary is the tokenizer's size; ``layout`` goes to ``write_random_dnabert2``
     (sizes, ``weights_format``, ``bert_prefix``).
     """
-    from trainer.tokens import TOKENIZER_NAME, load_tokenizer, train_dna_tokenizer
+    from trainer.tokens.tokenizer import TOKENIZER_NAME, load_tokenizer, train_dna_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         tok_dir = Path(tmp)
@@ -327,7 +327,7 @@ def make_tiny_dnabert2(
 
 
 def _fasta_sequences(paths: Sequence[str | Path]) -> Iterator[str]:
-    from baking.fasta import read_fasta
+    from baking.formats.fasta import read_fasta
 
     for path in paths:
         for _, seq in read_fasta(path):

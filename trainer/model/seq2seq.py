@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from baking.errors import InputError
+from baking.common.errors import InputError
 from trainer.distributed import expert_parallel_group, expert_parallel_rank
 from trainer.model.config import CONFIG_NAME, Dna2GffConfig
 from trainer.model.decoder import CROSS_INIT_STD, Decoder, KVCache

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from baking.errors import InputError
+from baking.common.errors import InputError
 
 MAX_NAMES = 8  # names listed per kind of problem before "... and N more"
 

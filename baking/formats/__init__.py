@@ -1,0 +1,1 @@
+"""File formats: FASTA, GFF3 and the tokens file (reading, validating, writing)."""

@@ -1,0 +1,50 @@
+"""The ``--extract_tokens`` file: annotation tokens the tokenizer must learn, one per line.
+
+The file is shared by runs (the recipe bakes genome after genome into one ``data/new_tokens.txt``),
+so new tokens are *merged*: lines already there keep their order, new ones are appended in the
+grammar's stable order. Lines are never stripped of inner content (a token is the whole line minus
+its line end) so no token can silently lose characters; the write is atomic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from baking.common.errors import InputError
+from baking.formats.gff3 import atomic_write_bytes
+
+
+def read_tokens(path: str | Path) -> list[str]:
+    """Tokens in ``path`` (missing file: none); blank lines are skipped, duplicates rejected."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, "token file is not UTF-8 text") from exc
+    out: list[str] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if line != line.strip():
+            raise InputError(path, f"token {line!r} has surrounding whitespace", lineno)
+        if line in seen:
+            raise InputError(path, f"duplicate token {line!r}", lineno)
+        seen.add(line)
+        out.append(line)
+    return out
+
+
+def merge_tokens(path: str | Path, tokens: Iterable[str]) -> list[str]:
+    """Append the ``tokens`` not yet in ``path`` (atomic write); returns the merged list."""
+    merged = read_tokens(path)
+    seen = set(merged)
+    for t in tokens:
+        if t not in seen:
+            merged.append(t)
+            seen.add(t)
+    atomic_write_bytes(path, "".join(f"{t}\n" for t in merged).encode("utf-8"))
+    return merged

@@ -1,0 +1,1 @@
+"""Webdataset shards and the manifest that lists them."""

@@ -1,0 +1,1 @@
+"""Data loading: shards to batches of token ids."""

@@ -1,0 +1,416 @@
+"""Stream the baker's webdataset shards into padded batches, equal in number on every rank.
+
+Why not the usual ``split_by_node`` over shard names: with uneven shards one rank runs dry first and
+the others hang in the next collective. Here each loader *slot* (one DataLoader worker of one rank)
+reads an infinite, deterministic stream -- passes over its shards, each pass in a seeded order
+through a seeded shuffle buffer -- and the trainer takes exactly the same number of batches from
+every rank. Shards are dealt to slots by sample count when that balances (least-loaded first);
+otherwise (fewer shards than slots, or very unequal shards) every slot reads all shards and keeps
+every k-th sample, trading read bandwidth for balance.
+
+Because each slot's stream is a pure function of (seed, slot, pass), a resume only needs the number
+of batches consumed: whole passes are skipped by arithmetic on the manifest's counts and the rest of
+one pass is read without tokenising.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from baking.common.errors import InputError
+from baking.shards.manifest import load_manifest
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One tar shard of a split and how many samples the manifest says it holds."""
+
+    path: str
+    count: int
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """What one loader slot reads: its shards whole (stride 1), or every ``stride``-th sample."""
+
+    shards: tuple[ShardInfo, ...]
+    stride: int
+    offset: int
+
+    @property
+    def total(self) -> int:
+        return sum(s.count for s in self.shards)
+
+    def yield_in_pass(self, p: int) -> int:
+        """Samples this slot takes from pass ``p`` (global sample index g = p * total + i)."""
+        if self.stride == 1:
+            return self.total
+        lo, hi = p * self.total, (p + 1) * self.total
+        return _count_congruent(hi, self.stride, self.offset) - _count_congruent(
+            lo, self.stride, self.offset
+        )
+
+
+def _count_congruent(n: int, k: int, r: int) -> int:
+    """How many g in [0, n) have g % k == r."""
+    return (n - r + k - 1) // k if n > r else 0
+
+
+# --------------------------------------------------------------------------------------- manifest
+
+
+def read_manifest(data_dir: str | Path) -> dict[str, Any]:
+    """The baker's manifest, read by the baker's own reader (it owns the format)."""
+    return load_manifest(data_dir)
+
+
+def split_shards(data_dir: str | Path, split: str) -> list[ShardInfo]:
+    """The split's non-empty shards as absolute paths with counts, checked to exist."""
+    root = Path(data_dir)
+    manifest = read_manifest(root)
+    entries = _split_entries(manifest, split, root / "manifest.json")
+    shards: list[ShardInfo] = []
+    for entry in entries:
+        rel, count = entry.get("path"), entry.get("samples")
+        if not isinstance(rel, str) or not isinstance(count, int) or count < 0:
+            raise InputError(
+                root / "manifest.json", f"bad shard entry in split {split!r}: {entry!r}"
+            )
+        path = (root / rel).resolve()
+        if not path.is_file():
+            raise InputError(path, f"shard listed in manifest.json (split {split!r}) is missing")
+        if count:
+            shards.append(ShardInfo(str(path), count))
+    return shards
+
+
+def _split_entries(manifest: dict[str, Any], split: str, where: Path) -> list[dict[str, Any]]:
+    """``manifest["splits"][split]["shards"]`` (baking.shards.manifest's layout); [] when absent."""
+    node = (manifest.get("splits") or {}).get(split)
+    if node is None:
+        return []
+    shards = node.get("shards") if isinstance(node, dict) else None
+    if not isinstance(shards, list):
+        raise InputError(where, f"split {split!r} must list its shards")
+    return shards
+
+
+# ------------------------------------------------------------------------------------------- plan
+
+
+def plan_slots(
+    shards: Sequence[ShardInfo], num_slots: int, tolerance: float = 0.2
+) -> list[SlotPlan]:
+    """Deal shards to ``num_slots`` slots by count, or stride over all when that would be uneven.
+
+    Whole shards are used only when every slot gets some and the heaviest slot holds at most
+    ``1 + tolerance`` times the lightest, so no slot repeats its data much more often than another.
+    """
+    if num_slots < 1:
+        raise ValueError(f"num_slots must be >= 1, got {num_slots}")
+    if not shards:
+        raise ValueError("no non-empty shards to read")
+    ordered = sorted(shards, key=lambda s: (-s.count, s.path))
+    loads = [0] * num_slots
+    dealt: list[list[ShardInfo]] = [[] for _ in range(num_slots)]
+    for shard in ordered:
+        i = min(range(num_slots), key=lambda j: (loads[j], j))
+        dealt[i].append(shard)
+        loads[i] += shard.count
+    if min(loads) > 0 and max(loads) <= (1 + tolerance) * min(loads):
+        return [SlotPlan(tuple(sorted(d, key=lambda s: s.path)), 1, 0) for d in dealt]
+    every = tuple(sorted(shards, key=lambda s: s.path))
+    return [SlotPlan(every, num_slots, i) for i in range(num_slots)]
+
+
+def batches_per_epoch(total_samples: int, world_size: int, micro_batch_size: int) -> int:
+    """Micro-batches each rank takes per pass over the split (the same on every rank, >= 1)."""
+    return max(1, total_samples // (world_size * micro_batch_size))
+
+
+# ---------------------------------------------------------------------------------------- samples
+
+
+def _iter_tar(path: str) -> Iterator[dict[str, Any]]:
+    """Raw samples of one shard in file order, with the shard named in any error."""
+    from webdataset.tariterators import tar_file_iterator
+
+    with open(path, "rb") as stream:
+        try:
+            yield from _group(tar_file_iterator(stream))
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise InputError(path, f"unreadable shard: {exc}") from None
+
+
+_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+
+
+def _group(files: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Group a tar's members ``key.ext`` into samples ``{"__key__": key, ext: bytes}``."""
+    current: dict[str, Any] | None = None
+    for f in files:
+        m = _KEY_EXT.match(f["fname"])
+        if m is None:
+            continue
+        key, ext = m.group(1), m.group(2)
+        if current is None or current["__key__"] != key:
+            if current is not None:
+                yield current
+            current = {"__key__": key}
+        current[ext] = f["data"]
+    if current is not None:
+        yield current
+
+
+def _pass_samples(plan: SlotPlan, seed: int, slot: int, p: int, buffer: int) -> Iterator[dict]:
+    """Pass ``p`` of a slot: shards in a seeded order, stride filter, seeded shuffle buffer."""
+    order = list(plan.shards)
+    random.Random(f"{seed}:order:{p}:{slot if plan.stride == 1 else 'all'}").shuffle(order)
+    rng = random.Random(f"{seed}:buffer:{slot}:{p}")
+    pool: list[dict] = []
+    g = p * plan.total
+    for shard in order:
+        n = 0
+        for sample in _iter_tar(shard.path):
+            n += 1
+            keep = plan.stride == 1 or g % plan.stride == plan.offset
+            g += 1
+            if not keep:
+                continue
+            if len(pool) < buffer:
+                pool.append(sample)
+                continue
+            j = rng.randrange(len(pool))
+            pool[j], sample = sample, pool[j]
+            yield sample
+        if n != shard.count:
+            raise InputError(shard.path, f"holds {n} samples but manifest.json says {shard.count}")
+    rng.shuffle(pool)
+    yield from pool
+
+
+def slot_stream(plan: SlotPlan, seed: int, slot: int, buffer: int, skip: int = 0) -> Iterator[dict]:
+    """The slot's endless sample stream, starting after ``skip`` samples."""
+    p = 0
+    while skip and skip >= plan.yield_in_pass(p):  # whole passes: arithmetic only
+        skip -= plan.yield_in_pass(p)
+        p += 1
+    while True:
+        for sample in _pass_samples(plan, seed, slot, p, buffer):
+            if skip:
+                skip -= 1
+                continue
+            yield sample
+        p += 1
+
+
+# ------------------------------------------------------------------------------------ tokenising
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """The special ids the batch layout needs."""
+
+    bos: int
+    eos: int
+    pad: int
+
+
+class Encoder:
+    """Turns raw samples into id lists with the model's tokenizer (loaded lazily per worker)."""
+
+    def __init__(
+        self, tokenizer_path: str, ids: TokenIds, max_src: int, max_tgt: int, pad_multiple: int = 1
+    ) -> None:
+        self.tokenizer_path = tokenizer_path
+        self.ids = ids
+        self.max_src = max_src
+        self.max_tgt = max_tgt
+        self.pad_multiple = pad_multiple
+        self._tok: Any = None
+        self._target_cache: dict[str, int] = {}
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tok is None:
+            from trainer.tokens.tokenizer import load_tokenizer
+
+            self._tok = load_tokenizer(self.tokenizer_path)
+        return self._tok
+
+    def source_ids(self, dna: str) -> list[int]:
+        body = self.tokenizer.encode(dna.upper(), add_special_tokens=False).ids
+        return [self.ids.bos, *body[: self.max_src - 2], self.ids.eos]
+
+    def target_ids(self, target: str) -> list[int]:
+        from trainer.tokens.tokenizer import target_to_ids
+
+        tokens = target.split()
+        return list(target_to_ids(self.tokenizer, tokens)) if tokens else []
+
+    def encode(self, sample: dict[str, Any]) -> tuple[list[int], list[int]]:
+        try:
+            dna = sample["dna.txt"].decode("ascii")
+            target = sample["target.txt"].decode("utf-8")
+        except (KeyError, UnicodeDecodeError) as exc:
+            raise InputError(sample.get("__key__", "?"), f"bad sample fields: {exc}") from None
+        return self.source_ids(dna), self.target_ids(target)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def collate(
+    pairs: Sequence[tuple[list[int], list[int]]], ids: TokenIds, max_tgt: int, multiple: int = 1
+) -> dict:
+    """Pad a batch: encoder ``[CLS] dna [SEP]``; decoder in ``[CLS] t``; labels ``t [SEP]``.
+
+    Lengths are rounded up to ``multiple``: fewer distinct shapes means fewer kernel compilations
+    (oneDNN JIT on CPUs, autotuning on GPUs) and tensor-core friendly sizes, for a few pad tokens.
+    """
+    src_len = _round_up(max(len(s) for s, _ in pairs), multiple)
+    tgt_len = min(_round_up(max(len(t) for _, t in pairs) + 1, multiple), max_tgt)
+    b = len(pairs)
+    input_ids = torch.full((b, src_len), ids.pad, dtype=torch.long)  # (B, S)
+    attention_mask = torch.zeros((b, src_len), dtype=torch.long)
+    dec_in = torch.full((b, tgt_len), ids.pad, dtype=torch.long)  # (B, T)
+    dec_mask = torch.zeros((b, tgt_len), dtype=torch.long)
+    labels = torch.full((b, tgt_len), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    for i, (src, tgt) in enumerate(pairs):
+        input_ids[i, : len(src)] = torch.tensor(src)
+        attention_mask[i, : len(src)] = 1
+        d = [ids.bos, *tgt][:tgt_len]
+        y = [*tgt, ids.eos][:tgt_len]
+        dec_in[i, : len(d)] = torch.tensor(d)
+        dec_mask[i, : len(d)] = 1
+        labels[i, : len(y)] = torch.tensor(y)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "decoder_input_ids": dec_in,
+        "decoder_attention_mask": dec_mask,
+        "labels": labels,
+    }
+
+
+def pad_decoder(
+    batch: dict[str, torch.Tensor], length: int, pad_id: int
+) -> dict[str, torch.Tensor]:
+    """Right-pad the decoder tensors to ``length`` (pads ignored by attention and loss).
+
+    Expert-parallel MoE needs it: DeepSpeed sizes each all-to-all from the local token count, so
+    every rank of an expert group must present the same (B, T).
+    """
+    extra = length - batch["decoder_input_ids"].shape[1]
+    if extra <= 0:
+        return batch
+    out = dict(batch)
+    out["decoder_input_ids"] = torch.nn.functional.pad(
+        batch["decoder_input_ids"], (0, extra), value=pad_id
+    )
+    out["decoder_attention_mask"] = torch.nn.functional.pad(
+        batch["decoder_attention_mask"], (0, extra)
+    )
+    out["labels"] = torch.nn.functional.pad(batch["labels"], (0, extra), value=IGNORE_INDEX)
+    return out
+
+
+# --------------------------------------------------------------------------------------- dataset
+
+
+class ShardBatches(IterableDataset):
+    """Endless padded micro-batches for one rank; workers are slots ``rank * W + logical``.
+
+    ``start_batch`` (batches this rank already consumed) makes the loader resume exactly: the
+    DataLoader hands out batches round-robin from worker 0, so worker ``w`` plays logical worker
+    ``(w + start_batch) % W`` and skips what that logical worker already produced.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[ShardInfo],
+        encoder: Encoder,
+        *,
+        rank: int,
+        world_size: int,
+        num_workers: int,
+        micro_batch_size: int,
+        seed: int,
+        shuffle_buffer: int,
+        start_batch: int = 0,
+    ) -> None:
+        super().__init__()
+        self.workers = max(num_workers, 1)
+        self.plans = plan_slots(shards, world_size * self.workers)
+        self.encoder = encoder
+        self.rank = rank
+        self.mb = micro_batch_size
+        self.seed = seed
+        self.buffer = shuffle_buffer
+        self.start_batch = start_batch
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        w = info.id if info is not None else 0
+        logical = (w + self.start_batch) % self.workers
+        done = _count_congruent(self.start_batch, self.workers, logical)
+        slot = self.rank * self.workers + logical
+        stream = slot_stream(self.plans[slot], self.seed, slot, self.buffer, skip=done * self.mb)
+        while True:
+            pairs = [self.encoder.encode(next(stream)) for _ in range(self.mb)]
+            yield collate(pairs, self.encoder.ids, self.encoder.max_tgt, self.encoder.pad_multiple)
+
+
+def make_loader(dataset: ShardBatches, num_workers: int, seed: int = 0) -> DataLoader:
+    """A DataLoader over already-batched items (workers tokenise and pad).
+
+    Its own generator keeps it from drawing a base seed from the global torch RNG when the
+    iterator starts, which would shift the RNG stream of a resumed run against an uninterrupted one.
+    """
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers else None,
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_own_process_group if num_workers else None,
+    )
+
+
+def _own_process_group(worker_id: int) -> None:
+    """Move a loader worker out of the launcher's process group.
+
+    A cluster's preemption SIGTERM often goes to a whole process group; a worker dying of it turns
+    the trainer's clean "save and exit" into a DataLoader error. In its own group the worker only
+    hears its parent, which stops it as usual (torch's worker handler exits quietly on the
+    parent's SIGTERM) and which it watches anyway, so it cannot outlive the trainer.
+    """
+    os.setpgid(0, 0)
+
+
+def first_samples(shards: Sequence[ShardInfo], n: int) -> list[dict[str, Any]]:
+    """The first ``n`` raw samples of a split in path order (for the greedy-decode metric)."""
+    out: list[dict[str, Any]] = []
+    for shard in sorted(shards, key=lambda s: s.path):
+        for sample in _iter_tar(shard.path):
+            out.append(sample)
+            if len(out) == n:
+                return out
+    return out

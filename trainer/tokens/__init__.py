@@ -1,0 +1,1 @@
+"""Tokenizer handling: DNABERT-2 tokenizer plus annotation tokens, and resizing a model to it."""

@@ -1,0 +1,1 @@
+"""The training engine and its parts: config, steps, validation, checkpoints, export, monitoring."""

@@ -1,0 +1,145 @@
+"""Validation during training: loss on the val split, exact features from greedy decoding, expert load.
+
+All three are collective: every rank runs the same number of forwards (MoE all-to-all needs every
+expert-parallel peer), and the results are summed across ranks. They run under a forked RNG so a
+validation pass never shifts the training RNG stream (resume stays bit-exact whatever the eval
+schedule).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from trainer.data.loader import Encoder, ShardBatches, ShardInfo, first_samples
+
+log = logging.getLogger(__name__)
+
+
+def _fork_rng(device: torch.device) -> Any:
+    devices = [device] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def validation_loss(
+    engine: Any,
+    shards: Sequence[ShardInfo],
+    encoder: Encoder,
+    *,
+    rank: int,
+    world_size: int,
+    micro_batch_size: int,
+    batches: int,
+    seed: int,
+    vocab: torch.Tensor | None,
+    device: torch.device,
+    pad_id: int,
+    align: bool,
+) -> float:
+    """Token-mean CE over ``batches`` val micro-batches per rank (the same batches every time)."""
+    from trainer.train.engine import forward_batch, prepare_batch, token_loss
+
+    data = ShardBatches(shards, encoder, rank=rank, world_size=world_size, num_workers=0,
+                        micro_batch_size=micro_batch_size, seed=seed, shuffle_buffer=1)  # fmt: skip
+    it = iter(data)
+    total = count = 0.0
+    engine.eval()
+    try:
+        with _fork_rng(device), torch.no_grad():
+            for _ in range(batches):
+                batch = prepare_batch(next(it), device, pad_id, align)
+                out = forward_batch(engine, batch)
+                loss, n = token_loss(out.logits, batch["labels"], vocab)
+                total += float(loss) * n
+                count += n
+    finally:
+        engine.train()
+    total, count = _all_sum([total, count], device)
+    return total / count if count else float("nan")
+
+
+def exact_feature_counts(predicted: Sequence[Any], gold: Sequence[Any]) -> int:
+    """How many gold features appear identically among the predicted ones (multiset match)."""
+    return sum((Counter(predicted) & Counter(gold)).values())
+
+
+def decode_metric(
+    engine: Any,
+    tokenizer: Any,
+    shards: Sequence[ShardInfo],
+    *,
+    windows: int,
+    window_len: int | None,
+    feature_types: Sequence[str] | None,
+    max_new_tokens: int,
+    device: torch.device,
+) -> dict[str, float] | None:
+    """Greedy-decode the first ``windows`` val windows; fraction of gold features exactly right.
+
+    Every rank decodes the same windows with the same weights, so every rank takes the same number
+    of decoding steps (the MoE all-to-all stays matched). Returns None when the grammar-constrained
+    decoder (``trainer.inference.generate``) or the grammar information is not available.
+    """
+    if not window_len or not feature_types:
+        return None
+    try:
+        from baking.target.grammar import decode_target
+        from trainer.inference.generate import generate_targets
+    except ImportError:
+        log.debug("decode metric skipped: trainer.inference.generate not available")
+        return None
+    samples = first_samples(shards, windows)
+    dna = [s["dna.txt"].decode("ascii") for s in samples]
+    gold = [decode_target(s["target.txt"].decode().split(), window_len) for s in samples]
+    module = engine.module
+    module.eval()
+    try:
+        with _fork_rng(device), torch.no_grad():
+            generated = generate_targets(module, tokenizer, dna, window_len, list(feature_types),
+                                         max_new_tokens=max_new_tokens, device=device)  # fmt: skip
+    finally:
+        module.train()
+    matched = n_gold = n_pred = 0
+    for gen, ref in zip(generated, gold):
+        try:
+            pred = decode_target(gen.tokens, window_len)
+        except Exception:  # a truncated target (max_new_tokens) does not decode
+            pred = []
+        matched += exact_feature_counts(pred, ref)
+        n_gold += len(ref)
+        n_pred += len(pred)
+    return {
+        "val/exact_features": matched / n_gold if n_gold else 0.0,
+        "val/predicted_features": float(n_pred),
+        "val/gold_features": float(n_gold),
+    }
+
+
+def expert_load_scalars(module: Any, device: torch.device, world_size: int) -> dict[str, float]:
+    """``moe/expert_load/layer_i/expert_j``: fraction of tokens per expert, averaged over ranks."""
+    loads = module.expert_load() if hasattr(module, "expert_load") else {}
+    if not loads:
+        return {}
+    layers = sorted(loads)
+    flat = torch.cat([loads[i].detach().float().flatten().cpu() for i in layers])
+    summed = _all_sum(flat.tolist(), device)
+    out: dict[str, float] = {}
+    k = 0
+    for i in layers:
+        for j in range(loads[i].numel()):
+            out[f"moe/expert_load/layer_{i}/expert_{j}"] = summed[k] / world_size
+            k += 1
+    return out
