@@ -6,8 +6,8 @@
     python benchmarks/orf_rule_breakers.py --list other        # list the CDS of one cause
 
 A CDS breaks the rule when it is not one interval from a start codon of its table to the first
-in-frame stop (``baking.evaluate.refcheck`` says how causes are assigned). Prints one row per genome, the
-start codons of the ``start_codon`` breakers, and (``--list``) the CDS of one cause.
+in-frame stop (``baking.evaluate.refcheck`` says how causes are assigned). Prints one row per
+genome, the start codons of the ``start_codon`` breakers, and (``--list``) the CDS of one cause.
 """
 
 from __future__ import annotations

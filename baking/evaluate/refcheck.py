@@ -8,7 +8,8 @@ drops anyway) and which are biology a bacterial ORF model does not cover.
 
 Causes, first match wins, in this order (declared reasons before inferred ones):
 
-``pseudogene``     ``pseudo=true`` / pseudogene biotype on the CDS or an ancestor (``baking.target.features``)
+``pseudogene``     ``pseudo=true`` / pseudogene biotype on the CDS or an ancestor (the marks of
+                   ``baking.target.features``, which baking and scoring share)
 ``transl_except``  a declared translation exception (selenocysteine, a stop read through)
 ``exception``      ``exception=`` (ribosomal slippage, ...) or a CDS written as several pieces
 ``edge``           ``partial=true`` / ``start_range`` / ``end_range``, or a CDS touching the end of a
