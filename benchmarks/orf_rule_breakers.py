@@ -22,9 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from baking.common.errors import Dna2GffError  # noqa: E402
+from baking.evaluate.load import load_features  # noqa: E402
 from baking.evaluate.refcheck import CAUSES, CdsCheck, check_reference_cds, tally  # noqa: E402
 from baking.formats.fasta import read_fasta  # noqa: E402
 from baking.formats.gff3 import read_gff3  # noqa: E402
+from baking.orfs import OrfIndex  # noqa: E402
 
 GENOMES = Path(os.environ.get("DNA2GFF_SHARED", REPO.parent / "shared")) / "data" / "genomes"
 SHARED_PAIRS = {
@@ -53,6 +55,25 @@ def check_pair(fna: Path, gff: Path) -> list[CdsCheck]:
         if f.type == "region" and (f.attr("Is_circular") or "").lower() == "true"
     }
     return check_reference_cds(seqs, doc.features, circular=circular)
+
+
+def ceilings(fna: Path, gff: Path, transl_table: int = 11) -> tuple[int, int, int]:
+    """What ORF-only output can score, as ``evaluate`` counts: (CDS lines scored, lines that are
+    ORFs = reachable exactly, lines whose 3' end is a stop codon = reachable at stop level).
+
+    ``evaluate`` scores each GFF3 line (pseudogenes excluded), so a two-piece CDS is two lines.
+    """
+    index = {sid: OrfIndex(s, transl_table) for sid, s in read_fasta(fna)}
+    ref, _ = load_features(gff)
+    cds = [f for f in ref if f.type == "CDS" and f.seqid in index]
+    exact = stop = 0
+    for f in cds:
+        idx = index[f.seqid]
+        if f.end > idx.n:  # origin-spanning: not reachable by a linear index (none here)
+            continue
+        exact += idx.is_valid_orf(f.start - 1, f.end, f.strand)
+        stop += idx.is_stop(f.end if f.strand == "+" else f.start - 1, f.strand)
+    return len(cds), exact, stop
 
 
 def format_rows(results: dict[str, list[CdsCheck]]) -> str:
@@ -84,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_rows(results))
+    print(f"{'genome':<14} {'scored':>7} {'exact ceiling':>14} {'stop ceiling':>13}")
+    for name, (fna, gff) in pairs.items():
+        n, exact, stop = ceilings(fna, gff)
+        print(f"{name:<14} {n:>7d} {exact:>6d} {exact / n:6.4f} {stop:>6d} {stop / n:6.4f}")
     for name, checks in results.items():
         starts = Counter(c.start_codon for c in checks if c.cause == "start_codon")
         if starts:
