@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""Does the model learn? Train the tiny model on synthetic genomes on the CPU, then score it.
+"""Does the model learn? Train the small model on synthetic genomes on the CPU, then score it.
 
-Prints, after every training chunk, CDS exact-match and stop-codon F1 on a synthetic genome the model
-never saw (annotated with the real ``annotate``, scored by ``evaluate``), next to Prodigal's
-(pyrodigal) on the same genome; the last row is also scored without ORF snapping. The learning
-curve (loss, validation loss, exact features on validation windows) is in TensorBoard.
+For every variant asked for (``--variants``), at the same budget and seed: bake once per variant
+folder (same seed, same data), build the model in that variant's coordinate form, train
+(``--minutes`` of training-loop wall clock, or exactly ``--steps``), annotate the held-out genome
+with the real ``annotate`` and score it with ``evaluate`` (CDS exact and stop F1, tRNA, rRNA).
+Two control rows show what the model adds: the same constrained decoder driven by the *untrained*
+model, and the no-model rule (every ORF of at least N codons, N chosen on the training genomes,
+``trainer.inference.orf_rule``); Prodigal's row is the bar.
 
-Made to make every CPU step count (``../shared/docs/prior-art.md`` item 7: ~300 CPU steps learned
-only the format): short windows (few coordinate digits, short encoder input), both strands baked,
-a small BPE vocabulary, the loss over the target vocabulary only, one process (no launcher
-overhead), a constant learning rate so training can go on in chunks with ``--resume``.
+Variants (``docs/learning.md`` has the measured table):
+- ``digits``: coordinates spelled as digit tokens (the old form); rows with and without snapping;
+- ``pointer``: the decoder points at bases; rows without the ORF constraint, with it, and with it
+  but no post-hoc snapping/completion (the model's own skill);
+- ``pointer_aux``: ``pointer`` plus the per-token encoder loss (coding frame, start/stop codons).
 
-    python benchmarks/learn_synthetic.py --minutes 30            # the full run
-    python benchmarks/learn_synthetic.py --minutes 3 --chunks 1  # a smoke run
+    python benchmarks/learn_synthetic.py                       # the default variant, 30 min
+    python benchmarks/learn_synthetic.py --variants digits,pointer,pointer_aux --steps 600
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -45,38 +50,81 @@ from trainer.demo import (  # noqa: E402
 log = logging.getLogger("learn_synthetic")
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A trained model (``init`` flags) and the annotate decodings scored on it."""
+
+    init: tuple[str, ...]
+    decodes: tuple[tuple[str, tuple[str, ...]], ...]
+    """(row label, extra annotate flags); the first is the one followed over training."""
+
+
+VARIANTS: dict[str, Variant] = {
+    "digits": Variant(
+        ("--coordinate_form", "digits"),
+        (("digits", ()), ("digits, no snap", ("--no_snap",))),
+    ),
+    "pointer": Variant(
+        ("--coordinate_form", "pointer", "--encoder_aux_weight", "0"),
+        (
+            ("pointer + ORF", ()),
+            ("pointer, no ORF constraint", ("--no_orf_constraint",)),
+            ("pointer + ORF, no snap", ("--no_snap",)),
+        ),
+    ),
+    "pointer_aux": Variant(
+        ("--coordinate_form", "pointer", "--encoder_aux_weight", "0.5"),
+        (
+            ("pointer + ORF + aux", ()),
+            ("pointer + aux, no ORF constraint", ("--no_orf_constraint",)),
+            ("pointer + ORF + aux, no snap", ("--no_snap",)),
+        ),
+    ),
+}
+DEFAULT_VARIANT = "pointer_aux"
+TYPES = "CDS,tRNA,rRNA"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     p.add_argument("--out", default="runs/learn_synthetic", help="output folder")
-    p.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget")
-    p.add_argument("--chunks", type=int, default=4, help="evaluations spread over the budget")
+    p.add_argument("--variants", default=DEFAULT_VARIANT,
+                   help=f"comma-separated, of {', '.join(VARIANTS)}")  # fmt: skip
+    p.add_argument("--minutes", type=float, default=30.0,
+                   help="training wall-clock budget per variant (training loop only)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=None,
+                   help="train exactly this many steps per variant (overrides --minutes)")  # fmt: skip
+    p.add_argument("--chunks", type=int, default=3, help="evaluations spread over the budget")
     p.add_argument("--probe_steps", type=int, default=100, help="steps of the first chunk")
+    p.add_argument("--no_controls", action="store_true", help="skip the control rows")
     d = p.add_argument_group("data")
     d.add_argument("--train_genomes", type=int, default=16)
     d.add_argument("--genome_length", type=int, default=100_000)
     d.add_argument("--mean_protein_codons", type=int, default=280)
-    d.add_argument("--window", type=int, default=400, help="bake/annotate window (bp)")
-    d.add_argument("--stride", type=int, default=200, help="bake stride (bp)")
+    d.add_argument("--seed", type=int, default=1, help="genomes, model init and data order")
+    d.add_argument("--window", type=int, default=1536, help="bake/annotate window (bp)")
+    d.add_argument("--stride", type=int, default=512, help="bake stride (bp)")
+    d.add_argument("--overlap", type=int, default=1024, help="annotate window overlap (bp)")
     d.add_argument("--rc", default="both", choices=("none", "both", "random"))
     m = p.add_argument_group("model")
-    m.add_argument("--vocab_size", type=int, default=128, help="BPE vocabulary (DNABERT-2: 4096)")
+    m.add_argument("--vocab_size", type=int, default=256, help="BPE vocabulary (DNABERT-2: 4096)")
     m.add_argument("--hidden_size", type=int, default=128)
     m.add_argument("--num_layers", type=int, default=3)
     m.add_argument("--num_heads", type=int, default=4)
     m.add_argument("--intermediate_size", type=int, default=256)
     m.add_argument("--moe", action="store_true", help="MoE decoder (4 experts, top-2)")
     t = p.add_argument_group("training")
-    t.add_argument("--micro_batch_size", type=int, default=32)
+    t.add_argument("--micro_batch_size", type=int, default=16)
     t.add_argument("--lr", type=float, default=2e-3, help="constant after warmup")
     t.add_argument("--warmup_steps", type=int, default=100)
+    t.add_argument("--max_src_tokens", type=int, default=1024)
     t.add_argument("--bf16", action="store_true", help="bf16 (default fp32: faster for tiny "
                    "matrices on this CPU)")  # fmt: skip
     t.add_argument("--num_workers", type=int, default=0,
                    help="loader processes (0: tokenise in the trainer; a worker process only "
                    "competes for 2 cores)")  # fmt: skip
     t.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS for training")
-    t.add_argument("--seed", type=int, default=1)
     return p
 
 
@@ -98,18 +146,35 @@ DS_CONFIG = {
 }  # fmt: skip
 
 
-def _score(lay: Layout, held: tuple[Path, Path], tag: str, i: int, snap: bool, window: int) -> dict:
+def _score(
+    lay: Layout,
+    held: tuple[Path, Path],
+    tag: str,
+    i: int,
+    model: Path,
+    flags: tuple[str, ...],
+    a: argparse.Namespace,
+) -> dict:
     """annotate + evaluate --json on the held-out genome; returns the parsed JSON."""
     pred = lay.out / f"pred_{tag}.gff3"
     report = lay.out / f"eval_{tag}.json"
-    annotate = _py("annotate.py", "--model", lay.run / "export", "--fasta", held[0], "--out", pred,
-                   "--circular", "all", "--no_progress", "--batch_size", "64",
-                   *([] if snap else ["--no_snap"]))  # fmt: skip
-    run_step(Step(f"annotate_{tag}", annotate), i, lay)
-    evaluate = _py("evaluate.py", held[1], pred, "--json", "--types", "CDS,tRNA,rRNA", "--baseline",
+    annotate = _py("annotate.py", "--model", model, "--fasta", held[0], "--out", pred,
+                   "--circular", "all", "--no_progress", "--batch_size", "32",
+                   "--overlap", str(a.overlap), *flags)  # fmt: skip
+    run_step(Step(f"annotate_{tag}", annotate, env={"OMP_NUM_THREADS": str(a.threads)}), i, lay)
+    return _evaluate(lay, held, pred, report, f"evaluate_{tag}", i + 1)
+
+
+def _evaluate(lay: Layout, held: tuple[Path, Path], pred: Path, report: Path, name: str,
+              i: int) -> dict:  # fmt: skip
+    evaluate = _py("evaluate.py", held[1], pred, "--json", "--types", TYPES, "--baseline",
                    "prodigal", "--fasta", held[0])  # fmt: skip
-    run_step(Step(f"evaluate_{tag}", evaluate), i + 1, lay, report)
+    run_step(Step(name, evaluate), i, lay, report)
     return json.loads(report.read_text())
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label).strip("_")
 
 
 def _loop_seconds(log_path: Path) -> float | None:
@@ -125,42 +190,46 @@ def _loop_seconds(log_path: Path) -> float | None:
     return (stamps["train done"] - stamps["train start"]).total_seconds()
 
 
-def main() -> int:
-    a = build_parser().parse_args()
-    setup_logging(False)
+def run_variant(name: str, a: argparse.Namespace, root: Path) -> dict:
+    """Bake, build, train (in chunks) and score one variant in ``root/name``."""
+    variant = VARIANTS[name]
     cfg = DemoConfig(
-        out=a.out, seed=a.seed, train_genomes=a.train_genomes, genome_length=a.genome_length,
-        vocab_size=a.vocab_size, hidden_size=a.hidden_size, num_layers=a.num_layers,
-        num_heads=a.num_heads, intermediate_size=a.intermediate_size, use_moe=a.moe,
-        window_len=a.window, launcher="python", nproc=1, ep_size=1,
+        out=str(root / name), seed=a.seed, train_genomes=a.train_genomes,
+        genome_length=a.genome_length, vocab_size=a.vocab_size, hidden_size=a.hidden_size,
+        num_layers=a.num_layers, num_heads=a.num_heads, intermediate_size=a.intermediate_size,
+        use_moe=a.moe, window_len=a.window, launcher="python", nproc=1, ep_size=1,
         synthetic_args=("--mean_protein_codons", str(a.mean_protein_codons)),
-        bake_args=("--stride", str(a.stride), "--rc", a.rc),
-        micro_batch_size=a.micro_batch_size, lr=a.lr, max_steps=a.probe_steps,
+        bake_args=("--stride", str(a.stride), "--rc", a.rc, "--types", TYPES),
+        init_args=variant.init, micro_batch_size=a.micro_batch_size, lr=a.lr,
+        max_steps=a.probe_steps,
     )  # fmt: skip
     lay = Layout(Path(cfg.out).resolve())
     prepare_out(lay.out, cfg)
     ds_path = lay.out / "ds_config.json"
     ds_path.write_text(json.dumps(DS_CONFIG, indent=2) + "\n")
-    cfg.deepspeed_config = str(ds_path)
+    cfg = replace(cfg, deepspeed_config=str(ds_path))
     lay.logs.mkdir()
-    start_commands_file(lay, "The commands learn_synthetic ran, in order.")
+    start_commands_file(lay, f"The commands learn_synthetic ran for variant {name}, in order.")
     steps = plan_steps(cfg, lay)
     setup = [s for s in steps if s.name not in ("train", "annotate", "evaluate", "evaluate_json")]
     t0 = time.perf_counter()
     for i, step in enumerate(setup, 1):
         run_step(step, i, lay)
-    log.info("setup done seconds=%.0f", time.perf_counter() - t0)
+    log.info("variant=%s setup done seconds=%.0f", name, time.perf_counter() - t0)
     held = genome_pairs(cfg, lay)[1]
     budget = a.minutes * 60.0
+    total = a.steps
     rows: list[dict] = []
     trained = 0.0  # seconds inside the training loops (start-up excluded)
-    steps_done, target, idx = 0, a.probe_steps, len(setup) + 1
+    first = min(a.probe_steps, total) if total else a.probe_steps
+    steps_done, target, idx = 0, first, len(setup) + 1
+    export = lay.run / "export"
     while True:
         argv = train_command(cfg, lay)
         argv[argv.index("--max_steps") + 1] = str(target)
         argv += ["--warmup_steps", str(a.warmup_steps), "--eval_every", "200", "--decode_every",
-                 "500", "--decode_windows", "64", "--save_every", "0", "--keep_last", "1", "--log_every", "10",
-                 "--num_workers", str(a.num_workers)]  # fmt: skip
+                 "0", "--save_every", "0", "--keep_last", "1", "--log_every", "10",
+                 "--num_workers", str(a.num_workers), "--max_src_tokens", str(a.max_src_tokens)]  # fmt: skip
         if not a.bf16:
             argv.append("--no_bf16")
         if steps_done:
@@ -172,28 +241,84 @@ def main() -> int:
         trained += loop
         per_step = loop / max(1, target - steps_done)
         steps_done = target
-        scores = _score(lay, held, f"step{target}", idx, True, a.window)
+        label, flags = variant.decodes[0]
+        scores = _score(lay, held, f"step{target}", idx, export, flags, a)
         idx += 2
         rows.append({"steps": target, "train_minutes": trained / 60, "seconds_per_step": per_step,
-                     "scores": scores})  # fmt: skip
+                     "label": label, "scores": scores})  # fmt: skip
         exact, stop = _cds(scores, "dna2gff")
-        log.info("chunk steps=%d train_minutes=%.1f s_per_step=%.3f exact_f1=%.3f stop_f1=%.3f",
-                 target, trained / 60, per_step, exact, stop)  # fmt: skip
+        log.info("variant=%s steps=%d train_minutes=%.1f s_per_step=%.3f exact_f1=%.3f "
+                 "stop_f1=%.3f", name, target, trained / 60, per_step, exact, stop)  # fmt: skip
+        if total:
+            if steps_done >= total:
+                break
+            target = min(total, steps_done + max(1, (total - first) // max(1, a.chunks - 1)))
+            continue
         left = budget - trained
         if left < 20 * per_step or len(rows) >= a.chunks:
             break
         target = steps_done + max(1, int(left / (a.chunks - len(rows)) / per_step))
-    raw = _score(lay, held, "nosnap", idx, False, a.window)
-    print_table(rows, raw, lay)
-    (lay.out / "learn_synthetic.json").write_text(
-        json.dumps({"rows": rows, "no_snap": raw, "args": vars(a)}, indent=2) + "\n"
+    final = {}
+    for label, flags in variant.decodes:
+        if label == variant.decodes[0][0]:
+            final[label] = rows[-1]["scores"]
+            continue
+        final[label] = _score(lay, held, _slug(label), idx, export, flags, a)
+        idx += 2
+    return {"variant": name, "rows": rows, "final": final, "steps": steps_done,
+            "train_minutes": trained / 60, "layout": str(lay.out), "idx": idx,
+            "curve": learning_curve(lay.run)}  # fmt: skip
+
+
+def run_controls(a: argparse.Namespace, first: dict, pointer_variant: str | None) -> dict:
+    """The untrained model under the same constrained decoder, and the no-model ORF rule."""
+    from trainer.inference.orf_rule import annotate_orf_rule, choose_min_codons
+
+    lay = Layout(Path(first["layout"]))
+    cfg = DemoConfig(seed=a.seed, train_genomes=a.train_genomes)
+    train_pairs, held = genome_pairs(cfg, lay)
+    idx = first["idx"]
+    out: dict = {}
+    if pointer_variant is not None:
+        plan = Layout(Path(a.out).resolve() / pointer_variant)
+        flags = ("--window_len", str(a.window), "--types", TYPES)
+        out["untrained model + ORF"] = _score(lay, held, "untrained", idx, plan.model, flags, a)
+        idx += 2
+    t0 = time.perf_counter()
+    n = choose_min_codons(train_pairs)
+    pred = lay.out / "pred_orf_rule.gff3"
+    annotate_orf_rule(held[0], pred, n, circular=("all",))
+    log.info("orf_rule n=%d seconds=%.1f", n, time.perf_counter() - t0)
+    scores = _evaluate(lay, held, pred, lay.out / "eval_orf_rule.json", "evaluate_orf_rule", idx)
+    out[f"ORF rule (>= {n} codons)"] = scores
+    return out
+
+
+def main() -> int:
+    a = build_parser().parse_args()
+    setup_logging(False)
+    names = [v for v in a.variants.split(",") if v]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        sys.stderr.write(f"error: --variants: unknown {unknown} (known: {', '.join(VARIANTS)})\n")
+        return 2
+    root = Path(a.out).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    results = [run_variant(n, a, root) for n in names]
+    pointer = next((n for n in names if n.startswith("pointer")), None)
+    controls = {} if a.no_controls else run_controls(a, results[0], pointer)
+    table = format_table(results, controls)
+    print(table)
+    (root / "learn_synthetic.txt").write_text(table + "\n")
+    (root / "learn_synthetic.json").write_text(
+        json.dumps({"results": results, "controls": controls, "args": vars(a)}, indent=2) + "\n"
     )
     return 0
 
 
 def _cds(scores: dict, who: str, ftype: str = "CDS") -> tuple[float, float]:
     """(exact F1, stop F1) of ``who`` ("dna2gff" or "prodigal") for ``ftype`` in evaluate's JSON."""
-    row = scores[who].get(ftype)
+    row = (scores.get(who) or {}).get(ftype)
     return (row["exact"]["f1"], row["stop"]["f1"]) if row else (0.0, 0.0)
 
 
@@ -227,27 +352,41 @@ def learning_curve(run: Path, bins: int = 10) -> list[dict]:
     return out
 
 
-def print_table(rows: list[dict], raw: dict, lay: Layout) -> None:
-    curve = learning_curve(lay.run)
-    print(f"{'step':>8} {'train loss':>10} {'val loss':>9} {'val exact':>9}")
-    for c in curve:
-        vl, ve = c.get("val/loss"), c.get("val/exact_features")
-        print(f"{c['step']:>8} {c['train_loss']:>10.3f} "
-              f"{'' if vl is None else f'{vl:.3f}':>9} {'' if ve is None else f'{ve:.3f}':>9}")  # fmt: skip
-    print()
-    print(f"{'steps':>8} {'train min':>9} {'CDS exact F1':>12} {'stop F1':>8}")
-    for r in rows:
-        exact, stop = _cds(r["scores"], "dna2gff")
-        print(f"{r['steps']:>8} {r['train_minutes']:>9.1f} {exact:>12.3f} {stop:>8.3f}")
-    exact, stop = _cds(raw, "dna2gff")
-    print(f"{'no snap':>8} {'':>9} {exact:>12.3f} {stop:>8.3f}")
-    exact, stop = _cds(rows[-1]["scores"], "prodigal")
-    print(f"{'Prodigal':>8} {'':>9} {exact:>12.3f} {stop:>8.3f}")
-    for ftype in ("tRNA", "rRNA"):
-        exact, stop = _cds(rows[-1]["scores"], "dna2gff", ftype)
-        n = rows[-1]["scores"]["dna2gff"].get(ftype, {}).get("n_pred", 0)
-        print(f"{ftype} (last row): exact F1 {exact:.3f}, 3' end F1 {stop:.3f}, predicted {n}")
-    print(f"learning curve: tensorboard --logdir {lay.run / 'tensorboard'}")
+def format_table(results: list[dict], controls: dict) -> str:
+    """The learning curves and the held-out table (CDS exact/stop F1, tRNA and rRNA exact F1)."""
+    lines = []
+    for r in results:
+        lines.append(f"variant {r['variant']}: learning curve")
+        lines.append(f"{'step':>8} {'train loss':>10} {'val loss':>9}")
+        for c in r["curve"]:
+            vl = c.get("val/loss")
+            lines.append(f"{c['step']:>8} {c['train_loss']:>10.3f} "
+                         f"{'' if vl is None else f'{vl:.3f}':>9}")  # fmt: skip
+        lines.append(f"{'steps':>8} {'train min':>9} {'CDS exact F1':>12} {'stop F1':>8}")
+        for row in r["rows"]:
+            exact, stop = _cds(row["scores"], "dna2gff")
+            lines.append(f"{row['steps']:>8} {row['train_minutes']:>9.1f} {exact:>12.3f} "
+                         f"{stop:>8.3f}")  # fmt: skip
+        lines.append("")
+    head = (f"{'held-out genome':<36} {'steps':>6} {'min':>5} {'CDS exact':>9} {'CDS stop':>8} "
+            f"{'tRNA exact':>10} {'rRNA exact':>10}")  # fmt: skip
+    lines += [head, "-" * len(head)]
+
+    def row(label: str, scores: dict, steps: str, minutes: str, who: str = "dna2gff") -> str:
+        exact, stop = _cds(scores, who)
+        t = _cds(scores, who, "tRNA")[0] if who == "dna2gff" else float("nan")
+        rr = _cds(scores, who, "rRNA")[0] if who == "dna2gff" else float("nan")
+        return (f"{label:<36} {steps:>6} {minutes:>5} {exact:>9.3f} {stop:>8.3f} {t:>10.3f} "
+                f"{rr:>10.3f}")  # fmt: skip
+
+    for r in results:
+        for label, scores in r["final"].items():
+            lines.append(row(label, scores, str(r["steps"]), f"{r['train_minutes']:.1f}"))
+    for label, scores in controls.items():
+        lines.append(row(label, scores, "0", "0"))
+    last = results[-1]["rows"][-1]["scores"]
+    lines.append(row("Prodigal", last, "", "", "prodigal"))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

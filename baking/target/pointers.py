@@ -387,7 +387,8 @@ class PointerState:
         if k == START_SLOT:
             if self._cds_orf(items):
                 assert self.orf is not None
-                return (CUT, *self.orf.starts(strand))
+                cut: tuple[Item, ...] = (CUT,) if self.orf.ends(strand, None) else ()
+                return (*cut, *self.orf.starts(strand))
             return (CUT, *range(n))
         if k == END_SLOT:
             s = None if items[2] == CUT else int(items[2])
@@ -453,17 +454,18 @@ class PointerState:
             return self._allowed
         items = self.current
         k = len(items)
+        if k in (START_SLOT, END_SLOT) and not self._cds_orf(items):
+            self._allowed = self._plain_coordinate(items)
+            return self._allowed
         ok: list[Item] = []
         if k == TYPE_SLOT:
-            ok = [
-                END,
-                *(t for t in sorted(self.automaton.type_tokens or ()) if self._completable((t,))),
-            ]
+            types = sorted(self.automaton.type_tokens or ())
+            ok = [END, *(t for t in types if self._completable((t,)))]
         elif k in (STRAND_SLOT, PHASE_SLOT) or self.previous is None:
-            # every value has a valid completion (ORF sets are built that way), except where the
-            # order constraint bites: the strand (via start) and the phase (full key)
+            # every ORF value has a valid completion (OrfSites builds its sets that way); the
+            # order constraint bites on the strand (via the start) and the phase (full key)
             values = self._values(items)
-            if k in (START_SLOT, END_SLOT) and self.previous is None:
+            if k in (START_SLOT, END_SLOT):
                 ok = list(values)
             else:
                 ok = [v for v in values if self._completable((*items, v))]
@@ -490,6 +492,29 @@ class PointerState:
             span = range(positions[0], positions[-1] + 1)
         self._allowed = Allowed(tokens, span)
         return self._allowed
+
+    def _plain_coordinate(self, items: tuple[Item, ...]) -> Allowed:
+        """START/END without the ORF layer: a contiguous range of positions (and ``<cut>``),
+        computed without listing every value (the previous feature only moves the low end)."""
+        n = self.length
+        prev = self.previous
+        if len(items) == START_SLOT:
+            lo, cut = 0, True
+            if prev is not None:
+                pstart = _start_value(prev[2])
+                cut = pstart < 0 and self._completable((*items, CUT))
+                if pstart >= 0:
+                    lo = pstart if self._completable((*items, pstart)) else pstart + 1
+            return Allowed(frozenset({CUT}) if cut else frozenset(), range(lo, n))
+        s = 0 if items[2] == CUT else int(items[2])
+        if prev is None or self._greater_start(items[2]):
+            return Allowed(frozenset({CUT}), range(s, n))
+        pend = _end_value(prev[3])
+        if pend == CUT_RIGHT:
+            cut = self._completable((*items, CUT))
+            return Allowed(frozenset({CUT}) if cut else frozenset(), range(0))
+        lo = max(s, pend if self._completable((*items, pend)) else pend + 1)
+        return Allowed(frozenset({CUT}), range(lo, n))
 
     def accepts(self, item: Item) -> bool:
         """Whether ``item`` may come next (works for an open type set too)."""

@@ -127,7 +127,9 @@ class PointerHead(nn.Module):
         scores = torch.matmul(q, memory.keys.transpose(1, 2)) * scale  # (B, T, L)
         length = memory.keys.shape[1]
         pos = torch.arange(length, device=hidden.device)
-        bucket = distance_bucket(pos[None, None, :] - anchors[:, :, None])  # (B, T, L)
+        # anchors lie in [-1, length]: one bucket per possible distance, then index
+        table = distance_bucket(torch.arange(-length - 1, length + 1, device=hidden.device))
+        bucket = table[pos[None, None, :] - anchors[:, :, None] + length + 1]  # (B, T, L)
         qd = torch.matmul(q, self.distance.weight.t()) * scale  # (B, T, 2*DIST_BINS)
         scores = scores + torch.gather(qd, -1, bucket)
         masked = torch.finfo(scores.dtype).min / 2
