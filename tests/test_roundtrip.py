@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +167,116 @@ def test_every_window_of_bacterial_genomes(genome_pair, name: str) -> None:
     fna, gff = genome_pair(name)
     (windows, tokens), _ = _check_files(str(fna), str(gff), [(2000, 2000, "+"), (2000, 1300, "-")])
     print(f"{name}: windows={windows} mean_target_tokens={tokens / windows:.1f}")
+
+
+# ------------------------------------------------------------------------ the pointer form
+
+
+def pointer_round_trip(
+    infos: dict[str, SequenceInfo],
+    feats: dict[str, Sequence[GenomeFeature]],
+    seqs: dict[str, str],
+    tokenizer,
+    window_len: int,
+    stride: int,
+    strand: str,
+) -> tuple[int, int]:
+    """The pointer form through the trainer's own path: the shard's digit target -> the loader's
+    pointer sample (positions as encoder token + offset from the real tokenizer's offsets) ->
+    items read back from the joint labels and the base layout -> features -> stitched genome.
+    Returns (windows, windows over 510 DNABERT-2 tokens)."""
+    from baking.target.pointers import decode_pointer_target, encode_pointer_target
+    from baking.target.windows import sample_dna
+    from trainer.data.pointer import pointer_sample
+
+    vocab = 100_000  # joint label space: ids below are tokens, V + b is base b
+    names = ["<cut>", "<+>", "<->", "<p0>", "<p1>", "<p2>"]
+    names += [f"<{t}>" for t in DEFAULT_FEATURE_TYPES]
+    token_ids = {t: i for i, t in enumerate(names)}
+    name_of = {i: t for t, i in token_ids.items()}
+    results = []
+    long_windows = 0
+    for seqid, info in infos.items():
+        index = FeatureIndex(feats[seqid], info)
+        for ws, we in plan_windows(info.length, window_len, stride, circular=info.circular):
+            meta = WindowMeta("g", seqid, ws, we, strand, info.length, info.circular, window_len)
+            wf = window_features(index, ws, we, strand)
+            dna = sample_dna(seqs[seqid], ws, we, strand)
+            digits = encode_target(wf, window_len, we - ws)
+            s = pointer_sample(dna, digits, window_len=window_len, tokenizer=tokenizer,
+                               token_ids=token_ids, bos=-1, eos=-2, max_src=1 << 20,
+                               vocab_size=vocab, with_encoder_labels=False)  # fmt: skip
+            long_windows += len(s.src) > 512
+            lay = s.layout
+            assert lay.length == len(dna)
+            items = []
+            for lab, pos in zip(s.labels[:-1], s.positions[1:]):
+                if lab >= vocab:
+                    b = lab - vocab
+                    assert pos == b  # the next input points at the same base
+                    j, o = lay.token[b], lay.offset[b]  # encoder token, base inside it
+                    assert lay.token.index(j) + o == b  # the pair names the base exactly
+                    items.append(b)
+                else:
+                    items.append(name_of[lab])
+            decoded = decode_pointer_target(items, we - ws)
+            assert sorted(decoded) == sorted(wf), (meta, wf, decoded)
+            assert encode_pointer_target(decoded, we - ws) == items
+            results.append((meta, decoded))
+    stitched = stitch(results)
+    assert not [f for f in stitched if f.partial_left or f.partial_right]
+    got = sorted(f.to_genome_feature() for f in stitched)
+    assert got == sorted(f for v in feats.values() for f in v)
+    return len(results), long_windows
+
+
+def _pointer_files(fna: str, gff: str, tokenizer, settings) -> None:
+    doc = read_gff3(gff)
+    seqs = dict(read_fasta(fna))
+    infos = sequence_infos(doc, {k: len(v) for k, v in seqs.items()}, gff)
+    feats, _ = select_features(doc, infos, DEFAULT_FEATURE_TYPES, gff)
+    for w, s, strand in settings:
+        windows, long_windows = pointer_round_trip(infos, feats, seqs, tokenizer, w, s, strand)
+        print(f"{Path(fna).name} w={w} s={s} {strand}: windows={windows} over_512={long_windows}")
+
+
+@pytest.mark.shared
+def test_pointer_form_every_window_of_the_phage(genome_pair, dnabert2_tokenizer_dir) -> None:
+    from trainer.tokens.tokenizer import load_tokenizer
+
+    fna, gff = genome_pair("phage")
+    tok = load_tokenizer(dnabert2_tokenizer_dir)
+    _pointer_files(str(fna), str(gff), tok, [(2000, 2000, "+"), (2000, 500, "-"), (300, 300, "+")])
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["C.crescentus", "E.coli"])
+def test_pointer_form_every_window_of_bacterial_genomes(
+    genome_pair, dnabert2_tokenizer_dir, name: str
+) -> None:
+    """Both strands, through the real DNABERT-2 tokenizer's offsets."""
+    from trainer.tokens.tokenizer import load_tokenizer
+
+    fna, gff = genome_pair(name)
+    tok = load_tokenizer(dnabert2_tokenizer_dir)
+    _pointer_files(str(fna), str(gff), tok, [(2000, 2000, "+"), (2000, 2000, "-")])
+
+
+def test_pointer_form_synthetic_and_random_genomes(tmp_path) -> None:
+    """Synthetic genomes and random multi-sequence genomes, with a small trained tokenizer."""
+    from baking import synthetic
+    from trainer.tokens.tokenizer import train_dna_tokenizer
+
+    genome = synthetic.generate_genome(synthetic.SyntheticConfig(seed=4, chromosome_length=30_000))
+    fna, gff = synthetic.write_genome(genome, tmp_path, "syn")
+    tok = train_dna_tokenizer([s.seq for s in genome.sequences], 64, tmp_path / "tok")
+    _pointer_files(str(fna), str(gff), tok, [(1536, 512, "+"), (1536, 768, "-")])
+    rng = random.Random(12)
+    for _ in range(30):
+        infos, feats = _random_genome(rng)
+        seqs = {k: "".join(rng.choice("ACGT") for _ in range(i.length)) for k, i in infos.items()}
+        w = rng.choice([50, 333, 1000])
+        pointer_round_trip(
+            infos, feats, seqs, tok, w, rng.randrange(w // 4, w + 1), rng.choice("+-")
+        )

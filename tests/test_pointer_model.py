@@ -1,0 +1,238 @@
+"""The pointer model: head, loader samples, cached decoding, ORF-constrained generation."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from test_pointers import _cut_piece_ok
+
+from baking.orfs import genetic_code
+from baking.target.grammar import WindowFeature, encode_target
+from baking.target.pointers import OrfSites, decode_pointer_target, pointer_vocabulary
+from trainer.data.pointer import (
+    base_layout,
+    clip_features,
+    collate_pointer,
+    encoder_labels,
+    pointer_sample,
+)
+from trainer.inference.pointer_generate import generate_pointer_ids, generate_pointer_targets
+from trainer.model import Dna2GffConfig, Dna2GffModel
+from trainer.model.pointer import PointerMemory
+from trainer.model.seq2seq import PointerStep
+
+TYPES = ["CDS", "tRNA"]
+CODE = genetic_code(11)
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    from trainer.tokens.tokenizer import add_annotation_tokens, train_dna_tokenizer
+
+    rng = random.Random(0)
+    seqs = ["".join(rng.choice("ACGT") for _ in range(5000)) for _ in range(4)]
+    tok = train_dna_tokenizer(seqs, 64, tmp_path_factory.mktemp("tok"))
+    add_annotation_tokens(tok, pointer_vocabulary(TYPES))
+    return tok
+
+
+def _config(tok, **kw) -> Dna2GffConfig:
+    fields = dict(vocab_size=tok.get_vocab_size(True), hidden_size=32, num_encoder_layers=2,
+                  num_decoder_layers=2, num_attention_heads=2, intermediate_size=64,
+                  hidden_dropout=0.0, coordinate_form="pointer")  # fmt: skip
+    fields.update(kw)
+    return Dna2GffConfig(**fields)
+
+
+def _sample(tok, dna: str, feats, window_len: int, enc_labels: bool = False):
+    ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
+    return pointer_sample(dna, encode_target(feats, window_len, len(dna)), window_len=window_len,
+                          tokenizer=tok, token_ids=ids, bos=1, eos=2, max_src=4096,
+                          vocab_size=tok.get_vocab_size(True), with_encoder_labels=enc_labels)  # fmt: skip
+
+
+def _forward_inputs(batch):
+    return {k: v for k, v in batch.items() if k not in ("labels", "encoder_labels")}
+
+
+def test_base_layout_maps_every_base_once(tok) -> None:
+    dna = "ACGTTGCAAGGCTTAACGATCGATCGGATTACA" * 3
+    enc = tok.encode(dna, add_special_tokens=False)
+    lay = base_layout(dna, enc.offsets, len(enc.ids))
+    assert lay.length == len(dna)
+    for b in range(len(dna)):
+        j = lay.token[b]
+        a, e = enc.offsets[j - 1]
+        assert a + lay.offset[b] == b < e
+    assert lay.codon5[0] == 16 * 0 + 4 * 1 + 2  # ACG
+    assert lay.codon3[2] == lay.codon5[0] and lay.codon3[0] == lay.codon3[1] == 64
+    short = base_layout(dna, enc.offsets, 3)  # only 3 tokens reach the encoder
+    assert short.length == enc.offsets[2][1]
+
+
+def test_truncated_window_keeps_an_exact_clipped_target(tok) -> None:
+    feats = [WindowFeature(10, 290, "-", "CDS", 1), WindowFeature(250, 299, "+", "tRNA")]
+    clipped = clip_features(feats, 200)
+    assert clipped == [WindowFeature(10, 199, "-", "CDS", (1 - 91) % 3, False, True)]
+    rng = random.Random(2)
+    dna = "".join(rng.choice("ACGT") for _ in range(300))
+    ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
+    s = pointer_sample(dna, encode_target(feats, 300), window_len=300, tokenizer=tok,
+                       token_ids=ids, bos=1, eos=2, max_src=40, vocab_size=1000,
+                       with_encoder_labels=True)  # fmt: skip
+    n = s.layout.length
+    assert len(s.src) == 40 and n < 300
+    items = [lab - 1000 if lab >= 1000 else tok.id_to_token(lab) for lab in s.labels[:-1]]
+    assert decode_pointer_target(items, n) == clip_features(feats, n)
+    assert s.enc_labels is not None and len(s.enc_labels) == len(s.src)
+
+
+def test_encoder_labels_mark_frames_and_codons(tok) -> None:
+    dna = "A" * 30 + "ATGAAACCCTAA" + "A" * 30
+    f = WindowFeature(30, 41, "+", "CDS", 0)
+    enc = tok.encode(dna, add_special_tokens=False)
+    lay = base_layout(dna, enc.offsets, len(enc.ids))
+    labels = encoder_labels([f], lay, len(enc.ids) + 2)
+    assert labels[0] == labels[-1] == -100  # [CLS], [SEP]
+    assert labels[lay.token[30]] == 7 and labels[lay.token[41]] == 8
+    assert labels[lay.token[0]] == 0 and labels[lay.token[70]] == 0
+    coding = {labels[lay.token[b]] for b in range(34, 38)}
+    assert coding <= {1, 2, 3, 7, 8} and coding & {1, 2, 3}
+
+
+def test_cached_decoding_equals_full_forward_and_reload(tok, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Dna2GffModel(_config(tok, encoder_aux_weight=0.5)).eval()
+    rng = random.Random(1)
+    dna = "".join(rng.choice("ACGT") for _ in range(300))
+    feats = [WindowFeature(0, 40, "+", "CDS", 2, True, False), WindowFeature(60, 299, "-", "CDS",
+             0, False, True), WindowFeature(100, 180, "+", "tRNA")]  # fmt: skip
+    batch = collate_pointer([_sample(tok, dna, feats, 300, True)], 3, 512)
+    with torch.no_grad():
+        full = model(**_forward_inputs(batch))
+        assert full.encoder_logits is not None
+        enc = model.encode(batch["input_ids"], batch["attention_mask"])
+        memory = model.pointer_memory(enc, batch["base_token"], batch["base_offset"],
+                                      batch["codon5"], batch["codon3"], batch["base_mask"])  # fmt: skip
+        cache = None
+        steps = []
+        for t in range(batch["decoder_input_ids"].shape[1]):
+            sl = slice(t, t + 1)
+            step = PointerStep(memory, batch["decoder_positions"][:, sl],
+                               batch["decoder_anchors"][:, sl])  # fmt: skip
+            logits, cache = model.decode(batch["decoder_input_ids"][:, sl], enc,
+                                         batch["attention_mask"], past_key_values=cache,
+                                         use_cache=True, pointer=step)  # fmt: skip
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full.logits, rtol=1e-4, atol=1e-4)
+    model.save_pretrained(tmp_path / "m")
+    again = Dna2GffModel.from_pretrained(tmp_path / "m").eval()
+    assert again.config.coordinate_form == "pointer" and again.config.encoder_aux_weight == 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(again(**_forward_inputs(batch)).logits, full.logits)
+
+
+class RandomLogits(torch.nn.Module):
+    """A stand-in model whose every logit is random: constrained decoding must still only write
+    valid targets (and, with the ORF layer, valid ORFs) whatever it prefers."""
+
+    def __init__(self, config: Dna2GffConfig, seed: int) -> None:
+        super().__init__()
+        self.config = config
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def encode(self, input_ids, attention_mask):
+        return torch.zeros(*input_ids.shape, 4)
+
+    def pointer_memory(self, enc, base_token, base_offset, codon5, codon3, base_mask):
+        b, n = base_token.shape
+        return PointerMemory(torch.zeros(b, n, 4), torch.zeros(b, n, 4), base_mask.bool())
+
+    def decode(self, ids, enc, mask, past_key_values=None, use_cache=False, pointer=None):
+        n = pointer.memory.keys.shape[1]
+        logits = torch.randn(ids.shape[0], 1, self.config.vocab_size + n, generator=self.gen) * 3
+        return logits, _NoCache()
+
+
+class _NoCache:
+    def index_select(self, index):
+        return self
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_orf_constrained_decoding_never_emits_an_invalid_orf(tok, beams: int) -> None:
+    from baking import synthetic
+    from baking.target.windows import sample_dna
+
+    genome = synthetic.generate_genome(synthetic.SyntheticConfig(seed=6, chromosome_length=20_000))
+    seq = genome.sequences[0].seq
+    rng = random.Random(4)
+    windows = [sample_dna(seq, s, s + 400, rng.choice("+-")) for s in range(0, 16_000, 500)]
+    windows += [
+        "".join(rng.choice("AATTGC") for _ in range(rng.choice([3, 50, 400]))) for _ in range(8)
+    ]
+    cfg = _config(tok)
+    n_cds = 0
+    for seed in range(3):
+        model = RandomLogits(cfg, seed)
+        outs = generate_pointer_targets(model, tok, windows, 400, TYPES, max_new_tokens=80,
+                                        num_beams=beams, orf_code=CODE)  # fmt: skip
+        for dna, out in zip(windows, outs):
+            orf = OrfSites(dna.upper(), CODE.starts, CODE.stops)
+            feats = decode_pointer_target(out.tokens, len(dna), TYPES, orf)  # valid, ORF layer on
+            for f in feats:
+                if f.type == "CDS":
+                    n_cds += 1
+                    assert _cut_piece_ok(dna.upper(), f), (dna, f)
+            assert all(lp <= 1e-6 for lp in out.token_logprobs)
+    assert n_cds > 50
+
+
+def test_untrained_model_decodes_valid_targets_batched_like_alone(tok) -> None:
+    torch.manual_seed(3)
+    model = Dna2GffModel(_config(tok)).eval()
+    with torch.no_grad():  # a biased head so the untrained model writes features
+        model.pointer_head.query.weight.mul_(50)
+    rng = random.Random(3)
+    windows = ["".join(rng.choice("ACGT") for _ in range(n)) for n in (300, 120, 300)]
+    both = generate_pointer_targets(model, tok, windows, 300, TYPES, max_new_tokens=30)
+    for i, dna in enumerate(windows):
+        alone = generate_pointer_targets(model, tok, [dna], 300, TYPES, max_new_tokens=30)[0]
+        assert alone.tokens == both[i].tokens
+        decode_pointer_target(alone.tokens if alone.complete else alone.tokens, len(dna), TYPES)
+    with pytest.raises(ValueError):
+        generate_pointer_ids(model, torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3), [],
+                             [], {}, num_beams=0)  # fmt: skip
+
+
+def test_a_pointer_model_learns_exact_coordinates(tok) -> None:
+    """Overfit two windows: greedy constrained decoding then writes their targets exactly
+    (the pointer head, the joint loss and the step inputs work together)."""
+    from trainer.train.engine import token_loss
+
+    torch.manual_seed(0)
+    model = Dna2GffModel(_config(tok))
+    rng = random.Random(7)
+    data = []
+    for _ in range(2):
+        dna = "".join(rng.choice("ACGT") for _ in range(200))
+        feats = [WindowFeature(a, a + rng.randrange(20, 60), rng.choice("+-"), "tRNA")
+                 for a in sorted(rng.sample(range(0, 130), 3))]  # fmt: skip
+        data.append((dna, feats))
+    batch = collate_pointer([_sample(tok, d, f, 200) for d, f in data], 3, 512)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        out = model(**_forward_inputs(batch))
+        loss, _ = token_loss(out.logits, batch["labels"], None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if float(loss.detach()) < 0.01:
+            break
+    outs = generate_pointer_targets(model, tok, [d for d, _ in data], 200, TYPES)
+    for (_dna, feats), out in zip(data, outs):
+        assert decode_pointer_target(out.tokens, 200) == sorted(feats)
