@@ -49,6 +49,13 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("Data", "pad_multiple", int, "pad batch lengths to a multiple of this (fewer shapes)"),
     ("Data", "num_workers", int, "loader worker processes per rank"),
     ("Data", "shuffle_buffer", int, "samples in each loader slot's shuffle buffer"),
+    (
+        "Data",
+        "constrained_loss",
+        str,
+        "pointer models: loss over what the decoder allows at each step: orf, grammar or none",
+    ),
+    ("Data", "transl_table", int, "genetic code of the ORF layer in the constrained loss"),
     ("Checkpoints", "save_every", int, "checkpoint every N steps (0 = only at the end)"),
     ("Checkpoints", "keep_last", int, "complete checkpoints to keep"),
     ("Checkpoints", "export_every", int, "export a model folder every N steps (0 = at the end)"),

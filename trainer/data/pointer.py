@@ -190,6 +190,43 @@ class PointerSample:
     labels: list[int]
     layout: BaseLayout
     enc_labels: list[int] | None
+    allowed: list[tuple[list[int], range | tuple[int, ...]]] | None = None
+    """Per label: the token ids and bases the constrained decoder would allow there (the loss is
+    then the constrained distribution's, as decoding scores it); None = unconstrained."""
+
+
+def allowed_steps(
+    items: Sequence[Item],
+    length: int,
+    dna: str,
+    feature_types: Sequence[str],
+    token_ids: dict[str, int],
+    eos: int,
+    code: Any,
+) -> list[tuple[list[int], range | tuple[int, ...]]]:
+    """What the decoder may write at each step of the gold target (and its END), under the
+    pointer grammar with the ORF layer -- or without it when the gold target breaks the ORF rule
+    (a reference CDS that is not an ORF of the window must stay learnable)."""
+    from baking.target.grammar import END
+    from baking.target.pointers import OrfSites, PointerAutomaton
+
+    automaton = PointerAutomaton(list(feature_types), length)
+    orf = OrfSites(dna[:length], code.starts, code.stops) if code is not None else None
+    for layer in (orf, None) if orf is not None else (None,):
+        state = automaton.start(length, layer)
+        out: list[tuple[list[int], range | tuple[int, ...]]] = []
+        try:
+            for item in [*items, END]:
+                allowed = state.allowed()
+                if item not in allowed and not (item == END and state.accepting):
+                    raise GrammarError(f"gold item {item!r} not allowed")
+                ids = [eos if t == END else token_ids[t] for t in allowed.tokens]
+                out.append((ids, allowed.positions))
+                state = state.advance(item)
+        except GrammarError:
+            continue
+        return out
+    raise GrammarError("gold target does not follow the pointer grammar")
 
 
 def pointer_sample(
@@ -204,8 +241,13 @@ def pointer_sample(
     max_src: int,
     vocab_size: int,
     with_encoder_labels: bool,
+    constrain: Any = None,
+    feature_types: Sequence[str] = (),
 ) -> PointerSample:
-    """Build a pointer sample from a shard's DNA and digit target tokens."""
+    """Build a pointer sample from a shard's DNA and digit target tokens.
+
+    ``constrain`` (a genetic code, or ``True`` for the plain grammar) also records the allowed
+    set at every step (``PointerSample.allowed``) for a constrained loss."""
     dna = dna.upper()
     enc = tokenizer.encode(dna, add_special_tokens=False)
     body = enc.ids[: max_src - 2]
@@ -230,7 +272,11 @@ def pointer_sample(
     labels.append(eos)
     anchors = anchors_for(items, length)
     enc_labels = encoder_labels(feats, layout, len(src)) if with_encoder_labels else None
-    return PointerSample(src, dec_in, positions, anchors, labels, layout, enc_labels)
+    allowed = None
+    if constrain is not None and length:
+        code = None if constrain is True else constrain
+        allowed = allowed_steps(items, length, dna, feature_types, token_ids, eos, code)
+    return PointerSample(src, dec_in, positions, anchors, labels, layout, enc_labels, allowed)
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -238,7 +284,11 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def collate_pointer(
-    samples: Sequence[PointerSample], pad: int, max_tgt: int, multiple: int = 1
+    samples: Sequence[PointerSample],
+    pad: int,
+    max_tgt: int,
+    multiple: int = 1,
+    vocab_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Pad a batch of pointer samples (the digit batch's keys plus the base arrays)."""
     b = len(samples)
@@ -262,6 +312,18 @@ def collate_pointer(
     with_enc = all(s.enc_labels is not None for s in samples)
     if with_enc:
         out["encoder_labels"] = torch.full((b, src_len), IGNORE_INDEX, dtype=torch.long)
+    if vocab_size is not None and all(s.allowed is not None for s in samples):
+        allowed = torch.zeros((b, tgt_len, vocab_size + n_bases), dtype=torch.bool)
+        for i, s in enumerate(samples):
+            assert s.allowed is not None
+            for t, (ids, pos) in enumerate(s.allowed[:tgt_len]):
+                allowed[i, t, ids] = True
+                if isinstance(pos, range):
+                    allowed[i, t, vocab_size + pos.start : vocab_size + pos.stop] = True
+                elif pos:
+                    allowed[i, t, [vocab_size + p for p in pos]] = True
+            allowed[i, len(s.allowed[:tgt_len]) :] = True  # pads: no constraint (no label)
+        out["decoder_allowed"] = allowed
     for i, s in enumerate(samples):
         out["input_ids"][i, : len(s.src)] = torch.tensor(s.src)
         out["attention_mask"][i, : len(s.src)] = 1
@@ -324,8 +386,10 @@ class PointerEncoder(Encoder):
         vocab_size: int,
         feature_types: Sequence[str],
         with_encoder_labels: bool = False,
+        constrain: Any = None,
     ) -> None:
         super().__init__(tokenizer_path, ids, max_src, max_tgt, pad_multiple)
+        self.constrain = constrain
         self.window_len = window_len
         self.vocab_size = vocab_size
         self.feature_types = list(feature_types)
@@ -360,9 +424,12 @@ class PointerEncoder(Encoder):
                 max_src=self.max_src,
                 vocab_size=self.vocab_size,
                 with_encoder_labels=self.with_encoder_labels,
+                constrain=self.constrain,
+                feature_types=self.feature_types,
             )
         except (GrammarError, KeyError) as exc:
             raise InputError(sample.get("__key__", "?"), f"bad target: {exc}") from None
 
     def collate(self, samples: Sequence[Any]) -> dict:
-        return collate_pointer(samples, self.ids.pad, self.max_tgt, self.pad_multiple)
+        vocab = self.vocab_size if self.constrain is not None else None
+        return collate_pointer(samples, self.ids.pad, self.max_tgt, self.pad_multiple, vocab)

@@ -204,11 +204,13 @@ class Dna2GffModel(nn.Module):
         base_mask: Tensor | None = None,
         decoder_positions: Tensor | None = None,
         decoder_anchors: Tensor | None = None,
+        decoder_allowed: Tensor | None = None,
     ) -> Seq2SeqOutput:
         """Teacher-forced pass. ``decoder_input_ids`` = [CLS] + target, ``labels`` = target + [SEP]
         (already shifted by the caller; pads as -100). A pointer model also takes the batch's base
         arrays (B, L) and per decoder position the pointed base and the anchor (B, T); its logits
-        and labels are joint (``V + b`` = base ``b``)."""
+        and labels are joint (``V + b`` = base ``b``); ``decoder_allowed`` (B, T, V + L) masks
+        them to what the constrained decoder allows at each step (a constrained loss)."""
         enc = self.encode(input_ids, attention_mask)
         pointer = None
         if self.pointer_head is not None:
@@ -221,6 +223,8 @@ class Dna2GffModel(nn.Module):
         logits, _, aux = self._decode(
             decoder_input_ids, enc, attention_mask, decoder_attention_mask, None, pointer
         )
+        if decoder_allowed is not None:
+            logits = logits.masked_fill(~decoder_allowed, torch.finfo(logits.dtype).min / 2)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(

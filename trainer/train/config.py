@@ -43,6 +43,12 @@ class TrainConfig:
     grad_clip: float = 1.0
     bf16: bool = True
     """bf16 weights and activations (ZeRO keeps fp32 master weights)."""
+    constrained_loss: str = "orf"
+    """Pointer models: the loss of each step is the constrained decoder's distribution over what
+    it allows there -- ``orf`` (pointer grammar + ORF layer, as annotate decodes), ``grammar``
+    (pointer grammar only) or ``none`` (every base and target token)."""
+    transl_table: int = 11
+    """Genetic code of the ORF layer in the constrained loss."""
     restrict_loss_vocab: bool = True
     """Softmax only over the target vocabulary (annotation tokens + [SEP]) in the loss."""
     max_src_tokens: int = 512
@@ -93,6 +99,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.constrained_loss not in ("orf", "grammar", "none"):
+            raise ConfigError(
+                f"constrained_loss must be orf, grammar or none, got {self.constrained_loss!r}"
+            )
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
         if not 0 <= self.min_lr <= self.lr:

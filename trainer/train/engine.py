@@ -208,7 +208,18 @@ def make_encoder(
     return PointerEncoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens,
                           cfg.pad_multiple, window_len=window_len,
                           vocab_size=model_cfg.vocab_size, feature_types=feature_types,
-                          with_encoder_labels=model_cfg.encoder_aux_weight > 0)  # fmt: skip
+                          with_encoder_labels=model_cfg.encoder_aux_weight > 0,
+                          constrain=_loss_constraint(cfg))  # fmt: skip
+
+
+def _loss_constraint(cfg: TrainConfig) -> Any:
+    """What the pointer loss is constrained by: the ORF layer's genetic code, the plain grammar
+    (``True``), or nothing (``None``)."""
+    if cfg.constrained_loss == "orf":
+        from baking.orfs import genetic_code
+
+        return genetic_code(cfg.transl_table)
+    return True if cfg.constrained_loss == "grammar" else None
 
 
 def token_loss(
@@ -271,7 +282,7 @@ def forward_batch(engine: Any, batch: dict[str, torch.Tensor]) -> Any:
 
 
 POINTER_KEYS = ("base_token", "base_offset", "codon5", "codon3", "base_mask",
-                "decoder_positions", "decoder_anchors")  # fmt: skip
+                "decoder_positions", "decoder_anchors", "decoder_allowed")  # fmt: skip
 
 
 def encoder_aux_loss(outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
