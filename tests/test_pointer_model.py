@@ -236,3 +236,50 @@ def test_a_pointer_model_learns_exact_coordinates(tok) -> None:
     outs = generate_pointer_targets(model, tok, [d for d, _ in data], 200, TYPES)
     for (_dna, feats), out in zip(data, outs):
         assert decode_pointer_target(out.tokens, 200) == sorted(feats)
+
+
+def test_constrained_loss_masks_keep_the_gold_and_force_orf_ends(tok) -> None:
+    """On a synthetic genome's windows (both strands) the ORF layer allows every gold item,
+    forces a '+' CDS's end after its start, and the masked loss is the constrained one."""
+    from baking import synthetic
+    from baking.target.features import GenomeFeature, SequenceInfo
+    from baking.target.windows import FeatureIndex, sample_dna, window_features
+
+    genome = synthetic.generate_genome(synthetic.SyntheticConfig(seed=8, chromosome_length=20_000))
+    s0 = genome.sequences[0]
+    ref = [GenomeFeature(f.seqid, f.start, f.end, f.strand, f.type, f.phase)
+           for f in genome.features if f.seqid == s0.seqid and f.type in TYPES]  # fmt: skip
+    index = FeatureIndex(ref, SequenceInfo(s0.seqid, len(s0.seq), True))
+    ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
+    v = tok.get_vocab_size(True)
+    samples = []
+    forced = 0
+    for start in range(0, 15_000, 700):
+        for strand in "+-":
+            wf = window_features(index, start, start + 600, strand)
+            dna = sample_dna(s0.seq, start, start + 600, strand)
+            s = pointer_sample(dna, encode_target(wf, 600), window_len=600, tokenizer=tok,
+                               token_ids=ids, bos=1, eos=2, max_src=4096, vocab_size=v,
+                               with_encoder_labels=False, constrain=CODE,
+                               feature_types=TYPES)  # fmt: skip
+            assert s.allowed is not None and len(s.allowed) == len(s.labels)
+            items = s.labels[:-1]
+            for k, (lab, (tids, pos)) in enumerate(zip(s.labels, s.allowed)):
+                assert (lab - v in pos) if lab >= v else (lab in tids)
+                plus_cds = k >= 3 and items[k - 3] == ids["<CDS>"] and items[k - 2] == ids["<+>"]
+                if plus_cds and items[k - 1] >= v:  # END after a closed '+' start: forced
+                    assert len(pos) + len(tids) == 1
+                    forced += 1
+            samples.append(s)
+    assert forced > 5
+    batch = collate_pointer(samples[:6], 3, 512, 1, v)
+    torch.manual_seed(0)
+    model = Dna2GffModel(_config(tok)).eval()
+    with torch.no_grad():
+        masked = model(**_forward_inputs(batch)).logits
+        free = model(**{k: x for k, x in _forward_inputs(batch).items() if k != "decoder_allowed"})
+    from trainer.train.engine import token_loss
+
+    lm, _ = token_loss(masked, batch["labels"], None)
+    lf, _ = token_loss(free.logits, batch["labels"], None)
+    assert float(lm) < float(lf)  # renormalised over fewer choices
