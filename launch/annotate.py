@@ -18,6 +18,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from baking.target.pointers import MIN_ORF_CODONS
 from launch._cli import add_logging_args, run_cli, setup_logging
 from trainer.inference.annotate import AnnotateOptions, annotate
 
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="pointer models: let the decoder write any CDS, not only valid ORFs of the window",
     )
+    sn.add_argument("--min_orf_codons", type=int, default=MIN_ORF_CODONS,
+                    help="with the ORF constraint: shortest whole CDS, codons incl. start/stop")  # fmt: skip
     sn.add_argument("--transl_table", type=int, default=11, help="NCBI genetic code (1, 4, 11, 25)")
     lg = p.add_argument_group("Logging")
     add_logging_args(lg)
@@ -98,6 +101,7 @@ def _main(argv: Sequence[str] | None) -> int:
         complete_orfs=not (args.no_snap or args.no_complete),
         snap_window=args.snap_window,
         orf_constraint=not args.no_orf_constraint,
+        min_orf_codons=args.min_orf_codons,
         transl_table=args.transl_table,
         circular=tuple(c for c in args.circular.split(",") if c),
         device=args.device,

@@ -144,14 +144,15 @@ def test_random_walks_decode_and_reencode(orf_on: bool) -> None:
         assert n_cds > 100  # the walks did exercise CDS
 
 
-def test_orf_sites_agree_with_independent_check_on_every_choice() -> None:
-    """Every CDS the ORF layer allows in a random window is a valid ORF piece, and every valid
-    complete ORF of the window is allowed (nothing real is excluded)."""
+@pytest.mark.parametrize("min_codons", [0, 30])
+def test_orf_sites_agree_with_independent_check_on_every_choice(min_codons: int) -> None:
+    """Every CDS the ORF layer allows in a random window is a valid ORF piece (at least
+    ``min_codons`` long when whole), and every such complete ORF of the window is allowed."""
     rng = random.Random(5)
     for _ in range(20):
         n = 240
         dna = "".join(rng.choice("ACGT") for _ in range(n))
-        orf = OrfSites(dna, CODE.starts, CODE.stops)
+        orf = OrfSites(dna, CODE.starts, CODE.stops, min_codons)
         allowed = set()
         for strand in "+-":
             starts = [None, *orf.starts(strand)]
@@ -170,11 +171,13 @@ def test_orf_sites_agree_with_independent_check_on_every_choice() -> None:
                         )
                         assert _cut_piece_ok(dna, f), f
                         assert orf.feature_ok(f)
+                        if not (f.cut_left or f.cut_right):
+                            assert f.end - f.start + 1 >= 3 * min_codons
                         allowed.add((f.start, f.end, strand))
         index = OrfIndex(dna, 11)
         for strand in "+-":
             for lo in range(n):
-                for hi in range(lo + 6, n + 1, 3):
+                for hi in range(lo + max(6, 3 * min_codons), n + 1, 3):
                     if index.is_valid_orf(lo, hi, strand):
                         assert (lo, hi - 1, strand) in allowed, (lo, hi, strand)
 

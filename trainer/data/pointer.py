@@ -208,10 +208,12 @@ def allowed_steps(
     pointer grammar with the ORF layer -- or without it when the gold target breaks the ORF rule
     (a reference CDS that is not an ORF of the window must stay learnable)."""
     from baking.target.grammar import END
-    from baking.target.pointers import OrfSites, PointerAutomaton
+    from baking.target.pointers import MIN_ORF_CODONS, OrfSites, PointerAutomaton
 
     automaton = PointerAutomaton(list(feature_types), length)
-    orf = OrfSites(dna[:length], code.starts, code.stops) if code is not None else None
+    orf = None
+    if code is not None:
+        orf = OrfSites(dna[:length], code.starts, code.stops, MIN_ORF_CODONS)
     for layer in (orf, None) if orf is not None else (None,):
         state = automaton.start(length, layer)
         out: list[tuple[list[int], range | tuple[int, ...]]] = []

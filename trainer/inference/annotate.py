@@ -28,6 +28,7 @@ from tqdm import tqdm
 from baking.common.errors import ConfigError, InputError
 from baking.formats.gff3 import GFFFeature, write_gff3
 from baking.target.grammar import DEFAULT_FEATURE_TYPES, PHASED_TYPES, GrammarAutomaton
+from baking.target.pointers import MIN_ORF_CODONS
 from baking.target.windows import WindowMeta, plan_windows, window_dna
 from trainer.inference.generate import GeneratedTarget, generate_targets
 from trainer.inference.merge import (
@@ -67,6 +68,8 @@ class AnnotateOptions:
     snap_window: int = 30
     orf_constraint: bool = True
     """Pointer models: decode a CDS only as a valid ORF of the window (``--transl_table``)."""
+    min_orf_codons: int = MIN_ORF_CODONS
+    """With the ORF constraint: the shortest whole CDS (codons, start and stop included)."""
     transl_table: int = 11
     circular: tuple[str, ...] = ()
     """Sequence ids to treat as circular; ``("all",)`` for every sequence."""
@@ -170,7 +173,9 @@ def annotate_sequences(
     if generate is None:
         if pointer:
             code = genetic_code(options.transl_table) if options.orf_constraint else None
-            generate = functools.partial(generate_pointer_targets, orf_code=code)
+            generate = functools.partial(
+                generate_pointer_targets, orf_code=code, min_orf_codons=options.min_orf_codons
+            )
         else:
             generate = generate_targets
     t0 = time.perf_counter()

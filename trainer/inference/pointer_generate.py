@@ -23,6 +23,7 @@ from baking.target.grammar import END, PHASED_TYPES, WindowFeature
 from baking.target.pointers import (
     CUT,
     END_SLOT,
+    MIN_ORF_CODONS,
     START_SLOT,
     Item,
     OrfSites,
@@ -267,11 +268,12 @@ def generate_pointer_targets(
     num_beams: int = 1,
     device: str | torch.device = "cpu",
     orf_code: Any = None,
+    min_orf_codons: int = MIN_ORF_CODONS,
 ) -> list[GeneratedTarget]:
     """Generate each window's pointer target (items: token strings and base positions).
 
     ``orf_code`` (``starts``/``stops`` codon sets, e.g. ``snap.genetic_code(11)``) turns on the
-    ORF constraint for CDS.
+    ORF constraint for CDS; a CDS closed at both ends then spans at least ``min_orf_codons``.
     """
     if not windows_dna:
         return []
@@ -291,7 +293,7 @@ def generate_pointer_targets(
         length = max(1, min(lay.length, window_len))
         orf = None
         if orf_code is not None:
-            orf = OrfSites(dna[:length], orf_code.starts, orf_code.stops)
+            orf = OrfSites(dna[:length], orf_code.starts, orf_code.stops, min_orf_codons)
         states.append(automaton.start(length, orf))
     was_training = model.training
     model.eval()
