@@ -359,3 +359,32 @@ def test_window_len_and_types_fall_back_to_options(tiny_model: Path) -> None:
     assert got == (1000, TYPES)  # the tokenizer knows <CDS>, <tRNA>, <rRNA>
     got = resolve_grammar(model, tok, AnnotateOptions(window_len=800, feature_types=("CDS",)))
     assert got == (800, ["CDS"])
+
+
+def test_windows_vote_on_whole_cds_and_one_start_per_stop() -> None:
+    """A CDS that three windows hold whole but only one predicted is dropped; two of three keep
+    it; of two CDS sharing a stop codon the one more windows predicted stays."""
+    from collections import Counter
+
+    from baking.target.windows import WindowMeta
+    from trainer.inference.annotate import _one_start_per_stop
+    from trainer.inference.merge import drop_outvoted
+
+    metas = [WindowMeta("", "s", a, a + 600, "+", 3000, False, 600) for a in (0, 200, 400, 600)]
+
+    def pred(start, end, windows, strand="+", prob=0.5):
+        return Prediction("s", start, end, strand, "CDS", 0, prob, 0, frozenset(windows))
+
+    stray = pred(450, 590, {1})  # held whole by windows 0, 1, 2
+    agreed = pred(451, 591, {0, 2})
+    lonely = pred(1100, 1190, {3})  # held whole only by window 3: nothing to vote with
+    stats = MergeStats()
+    kept = drop_outvoted([stray, agreed, lonely], metas, 0.5, stats)
+    assert kept == [agreed, lonely] and stats.outvoted_dropped == 1
+
+    a, b = pred(100, 400, {0, 1}, prob=0.2), pred(160, 400, {1}, prob=0.9)
+    c = pred(100, 400, {0}, strand="-")  # same end, other strand: another stop codon
+    final = {(p.start, p.end, p.strand, p.type): (p, "") for p in (a, b, c)}
+    snaps: Counter = Counter()
+    out = _one_start_per_stop(final, snaps)
+    assert sorted(p for p, _ in out.values()) == sorted([a, c]) and snaps["same_stop_dropped"] == 1

@@ -34,6 +34,7 @@ from trainer.inference.generate import GeneratedTarget, generate_targets
 from trainer.inference.merge import (
     MergeStats,
     Prediction,
+    drop_outvoted,
     features_with_logprobs,
     merge_windows,
 )
@@ -66,6 +67,11 @@ class AnnotateOptions:
     complete_orfs: bool = True
     """Complete a CDS whose one end no window closed into an ORF from its closed end."""
     snap_window: int = 30
+    min_votes: float = 0.5
+    """A whole CDS (completed ones too) that several windows hold whole must have been predicted
+    by this share of them (0 = off)."""
+    one_start_per_stop: bool = True
+    """Keep one CDS per stop codon (the best-supported start)."""
     orf_constraint: bool = True
     """Pointer models: decode a CDS only as a valid ORF of the window (``--transl_table``)."""
     min_orf_codons: int = MIN_ORF_CODONS
@@ -283,7 +289,34 @@ def _snap_all(
             if final[key][0].prob >= p.prob:
                 continue
         final[key] = (p, status)
+    if options.one_start_per_stop:
+        final = _one_start_per_stop(final, snaps)
     return [final[k] for k in sorted(final)]
+
+
+def _one_start_per_stop(
+    final: dict[tuple[int, int, str, str], tuple[Prediction, str]], snaps: Counter
+) -> dict[tuple[int, int, str, str], tuple[Prediction, str]]:
+    """Keep one CDS per stop codon (strand and 3' end): the one more windows predicted, then
+    the more probable. Overlapping windows that disagree on a gene's start otherwise each leave
+    a copy; a bacterial stop codon ends one gene."""
+    best: dict[tuple[str, int], tuple[int, int, str, str]] = {}
+    out = {}
+    for key, (p, status) in final.items():
+        if p.type != "CDS":
+            out[key] = (p, status)
+            continue
+        stop = (p.strand, p.end if p.strand == "+" else p.start)
+        rank = (len(p.windows), p.prob)
+        if stop in best:
+            snaps["same_stop_dropped"] += 1
+            q = final[best[stop]][0]
+            if (len(q.windows), q.prob) >= rank:
+                continue
+        best[stop] = key
+    for key in best.values():
+        out[key] = final[key]
+    return out
 
 
 def _finish(
@@ -305,9 +338,15 @@ def _finish(
         regions[seqid] = (1, len(seq))
         out.append(_region_line(seqid, len(seq), circular[i]))
         preds, stats = merge_windows(results[i], keep_cds_orphans=options.complete_orfs)
+        snapped = _snap_all(preds, seq, circular[i], options, snaps)
+        if options.min_votes > 0:  # after completion: a completed orphan is voted on too
+            kept = drop_outvoted([p for p, _ in snapped], [m for m, _ in results[i]],
+                                 options.min_votes, stats)  # fmt: skip
+            ids = {id(p) for p in kept}
+            snapped = [(p, s) for p, s in snapped if id(p) in ids]
         for name, value in asdict(stats).items():
             setattr(merge_total, name, getattr(merge_total, name) + value)
-        for p, status in _snap_all(preds, seq, circular[i], options, snaps):
+        for p, status in snapped:
             n_gene += 1
             counts[p.type] += 1
             out.extend(_gene_lines(n_gene, p, status))

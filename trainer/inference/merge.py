@@ -17,6 +17,9 @@ inverts windowing, circular origin included); this module adds what model output
    that overlap by at least half of the longer one are the same gene seen twice with different
    ends; the one predicted farthest from a window edge (more context on both sides) wins, then
    the more probable.
+4. **Votes** (``min_votes``, annotate's default 0.5): a CDS closed at both ends that at least two
+   windows hold whole must have been predicted by that share of them; with overlapping windows a
+   stray ORF one window wrote does not become a gene (``drop_outvoted``).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class MergeStats:
     orphans_dropped: int = 0
     cds_orphans_kept: int = 0
     near_duplicates_dropped: int = 0
+    outvoted_dropped: int = 0
 
 
 def features_with_logprobs(
@@ -140,6 +144,7 @@ def merge_windows(
     results: Sequence[tuple[WindowMeta, Sequence[tuple[WindowFeature, float]]]],
     *,
     keep_cds_orphans: bool = False,
+    min_votes: float = 0.0,
 ) -> tuple[list[Prediction], MergeStats]:
     """All windows of one sequence (metas share seqid) -> its predictions, sorted by start."""
     stats = MergeStats()
@@ -178,4 +183,41 @@ def merge_windows(
             stats.cds_orphans_kept += 1
         else:
             stats.orphans_dropped += 1
-    return drop_near_duplicates(preds, stats), stats
+    preds = drop_near_duplicates(preds, stats)
+    if min_votes > 0:
+        preds = drop_outvoted(preds, [meta for meta, _ in results], min_votes, stats)
+    return preds, stats
+
+
+def _covering_windows(p: Prediction, metas: Sequence[WindowMeta]) -> set[int]:
+    """Windows that hold the whole feature (0-based ``[start-1, end-1]``), origin copies too."""
+    s, e = p.start - 1, p.end - 1
+    out = set()
+    for wi, m in enumerate(metas):
+        shifts = (0, m.seq_length, -m.seq_length) if m.circular else (0,)
+        if any(m.start <= s + k and e + k < m.end for k in shifts):
+            out.add(wi)
+    return out
+
+
+def drop_outvoted(
+    preds: Sequence[Prediction],
+    metas: Sequence[WindowMeta],
+    min_votes: float,
+    stats: MergeStats,
+) -> list[Prediction]:
+    """Rule 4: a CDS closed at both ends that at least two windows hold whole must have been
+    predicted by at least ``min_votes`` of them (a fraction): overlapping windows vote, so one
+    window's stray ORF does not become a gene. Orphans, partial genes and other types are kept
+    (annotate votes after completing orphans, so a completed one is judged like the rest)."""
+    out = []
+    for p in preds:
+        if p.type != "CDS" or p.orphan or p.partial:
+            out.append(p)
+            continue
+        cover = _covering_windows(p, metas)
+        if len(cover) >= 2 and len(cover & p.windows) < min_votes * len(cover):
+            stats.outvoted_dropped += 1
+            continue
+        out.append(p)
+    return out
