@@ -29,7 +29,7 @@ from trainer.tokens.tokenizer import TOKENIZER_NAME
 
 #: What ``init_model`` builds unless told otherwise (measured in docs/learning.md).
 DEFAULT_COORDINATE_FORM = "pointer"
-DEFAULT_ENCODER_AUX_WEIGHT = 0.0
+DEFAULT_ENCODER_AUX_WEIGHT = 0.5
 
 log = logging.getLogger(__name__)
 

@@ -213,11 +213,11 @@ class Dna2GffModel(nn.Module):
         them to what the constrained decoder allows at each step (a constrained loss)."""
         enc = self.encode(input_ids, attention_mask)
         pointer = None
-        if self.pointer_head is not None:
-            if base_token is None or decoder_positions is None or decoder_anchors is None:
-                raise ValueError("a pointer model needs the batch's base arrays and positions")
+        if self.pointer_head is not None and base_token is not None:
+            # without the base arrays a pointer model scores target tokens only (logits (B, T, V))
+            if decoder_positions is None or decoder_anchors is None or base_mask is None:
+                raise ValueError("a pointer batch needs decoder positions, anchors and base_mask")
             assert base_offset is not None and codon5 is not None and codon3 is not None
-            assert base_mask is not None
             memory = self.pointer_memory(enc, base_token, base_offset, codon5, codon3, base_mask)
             pointer = PointerStep(memory, decoder_positions, decoder_anchors)
         logits, _, aux = self._decode(
