@@ -1,6 +1,7 @@
 """Bake genomes into webdataset shards: one genome per task, tasks over a process pool and MPI ranks.
 
-Stages per genome (``bake_genome``): read GFF3 and FASTA -> choose features -> plan windows ->
+Stages per genome (``bake_genome``): read GFF3 (and check its cross-line rules: Parent links,
+multi-feature IDs, CDS phases) and FASTA -> choose features -> plan windows ->
 clip features into each window (and its reverse complement) -> ``encode_target`` -> shard writer.
 All input checks happen before the first sample is written, and shards stay under temporary names
 until the whole run has succeeded (``bake``), so bad input never leaves a half-written output.
@@ -27,6 +28,7 @@ from pathlib import Path
 from baking.common.errors import ConfigError, Dna2GffError, InputError
 from baking.formats.fasta import read_fasta
 from baking.formats.gff3 import read_gff3
+from baking.formats.gff3_semantics import check_gff3_semantics
 from baking.shards.writer import ShardInfo, ShardWriter, safe_name, sample_fields
 from baking.target.features import SequenceInfo, select_features, sequence_infos
 from baking.target.grammar import DEFAULT_FEATURE_TYPES, encode_target, type_token
@@ -192,6 +194,7 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
     t0 = time.perf_counter()
     res = GenomeResult(spec.name, spec.fasta, spec.gff)
     doc = read_gff3(spec.gff)
+    check_gff3_semantics(doc, spec.gff, region_ranges=False)  # features vs FASTA: below
     seqs = dict(read_fasta(spec.fasta))
     infos = sequence_infos(doc, {k: len(v) for k, v in seqs.items()}, spec.gff)
     feats, stats = select_features(doc, infos, cfg.types, spec.gff, cfg.include_pseudo)
