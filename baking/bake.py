@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from baking.common.errors import ConfigError, Dna2GffError, InputError
 from baking.formats.fasta import read_fasta
 from baking.formats.gff3 import read_gff3
 from baking.formats.gff3_semantics import check_gff3_semantics
+from baking.shards.lock import output_lock
 from baking.shards.writer import ShardInfo, ShardWriter, safe_name, sample_fields
 from baking.target.features import SequenceInfo, select_features, sequence_infos
 from baking.target.grammar import DEFAULT_FEATURE_TYPES, encode_target, type_token
@@ -388,8 +390,40 @@ def bake(
 
     Returns ``(manifest, results)`` on rank 0 and ``(None, [])`` elsewhere. With
     ``on_error='stop'`` any failure removes this run's temporary shards and raises
-    ``Dna2GffError``; with ``'skip'`` failed genomes are listed in the manifest.
+    ``Dna2GffError``; with ``'skip'`` failed genomes are listed in the manifest. A second run
+    into the same folder while this one holds ``OUT_DIR/.bake.lock`` fails with ``ConfigError``.
     """
+    check_specs(specs)
+    missing = [g for g in cfg.val_genomes if g not in {s.name for s in specs}]
+    if missing:
+        raise ConfigError(f"val_genomes names unknown genomes: {', '.join(missing)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    comm = mpi_comm()
+    rank = comm.Get_rank() if comm is not None else 0
+    with ExitStack() as stack:
+        busy: str | None = None
+        if rank == 0:  # one lock per run: rank 0 publishes, the other ranks only write temporaries
+            try:
+                stack.enter_context(output_lock(out))
+            except ConfigError as exc:
+                busy = str(exc)
+        if comm is not None:
+            busy = comm.bcast(busy, root=0)
+        if busy is not None:
+            raise ConfigError(busy)
+        return _bake_and_publish(specs, cfg, out, comm, extract_tokens, argv)
+
+
+def _bake_and_publish(
+    specs: Sequence[GenomeSpec],
+    cfg: BakeConfig,
+    out: Path,
+    comm,
+    extract_tokens: str | Path | None,
+    argv: Sequence[str] | None,
+) -> tuple[dict | None, list[GenomeResult]]:
+    """``bake`` once the output folder is locked: bake this rank's genomes, then publish."""
     from baking.formats.tokens_file import merge_tokens
     from baking.shards.manifest import (
         build_manifest,
@@ -400,13 +434,6 @@ def bake(
     from baking.shards.writer import finalise, remove_temps
     from baking.target.grammar import target_vocabulary
 
-    check_specs(specs)
-    missing = [g for g in cfg.val_genomes if g not in {s.name for s in specs}]
-    if missing:
-        raise ConfigError(f"val_genomes names unknown genomes: {', '.join(missing)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    comm = mpi_comm()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     mine = list(specs[rank::size])
     results = bake_local(mine, cfg, out)
