@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.model.dnabert2 import write_random_dnabert2
+from trainer.model.build import build_from_dnabert2
 from trainer.model.encoder import GatedMLP
 from trainer.model.moe import MoEMLP, load_fractions
-from trainer.model.seq2seq import Dna2GffModel, build_from_dnabert2
+from trainer.model.random_checkpoint import write_random_dnabert2
+from trainer.model.seq2seq import Dna2GffModel
 
 SIZES = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48, vocab_size=60)
 
@@ -154,7 +155,7 @@ def test_plain_process_group_and_deepspeed_parallelism(tmp_path, checkpoint):
         f"""
         import torch, torch.distributed as dist
         from trainer.distributed import ensure_process_group, expert_parallel_rank
-        from trainer.model.seq2seq import build_from_dnabert2
+        from trainer.model.build import build_from_dnabert2
         assert ensure_process_group() is True and ensure_process_group() is False
         assert dist.get_world_size() == 1 and expert_parallel_rank(1) == 0
         model = build_from_dnabert2({str(checkpoint)!r}, use_moe=True, num_experts=4).eval()
