@@ -3,7 +3,7 @@
 | module | job |
 |---|---|
 | ``config.py`` | ``Dna2GffConfig``: every size and setting, saved as ``config.json`` |
-| ``encoder.py`` | DNABERT-2 as published (``DNABert2Model``) |
+| ``encoder.py`` | DNABERT-2 as published (``DNABert2Encoder``, ``DNABert2Model``) |
 | ``decoder.py`` | causal DNABERT-2 layers + cross-attention, ``KVCache`` |
 | ``moe.py`` | DeepSpeed MoE MLP, local <-> global expert ids |
 | ``seq2seq.py`` | ``Dna2GffModel``: the encoder-decoder module |
@@ -18,7 +18,7 @@ from trainer.model.build import build_from_dnabert2
 from trainer.model.config import Dna2GffConfig
 from trainer.model.decoder import KVCache
 from trainer.model.dnabert2 import DNABERT2_HUB_ID, load_dnabert2
-from trainer.model.encoder import DNABert2Model, alibi_slopes
+from trainer.model.encoder import DNABert2Encoder, DNABert2Model, alibi_slopes
 from trainer.model.folder import load_model_folder, save_model_folder
 from trainer.model.random_checkpoint import make_tiny_dnabert2, write_random_dnabert2
 from trainer.model.seq2seq import Dna2GffModel, Seq2SeqOutput
@@ -27,6 +27,7 @@ from trainer.model.state import CheckpointError
 __all__ = [
     "DNABERT2_HUB_ID",
     "CheckpointError",
+    "DNABert2Encoder",
     "DNABert2Model",
     "Dna2GffConfig",
     "Dna2GffModel",

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from trainer.distributed import expert_parallel_rank
 from trainer.model.config import Dna2GffConfig
 from trainer.model.decoder import Decoder, KVCache
-from trainer.model.encoder import Embeddings, Encoder
+from trainer.model.encoder import DNABert2Encoder, Embeddings
 from trainer.model.moe import ExpertShard, MoEMLP
 
 IGNORE_INDEX = -100
@@ -52,7 +52,7 @@ class Dna2GffModel(nn.Module):
         self.config = config
         self.ep_size = ep_size if config.use_moe else 1
         self.embeddings = Embeddings(config)
-        self.encoder = Encoder(config)
+        self.encoder = DNABert2Encoder(config)
         self.decoder = Decoder(config, self.ep_size)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.tie_weights()
