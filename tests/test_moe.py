@@ -14,7 +14,7 @@ import torch
 
 from trainer.model.build import build_from_dnabert2
 from trainer.model.encoder import GatedMLP
-from trainer.model.moe import MoEMLP, load_fractions
+from trainer.model.moe import EXPERTS_PREFIX, ExpertShard, MoEMLP, is_expert_key, load_fractions
 from trainer.model.random_checkpoint import write_random_dnabert2
 from trainer.model.seq2seq import Dna2GffModel
 
@@ -139,6 +139,23 @@ def test_saved_model_loads_at_any_ep_size(checkpoint, tmp_path, ep_size):
     assert seen == [0.0, 1.0, 2.0, 3.0]  # every expert held by exactly one rank, in order
     with pytest.raises(ValueError, match="ep_size=3"):
         Dna2GffModel.from_pretrained(tmp_path / "m", ep_size=3)
+
+
+def test_expert_shard_maps_keys_between_local_and_global_ids():
+    """Rank 1 of 2 with 16 experts holds global 8..15 as local 0..7 (two-digit ids included)."""
+    key = f"decoder.layer.1.mlp.{EXPERTS_PREFIX}{{}}.wo.weight"
+    shard = ExpertShard(num_experts=16, ep_size=2, ep_rank=1)
+    assert (shard.local, shard.first) == (8, 8)
+    assert shard.to_global(key.format(2)) == key.format(10)
+    assert shard.to_local(key.format(15)) == key.format(7)
+    assert shard.to_local(key.format(7)) is None  # rank 0's expert
+    assert shard.to_local(key.format(16)) is None  # no such expert
+    other = "decoder.layer.1.mlp.layernorm.weight"
+    assert shard.to_global(other) == shard.to_local(other) == other
+    assert not is_expert_key(other) and is_expert_key(key.format(3))
+    assert shard.all_global(key.format(0)) == [key.format(e) for e in range(16)]
+    assert shard.all_global(key.format(1)) == [] and shard.all_global(other) == [other]
+    assert not is_expert_key(f"{EXPERTS_PREFIX}x.wo.weight")  # an index must be a number
 
 
 def test_partial_expert_set_is_an_error(checkpoint, tmp_path):
