@@ -77,11 +77,12 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
     t0 = time.perf_counter()
     res = GenomeResult(spec.name, spec.fasta, spec.gff)
     doc = read_gff3(spec.gff)
-    check_gff3_semantics(doc, spec.gff, region_ranges=False)  # features vs FASTA: below
+    attrs = [dict(f.attributes) for f in doc.features]
+    check_gff3_semantics(doc, spec.gff, region_ranges=False, attrs=attrs)  # vs FASTA: below
     seqs = dict(read_fasta(spec.fasta))
     infos = sequence_infos(doc, {k: len(v) for k, v in seqs.items()}, spec.gff)
-    feats, stats = select_features(doc, infos, cfg.types, spec.gff, cfg.include_pseudo)
-    del doc
+    feats, stats = select_features(doc, infos, cfg.types, spec.gff, cfg.include_pseudo, attrs)
+    del doc, attrs
     res.features = stats.kept
     res.pseudo_dropped, res.duplicates_dropped = stats.pseudo_dropped, stats.duplicates_dropped
     res.sequences = [

@@ -142,6 +142,62 @@ HOSTILE = [
         "attribute 'Note=a=b' does not contain exactly one '=' (escape it as %3D)",
     ),
     (
+        "empty tag",
+        [GENE, cds(100, 400, "0", "ID=c;Parent=g;=x")],
+        False,
+        5,
+        "attribute '=x' has an empty key",
+    ),
+    (
+        "'.' among attributes",
+        [GENE, cds(100, 400, "0", ".;ID=c;Parent=g")],
+        False,
+        5,
+        "attribute '.': '.' (no attributes) among attributes",
+    ),
+    (
+        "Is_circular other than true",
+        ["chr\tRefSeq\tgene\t100\t400\t.\t+\t.\tID=g;Is_circular=yes"],
+        False,
+        4,
+        "Is_circular='yes': the only allowed value is 'true'",
+    ),
+    (
+        "Target with two fields",
+        ["chr\tRefSeq\tmatch\t100\t400\t.\t+\t.\tID=m;Target=est 1"],
+        False,
+        4,
+        "Target 'est 1' needs 3 or 4 blank-separated fields: id start end [+|-]",
+    ),
+    (
+        "Target with start > end",
+        ["chr\tRefSeq\tmatch\t100\t400\t.\t+\t.\tID=m;Target=est 9 2 +"],
+        False,
+        4,
+        "Target 'est 9 2 +': start 9 > end 2",
+    ),
+    (
+        "##sequence-region given twice",
+        [GENE, "##sequence-region chr 1 3000"],
+        False,
+        5,
+        "##sequence-region chr already given on line 2",
+    ),
+    (
+        "##sequence-region after features of its seqid",
+        [GENE, "chrX\tRefSeq\tgene\t1\t10\t.\t+\t.\tID=x", "##sequence-region chrX 1 100"],
+        False,
+        6,
+        "##sequence-region chrX comes after features on chrX",
+    ),
+    (
+        "a second ##gff-version line",
+        [GENE, "##gff-version 3", cds(100, 400, "0")],
+        False,
+        5,
+        "a second ##gff-version line (concatenated files? merge them properly)",
+    ),
+    (
         "upper-case tag that the spec does not reserve",
         [GENE, cds(100, 400, "0", "ID=c;Parent=g;Product=x")],
         False,
@@ -302,3 +358,12 @@ def test_refseq_genomes_pass(genome_pair, name: str) -> None:
     multi = [i for i, n in pieces.items() if n > 1]
     # E. coli: prfB, insertion elements, ... split into 2-3 lines (their phases were checked)
     assert len(multi) == {"C.crescentus": 0, "E.coli": 20, "phage": 0}[name]
+
+
+def test_tag_given_twice_once_percent_escaped(tmp_path: Path) -> None:
+    """``note=a;no%74e=b`` names ``note`` twice once unescaped: rejected, because keeping one of
+    the two values would silently lose the other (GenomeTools compares raw tags and accepts)."""
+    _fna, gff = _pair(tmp_path, [GENE, cds(100, 400, "0", "ID=c;Parent=g;note=a;no%74e=b")], False)
+    with pytest.raises(InputError) as exc:
+        read_gff3(gff)
+    assert (exc.value.line, exc.value.reason) == (5, "attribute 'note' appears twice on the line")

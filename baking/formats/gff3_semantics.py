@@ -35,21 +35,27 @@ log = logging.getLogger(__name__)
 
 
 def check_gff3_semantics(
-    doc: GFF3Document, path: str | Path, *, region_ranges: bool = True
+    doc: GFF3Document,
+    path: str | Path,
+    *,
+    region_ranges: bool = True,
+    attrs: Sequence[Mapping[str, str]] | None = None,
 ) -> None:
     """Raise ``InputError`` at the first cross-line rule ``doc`` breaks (see the module doc).
 
     ``region_ranges=False`` skips the ``##sequence-region`` containment check, for callers that
-    check every feature against the FASTA sequences instead (the baker).
+    check every feature against the FASTA sequences instead (the baker). ``attrs``: each
+    feature's attributes as a dict, when the caller has them already.
     """
     path = str(path)
-    attrs = [dict(f.attributes) for f in doc.features]
+    if attrs is None:
+        attrs = [dict(f.attributes) for f in doc.features]
     by_id: dict[str, list[int]] = {}
     for i, a in enumerate(attrs):
-        fid = a.get("ID")
-        if fid is not None:
-            by_id.setdefault(fid, []).append(i)
-    segment = _Segments(doc.terminators)
+        if "ID" in a:
+            by_id.setdefault(a["ID"], []).append(i)
+    lines = [f.line for f in doc.features]
+    segment = _Segments(doc.terminators, min(lines, default=0), max(lines, default=0))
     _check_multi_features(doc.features, attrs, by_id, segment, path)
     parents = _check_parents(doc.features, attrs, by_id, segment, path)
     _check_cycles(doc.features, attrs, parents, path)
@@ -63,14 +69,17 @@ def check_gff3_semantics(
 class _Segments:
     """Which ``###``-delimited block a line is in (IDs do not resolve across ``###``)."""
 
-    def __init__(self, terminators: Sequence[int]) -> None:
-        self.lines = sorted(terminators)
+    def __init__(self, terminators: Sequence[int], first: int, last: int) -> None:
+        # only a ### between the first and the last feature can separate two features
+        self.lines = sorted(t for t in terminators if first < t < last)
 
     def __call__(self, line: int) -> int:
         return bisect_left(self.lines, line)
 
     def between(self, a: int, b: int) -> int | None:
         """The line of a ``###`` between lines ``a`` and ``b``, or None."""
+        if not self.lines:
+            return None
         lo, hi = min(a, b), max(a, b)
         i = bisect_left(self.lines, lo)
         return self.lines[i] if i < len(self.lines) and self.lines[i] < hi else None
@@ -131,14 +140,18 @@ def _check_parents(
     by_id: Mapping[str, list[int]],
     segment: _Segments,
     path: str,
-) -> list[list[str]]:
+) -> list[Sequence[str]]:
     """Check every Parent link; returns each feature's parent names."""
-    out: list[list[str]] = []
+    out: list[Sequence[str]] = []
     for f, a in zip(features, attrs):
+        if "Parent" not in a:
+            out.append(())
+            continue
         names = _parent_names(a)
         out.append(names)
+        own = a.get("ID")
         for name in names:
-            if name == a.get("ID"):
+            if name == own:
                 raise InputError(path, f"Parent {name!r} is the feature's own ID", f.line)
             idx = by_id.get(name)
             if idx is None:
@@ -170,32 +183,34 @@ def _check_cycles(
     path: str,
 ) -> None:
     """Parent links between IDs must form no cycle (a feature cannot descend from itself)."""
+    # Only an ID that is some feature's Parent and has a Parent itself can lie on a cycle; in an
+    # annotation that is a thin middle layer (mRNAs, tRNAs), not the many CDS and exons.
+    referenced = {n for names in parents for n in names}
     links: dict[str, list[tuple[str, int]]] = {}  # ID -> (parent ID, line of the link)
     for f, a, names in zip(features, attrs, parents):
-        if names:
-            fid = a.get("ID")
-            if fid is not None:
-                links.setdefault(fid, []).extend((n, f.line) for n in names)
+        if names and a.get("ID") in referenced:
+            own = links.setdefault(a["ID"], [])
+            for n in names:
+                own.append((n, f.line))
     done: set[str] = set()  # IDs from which no cycle is reachable
     for root in links:
         if root in done:
             continue
         on_path = [root]
-        stack = [iter(links[root])]
-        while stack:
-            step = next(stack[-1], None)
-            if step is None:
+        todo = [list(links[root])]  # per ID on the path: the links still to follow
+        while todo:
+            if not todo[-1]:
                 done.add(on_path.pop())
-                stack.pop()
+                todo.pop()
                 continue
-            parent, line = step
+            parent, line = todo[-1].pop()
             if parent in done or parent not in links:  # a top-level ID ends every chain
                 continue
             if parent in on_path:
                 cycle = " -> ".join([*on_path[on_path.index(parent) :], parent])
                 raise InputError(path, f"Parent links form a cycle: {cycle}", line)
             on_path.append(parent)
-            stack.append(iter(links[parent]))
+            todo.append(list(links[parent]))
 
 
 def _sequence_lengths(doc: GFF3Document, attrs: Sequence[Mapping[str, str]]) -> dict[str, int]:
@@ -216,15 +231,21 @@ def _check_cds_phases(
     lengths: Mapping[str, int],
     path: str,
 ) -> None:
-    groups: dict[tuple[str | None, str | None], list[GFFFeature]] = {}
+    by_parent: dict[str | None, list[tuple[GFFFeature, str | None]]] = {}
     for f, a, names in zip(features, attrs, parents):
         if f.type != "CDS":
             continue
         fid = a.get("ID")
         multi = fid if fid is not None and len(by_id[fid]) > 1 else None
-        keys: list[str | None] = list(names) if names else [None] if multi else []
-        for name in keys:  # a top-level multi-feature CDS is a group of its own
-            groups.setdefault((name, multi), []).append(f)
+        for name in names:
+            by_parent.setdefault(name, []).append((f, multi))
+        if not names and multi:  # a top-level multi-feature CDS is a group of its own
+            by_parent.setdefault(None, []).append((f, multi))
+    groups: dict[tuple[str | None, str | None], list[GFFFeature]] = {}
+    for parent_name, children in by_parent.items():
+        if len(children) > 1:  # one CDS line has no phase to follow from
+            for cds, multi_id in children:
+                groups.setdefault((parent_name, multi_id), []).append(cds)
     for (parent, multi), pieces in groups.items():
         if len(pieces) < 2:
             continue
