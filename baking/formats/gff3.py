@@ -167,9 +167,8 @@ def _open_lines(path: Path) -> Iterator[str]:
         raise InputError(path, f"truncated or corrupt gzip file ({exc})", lineno + 1) from exc
 
 
-_GOOD_TAGS: set[str] = (
-    set()
-)  # raw tags already found valid (files repeat a few tags millions of times)
+# Raw tags already found valid: files repeat a few tags millions of times.
+_GOOD_TAGS: set[str] = set()
 
 
 def _parse_attributes(text: str, path: Path, lineno: int) -> tuple[tuple[str, str], ...]:
@@ -225,8 +224,13 @@ def _explain_count(parts: list[str], escaped: bool, path: Path, lineno: int) -> 
         )
     seen: set[str] = set()
     for part in parts:
-        key = part.partition("=")[0].strip()
-        key = unquote(key, errors="replace") if escaped and "%" in key else key
+        key, sep, _value = part.partition("=")
+        if not sep:
+            continue
+        if key[:1].isspace():  # the same normalisation as _parse_attributes
+            key = key.strip()
+        if escaped and "%" in key:
+            key = unquote(key, errors="replace")
         if key in seen:
             raise InputError(path, f"attribute {key!r} appears twice on the line", lineno)
         seen.add(key)
