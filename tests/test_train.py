@@ -17,6 +17,8 @@ import torch
 from baking.common.errors import ConfigError
 from tests.train_helpers import TYPES, WINDOW, make_model, make_tokenizer, write_shards
 from trainer.train.config import TrainConfig
+from trainer.train.hooks import ENV as FAULTS
+from trainer.train.hooks import TrainHooks
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -95,7 +97,9 @@ def test_nan_steps_are_skipped_then_stop_the_run(setup):
 
     from trainer.train.engine import TrainingError, train
 
-    result = train(_cfg(setup, "nan", max_steps=3, nan_at_steps=(2, 3), max_nan_steps=5))
+    result = train(
+        _cfg(setup, "nan", max_steps=3, max_nan_steps=5), TrainHooks(nan_at_steps=frozenset({2, 3}))
+    )
     assert result.nan_steps == 2
     flags = [json.loads(ln)["skipped"] for ln in (setup["root"] / "nan/metrics.jsonl").open()]
     assert flags == [False, True, True]
@@ -105,7 +109,10 @@ def test_nan_steps_are_skipped_then_stop_the_run(setup):
     after = load_file(str(setup["root"] / "nan/export/model.safetensors"))
     assert all(torch.equal(before[k].float(), after[k]) for k in before)
     with pytest.raises(TrainingError, match=r"2 steps had a NaN/inf loss \(max_nan_steps=1\)"):
-        train(_cfg(setup, "nan2", max_steps=4, nan_at_steps=(1, 2), max_nan_steps=1))
+        train(
+            _cfg(setup, "nan2", max_steps=4, max_nan_steps=1),
+            TrainHooks(nan_at_steps=frozenset({1, 2})),
+        )
 
 
 def test_resume_after_crash_gives_identical_losses(setup):
@@ -116,7 +123,7 @@ def test_resume_after_crash_gives_identical_losses(setup):
     )
     train(_cfg(setup, "straight", **kw))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(_cfg(setup, "crashed", fail_at_step=5, **kw))
+        train(_cfg(setup, "crashed", **kw), TrainHooks(fail_at_step=5))
     assert [s for s, _ in __import__("trainer.train.checkpoint").train.checkpoint.list_checkpoints(
         setup["root"] / "crashed/checkpoints")] == [2, 4]  # fmt: skip
     resumed = train(_cfg(setup, "crashed", resume=True, **kw))
@@ -189,7 +196,7 @@ def test_a_crash_with_loader_workers_exits_instead_of_hanging(setup, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "launch/train.py"), "--model", str(setup["model"]),
          "--data", str(setup["data"]), "--output", str(tmp_path / "run"), "--max_steps", "5",
-         "--micro_batch_size", "4", "--num_workers", "2", "--fail_at_step", "1"],
-        capture_output=True, text=True, env=ENV, timeout=120,
+         "--micro_batch_size", "4", "--num_workers", "2"],
+        capture_output=True, text=True, env={**ENV, FAULTS: "fail_at_step=1"}, timeout=120,
     )  # fmt: skip
     assert proc.returncode != 0 and "simulated crash" in proc.stderr
