@@ -92,9 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    Path(args.output).mkdir(parents=True, exist_ok=True)
     rank = os.environ.get("RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
-    setup_logging(args.verbose, str(Path(args.output) / f"train.rank{rank}.log"))
+    setup_logging(args.verbose)  # train() adds RUN_DIR/train.rank{R}.log once the options pass
     fields = {flag: getattr(args, flag) for _, flag, _, _ in _OPTIONS}
     cfg = TrainConfig(model=args.model, data=args.data, output=args.output, resume=args.resume,
                       export=not args.no_export, export_only=args.export_only,

@@ -131,6 +131,17 @@ def from_rank0(value: Any) -> Any:
     return box[0]
 
 
+def all_gather(value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` in one process)."""
+    import torch.distributed as dist
+
+    if not _initialized():
+        return [value]
+    box: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(box, value)
+    return box
+
+
 def barrier() -> None:
     """Wait for every rank (nothing to wait for in one process)."""
     import torch.distributed as dist

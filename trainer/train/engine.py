@@ -36,11 +36,12 @@ from trainer.data.loader import (
     ShardInfo,
     TokenIds,
     batches_per_epoch,
+    iter_batches,
     make_loader,
     read_manifest,
     split_shards,
 )
-from trainer.distributed import barrier, from_rank0, join_launcher_group
+from trainer.distributed import from_rank0, join_launcher_group
 from trainer.train import checkpoint as ckpt
 from trainer.train.config import TrainConfig
 from trainer.train.dsconfig import (
@@ -225,9 +226,13 @@ class _Run:
     val_shards: list[ShardInfo]
     manifest: dict[str, Any]
     result: TrainResult
+    log_handler: logging.Handler | None
+    """This rank's ``train.rank{R}.log`` (removed again when ``train`` returns)."""
+    tokenizer: Any
+    grammar: DataGrammar
+    vocab: torch.Tensor | None
+    """Target vocabulary of the loss (None: the whole vocabulary)."""
     # filled by _set_up_data
-    tokenizer: Any = None
-    grammar: DataGrammar | None = None
     encoder: Encoder | None = None
     batches: Iterator[dict] | None = None
     step_inputs: StepInputs | None = None
@@ -255,23 +260,43 @@ class _Run:
         how = self.step_inputs
         return validation_loss(self.engine, self.val_shards, self.encoder, rank=self.rank,
                                world_size=self.world, micro_batch_size=self.micro_batch,
-                               batches=self.cfg.eval_batches, seed=self.cfg.seed, vocab=how.vocab,
+                               batches=self.cfg.eval_batches, seed=self.cfg.seed, vocab=self.vocab,
                                device=self.device, pad_id=how.pad_id, align=how.align)  # fmt: skip
 
     def export(self) -> None:
-        assert self.grammar is not None
         export_model(self.engine, self.model_cfg, self.out / "export", tokenizer_dir=self.cfg.model,
                      window_len=self.grammar.window_len, feature_types=self.grammar.feature_types,
                      rank=self.rank)  # fmt: skip
 
     def save(self) -> None:
         folder = ckpt.save_checkpoint(self.engine, self.ckpt_root, self.state, rank=self.rank,
-                                      barrier=barrier, keep_last=self.cfg.keep_last)  # fmt: skip
+                                      world=self.world, keep_last=self.cfg.keep_last)  # fmt: skip
         self.result.checkpoint = str(folder)
 
 
+def _open_run_folder(cfg: TrainConfig, out: Path, rank: int) -> logging.Handler:
+    """Create the run folder (config, fresh metrics on rank 0) and log this rank into it."""
+    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        cfg.save(out / "train_config.json")
+        if not cfg.resume:
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+    handler = logging.FileHandler(out / f"train.rank{rank}.log")
+    root = logging.getLogger()
+    shown = next((h.formatter for h in root.handlers if h.formatter is not None), None)
+    handler.setFormatter(
+        shown or logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root.addHandler(handler)
+    return handler
+
+
 def _set_up(cfg: TrainConfig) -> _Run:
-    """Process group, option checks, run folder, DeepSpeed engine (fp32 masters restored)."""
+    """Process group, option checks, then the run folder and the DeepSpeed engine.
+
+    Everything that can reject the options (data, model, ``--ep_size``, batch sizes, target
+    vocabulary, an occupied run folder) runs before the run folder is created.
+    """
     accelerator = use_cpu_accelerator_if_no_gpu()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import deepspeed
@@ -279,6 +304,7 @@ def _set_up(cfg: TrainConfig) -> _Run:
 
     from trainer.model.config import Dna2GffConfig
     from trainer.model.seq2seq import Dna2GffModel
+    from trainer.tokens.tokenizer import load_tokenizer
 
     model_cfg = Dna2GffConfig.load(cfg.model)
     manifest = read_manifest(cfg.data)
@@ -300,12 +326,6 @@ def _set_up(cfg: TrainConfig) -> _Run:
     if not (cfg.resume or cfg.export_only) and latest is not None:
         raise ConfigError(f"{out} already holds checkpoints of a run: pass --resume to continue "
                           "it, or choose another --output")  # fmt: skip
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "train_config.json")
-        if not cfg.resume:
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-
     total_train = sum(s.count for s in train_shards)
     ds_raw = load_ds_config(cfg.deepspeed_config)
     probe = resolve_ds_config(ds_raw, cfg, world, cfg.max_steps)
@@ -316,6 +336,14 @@ def _set_up(cfg: TrainConfig) -> _Run:
         total_steps = min(total_steps, max(1, math.ceil(cfg.epochs * steps_per_epoch)))
     ds = resolve_ds_config(ds_raw, cfg, world, total_steps)
     mb, ga = ds.micro_batch_size, ds.grad_accum
+    tokenizer = load_tokenizer(str(cfg.model))
+    grammar = data_grammar(manifest, tokenizer)
+    vocab = None
+    if cfg.restrict_loss_vocab:
+        vocab = target_vocab_ids(tokenizer, grammar.tokens, model_cfg.eos_token_id).to(device)
+
+    # every option has passed its checks: only now does the run folder appear
+    log_handler = _open_run_folder(cfg, out, rank)
     log.debug("deepspeed config %s", json.dumps(ds.config, sort_keys=True))
     log.debug("train config %s", json.dumps(cfg.to_dict(), sort_keys=True))
 
@@ -345,12 +373,17 @@ def _set_up(cfg: TrainConfig) -> _Run:
                 accelerator=accelerator, device=device, out=out, latest=latest, engine=engine,
                 micro_batch=mb, grad_accum=ga, total_steps=total_steps, state=state,
                 train_shards=train_shards, val_shards=val_shards, manifest=manifest,
-                result=TrainResult(steps=0))  # fmt: skip
+                result=TrainResult(steps=0), log_handler=log_handler, tokenizer=tokenizer,
+                grammar=grammar, vocab=vocab)  # fmt: skip
 
 
 def _resume(run: _Run) -> None:
-    """Load the latest complete checkpoint into the engine and ``run.state`` (when asked to)."""
-    cfg, latest = run.cfg, run.latest
+    """Load the newest intact checkpoint into the engine and ``run.state`` (when asked to).
+
+    Checkpoints whose files do not match their record are skipped with a warning naming the file.
+    """
+    cfg = run.cfg
+    latest = run.latest = ckpt.choose_checkpoint(run.ckpt_root, rank=run.rank, world=run.world)
     if latest is None and cfg.export_only:
         raise InputError(run.ckpt_root, "--export_only needs a complete checkpoint here")
     if latest is None:
@@ -373,25 +406,17 @@ def _resume(run: _Run) -> None:
 
 
 def _set_up_data(run: _Run) -> None:
-    """Tokenizer, target vocabulary, the loader (from the resumed data position), the monitor."""
-    from trainer.tokens.tokenizer import load_tokenizer
-
+    """The loader (from the resumed data position), the monitor, what every step needs."""
     cfg, model_cfg = run.cfg, run.model_cfg
     tokenizer_path = str(cfg.model)
-    run.tokenizer = load_tokenizer(tokenizer_path)
-    run.grammar = data_grammar(run.manifest, run.tokenizer)
     ids = TokenIds(model_cfg.bos_token_id, model_cfg.eos_token_id, model_cfg.pad_token_id)
-    vocab = None
-    if cfg.restrict_loss_vocab:
-        vocab = target_vocab_ids(run.tokenizer, run.grammar.tokens, ids.eos)
-        vocab = vocab.to(run.device)
     run.encoder = Encoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens,
                           cfg.pad_multiple)  # fmt: skip
     dataset = ShardBatches(run.train_shards, run.encoder, rank=run.rank, world_size=run.world,
                            num_workers=cfg.num_workers, micro_batch_size=run.micro_batch,
                            seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
                            start_batch=run.state.micro_batches)  # fmt: skip
-    run.batches = iter(make_loader(dataset, cfg.num_workers, seed=cfg.seed))
+    run.batches = iter_batches(make_loader(dataset, cfg.num_workers, seed=cfg.seed))
     run.monitor = Monitor(run.out, rank=run.rank, total_steps=run.total_steps,
                           start_step=run.state.step)  # fmt: skip
     if run.accelerator == "cuda":
@@ -401,7 +426,7 @@ def _set_up_data(run: _Run) -> None:
         device=run.device,
         pad_id=ids.pad,
         align=model_cfg.use_moe and cfg.ep_size > 1,  # equal (B, T) across each expert group
-        vocab=vocab,
+        vocab=run.vocab,
         aux_coef=model_cfg.moe_aux_loss_coef if model_cfg.use_moe else 0.0,
     )
     run.result = TrainResult(steps=run.state.step, nan_steps=run.state.nan_steps)
@@ -464,7 +489,7 @@ def _record_step(run: _Run, stats: StepStats, lr: float, dt: float) -> None:
 
 def _periodic(run: _Run, stopping: bool) -> None:
     """Validation, decode metric, export and checkpoint when their step has come (or on a stop)."""
-    assert run.monitor is not None and run.grammar is not None
+    assert run.monitor is not None
     cfg, step = run.cfg, run.state.step
     if cfg.eval_every and step % cfg.eval_every == 0 and run.val_shards:
         run.result.val_loss = run.validate()
@@ -534,6 +559,16 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     """
     hooks = hooks if hooks is not None else TrainHooks.from_env()
     run = _set_up(cfg)
+    try:
+        return _run(run, hooks)
+    finally:
+        if run.log_handler is not None:
+            logging.getLogger().removeHandler(run.log_handler)
+            run.log_handler.close()
+
+
+def _run(run: _Run, hooks: TrainHooks) -> TrainResult:
+    cfg = run.cfg
     if cfg.resume or cfg.export_only:
         _resume(run)
     _set_up_data(run)
