@@ -216,7 +216,7 @@ class _Run:
     device: torch.device
     out: Path
     latest: Path | None
-    """The newest complete checkpoint when the run started (rank 0's view, shared)."""
+    """The newest complete checkpoint (rank 0's view, shared); after ``_resume``, the one loaded."""
     engine: Any
     micro_batch: int
     grad_accum: int
@@ -291,6 +291,35 @@ def _open_run_folder(cfg: TrainConfig, out: Path, rank: int) -> logging.Handler:
     return handler
 
 
+def _close_log(handler: logging.Handler | None) -> None:
+    if handler is not None:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _build_engine(cfg: TrainConfig, ds: Any, rank: int) -> Any:
+    """The model under DeepSpeed (seeded per rank), with the exact fp32 weights as ZeRO masters."""
+    import deepspeed
+
+    from trainer.model.seq2seq import Dna2GffModel
+
+    torch.manual_seed(cfg.seed + rank)
+    model = Dna2GffModel.from_pretrained(cfg.model, ep_size=cfg.ep_size)
+    groups = _param_groups(model, cfg.weight_decay)
+    client_opt = None
+    if "optimizer" not in ds.config:
+        client_opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
+    masters = {n: p.detach().clone() for n, p in model.named_parameters()} if ds.bf16 else {}
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        model_parameters=groups if client_opt is None else None,
+        optimizer=client_opt,
+        config=ds.config,
+    )
+    _restore_fp32_masters(engine.module, masters)
+    return engine
+
+
 def _set_up(cfg: TrainConfig) -> _Run:
     """Process group, option checks, then the run folder and the DeepSpeed engine.
 
@@ -299,11 +328,9 @@ def _set_up(cfg: TrainConfig) -> _Run:
     """
     accelerator = use_cpu_accelerator_if_no_gpu()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import deepspeed
     from deepspeed.accelerator import get_accelerator
 
     from trainer.model.config import Dna2GffConfig
-    from trainer.model.seq2seq import Dna2GffModel
     from trainer.tokens.tokenizer import load_tokenizer
 
     model_cfg = Dna2GffConfig.load(cfg.model)
@@ -346,27 +373,16 @@ def _set_up(cfg: TrainConfig) -> _Run:
     log_handler = _open_run_folder(cfg, out, rank)
     log.debug("deepspeed config %s", json.dumps(ds.config, sort_keys=True))
     log.debug("train config %s", json.dumps(cfg.to_dict(), sort_keys=True))
-
-    torch.manual_seed(cfg.seed + rank)
-    model = Dna2GffModel.from_pretrained(cfg.model, ep_size=cfg.ep_size)
-    groups = _param_groups(model, cfg.weight_decay)
-    client_opt = None
-    if "optimizer" not in ds.config:
-        client_opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
-    masters = {n: p.detach().clone() for n, p in model.named_parameters()} if ds.bf16 else {}
-    engine, _, _, _ = deepspeed.initialize(
-        model=model,
-        model_parameters=groups if client_opt is None else None,
-        optimizer=client_opt,
-        config=ds.config,
-    )
+    try:
+        engine = _build_engine(cfg, ds, rank)
+    except BaseException:
+        _close_log(log_handler)
+        raise
     log.info(
         "train start rank=%d world=%d ep_size=%d micro_batch=%d grad_accum=%d steps=%d "
         "train_samples=%d batches_per_epoch=%d accelerator=%s",
         rank, world, cfg.ep_size, mb, ga, total_steps, total_train, per_epoch, accelerator,
     )  # fmt: skip
-    _restore_fp32_masters(engine.module, masters)
-    del masters
     state = ckpt.TrainerState(world_size=world, num_workers=cfg.num_workers, micro_batch_size=mb,
                               seed=cfg.seed)  # fmt: skip
     return _Run(cfg=cfg, model_cfg=model_cfg, rank=rank, world=world, local_rank=local_rank,
@@ -562,9 +578,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     try:
         return _run(run, hooks)
     finally:
-        if run.log_handler is not None:
-            logging.getLogger().removeHandler(run.log_handler)
-            run.log_handler.close()
+        _close_log(run.log_handler)
 
 
 def _run(run: _Run, hooks: TrainHooks) -> TrainResult:
