@@ -25,7 +25,6 @@ setup(
     install_requires=[
         "torch>=2.4,<3",
         "deepspeed>=0.16,<0.20",
-        "transformers>=4.46",
         "tokenizers>=0.20",
         "safetensors>=0.4",
         "huggingface_hub>=0.24",
@@ -53,6 +52,7 @@ setup(
             "dna2gff-evaluate=launch.evaluate:main",
             "dna2gff-demo=launch.demo:main",
             "dna2gff-make-synthetic=launch.make_synthetic:main",
+            "dna2gff-orf-rule=launch.orf_rule:main",
         ]
     },
 )

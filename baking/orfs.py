@@ -223,6 +223,30 @@ class OrfIndex:
         k = int(np.searchsorted(stops, five - 3, "right")) - 1
         return int(stops[k]) if k >= 0 else None
 
+    def forced_ends(self, strand: str) -> np.ndarray:
+        """``forced_end`` for every boundary ``0..n`` at once (``-1`` where it is None).
+
+        One vectorised lookup table per strand, so a decoder that has chosen a 5' end reads the 3'
+        end without a Python call per candidate.
+        """
+        _check_strand(strand)
+        out = np.full(self.n + 1, -1, dtype=np.int64)
+        b = np.arange(self.n + 1)
+        for f in range(3):
+            at = b[b % 3 == f]
+            stops = self._stops[strand][f]
+            if not len(stops):
+                continue
+            if strand == "+":
+                k = np.searchsorted(stops, at, "left")
+                ok = k < len(stops)
+                out[at[ok]] = stops[k[ok]] + 3
+            else:
+                k = np.searchsorted(stops, at - 3, "right") - 1
+                ok = k >= 0
+                out[at[ok]] = stops[k[ok]]
+        return out
+
     def allowed_five_primes(self, three: int, strand: str) -> np.ndarray:
         """Every 5' end a CDS ending at ``three`` can have: in-frame starts after the previous stop.
 

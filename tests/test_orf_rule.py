@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from trainer.inference.orf_rule import (
     score_min_codons,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 SMALL = {"chromosome_length": 30_000, "plasmid_lengths": (5_000,)}
 CANDIDATES = (20, 40, 60, 80, 100, 150, 200)
 
@@ -148,3 +151,37 @@ def test_phage_with_n_chosen_on_the_phage(genome_pair, tmp_path: Path) -> None:
     assert report.stop.f1 == pytest.approx(scores[n][0].f1)
     assert report.exact.f1 == pytest.approx(scores[n][1].f1)
     assert 0.4 < report.stop.f1 < 0.9  # a control, not a gene finder
+
+
+def test_cli_chooses_n_on_training_genomes_and_reports_errors(
+    synthetic_pairs, tmp_path: Path
+) -> None:
+    script = [sys.executable, str(REPO / "launch" / "orf_rule.py")]
+    (fna, gff), (held, _) = synthetic_pairs[0], synthetic_pairs[3]
+    out = tmp_path / "pred.gff3"
+    res = subprocess.run(
+        [*script, "--fasta", held, "--out", out, "--train", fna, gff, "--circular", "all"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    n = choose_min_codons([(fna, gff)])
+    assert f"min_codons={n} " in res.stdout
+    assert f"# dna2gff orf_rule min_codons={n} transl_table=11\n" in out.read_text()
+    assert sum(f.type == "CDS" for f in read_gff3(out).features) > 10
+    bad = tmp_path / "bad.gff3"
+    bad.write_text("##gff-version 3\ns\tx\tCDS\tone\t9\t.\t+\t0\tID=a\n")
+    res = subprocess.run(
+        [*script, "--fasta", held, "--out", tmp_path / "o.gff3", "--train", fna, bad],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith(f"error: {bad}:2:")
+    assert not (tmp_path / "o.gff3").exists()
+    res = subprocess.run(
+        [*script, "--fasta", held, "--out", tmp_path / "o.gff3", "--min_codons", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2 and "error: min_codons must be >= 2" in res.stderr

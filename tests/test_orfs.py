@@ -204,6 +204,12 @@ def test_index_agrees_with_string_scan_on_random_dna(table: int) -> None:
         assert {(o.lo, o.hi) for o in idx.iter_orfs(5, "+")} == _ref_orfs(seq, table, 5)
         mirrored = {(n - o.hi, n - o.lo) for o in rc_idx.iter_orfs(5, "+")}
         assert {(o.lo, o.hi) for o in idx.iter_orfs(5, "-")} == mirrored
+        for strand in "+-":
+            ends = idx.forced_ends(strand)
+            assert ends.shape == (n + 1,)
+            for b in range(n + 1):
+                fe = idx.forced_end(b, strand)
+                assert ends[b] == (-1 if fe is None else fe)
         for lo in range(n):
             assert idx.forced_end(lo, "+") == _ref_first_stop(seq, lo, code.stops)
             fe = rc_idx.forced_end(n - lo, "+")  # minus 5' end lo' = n - lo on the mirror

@@ -211,7 +211,7 @@ def test_untrained_model_decodes_valid_targets_batched_like_alone(tok) -> None:
 def test_a_pointer_model_learns_exact_coordinates(tok) -> None:
     """Overfit two windows: greedy constrained decoding then writes their targets exactly
     (the pointer head, the joint loss and the step inputs work together)."""
-    from trainer.train.engine import token_loss
+    from trainer.train.step import token_loss
 
     torch.manual_seed(0)
     model = Dna2GffModel(_config(tok))
@@ -278,7 +278,7 @@ def test_constrained_loss_masks_keep_the_gold_and_force_orf_ends(tok) -> None:
     with torch.no_grad():
         masked = model(**_forward_inputs(batch)).logits
         free = model(**{k: x for k, x in _forward_inputs(batch).items() if k != "decoder_allowed"})
-    from trainer.train.engine import token_loss
+    from trainer.train.step import token_loss
 
     lm, _ = token_loss(masked, batch["labels"], None)
     lf, _ = token_loss(free.logits, batch["labels"], None)

@@ -2,11 +2,12 @@
 
 Shards are written with ``webdataset.TarWriter`` in the documented sample format (``dna.txt``,
 ``target.txt``, ``json``) with targets made by the real grammar, so the loader and the loss see what
-the baker produces; the manifest uses the baker's field names.
+the baker produces; the manifest uses the baker's field names (bytes and sha256 included).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -39,8 +40,8 @@ def make_model(out_dir: Path, tok_dir: Path, *, use_moe: bool = True, num_expert
                intermediate: int | None = None) -> Path:  # fmt: skip
     """A random tiny DNABERT-2 checkpoint turned into our encoder-decoder folder."""
     from trainer.distributed import disable_cpu_shm_comm, ensure_process_group
-    from trainer.model.dnabert2 import write_random_dnabert2
-    from trainer.model.seq2seq import build_from_dnabert2
+    from trainer.model.build import build_from_dnabert2
+    from trainer.model.random_checkpoint import write_random_dnabert2
     from trainer.tokens.tokenizer import load_tokenizer
 
     disable_cpu_shm_comm()  # no ~50 s compile of DeepSpeed's CPU shm op on a fresh machine
@@ -89,7 +90,9 @@ def write_shards(data_dir: Path, counts: dict[str, list[int]], *, window_len: in
                             "circular": False, "window_len": window_len}  # fmt: skip
                     w.write({"__key__": f"g_{i}_{j:06d}", "dna.txt": dna, "target.txt": target,
                              "json": json.dumps(meta)})  # fmt: skip
-            entries.append({"path": rel, "samples": n})
+            raw = (data_dir / rel).read_bytes()
+            entries.append({"path": rel, "samples": n, "bytes": len(raw),
+                            "sha256": hashlib.sha256(raw).hexdigest()})  # fmt: skip
         splits[split] = {"shards": entries}
     grammar = {"window_len": window_len, "feature_types": TYPES,
                "tokens": target_vocabulary(TYPES, window_len)}  # fmt: skip

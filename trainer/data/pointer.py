@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from baking.common.errors import InputError
 from baking.target.grammar import PHASED_TYPES, GrammarError, WindowFeature, decode_target
 from baking.target.pointers import (
     CUT,
@@ -29,7 +28,7 @@ from baking.target.pointers import (
     encode_pointer_target,
     is_position,
 )
-from trainer.data.loader import Encoder, TokenIds
+from trainer.data.loader import Encoder, TokenIds, _sample_error, _text_field
 from trainer.model.pointer import NO_CODON
 
 log = logging.getLogger(__name__)
@@ -409,11 +408,8 @@ class PointerEncoder(Encoder):
         return self._token_ids
 
     def encode(self, sample: dict[str, Any]) -> PointerSample:  # type: ignore[override]
-        try:
-            dna = sample["dna.txt"].decode("ascii")
-            target = sample["target.txt"].decode("utf-8")
-        except (KeyError, UnicodeDecodeError) as exc:
-            raise InputError(sample.get("__key__", "?"), f"bad sample fields: {exc}") from None
+        dna = _text_field(sample, "dna.txt", "ascii")
+        target = _text_field(sample, "target.txt", "utf-8")
         try:
             return pointer_sample(
                 dna,
@@ -429,8 +425,8 @@ class PointerEncoder(Encoder):
                 constrain=self.constrain,
                 feature_types=self.feature_types,
             )
-        except (GrammarError, KeyError) as exc:
-            raise InputError(sample.get("__key__", "?"), f"bad target: {exc}") from None
+        except (GrammarError, KeyError, ValueError) as exc:
+            raise _sample_error(sample, f"target.txt: {exc}") from None
 
     def collate(self, samples: Sequence[Any]) -> dict:
         vocab = self.vocab_size if self.constrain is not None else None
