@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--stride", type=int, default=512, help="bake stride (bp)")
     d.add_argument("--overlap", type=int, default=1024, help="annotate window overlap (bp)")
     d.add_argument("--rc", default="both", choices=("none", "both", "random"))
+    d.add_argument("--min_orf_codons", default="auto",
+                   help="annotate's shortest whole CDS under the ORF constraint; auto: the ORF "
+                   "rule's N chosen on the training genomes")  # fmt: skip
     d.add_argument("--num_beams", type=int, default=3,
                    help="annotate's beam width (3 measured better than greedy, 5 no better)")  # fmt: skip
     m = p.add_argument_group("model")
@@ -164,7 +167,8 @@ def _score(
     report = lay.out / f"eval_{tag}.json"
     annotate = _py("annotate.py", "--model", model, "--fasta", held[0], "--out", pred,
                    "--circular", "all", "--no_progress", "--batch_size", "32",
-                   "--overlap", str(a.overlap), "--num_beams", str(a.num_beams), *flags)  # fmt: skip
+                   "--overlap", str(a.overlap), "--num_beams", str(a.num_beams),
+                   "--min_orf_codons", str(a.min_orf_codons_used), *flags)  # fmt: skip
     run_step(Step(f"annotate_{tag}", annotate, env={"OMP_NUM_THREADS": str(a.threads)}), i, lay)
     return _evaluate(lay, held, pred, report, f"evaluate_{tag}", i + 1)
 
@@ -194,6 +198,17 @@ def _loop_seconds(log_path: Path) -> float | None:
     return (stamps["train done"] - stamps["train start"]).total_seconds()
 
 
+def _min_orf_codons(a: argparse.Namespace, train_pairs: list[tuple[Path, Path]]) -> int:
+    """The ORF layer's shortest whole CDS: ``auto`` = the N the no-model rule picks on the
+    training genomes (best pooled stop F1 of "every ORF >= N codons"), so the prior comes from
+    training data only, as the control's does."""
+    if a.min_orf_codons != "auto":
+        return int(a.min_orf_codons)
+    from trainer.inference.orf_rule import choose_min_codons
+
+    return choose_min_codons(train_pairs)
+
+
 def run_variant(name: str, a: argparse.Namespace, root: Path) -> dict:
     """Bake, build, train (in chunks) and score one variant in ``root/name``."""
     variant = VARIANTS[name]
@@ -220,7 +235,8 @@ def run_variant(name: str, a: argparse.Namespace, root: Path) -> dict:
     for i, step in enumerate(setup, 1):
         run_step(step, i, lay)
     log.info("variant=%s setup done seconds=%.0f", name, time.perf_counter() - t0)
-    held = genome_pairs(cfg, lay)[1]
+    train_pairs, held = genome_pairs(cfg, lay)
+    a.min_orf_codons_used = _min_orf_codons(a, train_pairs)
     budget = a.minutes * 60.0
     total = a.steps
     rows: list[dict] = []
@@ -271,6 +287,7 @@ def run_variant(name: str, a: argparse.Namespace, root: Path) -> dict:
         idx += 2
     return {"variant": name, "rows": rows, "final": final, "steps": steps_done,
             "train_minutes": trained / 60, "layout": str(lay.out), "idx": idx,
+            "min_orf_codons": a.min_orf_codons_used,
             "curve": learning_curve(lay.run)}  # fmt: skip
 
 
@@ -388,6 +405,8 @@ def format_table(results: list[dict], controls: dict) -> str:
             lines.append(row(label, scores, str(r["steps"]), f"{r['train_minutes']:.1f}"))
     for label, scores in controls.items():
         lines.append(row(label, scores, "0", "0"))
+    n = results[0].get("min_orf_codons")
+    lines.append(f"(ORF layer: a whole CDS spans >= {n} codons, N chosen on the training genomes)")
     last = results[-1]["rows"][-1]["scores"]
     lines.append(row("Prodigal", last, "", "", "prodigal"))
     return "\n".join(lines)
