@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from launch._cli import run_cli, setup_logging
+from launch._cli import check_outputs, run_cli, setup_logging
 from trainer.train.config import TrainConfig
 
 _D = TrainConfig(model="-", data="-", output="-")  # defaults for the help text
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    check_outputs(folders=[args.output], inputs=[args.model, args.data, args.deepspeed_config])
     Path(args.output).mkdir(parents=True, exist_ok=True)
     rank = os.environ.get("RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
     setup_logging(args.verbose, str(Path(args.output) / f"train.rank{rank}.log"))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baking.common.errors import InputError
+from baking.common.files import copy_file
 from trainer.distributed import expert_parallel_group, expert_parallel_rank
 from trainer.model.config import CONFIG_NAME, Dna2GffConfig
 from trainer.model.decoder import CROSS_INIT_STD, Decoder, KVCache
@@ -331,11 +331,7 @@ def _copy_tokenizer(src: Path, out: Path) -> None:
         if (tok_file.parent / name).is_file():
             copies[tok_file.parent / name] = out / name
     for src_file, dst in copies.items():
-        if src_file.resolve() == dst.resolve():
-            continue
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src_file, tmp)
-        tmp.replace(dst)
+        copy_file(src_file, dst)
 
 
 def _init_new_parts(model: Dna2GffModel, seed: int) -> None:

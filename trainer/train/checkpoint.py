@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import shutil
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from baking.common.errors import InputError
+from baking.common.files import read_json, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +103,6 @@ def restore_rng(state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------ save / load
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     engine: Any,
     root: str | Path,
@@ -132,12 +123,12 @@ def save_checkpoint(
     engine.save_checkpoint(str(root), tag=folder.name, save_latest=False)
     folder.mkdir(parents=True, exist_ok=True)
     buf = _torch_bytes(capture_rng())
-    _atomic_write(folder / f"rng_rank{rank}.pt", buf)
+    write_bytes(folder / f"rng_rank{rank}.pt", buf)
     if rank == 0:
-        _atomic_write(folder / STATE_FILE, json.dumps(asdict(state), indent=2).encode())
+        write_bytes(folder / STATE_FILE, json.dumps(asdict(state), indent=2).encode())
     barrier()
     if rank == 0:
-        _atomic_write(folder / COMPLETE, b"ok\n")
+        write_bytes(folder / COMPLETE, b"ok\n")
         rotate(root, keep_last)
         log.info("checkpoint saved step=%d path=%s", state.step, folder)
     barrier()
@@ -175,7 +166,7 @@ def read_state(folder: str | Path) -> TrainerState:
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         raise InputError(path, "checkpoint has no trainer state")
-    return TrainerState.from_dict(json.loads(path.read_text()))
+    return TrainerState.from_dict(read_json(path, "trainer state JSON"))
 
 
 def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerState:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from baking.common.errors import ConfigError, Dna2GffError, InputError
+from baking.common.files import write_text
 from trainer.data.loader import (
     IGNORE_INDEX,
     Encoder,
@@ -327,9 +328,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    os.replace(tmp, path)
+    write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 class _Stop:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from baking.common.files import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,7 @@ def export_model(
         for p, data in saved:
             p.data = data
     if rank == 0:
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
         log.info("exported model=%s", out)
     _barrier()
     return out
