@@ -44,6 +44,7 @@ def _reason(exc: OSError) -> str:
 
 def _kind(mode: int) -> str:
     for test, name in (
+        (stat.S_ISREG, "a file"),
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISLNK, "a symbolic link"),
         (stat.S_ISFIFO, "a FIFO"),
@@ -53,7 +54,7 @@ def _kind(mode: int) -> str:
     ):
         if test(mode):
             return name
-    return "not a plain file"
+    return "an unknown kind of file"
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -100,7 +100,7 @@ def load_manifest(out_dir: str | Path) -> dict:
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise InputError(path, "no manifest (is this a baked output folder?)")
-    data = read_json(path, "a JSON manifest")
+    data = read_json(path, "manifest JSON")
     found = data.get("format") if isinstance(data, dict) else type(data).__name__
     if found != FORMAT:
         raise InputError(path, f"unknown manifest format {found!r}")
