@@ -251,6 +251,11 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list, str]]:
         ),  # fmt: skip
         ("demo", ["--out", f / "demo"], str(f / "demo")),
         (
+            "orf_rule",
+            ["--fasta", absent / "g.fna", "--out", f / "o.gff3", "--min_codons", 60],
+            str(f / "o.gff3"),
+        ),  # fmt: skip
+        (
             "annotate",
             [
                 "--model",
@@ -267,7 +272,7 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list, str]]:
     ]
 
 
-@pytest.mark.slow  # thirteen command subprocesses
+@pytest.mark.slow  # fourteen command subprocesses
 def test_every_command_refuses_an_unwritable_output_before_any_work(tmp_path: Path) -> None:
     """The inputs do not exist either: the output error coming first shows the order."""
     (tmp_path / "afile").write_text("x")
@@ -280,7 +285,7 @@ def test_every_command_refuses_an_unwritable_output_before_any_work(tmp_path: Pa
         assert entries(tmp_path) == {"afile"}, (script, sorted(entries(tmp_path)))
 
 
-@pytest.mark.slow  # eight command subprocesses
+@pytest.mark.slow  # nine command subprocesses
 def test_directories_and_files_in_the_wrong_place(tmp_path: Path) -> None:
     folder = tmp_path / "folder"
     folder.mkdir()
@@ -306,6 +311,11 @@ def test_directories_and_files_in_the_wrong_place(tmp_path: Path) -> None:
         ),  # fmt: skip
         ("make_synthetic", [afile], f"{afile}: not a directory (a file)"),
         ("demo", ["--out", afile], f"{afile}: not a directory (a file)"),
+        (
+            "orf_rule",
+            ["--fasta", ref, "--out", ref, "--min_codons", 60],
+            f"{ref}: is also an input",
+        ),
         ("init_tk", [ref, "--out", afile], f"{afile}: not a directory (a file)"),
         ("resize_model", [folder, ref, "--out", afile], f"{afile}: not a directory (a file)"),
     ]
