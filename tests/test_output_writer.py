@@ -534,3 +534,16 @@ def test_every_writer_goes_through_files_py() -> None:
                 if needle in text:
                     offenders.append(f"{path.relative_to(REPO)}: {needle}")
     assert not offenders, offenders
+
+
+@pytest.mark.shared
+def test_real_genomes_of_different_species_are_refused(genome_pair, tmp_path: Path) -> None:
+    ecoli_fna, ecoli_gff = genome_pair("E.coli")
+    phage_fna, phage_gff = genome_pair("phage")
+    res = run("evaluate", ecoli_gff, phage_gff)
+    one_error_line(res, "NC_000913.3", "NC_000902.1", "no sequence id in common")
+    res = run("evaluate", phage_gff, phage_gff, "--baseline", "prodigal", "--fasta", ecoli_fna)
+    one_error_line(res, str(ecoli_fna), "missing NC_000902.1", "NC_000913.3")
+    res = run("evaluate", phage_gff, phage_gff, "--baseline", "prodigal", "--fasta", phage_fna,
+              "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr
