@@ -19,7 +19,6 @@ from collections.abc import Sequence
 
 from baking.common.files import write_json
 from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
-from trainer.inference.annotate import AnnotateOptions, annotate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +92,9 @@ def _main(argv: Sequence[str] | None) -> int:
         ],
     )
     setup_logging(args.verbose, args.log_file)
+    # torch only now: a wrong output is reported in a fraction of a second, not after its import
+    from trainer.inference.annotate import AnnotateOptions, annotate
+
     options = AnnotateOptions(
         batch_size=args.batch_size,
         num_beams=args.num_beams,

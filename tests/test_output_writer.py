@@ -465,6 +465,31 @@ def test_annotate_refuses_out_equal_to_fasta_and_fifo_out(tiny_model: Path, tmp_
     assert entries(tmp_path) == {"g.fna", "fifo", "link.gff3"}
 
 
+def _child_cpu(argv: list[str]) -> tuple[subprocess.CompletedProcess, float]:
+    """A subprocess and its CPU seconds (wall time on a shared machine says little)."""
+    import resource
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    before = cpu()
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=ENV)
+    return res, cpu() - before
+
+
+def test_annotate_fails_on_its_output_before_importing_torch(tmp_path: Path) -> None:
+    """The preflight costs less than importing torch, let alone loading a model or a genome."""
+    folder = tmp_path / "pred"
+    folder.mkdir()
+    script = str(REPO / "launch" / "annotate.py")
+    res, preflight = _child_cpu([sys.executable, script, "--model", tmp_path / "absent", "--fasta",
+                                 tmp_path / "absent.fna", "--out", folder])  # fmt: skip
+    one_error_line(res, f"{folder}: not a regular file (a directory)")
+    _, torch_import = _child_cpu([sys.executable, "-c", "import torch"])
+    assert preflight < 0.5 * torch_import, (preflight, torch_import)
+
+
 def test_annotate_library_checks_the_output_before_loading_the_model(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
