@@ -572,3 +572,31 @@ def test_real_genomes_of_different_species_are_refused(genome_pair, tmp_path: Pa
     res = run("evaluate", phage_gff, phage_gff, "--baseline", "prodigal", "--fasta", phage_fna,
               "--json")  # fmt: skip
     assert res.returncode == 0, res.stderr
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 64 KiB tmpfs (root only; skipped where mounting is not allowed)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                         capture_output=True, text=True)  # fmt: skip
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(full_disk: Path, tmp_path: Path) -> None:
+    res = run("make_synthetic", full_disk / "g", "--length", 400_000, "--plasmid", 0)
+    one_error_line(res, f"{full_disk / 'g' / 'synthetic_1.fna.gz'}: no space left on device")
+    assert not any((full_disk / "g").iterdir())  # no temporary file left behind
+    with open(full_disk / "filler", "wb", buffering=0) as fh, pytest.raises(OSError):
+        while True:  # fill what is left, then a plot cannot fit either
+            fh.write(bytes(4096))
+    ref = _gff(tmp_path / "ref.gff3", "chr", [(1, 300)])
+    res = run("evaluate", ref, ref, "--plot", full_disk / "o.png")
+    one_error_line(res, f"{full_disk / 'o.png'}: no space left on device")
+    assert entries(full_disk) == {"g", "filler"}
