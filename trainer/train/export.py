@@ -20,15 +20,9 @@ from typing import Any
 import torch
 
 from baking.common.files import replace_dir
+from trainer.distributed import barrier
 
 log = logging.getLogger(__name__)
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def export_model(
@@ -48,7 +42,7 @@ def export_model(
     tmp = out.with_name(f".{out.name}.tmp")
     if rank == 0 and tmp.exists():
         shutil.rmtree(tmp)
-    _barrier()
+    barrier()
     module = engine.module
     saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
     for _, p in module.named_parameters():
@@ -71,5 +65,5 @@ def export_model(
     if rank == 0:
         replace_dir(tmp, out)
         log.info("exported model=%s", out)
-    _barrier()
+    barrier()
     return out
