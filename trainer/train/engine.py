@@ -51,6 +51,7 @@ from trainer.train.dsconfig import (
 )
 from trainer.train.export import export_model
 from trainer.train.monitor import Monitor, peak_flops, train_flops
+from trainer.train.observe import TrainObserver
 from trainer.train.validation import decode_metric, expert_load_scalars, validation_loss
 
 log = logging.getLogger(__name__)
@@ -277,18 +278,23 @@ def _step(
     vocab: torch.Tensor | None,
     coef: float,
     poison: bool,
+    observer: TrainObserver | None = None,
+    step: int = 0,
 ) -> tuple[list[float], tuple[int, int]]:
     """One optimizer step over ``ga`` micro-batches (DeepSpeed steps at the boundary).
 
     Returns this rank's sums ``[loss*n, n, aux, non-finite, src tokens, tgt tokens, 0]`` (the last
     slot is for the stop flag) and the last batch's (S, T). A non-finite loss is still
     back-propagated: ZeRO sees the non-finite gradients and skips the step on every rank.
-    ``poison`` makes the loss NaN (tests of that path).
+    ``poison`` makes the loss NaN (tests of that path). ``observer`` (tests) sees each prepared
+    micro-batch and the reduced gradients of optimizer step ``step``.
     """
     sums = [0.0] * 7
     shapes = (0, 0)
-    for _ in range(ga):
+    for micro in range(ga):
         batch = prepare_batch(next(batches), device, pad_id, align)
+        if observer is not None:
+            observer.micro_batch(step, micro, batch)
         outputs = forward_batch(engine, batch)
         ce, n = token_loss(outputs.logits, batch["labels"], vocab)
         aux = outputs.aux_loss.float() if torch.is_tensor(outputs.aux_loss) else torch.zeros(())
@@ -296,6 +302,8 @@ def _step(
             ce = ce * float("nan")
         loss = ce + coef * aux
         engine.backward(loss)
+        if observer is not None and micro == ga - 1:
+            observer.gradients(step, engine)
         engine.step()
         finite = bool(torch.isfinite(loss.detach()))
         sums[0] += float(ce.detach()) * n if finite else 0.0
@@ -357,8 +365,11 @@ class _Stop:
 # ------------------------------------------------------------------------------------- train
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run (or resume) a training run described by ``cfg``; every rank calls this."""
+def train(cfg: TrainConfig, observer: TrainObserver | None = None) -> TrainResult:
+    """Run (or resume) a training run described by ``cfg``; every rank calls this.
+
+    ``observer`` (tests only, see ``trainer.train.observe``) watches every step; None in production.
+    """
     accelerator = use_cpu_accelerator_if_no_gpu()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import deepspeed
@@ -502,11 +513,14 @@ def train(cfg: TrainConfig) -> TrainResult:
             t0 = time.perf_counter()
             lr = float(engine.get_lr()[0]) if engine.get_lr() else cfg.lr  # the lr this step uses
             poison = state.step + 1 in cfg.nan_at_steps
-            sums, shapes = _step(engine, batches, ga, device, ids.pad, align, vocab, coef, poison)
+            sums, shapes = _step(engine, batches, ga, device, ids.pad, align, vocab, coef, poison,
+                                 observer, state.step + 1)  # fmt: skip
             state.micro_batches += ga
             sums[6] = 1.0 if stop.requested else 0.0
             g = _all_sum(sums, device)
             state.step += 1
+            if observer is not None:
+                observer.step_end(state.step, engine, lr)
             state.samples += mb * ga * world
             tokens = g[4] + g[5]
             state.tokens += int(tokens)
