@@ -37,7 +37,7 @@ TOKENIZER = GENOMES.parent / "dnabert2" / "DNABERT-2-117M" / "tokenizer.json"
 
 
 def _specs(names: list[str]):
-    from baking.bake import GenomeSpec
+    from baking.bake_config import GenomeSpec
 
     out = []
     for n in names:
@@ -54,7 +54,8 @@ def _specs(names: list[str]):
 
 def run_once(names: list[str], workers: int, window: int) -> dict:
     """Bake ``names`` once in this process; returns time, bp, RSS and target figures."""
-    from baking.bake import BakeConfig, bake
+    from baking.bake import bake
+    from baking.bake_config import BakeConfig
 
     cfg = BakeConfig(window_len=window, workers=workers, progress=False)
     with tempfile.TemporaryDirectory() as out:

@@ -20,7 +20,8 @@ import re
 import time
 from collections.abc import Sequence
 
-from baking.bake import DEFAULT_WINDOW, RC_MODES, BakeConfig, GenomeSpec, bake, format_summary
+from baking.bake import bake, format_summary
+from baking.bake_config import DEFAULT_WINDOW, RC_MODES, BakeConfig, GenomeSpec
 from baking.common.errors import ConfigError, InputError
 from baking.target.grammar import DEFAULT_FEATURE_TYPES
 from launch._cli import run_cli, setup_logging

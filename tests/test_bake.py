@@ -10,7 +10,8 @@ import pytest
 import webdataset as wds
 from bake_helpers import output_files, run_bake, small_genome
 
-from baking.bake import BakeConfig, GenomeSpec, bake
+from baking.bake import bake
+from baking.bake_config import BakeConfig, GenomeSpec
 from baking.formats.fasta import read_fasta_dict, reverse_complement
 from baking.formats.gff3 import read_gff3
 from baking.shards.manifest import load_manifest

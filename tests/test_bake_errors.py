@@ -140,7 +140,8 @@ def test_bad_genome_list(tmp_path: Path) -> None:
 
 def test_sequence_region_mismatch_and_previous_output_kept(tmp_path: Path) -> None:
     """A failing re-run leaves the previous run's shards and manifest exactly as they were."""
-    from baking.bake import BakeConfig, GenomeSpec, bake
+    from baking.bake import bake
+    from baking.bake_config import BakeConfig, GenomeSpec
     from baking.common.errors import InputError
 
     fna, gff = small_genome(tmp_path / "in", "g")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from bake_helpers import output_files, run_bake, small_genome, write_pair
 
-from baking.bake import BakeConfig, GenomeSpec, bake
+from baking.bake import bake
+from baking.bake_config import BakeConfig, GenomeSpec
 from baking.shards.manifest import load_manifest
 
 

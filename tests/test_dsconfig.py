@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from baking.common.errors import ConfigError, InputError
+from trainer.distributed import disable_cpu_shm_comm
 from trainer.train.config import TrainConfig
 from trainer.train.dsconfig import (
     DEFAULT_CONFIG,
     check_ep_size,
-    disable_cpu_shm_comm,
     load_ds_config,
     resolve_ds_config,
 )

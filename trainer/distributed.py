@@ -31,11 +31,7 @@ def ensure_process_group(init_deepspeed: bool = True) -> bool:
         from deepspeed.accelerator import get_accelerator
 
         if get_accelerator().device_name() == "cpu":
-            from trainer.train.dsconfig import (
-                disable_cpu_shm_comm,  # else ~50 s compiling a comm op
-            )
-
-            disable_cpu_shm_comm()
+            disable_cpu_shm_comm()  # else ~50 s compiling a comm op
         deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)
     return created
 
@@ -65,3 +61,21 @@ def expert_parallel_rank(ep_size: int) -> int:
     if group is not None:
         return dist.get_rank(group=group)
     return world_rank() % ep_size
+
+
+def disable_cpu_shm_comm() -> None:
+    """Stop DeepSpeed's CPU backend from compiling its shared-memory comm op (~50 s per start).
+
+    ``deepspeed.comm.torch.build_shm_op`` only builds the op when ``deepspeed.ops.__compatible_ops__``
+    marks ``deepspeed_shm_comm`` compatible; that dict is probed lazily and cached in the module, so
+    seeding it here (before ``init_distributed``) makes the backend use plain gloo collectives, which
+    is what CI-sized CPU runs want. No effect on GPU accelerators, which never build this op.
+    """
+    import deepspeed.ops as ds_ops
+
+    compatible = ds_ops.__dict__.get("__compatible_ops__")
+    if compatible is None:
+        ds_ops.__dict__["__compatible_ops__"] = {"deepspeed_shm_comm": False}
+    else:
+        compatible["deepspeed_shm_comm"] = False
+    log.debug("deepspeed shm comm op disabled")

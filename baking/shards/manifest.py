@@ -13,16 +13,13 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from baking import __version__
+from baking.bake_config import BakeConfig, GenomeResult
 from baking.common.errors import InputError
 from baking.formats.gff3 import atomic_write_bytes
 from baking.shards.writer import safe_name
 from baking.target.grammar import coordinate_width, target_vocabulary
-
-if TYPE_CHECKING:
-    from baking.bake import BakeConfig, GenomeResult
 
 MANIFEST = "manifest.json"
 FORMAT = "dna2gff-shards/1"

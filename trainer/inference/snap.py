@@ -17,41 +17,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from baking.common.errors import ConfigError
 from baking.formats.fasta import reverse_complement
-
-
-@dataclass(frozen=True)
-class GeneticCode:
-    """The start and stop codons of an NCBI translation table, as far as snapping needs them.
-
-    ``starts`` are the starts real annotations use (the ones Prodigal accepts), not every codon the
-    table allows: rare alternatives (ATT, CTG, ...) would offer a wrong start in most windows.
-    """
-
-    table: int
-    starts: frozenset[str]
-    stops: frozenset[str]
-
-
-_BACTERIAL_STARTS = frozenset({"ATG", "GTG", "TTG"})
-GENETIC_CODES: dict[int, GeneticCode] = {
-    1: GeneticCode(1, frozenset({"ATG", "TTG", "CTG"}), frozenset({"TAA", "TAG", "TGA"})),
-    # Mycoplasma/Spiroplasma: TGA is Trp.
-    4: GeneticCode(4, _BACTERIAL_STARTS, frozenset({"TAA", "TAG"})),
-    11: GeneticCode(11, _BACTERIAL_STARTS, frozenset({"TAA", "TAG", "TGA"})),
-    # Candidate division SR1 and Gracilibacteria: TGA is Gly.
-    25: GeneticCode(25, _BACTERIAL_STARTS, frozenset({"TAA", "TAG"})),
-}
-
-
-def genetic_code(table: int) -> GeneticCode:
-    """The code for NCBI translation table ``table``; ConfigError for one we do not know."""
-    try:
-        return GENETIC_CODES[table]
-    except KeyError:
-        known = ", ".join(str(t) for t in sorted(GENETIC_CODES))
-        raise ConfigError(f"transl_table={table} is not supported (known: {known})") from None
+from baking.orfs import GeneticCode
+from baking.orfs import genetic_code as genetic_code  # re-exported: the codes live in baking.orfs
 
 
 @dataclass(frozen=True)

@@ -202,21 +202,3 @@ def use_cpu_accelerator_if_no_gpu() -> str:
         if not torch.cuda.is_available():
             os.environ["DS_ACCELERATOR"] = "cpu"
     return os.environ.get("DS_ACCELERATOR", "cuda")
-
-
-def disable_cpu_shm_comm() -> None:
-    """Stop DeepSpeed's CPU backend from compiling its shared-memory comm op (~50 s per start).
-
-    ``deepspeed.comm.torch.build_shm_op`` only builds the op when ``deepspeed.ops.__compatible_ops__``
-    marks ``deepspeed_shm_comm`` compatible; that dict is probed lazily and cached in the module, so
-    seeding it here (before ``init_distributed``) makes the backend use plain gloo collectives, which
-    is what CI-sized CPU runs want. No effect on GPU accelerators, which never build this op.
-    """
-    import deepspeed.ops as ds_ops
-
-    compatible = ds_ops.__dict__.get("__compatible_ops__")
-    if compatible is None:
-        ds_ops.__dict__["__compatible_ops__"] = {"deepspeed_shm_comm": False}
-    else:
-        compatible["deepspeed_shm_comm"] = False
-    log.debug("deepspeed shm comm op disabled")

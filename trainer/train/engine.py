@@ -40,11 +40,11 @@ from trainer.data.loader import (
     read_manifest,
     split_shards,
 )
+from trainer.distributed import disable_cpu_shm_comm
 from trainer.train import checkpoint as ckpt
 from trainer.train.config import TrainConfig
 from trainer.train.dsconfig import (
     check_ep_size,
-    disable_cpu_shm_comm,
     load_ds_config,
     resolve_ds_config,
     use_cpu_accelerator_if_no_gpu,

@@ -1,0 +1,137 @@
+"""What a bake run is asked to do and what it produced: the types the pipeline and the manifest share.
+
+They live apart from the pipeline (``baking.bake``) so that the manifest writer, which records
+both, imports them from below instead of from the module that calls it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from baking.common.errors import ConfigError, Dna2GffError
+from baking.shards.writer import ShardInfo
+from baking.target.grammar import DEFAULT_FEATURE_TYPES, type_token
+
+DEFAULT_WINDOW = 2000  # DNABERT-2 reads ~4.5-4.7 bp/token on bacteria: 2000 bp -> ~470 tokens max
+SPLITS = ("train", "val")
+RC_MODES = ("none", "both", "random")
+
+
+@dataclass
+class BakeConfig:
+    """Every option that shapes the baked data (recorded in the manifest)."""
+
+    window_len: int = DEFAULT_WINDOW
+    stride: int | None = None  # None: window_len (each base in exactly one window per pass)
+    offset: int = 0
+    types: tuple[str, ...] = DEFAULT_FEATURE_TYPES
+    include_pseudo: bool = False
+    keep_empty: float = 1.0
+    rc: str = "none"
+    seed: int = 0
+    shard_size: int = 256 * 1024 * 1024
+    val_genomes: tuple[str, ...] = ()
+    val_fraction: float = 0.0
+    on_error: str = "stop"
+    workers: int = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.window_len < 1:
+            raise ConfigError(f"window_len must be >= 1, got {self.window_len}")
+        if self.stride is None:
+            self.stride = self.window_len
+        if not 1 <= self.stride <= self.window_len:
+            raise ConfigError(
+                f"stride must be in 1..window_len ({self.window_len}), got {self.stride}"
+            )
+        if self.offset < 0:
+            raise ConfigError(f"offset must be >= 0, got {self.offset}")
+        self.types = tuple(dict.fromkeys(self.types))
+        if not self.types:
+            raise ConfigError("types must name at least one feature type")
+        for t in self.types:
+            try:
+                type_token(t)
+            except Dna2GffError as exc:
+                raise ConfigError(f"types: {exc}") from exc
+        if not 0.0 <= self.keep_empty <= 1.0:
+            raise ConfigError(f"keep_empty must be in [0, 1], got {self.keep_empty}")
+        if self.rc not in RC_MODES:
+            raise ConfigError(f"rc must be one of {RC_MODES}, got {self.rc!r}")
+        if self.shard_size < 16384:
+            raise ConfigError(f"shard_size must be >= 16384 bytes, got {self.shard_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_fraction and self.val_genomes:
+            raise ConfigError("use either val_genomes or val_fraction, not both")
+        if self.on_error not in ("stop", "skip"):
+            raise ConfigError(f"on_error must be 'stop' or 'skip', got {self.on_error!r}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        self.val_genomes = tuple(self.val_genomes)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("progress")
+        d["types"] = list(self.types)
+        d["val_genomes"] = list(self.val_genomes)
+        return d
+
+
+@dataclass(frozen=True)
+class GenomeSpec:
+    """One genome to bake: a unique name and its FASTA and GFF3 files."""
+
+    name: str
+    fasta: str
+    gff: str
+
+
+@dataclass
+class GenomeResult:
+    """What baking one genome produced (shards still under temporary names)."""
+
+    name: str
+    fasta: str
+    gff: str
+    status: str = "ok"
+    error: str | None = None
+    sequences: list[dict] = field(default_factory=list)
+    bp: int = 0
+    windows: int = 0
+    samples: Counter = field(default_factory=Counter)
+    empty_windows_dropped: int = 0
+    features: Counter = field(default_factory=Counter)
+    window_features: Counter = field(default_factory=Counter)
+    partial_window_features: int = 0
+    pseudo_dropped: int = 0
+    duplicates_dropped: int = 0
+    target_tokens: int = 0
+    shards: list[ShardInfo] = field(default_factory=list)
+    seconds: float = 0.0
+    input_error: tuple[str, str, int | None] | None = None  # (path, reason, line) of an InputError
+
+    def to_json(self) -> dict:
+        d = {
+            "fasta": self.fasta,
+            "gff": self.gff,
+            "status": self.status,
+            "sequences": self.sequences,
+            "bp": self.bp,
+            "windows": self.windows,
+            "samples": dict(sorted(self.samples.items())),
+            "empty_windows_dropped": self.empty_windows_dropped,
+            "features": dict(sorted(self.features.items())),
+            "window_features": dict(sorted(self.window_features.items())),
+            "partial_window_features": self.partial_window_features,
+            "pseudo_dropped": self.pseudo_dropped,
+            "duplicates_dropped": self.duplicates_dropped,
+            "target_tokens": self.target_tokens,
+            "mean_target_tokens": round(self.target_tokens / max(1, sum(self.samples.values())), 2),
+            "shards": [s.path for s in self.shards],
+        }
+        if self.error is not None:
+            d["error"] = self.error
+        return d
