@@ -25,7 +25,6 @@ setup(
     install_requires=[
         "torch>=2.4,<3",
         "deepspeed>=0.16,<0.20",
-        "transformers>=4.46",
         "tokenizers>=0.20",
         "safetensors>=0.4",
         "huggingface_hub>=0.24",

@@ -30,17 +30,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from trainer.model.config import Dna2GffConfig  # noqa: E402
+from trainer.model import Dna2GffConfig, Dna2GffModel  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 
 def model_config(moe: bool, vocab: int) -> Dna2GffConfig:
+    """DNABERT-2-117M's sizes, with a decoder as deep as the encoder."""
     return Dna2GffConfig(
-        vocab_size=vocab, hidden_size=768, num_encoder_layers=12, num_decoder_layers=12,
-        num_attention_heads=12, intermediate_size=3072, use_moe=moe, num_experts=8, moe_top_k=2,
+        vocab_size=vocab,
+        hidden_size=768,
+        num_encoder_layers=12,
+        num_decoder_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        use_moe=moe,
+        num_experts=8,
+        moe_top_k=2,
         tie_word_embeddings=True,
-    )  # fmt: skip
+    )
 
 
 def step_flops(cfg: Dna2GffConfig, batch: int, src: int, tgt: int) -> float:
@@ -85,9 +93,8 @@ def main() -> None:
     p.add_argument("--peak_tflops", type=float, help="bf16 peak of the card (default: by name)")
     args = p.parse_args()
 
+    # before the first MoE layer is built: that is when DeepSpeed is imported
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if args.device.startswith("cuda") else "cpu")
-    from trainer.model.seq2seq import Dna2GffModel
-
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     batch = args.batch or (16 if on_gpu else 1)

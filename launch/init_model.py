@@ -22,8 +22,9 @@ from collections.abc import Sequence
 
 from baking.common.errors import ConfigError
 from launch._cli import add_logging_args, run_cli, setup_logging
-from trainer.model.dnabert2 import DNABERT2_HUB_ID, make_tiny_dnabert2, resolve_checkpoint
-from trainer.model.seq2seq import build_from_dnabert2
+from trainer.model.build import build_from_dnabert2
+from trainer.model.dnabert2 import DNABERT2_HUB_ID, resolve_checkpoint
+from trainer.model.random_checkpoint import make_tiny_dnabert2
 from trainer.tokens.tokenizer import TOKENIZER_NAME
 
 log = logging.getLogger(__name__)

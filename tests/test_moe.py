@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.model.dnabert2 import write_random_dnabert2
+from trainer.model.build import build_from_dnabert2
 from trainer.model.encoder import GatedMLP
-from trainer.model.moe import MoEMLP, load_fractions
-from trainer.model.seq2seq import Dna2GffModel, build_from_dnabert2
+from trainer.model.moe import EXPERTS_PREFIX, ExpertShard, MoEMLP, is_expert_key, load_fractions
+from trainer.model.random_checkpoint import write_random_dnabert2
+from trainer.model.seq2seq import Dna2GffModel
 
 SIZES = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48, vocab_size=60)
 
@@ -140,6 +141,23 @@ def test_saved_model_loads_at_any_ep_size(checkpoint, tmp_path, ep_size):
         Dna2GffModel.from_pretrained(tmp_path / "m", ep_size=3)
 
 
+def test_expert_shard_maps_keys_between_local_and_global_ids():
+    """Rank 1 of 2 with 16 experts holds global 8..15 as local 0..7 (two-digit ids included)."""
+    key = f"decoder.layer.1.mlp.{EXPERTS_PREFIX}{{}}.wo.weight"
+    shard = ExpertShard(num_experts=16, ep_size=2, ep_rank=1)
+    assert (shard.local, shard.first) == (8, 8)
+    assert shard.to_global(key.format(2)) == key.format(10)
+    assert shard.to_local(key.format(15)) == key.format(7)
+    assert shard.to_local(key.format(7)) is None  # rank 0's expert
+    assert shard.to_local(key.format(16)) is None  # no such expert
+    other = "decoder.layer.1.mlp.layernorm.weight"
+    assert shard.to_global(other) == shard.to_local(other) == other
+    assert not is_expert_key(other) and is_expert_key(key.format(3))
+    assert shard.all_global(key.format(0)) == [key.format(e) for e in range(16)]
+    assert shard.all_global(key.format(1)) == [] and shard.all_global(other) == [other]
+    assert not is_expert_key(f"{EXPERTS_PREFIX}x.wo.weight")  # an index must be a number
+
+
 def test_partial_expert_set_is_an_error(checkpoint, tmp_path):
     model = build_from_dnabert2(str(checkpoint), use_moe=True, num_experts=4)
     sd = model.canonical_state_dict()
@@ -154,7 +172,7 @@ def test_plain_process_group_and_deepspeed_parallelism(tmp_path, checkpoint):
         f"""
         import torch, torch.distributed as dist
         from trainer.distributed import ensure_process_group, expert_parallel_rank
-        from trainer.model.seq2seq import build_from_dnabert2
+        from trainer.model.build import build_from_dnabert2
         assert ensure_process_group() is True and ensure_process_group() is False
         assert dist.get_world_size() == 1 and expert_parallel_rank(1) == 0
         model = build_from_dnabert2({str(checkpoint)!r}, use_moe=True, num_experts=4).eval()

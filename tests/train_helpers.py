@@ -39,8 +39,8 @@ def make_model(out_dir: Path, tok_dir: Path, *, use_moe: bool = True, num_expert
                intermediate: int | None = None) -> Path:  # fmt: skip
     """A random tiny DNABERT-2 checkpoint turned into our encoder-decoder folder."""
     from trainer.distributed import disable_cpu_shm_comm, ensure_process_group
-    from trainer.model.dnabert2 import write_random_dnabert2
-    from trainer.model.seq2seq import build_from_dnabert2
+    from trainer.model.build import build_from_dnabert2
+    from trainer.model.random_checkpoint import write_random_dnabert2
     from trainer.tokens.tokenizer import load_tokenizer
 
     disable_cpu_shm_comm()  # no ~50 s compile of DeepSpeed's CPU shm op on a fresh machine

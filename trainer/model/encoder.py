@@ -217,8 +217,11 @@ class EncoderLayer(nn.Module):
         return self.mlp(x)
 
 
-class Encoder(nn.Module):
-    """The layer stack (``encoder.layer.N`` in DNABERT-2's state dict)."""
+class DNABert2Encoder(nn.Module):
+    """The layer stack (``encoder.layer.N`` in DNABERT-2's state dict).
+
+    Named apart from ``trainer.data.loader.Encoder``, which turns a sample's text into token ids.
+    """
 
     alibi_slopes: Tensor  # (nH,) buffer, not saved: it follows from the head count
 
@@ -258,7 +261,7 @@ class DNABert2Model(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
-        self.encoder = Encoder(config)
+        self.encoder = DNABert2Encoder(config)
 
     def forward(
         self,

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from baking.common.errors import InputError
+from trainer.model.folder import load_model_folder, save_model_folder
 from trainer.model.seq2seq import Dna2GffModel
 from trainer.tokens.tokenizer import TOKENIZER_NAME, load_tokenizer
 
@@ -89,7 +90,7 @@ def resize_model(
     current = model_dir / TOKENIZER_NAME
     if current.is_file() and current.resolve() != tok_path.resolve():
         check_tokenizer_extends(current, tok_path)
-    model = Dna2GffModel.from_pretrained(model_dir)
+    model = load_model_folder(model_dir)
     new_size = tokenizer.get_vocab_size(with_added_tokens=True)
     if new_size < model.config.vocab_size:
         raise InputError(
@@ -98,6 +99,6 @@ def resize_model(
             "not a tokenizer grown from the model's",
         )
     added = resize_token_embeddings(model, new_size)
-    model.save_pretrained(out_dir or model_dir, tokenizer_dir=tok_path)
+    save_model_folder(model, out_dir or model_dir, tokenizer_dir=tok_path)
     log.info("resize_model model=%s vocab=%d added=%d", out_dir or model_dir, new_size, added)
     return added

@@ -1,0 +1,191 @@
+"""The model folder: ``config.json`` + ``model.safetensors`` (+ tokenizer files), and its state dict.
+
+A folder holds the *canonical* state dict: experts under global ids (``moe.ExpertShard`` maps a
+rank's local ids), the tied head left out (it is the embedding). So a folder saved at one
+expert-parallel size loads at any other, and a tied model stores its largest matrix once.
+
+Every file is written under a temporary name and renamed, so a crash never leaves half a file.
+Loading builds the model on the meta device and assigns the tensors read (no random init to throw
+away), then rebuilds what is not saved (ALiBi slopes, last expert load); it is strict: every
+missing, unexpected or misshaped tensor is a ``CheckpointError`` naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from baking.common.errors import InputError
+from trainer.distributed import world_rank
+from trainer.model.config import CONFIG_NAME, Dna2GffConfig
+from trainer.model.dnabert2 import TOKENIZER_FILES
+from trainer.model.encoder import alibi_slopes
+from trainer.model.moe import gather_experts
+from trainer.model.seq2seq import Dna2GffModel
+from trainer.model.state import (
+    CheckpointError,
+    check_state_dict,
+    load_weights,
+    save_safetensors_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+HEAD_KEY = "lm_head.weight"
+
+
+def _is_tied_head(model: Dna2GffModel, key: str) -> bool:
+    return key == HEAD_KEY and model.config.tie_word_embeddings
+
+
+def canonical_state_dict(model: Dna2GffModel, gather: bool = False) -> dict[str, Tensor]:
+    """State dict with experts under global ids; the tied head is left out (it is the embedding).
+
+    At ``ep_size > 1`` each rank holds only its experts; with ``gather`` (a collective: every rank
+    of the expert group must call it) the other ranks' experts are fetched too, so the result is
+    the whole model on every rank.
+    """
+    shard = model.expert_shard()
+    out: dict[str, Tensor] = {}
+    for key, value in model.state_dict().items():
+        if _is_tied_head(model, key):
+            continue
+        out[shard.to_global(key)] = value
+    if gather and model.ep_size > 1:
+        out = gather_experts(out, model.ep_size)
+    return out
+
+
+def expected_canonical_shapes(model: Dna2GffModel) -> dict[str, torch.Size]:
+    """Names and shapes a complete canonical state dict must have (all experts, no tied head)."""
+    shard = model.expert_shard()
+    shapes: dict[str, torch.Size] = {}
+    for key, value in model.state_dict().items():
+        if _is_tied_head(model, key):
+            continue
+        for name in shard.all_global(key):
+            shapes[name] = value.shape
+    return shapes
+
+
+def load_canonical_state_dict(
+    model: Dna2GffModel,
+    sd: dict[str, Tensor],
+    strict: bool = True,
+    source: str = "<state dict>",
+    assign: bool = False,
+) -> None:
+    """Load a canonical state dict into ``model``, keeping this expert-parallel rank's experts only.
+
+    A tied head key, if present, is ignored (the head is the embedding). ``strict`` checks every
+    name and shape first and raises ``CheckpointError`` naming each mismatch.
+    """
+    sd = {k: v for k, v in sd.items() if not _is_tied_head(model, k)}
+    if strict:
+        check_state_dict(source, expected_canonical_shapes(model), sd)
+    shard = model.expert_shard()
+    mine: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        local = shard.to_local(key)
+        if local is not None:
+            mine[local] = value
+    # DeepSpeed tags expert parameters (``allreduce``, ``group_name``); assign=True makes new
+    # Parameter objects, so carry those attributes over
+    tags = {n: dict(p.__dict__) for n, p in model.named_parameters() if p.__dict__}
+    result = model.load_state_dict(mine, strict=False, assign=assign)
+    for name, param in model.named_parameters():
+        for attr, value in tags.get(name, {}).items():
+            setattr(param, attr, value)
+    missing = [k for k in result.missing_keys if not _is_tied_head(model, k)]
+    if strict and (missing or result.unexpected_keys):
+        raise CheckpointError(source, f"missing={missing} unexpected={result.unexpected_keys}")
+    model.tie_weights()
+
+
+def copy_tokenizer(src: Path, out: Path) -> None:
+    """Copy a tokenizer (folder, or tokenizer JSON file of any name) into a model folder atomically."""
+    tok_file = src if src.is_file() else src / "tokenizer.json"
+    if not tok_file.is_file():
+        raise InputError(src, "no tokenizer.json to copy into the model folder")
+    copies = {tok_file: out / "tokenizer.json"}
+    for name in TOKENIZER_FILES[1:]:
+        if (tok_file.parent / name).is_file():
+            copies[tok_file.parent / name] = out / name
+    for src_file, dst in copies.items():
+        if src_file.resolve() == dst.resolve():
+            continue
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src_file, tmp)
+        tmp.replace(dst)
+
+
+def save_model_folder(
+    model: Dna2GffModel, out_dir: str | Path, tokenizer_dir: str | Path | None = None
+) -> None:
+    """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files), each file atomically.
+
+    Call on every rank at ``ep_size > 1`` (experts are gathered); only rank 0 writes.
+    """
+    state = canonical_state_dict(model, gather=model.ep_size > 1)
+    if world_rank() != 0:
+        return
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_safetensors_atomic(state, out / WEIGHTS_NAME)
+    if tokenizer_dir is not None:
+        copy_tokenizer(Path(tokenizer_dir), out)
+    model.config.save(out)
+    log.info("saved model=%s tensors=%d", out, len(state))
+
+
+def load_model_folder(
+    model_dir: str | Path,
+    *,
+    ep_size: int = 1,
+    map_location: str | torch.device = "cpu",
+    ep_rank: int | None = None,
+    model_class: type[Dna2GffModel] = Dna2GffModel,
+) -> Dna2GffModel:
+    """Rebuild a saved model exactly (same logits); at ``ep_size > 1`` keeps this rank's experts."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise InputError(folder, "model folder not found")
+    config = Dna2GffConfig.load(folder)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise InputError(folder, f"no {WEIGHTS_NAME} in the model folder")
+    with torch.device("meta"):  # no random init of weights about to be overwritten
+        model = model_class(config, ep_size=ep_size, ep_rank=ep_rank)
+    state = load_weights(weights, map_location)
+    load_canonical_state_dict(model, state, source=str(weights), assign=True)
+    _rebuild_derived_state(model, torch.device(map_location))
+    return model
+
+
+def _rebuild_derived_state(model: Dna2GffModel, device: torch.device) -> None:
+    """Recreate what is not saved (ALiBi slopes, last expert load) after a meta-device build."""
+    slopes = torch.tensor(alibi_slopes(model.config.num_attention_heads), device=device)
+    model.encoder.alibi_slopes = slopes
+    for mlp in model.moe_layers().values():
+        mlp.last_load = torch.zeros(model.config.num_experts, device=device)
+    on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if on_meta:
+        raise CheckpointError("<model>", f"tensors left unloaded: {', '.join(on_meta[:8])}")
+
+
+__all__ = [
+    "CONFIG_NAME",
+    "HEAD_KEY",
+    "WEIGHTS_NAME",
+    "canonical_state_dict",
+    "copy_tokenizer",
+    "expected_canonical_shapes",
+    "load_canonical_state_dict",
+    "load_model_folder",
+    "save_model_folder",
+]
