@@ -11,7 +11,6 @@ each step. Written to ``TRACE_DIR/trace_rank{R}.pt`` once training is done.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,9 @@ if __package__ in (None, ""):  # run as a script: import from this checkout
 
 import torch
 
-from trainer.model.moe import EXPERTS_PREFIX
+from trainer.model.moe import is_expert_key
 from trainer.train.config import TrainConfig
 from trainer.train.engine import train
-
-_LOCAL_EXPERT = re.compile(re.escape(EXPERTS_PREFIX) + r"(\d+)\.")
-
-
-def global_name(name: str, offset: int) -> str:
-    """A parameter name with its local expert index replaced by the global one."""
-    return _LOCAL_EXPERT.sub(lambda m: f"{EXPERTS_PREFIX}{offset + int(m.group(1))}.", name)
 
 
 class Recorder:
@@ -50,14 +42,13 @@ class Recorder:
         from deepspeed.utils import safe_get_full_grad
 
         module = engine.module
-        offset = module.ep_rank * module.num_local_experts if module.ep_size > 1 else 0
+        shard = module.expert_shard()  # local expert ids -> global ones
         rank = dist.get_rank()
         grads: dict[str, torch.Tensor] = {}
         for name, p in module.named_parameters():
             g = safe_get_full_grad(p)  # a collective over the parameter's data-parallel group
-            is_expert = EXPERTS_PREFIX in name
-            if g is not None and (rank == 0 or is_expert):
-                grads[global_name(name, offset)] = g.detach().float().cpu().clone()
+            if g is not None and (rank == 0 or is_expert_key(name)):
+                grads[shard.to_global(name)] = g.detach().float().cpu().clone()
         self.grads[step] = grads
 
     def step_end(self, step: int, engine: Any, lr: float) -> None:

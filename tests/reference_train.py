@@ -197,7 +197,9 @@ def rel_error(a: torch.Tensor, b: torch.Tensor, ref_scale: torch.Tensor) -> floa
 
 def group_of(name: str) -> str:
     """``expert``, ``gate`` (the MoE router) or ``shared``: how results are reported."""
-    if "experts.deepspeed_experts." in name:
+    from trainer.model.moe import is_expert_key
+
+    if is_expert_key(name.removesuffix("[key]")):
         return "expert"
     return "gate" if ".gate.wg." in name else "shared"
 
