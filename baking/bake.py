@@ -1,6 +1,7 @@
 """Bake genomes into webdataset shards: one genome per task, tasks over a process pool and MPI ranks.
 
-Stages per genome (``bake_genome``): read GFF3 and FASTA -> choose features -> plan windows ->
+Stages per genome (``bake_genome``): read GFF3 (and check its cross-line rules: Parent links,
+multi-feature IDs, CDS phases) and FASTA -> choose features -> plan windows ->
 clip features into each window (and its reverse complement) -> ``encode_target`` -> shard writer.
 All input checks happen before the first sample is written, and shards stay under temporary names
 until the whole run has succeeded (``bake``), so bad input never leaves a half-written output.
@@ -20,6 +21,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 from baking.bake_config import (
@@ -31,6 +33,8 @@ from baking.bake_config import (
 from baking.common.errors import ConfigError, Dna2GffError, InputError
 from baking.formats.fasta import read_fasta
 from baking.formats.gff3 import read_gff3
+from baking.formats.gff3_semantics import check_gff3_semantics
+from baking.shards.lock import output_lock
 from baking.shards.writer import ShardWriter, safe_name, sample_fields
 from baking.target.features import SequenceInfo, select_features, sequence_infos
 from baking.target.grammar import encode_target
@@ -73,10 +77,12 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
     t0 = time.perf_counter()
     res = GenomeResult(spec.name, spec.fasta, spec.gff)
     doc = read_gff3(spec.gff)
+    attrs = [dict(f.attributes) for f in doc.features]
+    check_gff3_semantics(doc, spec.gff, region_ranges=False, attrs=attrs)  # vs FASTA: below
     seqs = dict(read_fasta(spec.fasta))
     infos = sequence_infos(doc, {k: len(v) for k, v in seqs.items()}, spec.gff)
-    feats, stats = select_features(doc, infos, cfg.types, spec.gff, cfg.include_pseudo)
-    del doc
+    feats, stats = select_features(doc, infos, cfg.types, spec.gff, cfg.include_pseudo, attrs)
+    del doc, attrs
     res.features = stats.kept
     res.pseudo_dropped, res.duplicates_dropped = stats.pseudo_dropped, stats.duplicates_dropped
     res.sequences = [
@@ -266,8 +272,40 @@ def bake(
 
     Returns ``(manifest, results)`` on rank 0 and ``(None, [])`` elsewhere. With
     ``on_error='stop'`` any failure removes this run's temporary shards and raises
-    ``Dna2GffError``; with ``'skip'`` failed genomes are listed in the manifest.
+    ``Dna2GffError``; with ``'skip'`` failed genomes are listed in the manifest. A second run
+    into the same folder while this one holds ``OUT_DIR/.bake.lock`` fails with ``ConfigError``.
     """
+    check_specs(specs)
+    missing = [g for g in cfg.val_genomes if g not in {s.name for s in specs}]
+    if missing:
+        raise ConfigError(f"val_genomes names unknown genomes: {', '.join(missing)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    comm = mpi_comm()
+    rank = comm.Get_rank() if comm is not None else 0
+    with ExitStack() as stack:
+        busy: str | None = None
+        if rank == 0:  # one lock per run: rank 0 publishes, the other ranks only write temporaries
+            try:
+                stack.enter_context(output_lock(out))
+            except ConfigError as exc:
+                busy = str(exc)
+        if comm is not None:
+            busy = comm.bcast(busy, root=0)
+        if busy is not None:
+            raise ConfigError(busy)
+        return _bake_and_publish(specs, cfg, out, comm, extract_tokens, argv)
+
+
+def _bake_and_publish(
+    specs: Sequence[GenomeSpec],
+    cfg: BakeConfig,
+    out: Path,
+    comm,
+    extract_tokens: str | Path | None,
+    argv: Sequence[str] | None,
+) -> tuple[dict | None, list[GenomeResult]]:
+    """``bake`` once the output folder is locked: bake this rank's genomes, then publish."""
     from baking.formats.tokens_file import merge_tokens
     from baking.shards.manifest import (
         build_manifest,
@@ -278,13 +316,6 @@ def bake(
     from baking.shards.writer import finalise, remove_temps
     from baking.target.grammar import target_vocabulary
 
-    check_specs(specs)
-    missing = [g for g in cfg.val_genomes if g not in {s.name for s in specs}]
-    if missing:
-        raise ConfigError(f"val_genomes names unknown genomes: {', '.join(missing)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    comm = mpi_comm()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     mine = list(specs[rank::size])
     results = bake_local(mine, cfg, out)

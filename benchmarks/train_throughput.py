@@ -116,8 +116,9 @@ def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[list,
 
     from trainer.model.seq2seq import Dna2GffModel
     from trainer.tokens.tokenizer import load_tokenizer
-    from trainer.train.engine import _param_groups, data_grammar, target_vocab_ids, token_loss
+    from trainer.train.engine import _param_groups, data_grammar, target_vocab_ids
     from trainer.train.monitor import train_flops
+    from trainer.train.step import token_loss
 
     model = Dna2GffModel.from_pretrained(model_dir).to(device).train()
     opt = torch.optim.AdamW(_param_groups(model, 0.01), lr=3e-4, betas=(0.9, 0.98), eps=1e-8)

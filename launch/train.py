@@ -80,7 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ck.add_argument("--export_only", action="store_true",
                     help="export the latest checkpoint to RUN_DIR/export and stop")  # fmt: skip
-    ck.add_argument("--fail_at_step", type=int, help=argparse.SUPPRESS)  # tests: simulated crash
     dt = groups["Data"]
     dt.add_argument("--full_vocab_loss", action="store_true",
                     help="softmax over the whole vocabulary (default: target tokens + [SEP] only)")  # fmt: skip
@@ -93,12 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    Path(args.output).mkdir(parents=True, exist_ok=True)
     rank = os.environ.get("RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
-    setup_logging(args.verbose, str(Path(args.output) / f"train.rank{rank}.log"))
+    setup_logging(args.verbose)  # train() adds RUN_DIR/train.rank{R}.log once the options pass
     fields = {flag: getattr(args, flag) for _, flag, _, _ in _OPTIONS}
     cfg = TrainConfig(model=args.model, data=args.data, output=args.output, resume=args.resume,
-                      export=not args.no_export, export_only=args.export_only, fail_at_step=args.fail_at_step,
+                      export=not args.no_export, export_only=args.export_only,
                       restrict_loss_vocab=not args.full_vocab_loss, bf16=not args.no_bf16,
                       **fields)  # fmt: skip
     from trainer.train.engine import train

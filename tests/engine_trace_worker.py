@@ -23,6 +23,7 @@ import torch
 from trainer.model.moe import is_expert_key
 from trainer.train.config import TrainConfig
 from trainer.train.engine import train
+from trainer.train.hooks import TrainHooks
 
 
 class Recorder:
@@ -62,7 +63,7 @@ def main() -> int:
     cfg = TrainConfig.from_dict(json.loads(Path(sys.argv[1]).read_text()))
     out = Path(sys.argv[2])
     rec = Recorder()
-    result = train(cfg, observer=rec)
+    result = train(cfg, hooks=TrainHooks(observer=rec))
     rank = dist.get_rank()
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"micro": rec.micro, "grads": rec.grads, "steps": rec.steps,

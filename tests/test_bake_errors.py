@@ -156,3 +156,60 @@ def test_sequence_region_mismatch_and_previous_output_kept(tmp_path: Path) -> No
     ):
         bake([GenomeSpec("g", str(fna), str(bad))], BakeConfig(window_len=500, progress=False), out)
     assert {p: (out / p).read_bytes() for p in output_files(out)} == before
+
+
+HOLD_LOCK = """
+import sys
+from baking.shards.lock import output_lock
+with output_lock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+def test_second_run_into_a_locked_folder_fails_fast_and_a_crashed_holder_does_not_block(
+    tmp_path: Path,
+) -> None:
+    """Two runs into one folder would race (the last manifest wins, the other's shards stay
+    unlisted): while one process holds OUT_DIR/.bake.lock a second bake fails at once, writing
+    nothing; once the holder is killed (a crash: its file stays) the next bake runs normally."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from bake_helpers import REPO
+
+    fna, gff = small_genome(tmp_path / "in", "g")
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        run = run_bake(fna, gff, out, "--window", "1000")
+        assert run.returncode == 2, run.stderr
+        errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error:")]
+        assert errors == [
+            f"error: {out}: another bake_data run is writing to this folder (.bake.lock is "
+            "locked); wait for it to finish or bake into another folder"
+        ]
+        assert output_files(out) == [".bake.lock"]  # the holder's, nothing of the failed run
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert output_files(out) == [".bake.lock"]  # a crash leaves the file, unlocked
+    run = run_bake(fna, gff, out, "--window", "1000")
+    assert run.returncode == 0, run.stderr
+    m = load_manifest(out)
+    assert output_files(out) == [
+        "manifest.json",
+        *[s["path"] for s in m["splits"]["train"]["shards"]],
+    ]

@@ -35,14 +35,13 @@ class FakeEngine:
 
 def _save(root: Path, step: int, engine: FakeEngine | None = None, keep: int = 2) -> Path:
     state = ck.TrainerState(step=step, micro_batches=step * 2, tokens=step * 100)
-    return ck.save_checkpoint(engine or FakeEngine(), root, state, rank=0, barrier=lambda: None,
-                              keep_last=keep)  # fmt: skip
+    return ck.save_checkpoint(engine or FakeEngine(), root, state, rank=0, keep_last=keep)
 
 
 def test_save_marks_complete_and_rotates(tmp_path):
     for step in (5, 10, 15):
         folder = _save(tmp_path, step)
-        assert (folder / ck.COMPLETE).is_file() and (folder / "rng_rank0.pt").is_file()
+        assert (folder / ck.COMPLETE).is_file() and (folder / "rng_rank0.safetensors").is_file()
     assert [s for s, _ in ck.list_checkpoints(tmp_path)] == [10, 15]
     assert ck.latest_checkpoint(tmp_path) == tmp_path / "step_15"
 
@@ -95,3 +94,63 @@ def test_missing_deepspeed_files_is_an_error(tmp_path):
 def test_trainer_state_ignores_unknown_keys():
     s = ck.TrainerState.from_dict({"step": 3, "future_field": 1})
     assert s.step == 3
+
+
+class _Payload:
+    """A pickle that, when unpickled, runs a shell command (creates ``marker``)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_payload_in_rng_files_runs_nothing(tmp_path):
+    folder = _save(tmp_path / "ck", 7)
+    marker = tmp_path / "pwned"
+    torch.save({"python": _Payload(marker)}, folder / "rng_rank0.pt")  # an old-style RNG file
+    state = ck.load_checkpoint(FakeEngine(), folder, rank=0)
+    assert state.step == 7 and not marker.exists()
+    (folder / "rng_rank0.safetensors").write_bytes(
+        __import__("pickle").dumps(_Payload(marker))
+    )  # and a payload where our own RNG file should be: refused, not run
+    with pytest.raises(InputError, match=r"rng_rank0\.safetensors: unreadable RNG state"):
+        ck.load_checkpoint(FakeEngine(), folder, rank=0)
+    assert not marker.exists()
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_file_falls_back_to_the_newest_intact_checkpoint(tmp_path, caplog):
+    for step in (5, 10, 15):
+        _save(tmp_path, step, keep=3)
+    record = __import__("json").loads((tmp_path / "step_15" / ck.COMPLETE).read_text())
+    assert set(record["files"]) == {"mp_rank_00_model_states.pt", "rng_rank0.safetensors",
+                                    "trainer_state.json"}  # fmt: skip
+    assert ck.choose_checkpoint(tmp_path, rank=0, world=1) == tmp_path / "step_15"
+    _flip_byte(tmp_path / "step_15" / "mp_rank_00_model_states.pt")  # same size, other bytes
+    (tmp_path / "step_10" / "rng_rank0.safetensors").write_bytes(b"short")
+    with caplog.at_level("WARNING"):
+        assert ck.choose_checkpoint(tmp_path, rank=0, world=1) == tmp_path / "step_5"
+    assert ("checkpoint step_15: mp_rank_00_model_states.pt: checksum mismatch, falling back "
+            "to step_5") in caplog.text  # fmt: skip
+    assert "checkpoint step_10: rng_rank0.safetensors: size mismatch" in caplog.text
+    (tmp_path / "step_5" / "trainer_state.json").unlink()
+    with pytest.raises(InputError, match=r"no intact checkpoint to resume: step_15: .*; step_10: "
+                                         r".*; step_5: trainer_state.json: missing"):  # fmt: skip
+        ck.choose_checkpoint(tmp_path, rank=0, world=1)
+
+
+def test_marker_without_record_is_accepted_unverified(tmp_path, caplog):
+    folder = _save(tmp_path, 3)
+    (folder / ck.COMPLETE).write_text("ok\n")  # written by an older trainer
+    with caplog.at_level("WARNING"):
+        assert ck.choose_checkpoint(tmp_path, rank=0, world=1) == folder
+    assert "has no file record" in caplog.text

@@ -194,3 +194,82 @@ def test_tar_members_group_by_key(tmp_path):
         {"__key__": "a", "dna.txt": b"AC", "target.txt": b""},
         {"__key__": "b", "dna.txt": b"G"},
     ]
+
+
+def _one_pass(data_dir: Path, split: str = "train") -> list[dict]:
+    shards = split_shards(data_dir, split)
+    plan = SlotPlan(tuple(shards), 1, 0)
+    return list(itertools.islice(slot_stream(plan, 0, 0, 4), plan.total))
+
+
+def test_altered_shard_is_refused_by_name(tmp_path):
+    import trainer.data.loader as loader
+
+    data = write_shards(tmp_path, {"train": [12]})
+    assert len(_one_pass(data)) == 12  # intact: the whole pass reads without a word
+    shard = tmp_path / "train" / "g-0000.tar"
+    raw = bytearray(shard.read_bytes())
+    i = raw.index(b"dna.txt") + 512  # first DNA payload: one base changed, same size
+    raw[i] = ord("A") if raw[i] != ord("A") else ord("C")
+    shard.write_bytes(bytes(raw))
+    loader._VERIFIED.clear()
+    with pytest.raises(InputError, match=r"train/g-0000\.tar: sha256 mismatch"):
+        _one_pass(data)
+    shard.write_bytes(bytes(raw) + bytes(1024))  # still a valid tar, but not the baked one
+    loader._VERIFIED.clear()
+    with pytest.raises(InputError, match=r"g-0000\.tar: size mismatch"):
+        _one_pass(data)
+
+
+def _bad_shard(tmp_path: Path, field: str, value: bytes | None) -> Path:
+    """Baked-style data whose sample 2 has ``field`` replaced (None: removed)."""
+    import hashlib
+
+    import webdataset as wds
+
+    data = write_shards(tmp_path, {"train": [4]})
+    shard = tmp_path / "train" / "g-0000.tar"
+    samples = [{k: v for k, v in s.items() if not k.startswith("__s")} for s in _one_pass(data)]
+    samples.sort(key=lambda s: s["__key__"])
+    with wds.TarWriter(str(shard)) as w:
+        for j, s in enumerate(samples):
+            if j == 2:
+                s = {k: v for k, v in s.items() if k != field}
+                if value is not None:
+                    s[field] = value
+            w.write(s)
+    manifest = json.loads((data / "manifest.json").read_text())
+    raw = shard.read_bytes()
+    entry = manifest["splits"]["train"]["shards"][0]
+    entry.update(bytes=len(raw), sha256=hashlib.sha256(raw).hexdigest())
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    return data
+
+
+@pytest.mark.parametrize(
+    "field,value,reason",
+    [
+        ("dna.txt", None, "no dna.txt in this sample"),
+        ("dna.txt", "ACGTé".encode(), "dna.txt: not ascii text"),
+        ("json", b"{not json", "json: not valid JSON"),
+        (
+            "target.txt",
+            b"<CDS> <no_such_token>",
+            "target.txt: target token '<no_such_token>' is not in",
+        ),
+    ],
+)
+def test_bad_sample_fields_name_shard_and_key(tmp_path, tok_dir, field, value, reason):
+    import re
+
+    import trainer.data.loader as loader
+
+    data = _bad_shard(tmp_path, field, value)
+    loader._VERIFIED.clear()
+    enc = Encoder(str(tok_dir), IDS, 64, 64)
+    want = rf"train/g-0000\.tar: g_0_000002: {re.escape(reason)}"
+    for workers in (0, 1):  # in the process and through a DataLoader worker: the same error
+        ds = ShardBatches(split_shards(data, "train"), enc, rank=0, world_size=1,
+                          num_workers=workers, micro_batch_size=4, seed=0, shuffle_buffer=1)  # fmt: skip
+        with pytest.raises(InputError, match=want):
+            next(loader.iter_batches(make_loader(ds, workers)))

@@ -166,3 +166,21 @@ def test_real_annotations(genome_pair) -> None:
     types = [f.type for f in doc.features]
     assert types.count("CDS") == 83 and types.count("gene") == 86
     assert all(f.phase is not None for f in doc.features if f.type == "CDS")
+
+
+def test_fasta_without_its_directive_is_read_as_genometools_does(tmp_path: Path) -> None:
+    p = _gff(tmp_path, "chr\t.\tgene\t1\t4\t.\t+\t.\tID=g\n>chr\nACGT\n")
+    doc = read_gff3(p)
+    assert [f.type for f in doc.features] == ["gene"] and doc.fasta == {"chr": "ACGT"}
+
+
+def test_blank_after_seqid_is_removed_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = _gff(tmp_path, "chr \t.\tgene\t1\t4\t.\t+\t.\tID=g\n")
+    with caplog.at_level("WARNING"):
+        (f,) = read_gff3(p).features
+    assert f.seqid == "chr"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{p}:2: seqid 'chr ' ends with a blank; removing it"
+    ]

@@ -112,6 +112,13 @@ def test_bad_inputs_exit_2(tmp_path, recipe):
         res.returncode == 2
         and f"error: {bad}:2: token '<no good>' contains whitespace" in res.stderr
     )
+    invisible = tmp_path / "zwsp.txt"
+    invisible.write_text("<ok>\n<C\u200bDS>\n")
+    res = run("append_tk", invisible, recipe / "model" / "tokenizer.json")
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == (
+        f"error: {invisible}:2: token '<C\\u200bDS>' contains an invisible character "
+        "(U+200B zero width space): corrupt file"
+    )
     res = run("init_tk", bad, "--base", tmp_path / "missing")
     assert res.returncode == 2 and "error:" in res.stderr
     res = run("resize_model", tmp_path / "nomodel", recipe / "model" / "tokenizer.json")

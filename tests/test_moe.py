@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainer.distributed import free_port
 from trainer.model.build import build_from_dnabert2
 from trainer.model.encoder import GatedMLP
 from trainer.model.moe import EXPERTS_PREFIX, ExpertShard, MoEMLP, is_expert_key, load_fractions
@@ -229,9 +229,7 @@ def test_expert_parallel_two_processes_match_one(checkpoint, tmp_path):
     with torch.no_grad():
         want = model(ids, mask, dec).logits
     torch.save({"ids": ids, "mask": mask, "dec": dec, "want": want}, tmp_path / "data.pt")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     repo = str(Path(__file__).resolve().parents[1])
     procs = []
     for rank in range(2):

@@ -177,3 +177,40 @@ def test_errors(tmp_path, small_tokenizer_dir, monkeypatch):
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="vocab_size"):
         train_dna_tokenizer(["ACGT"], 5)
+
+
+@pytest.mark.parametrize(
+    "char, name",
+    [
+        ("\u200b", "U+200B zero width space"),
+        ("\ufeff", "U+FEFF zero width no-break space"),
+        ("\u00ad", "U+00AD soft hyphen"),
+        ("\u0007", "U+0007 unnamed"),
+    ],
+)
+def test_invisible_characters_are_a_corrupt_tokens_file(tmp_path, small_tokenizer_dir, char, name):
+    """A token with a zero-width space (or any format/control character) would become a vocabulary
+    entry no target matches: init_tk, append_tk and the baker's token merge all refuse it."""
+    from baking.formats.tokens_file import merge_tokens, read_tokens
+
+    token = f"<C{char}DS>"
+    bad = write_tokens(tmp_path / "t.txt", ["<CDS>", token])
+    message = f"{bad}:2: token {token!r} contains an invisible character ({name}): corrupt file"
+    for read in (read_tokens_file, read_tokens):
+        with pytest.raises(InputError) as exc:
+            read(bad)
+        assert str(exc.value) == message
+    tok_dir = tmp_path / "tok"
+    with pytest.raises(InputError, match="invisible character"):
+        init_tokenizer(bad, tok_dir, base=small_tokenizer_dir)
+    assert not tok_dir.exists()
+    good = init_tokenizer(
+        write_tokens(tmp_path / "ok.txt", ["<CDS>"]), tok_dir, small_tokenizer_dir
+    )
+    before = good.read_bytes()
+    with pytest.raises(InputError, match="invisible character"):
+        append_tokens(bad, good)
+    assert good.read_bytes() == before
+    with pytest.raises(InputError, match="invisible character"):
+        merge_tokens(bad, ["<tRNA>"])
+    assert bad.read_text() == f"<CDS>\n{token}\n"

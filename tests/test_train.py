@@ -17,6 +17,8 @@ import torch
 from baking.common.errors import ConfigError
 from tests.train_helpers import TYPES, WINDOW, make_model, make_tokenizer, write_shards
 from trainer.train.config import TrainConfig
+from trainer.train.hooks import ENV as FAULTS
+from trainer.train.hooks import TrainHooks
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -35,6 +37,18 @@ def setup(tmp_path_factory):
     os.environ.clear()
     os.environ.update(saved_env)
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """``main()`` in-process points the root logger at pytest's captured stderr: undo that."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _cfg(setup, name: str, **kw) -> TrainConfig:
@@ -95,7 +109,9 @@ def test_nan_steps_are_skipped_then_stop_the_run(setup):
 
     from trainer.train.engine import TrainingError, train
 
-    result = train(_cfg(setup, "nan", max_steps=3, nan_at_steps=(2, 3), max_nan_steps=5))
+    result = train(
+        _cfg(setup, "nan", max_steps=3, max_nan_steps=5), TrainHooks(nan_at_steps=frozenset({2, 3}))
+    )
     assert result.nan_steps == 2
     flags = [json.loads(ln)["skipped"] for ln in (setup["root"] / "nan/metrics.jsonl").open()]
     assert flags == [False, True, True]
@@ -105,7 +121,10 @@ def test_nan_steps_are_skipped_then_stop_the_run(setup):
     after = load_file(str(setup["root"] / "nan/export/model.safetensors"))
     assert all(torch.equal(before[k].float(), after[k]) for k in before)
     with pytest.raises(TrainingError, match=r"2 steps had a NaN/inf loss \(max_nan_steps=1\)"):
-        train(_cfg(setup, "nan2", max_steps=4, nan_at_steps=(1, 2), max_nan_steps=1))
+        train(
+            _cfg(setup, "nan2", max_steps=4, max_nan_steps=1),
+            TrainHooks(nan_at_steps=frozenset({1, 2})),
+        )
 
 
 def test_resume_after_crash_gives_identical_losses(setup):
@@ -116,7 +135,7 @@ def test_resume_after_crash_gives_identical_losses(setup):
     )
     train(_cfg(setup, "straight", **kw))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(_cfg(setup, "crashed", fail_at_step=5, **kw))
+        train(_cfg(setup, "crashed", **kw), TrainHooks(fail_at_step=5))
     assert [s for s, _ in __import__("trainer.train.checkpoint").train.checkpoint.list_checkpoints(
         setup["root"] / "crashed/checkpoints")] == [2, 4]  # fmt: skip
     resumed = train(_cfg(setup, "crashed", resume=True, **kw))
@@ -144,6 +163,7 @@ def test_fresh_run_refuses_a_run_folder_and_resume_checks_world_size(setup):
     state_file = setup["root"] / "twice/checkpoints/step_1/trainer_state.json"
     state = json.loads(state_file.read_text())
     state_file.write_text(json.dumps({**state, "world_size": 2}))
+    _rerecord(state_file.parent)  # as if 2 ranks had saved it (not a damaged file)
     with pytest.raises(ConfigError, match="saved by 2 ranks but this job has 1"):
         train(_cfg(setup, "twice", max_steps=2, resume=True))
 
@@ -189,7 +209,105 @@ def test_a_crash_with_loader_workers_exits_instead_of_hanging(setup, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "launch/train.py"), "--model", str(setup["model"]),
          "--data", str(setup["data"]), "--output", str(tmp_path / "run"), "--max_steps", "5",
-         "--micro_batch_size", "4", "--num_workers", "2", "--fail_at_step", "1"],
-        capture_output=True, text=True, env=ENV, timeout=120,
+         "--micro_batch_size", "4", "--num_workers", "2"],
+        capture_output=True, text=True, env={**ENV, FAULTS: "fail_at_step=1"}, timeout=120,
     )  # fmt: skip
     assert proc.returncode != 0 and "simulated crash" in proc.stderr
+
+
+def _cli(setup, out: Path, *extra: str, data: Path | None = None) -> list[str]:
+    return ["--model", str(setup["model"]), "--data", str(data or setup["data"]),
+            "--output", str(out), "--micro_batch_size", "8", "--num_workers", "0",
+            "--eval_every", "0", "--decode_every", "0", "--no_export", *extra]  # fmt: skip
+
+
+def _rerecord(folder: Path) -> None:
+    """Rewrite a checkpoint's COMPLETE record for its current files (an attacker owns the folder)."""
+    from trainer.train import checkpoint as ck
+
+    files = {n: ck.file_record(folder / n) for n in ck._checked_files(folder)}
+    (folder / ck.COMPLETE).write_text(json.dumps({"format": ck.RECORD_FORMAT, "files": files}))
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_payload_in_deepspeed_file_is_refused_on_resume(setup, tmp_path, capsys):
+    from launch.train import main
+    from trainer.train.engine import train
+
+    run = tmp_path / "run"
+    train(_cfg(setup, "x", output=str(run), max_steps=1, export=False))
+    folder = run / "checkpoints" / "step_1"
+    marker = tmp_path / "pwned"
+    torch.save({"module": _Payload(marker)}, folder / "mp_rank_00_model_states.pt")
+    _rerecord(folder)
+    capsys.readouterr()
+    assert main(_cli(setup, run, "--resume", "--max_steps", "2")) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists()
+    assert "error: " in err and "Traceback" not in err
+    assert "mp_rank_00_model_states.pt: refused to unpickle" in err
+
+
+def test_resume_skips_a_corrupt_checkpoint_and_fails_cleanly_without_one(setup, tmp_path, caplog,
+                                                                         capsys):  # fmt: skip
+    from launch.train import main
+    from trainer.train.engine import train
+
+    run = tmp_path / "run"
+    train(_cfg(setup, "x", output=str(run), max_steps=4, save_every=2, export=False))
+    optim = next((run / "checkpoints" / "step_4").glob("*optim_states.pt"))
+    data = bytearray(optim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    optim.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        resumed = train(_cfg(setup, "x", output=str(run), max_steps=5, save_every=2, resume=True,
+                             export=False))  # fmt: skip
+    assert resumed.steps == 5 and len(resumed.losses) == 3  # steps 3-5: it resumed from step 2
+    assert (f"checkpoint step_4: {optim.name}: checksum mismatch, falling back to step_2"
+            in caplog.text)  # fmt: skip
+    for folder in (run / "checkpoints").glob("step_*"):
+        (folder / "trainer_state.json").write_text("{}")
+    capsys.readouterr()
+    assert main(_cli(setup, run, "--resume", "--max_steps", "6")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        "checkpoints: no intact checkpoint to resume: step_5: trainer_state.json: size mismatch"
+        in err
+    )
+
+
+def test_failed_option_checks_leave_no_run_folder(setup, tmp_path, capsys):
+    from launch.train import main
+
+    for flags, message in ((["--ep_size", "3"], "--ep_size 3 must divide the world size 1"),
+                           (["--micro_batch_size", "0"], "micro_batch_size must be a positive"),
+                           (["--full_vocab_loss", "--max_src_tokens", "2"], "max_src_tokens")):  # fmt: skip
+        out = tmp_path / "run"
+        assert main([*_cli(setup, out), *flags]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists(), flags
+
+
+def test_altered_shard_stops_training_naming_it(setup, tmp_path, capsys):
+    from launch.train import main
+
+    data = tmp_path / "data"
+    shutil.copytree(setup["data"], data)
+    shard = data / "train" / "g-0001.tar"
+    raw = bytearray(shard.read_bytes())
+    i = raw.index(b"dna.txt") + 512
+    raw[i] = ord("A") if raw[i] != ord("A") else ord("C")
+    shard.write_bytes(bytes(raw))
+    capsys.readouterr()
+    assert main(_cli(setup, tmp_path / "run", "--max_steps", "40", data=data)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"error: {shard.resolve()}: sha256 mismatch" in err

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.train_helpers import make_model, write_shards
+from trainer.train.hooks import ENV as FAULTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -46,9 +47,11 @@ def phage(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "data": root / "baked", "model": model}
 
 
-def _train(launcher: list[str], args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+def _train(launcher: list[str], args: list[str], timeout: int = 240,
+           faults: str = "") -> subprocess.CompletedProcess:  # fmt: skip
     cmd = [*launcher, str(REPO / "launch/train.py"), *args]
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    env = {**ENV, FAULTS: faults} if faults else ENV
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     return proc
 
 
@@ -78,7 +81,7 @@ def test_torchrun_moe_ep2_learns_resumes_exactly_and_exports(phage):
     losses = _losses(phage["root"] / "straight")
     assert len(losses) == 8 and sum(losses[-3:]) < sum(losses[:3]), losses
 
-    crashed = _train(TORCHRUN, _args(phage, "crashed", "--fail_at_step", "7"))
+    crashed = _train(TORCHRUN, _args(phage, "crashed"), faults="fail_at_step=7")
     assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
     resumed = _train(TORCHRUN, _args(phage, "crashed", "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-4000:]

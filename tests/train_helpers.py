@@ -2,11 +2,12 @@
 
 Shards are written with ``webdataset.TarWriter`` in the documented sample format (``dna.txt``,
 ``target.txt``, ``json``) with targets made by the real grammar, so the loader and the loss see what
-the baker produces; the manifest uses the baker's field names.
+the baker produces; the manifest uses the baker's field names (bytes and sha256 included).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -89,7 +90,9 @@ def write_shards(data_dir: Path, counts: dict[str, list[int]], *, window_len: in
                             "circular": False, "window_len": window_len}  # fmt: skip
                     w.write({"__key__": f"g_{i}_{j:06d}", "dna.txt": dna, "target.txt": target,
                              "json": json.dumps(meta)})  # fmt: skip
-            entries.append({"path": rel, "samples": n})
+            raw = (data_dir / rel).read_bytes()
+            entries.append({"path": rel, "samples": n, "bytes": len(raw),
+                            "sha256": hashlib.sha256(raw).hexdigest()})  # fmt: skip
         splits[split] = {"shards": entries}
     grammar = {"window_len": window_len, "feature_types": TYPES,
                "tokens": target_vocabulary(TYPES, window_len)}  # fmt: skip

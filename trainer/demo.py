@@ -20,7 +20,6 @@ import logging
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from baking.common.errors import ConfigError, Dna2GffError, InputError
+from trainer.distributed import free_port
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +168,6 @@ class Layout:
         self.commands = o / "commands.sh"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def display_command(argv: Sequence[str]) -> str:
     """A command as a user would type it: ``python``, paths relative to the checkout."""
     bindir = str(Path(sys.executable).parent) + os.sep
@@ -204,10 +198,10 @@ def train_command(cfg: DemoConfig, lay: Layout) -> list[str]:
     script = str(LAUNCH / "train.py")
     if cfg.launcher == "deepspeed":
         ds = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or "deepspeed"
-        head = [ds, "--num_gpus", str(cfg.nproc), "--master_port", str(_free_port()), script]
+        head = [ds, "--num_gpus", str(cfg.nproc), "--master_port", str(free_port()), script]
     elif cfg.launcher == "torchrun":
         head = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(cfg.nproc),
-                "--master_port", str(_free_port()), script]  # fmt: skip
+                "--master_port", str(free_port()), script]  # fmt: skip
     else:
         head = [sys.executable, script]
     args = ["--model", lay.model, "--data", lay.baked, "--output", lay.run,

@@ -1,18 +1,40 @@
-"""Process-group helpers so DeepSpeed MoE works both under a launcher and in a plain process.
+"""The one home of the process-group helpers: join or make a group, sum, broadcast, barrier, port.
 
 Under ``deepspeed``/``torchrun`` the trainer's ``deepspeed.initialize`` creates the expert-parallel
 groups; a plain ``python`` process (tests, annotate) has no process group at all. DeepSpeed's MoE
 forward needs none at ``ep_size=1``, but its group bookkeeping (``set_deepspeed_parallelism``) does,
 so ``ensure_process_group`` makes a 1-process gloo world when nothing is initialised.
+
+The collectives here (``all_sum``, ``from_rank0``, ``barrier``) are no-ops without a process group,
+so code that calls them runs unchanged in one process. ``torch.distributed`` is imported inside the
+functions: ``free_port`` serves launchers (the demo) that never load torch.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any
 
-import torch.distributed as dist
+if TYPE_CHECKING:
+    import torch
+    import torch.distributed as dist
 
 log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (for a one-machine rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 def ensure_process_group(init_deepspeed: bool = True) -> bool:
@@ -21,6 +43,8 @@ def ensure_process_group(init_deepspeed: bool = True) -> bool:
     Returns True when it created one. With ``init_deepspeed`` DeepSpeed's communication layer is
     pointed at it too (``deepspeed.init_distributed`` reuses an existing torch group).
     """
+    import torch.distributed as dist
+
     created = False
     if not dist.is_initialized():
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
@@ -36,13 +60,93 @@ def ensure_process_group(init_deepspeed: bool = True) -> bool:
     return created
 
 
+def join_launcher_group(accelerator: str) -> tuple[int, int, int]:
+    """Join the launcher's process group (or make a one-process one); returns rank, world, local.
+
+    deepspeed, torchrun and mpirun leave their world in the environment; plain ``python`` has none,
+    so a one-rank world on a free local port stands in.
+    """
+    import deepspeed
+    import torch.distributed as dist
+
+    under_mpi = "OMPI_COMM_WORLD_RANK" in os.environ or "PMI_RANK" in os.environ
+    if "RANK" not in os.environ and not under_mpi:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+    if accelerator == "cpu":
+        disable_cpu_shm_comm()
+    if not dist.is_initialized():
+        backend = "gloo" if accelerator == "cpu" else None
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=under_mpi)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return rank, world, local
+
+
 def world_rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    """This process's global rank (0 without a process group)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if _initialized() else 0
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum of ``values`` over all ranks (float64; ``values`` itself in one process)."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if _initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_max(value: int, device: torch.device) -> int:
+    """The largest ``value`` over all ranks."""
+    import torch
+    import torch.distributed as dist
+
+    if not _initialized():
+        return value
+    t = torch.tensor([value], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (one small broadcast), so all ranks take the same branch."""
+    import torch.distributed as dist
+
+    if not _initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather(value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` in one process)."""
+    import torch.distributed as dist
+
+    if not _initialized():
+        return [value]
+    box: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(box, value)
+    return box
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in one process)."""
+    import torch.distributed as dist
+
+    if _initialized():
+        dist.barrier()
 
 
 def expert_parallel_group(ep_size: int) -> dist.ProcessGroup | None:
     """DeepSpeed's expert-parallel group for ``ep_size`` once created, else None."""
-    if ep_size <= 1 or not (dist.is_available() and dist.is_initialized()):
+    if ep_size <= 1 or not _initialized():
         return None
     from deepspeed.utils import groups
 
@@ -55,6 +159,8 @@ def expert_parallel_rank(ep_size: int) -> int:
     DeepSpeed's default (expert-then-data) layout puts consecutive ranks in one expert group, so
     before the groups exist the rank is ``global_rank % ep_size``.
     """
+    import torch.distributed as dist
+
     if ep_size <= 1:
         return 0
     group = expert_parallel_group(ep_size)

@@ -6,9 +6,17 @@ What the reader guarantees, so the rest of the project can trust a ``GFFFeature`
   sequence lengths is the caller's job, since only it knows the FASTA);
 - attributes are ``%``-unescaped, in file order; ``score`` is a float or None; ``phase`` an int or
   None and present on every ``CDS`` (the spec requires it);
-- ``##sequence-region`` may appear anywhere; ``##FASTA`` ends the feature section and its records
-  are returned; CRLF line ends are accepted; gzip or plain is detected from the magic bytes.
-Every problem raises ``InputError(path, reason, line)``.
+- every line follows the rules GenomeTools' ``gt gff3validator`` applies to one line: each
+  attribute is ``tag=value`` with exactly one ``=``, a tag and a value, no tag twice, tags with an
+  upper-case first letter only the spec's reserved ones, ``Is_circular=true``, ``Target`` as
+  ``id start end [+|-]``, ``md5:`` seqids well formed;
+- ``##sequence-region`` may appear anywhere before the first feature of its seqid, once per seqid;
+  one with a negative coordinate is logged as a warning and ignored (GenomeTools resets it; the
+  FASTA gives the sequence's extent anyway); ``###`` lines are recorded (``terminators``);
+  ``##FASTA`` (or a first ``>`` line) ends the feature section and its records are returned; CRLF
+  line ends are accepted; gzip or plain is detected from the magic bytes.
+Rules that span lines (Parent links, multi-feature IDs, CDS phases) are
+``baking.formats.gff3_semantics``'s job. Every problem raises ``InputError(path, reason, line)``.
 """
 
 from __future__ import annotations
@@ -17,10 +25,12 @@ import gzip
 import io
 import logging
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -30,8 +40,25 @@ from baking.formats.fasta import GZIP_MAGIC, normalise_sequence
 log = logging.getLogger(__name__)
 
 STRANDS = ("+", "-", ".", "?")
+_SIGNED_INT = re.compile(r"-?[0-9]+")
 # Attributes the spec lets carry several comma-separated values: commas in them are separators.
 MULTI_VALUE_KEYS = frozenset({"Parent", "Alias", "Note", "Dbxref", "Ontology_term"})
+# Tags the spec reserves; any other tag starting with an upper-case letter is an error (GFF3 1.26).
+RESERVED_TAGS = frozenset(
+    {
+        "ID",
+        "Name",
+        "Alias",
+        "Parent",
+        "Target",
+        "Gap",
+        "Derives_from",
+        "Note",
+        "Dbxref",
+        "Ontology_term",
+        "Is_circular",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +91,8 @@ class GFF3Document:
     features: list[GFFFeature] = field(default_factory=list)
     sequence_regions: dict[str, tuple[int, int]] = field(default_factory=dict)
     fasta: dict[str, str] | None = None
+    region_lines: dict[str, int] = field(default_factory=dict)  # line of each ##sequence-region
+    terminators: list[int] = field(default_factory=list)  # lines of the ### directives
 
 
 def unescape(text: str) -> str:
@@ -138,12 +167,26 @@ def _open_lines(path: Path) -> Iterator[str]:
         raise InputError(path, f"truncated or corrupt gzip file ({exc})", lineno + 1) from exc
 
 
+# Raw tags already found valid: files repeat a few tags millions of times.
+_GOOD_TAGS: set[str] = set()
+
+
 def _parse_attributes(text: str, path: Path, lineno: int) -> tuple[tuple[str, str], ...]:
+    """The ``tag=value`` pairs of column 9, checked as ``gt gff3validator`` checks them.
+
+    The checks that need no tag are made on the whole column (a C-speed scan), the ones that
+    do, once per distinct tag (``_GOOD_TAGS``): this runs once per line of every genome."""
     if text == "." or not text:
         return ()
+    parts = text.split(";")
+    if (text[0] == "." or ";." in text) and len(parts) > 1:
+        bad = next(p for p in parts if p[:1] == ".")
+        raise InputError(path, f"attribute {bad!r}: '.' (no attributes) among attributes", lineno)
+    if "=;" in text or text[-1] == "=":
+        _empty_value(parts, path, lineno)
     escaped = "%" in text
-    out = []
-    for part in text.split(";"):
+    out: dict[str, str] = {}
+    for part in parts:
         key, sep, value = part.partition("=")
         if not sep:
             if part.strip():
@@ -151,15 +194,105 @@ def _parse_attributes(text: str, path: Path, lineno: int) -> tuple[tuple[str, st
             continue  # empty part, e.g. a trailing ';'
         if key[:1].isspace():
             key = key.strip()
-        if not key:
-            raise InputError(path, f"attribute {part!r} has an empty key", lineno)
+        if key not in _GOOD_TAGS:
+            _check_tag(key, value, part, path, lineno)
         if escaped:
             if "%" in value:
                 value = unquote(value, errors="replace")
             if "%" in key:
                 key = unquote(key, errors="replace")
-        out.append((key, value))
-    return tuple(out)
+        out[key] = value
+    if text.count("=") != len(out):  # a value with an unescaped '=', or a tag given twice
+        _explain_count(parts, escaped, path, lineno)
+    return tuple(out.items())
+
+
+def _empty_value(parts: list[str], path: Path, lineno: int) -> None:
+    """Raise for a ``tag=`` without value (other faults of such a part: the caller's loop)."""
+    for part in parts:
+        key, _sep, value = part.partition("=")
+        if part.endswith("=") and not value and key.strip():
+            raise InputError(path, f"attribute {key.strip()!r} has an empty value", lineno)
+
+
+def _explain_count(parts: list[str], escaped: bool, path: Path, lineno: int) -> None:
+    """Raise the reason why column 9 holds more '=' than distinct tags."""
+    bad = next((p for p in parts if p.count("=") > 1), None)
+    if bad is not None:
+        raise InputError(
+            path, f"attribute {bad!r} does not contain exactly one '=' (escape it as %3D)", lineno
+        )
+    seen: set[str] = set()
+    for part in parts:
+        key, sep, _value = part.partition("=")
+        if not sep:
+            continue
+        if key[:1].isspace():  # the same normalisation as _parse_attributes
+            key = key.strip()
+        if escaped and "%" in key:
+            key = unquote(key, errors="replace")
+        if key in seen:
+            raise InputError(path, f"attribute {key!r} appears twice on the line", lineno)
+        seen.add(key)
+    raise AssertionError("unreachable: every '=' belongs to a distinct tag")
+
+
+def _check_tag(key: str, raw_value: str, part: str, path: Path, lineno: int) -> None:
+    """A tag and its value: both present; an upper-case tag is reserved and follows its syntax."""
+    if not key:
+        raise InputError(path, f"attribute {part!r} has an empty key", lineno)
+    if "A" <= key[0] <= "Z":
+        if key not in RESERVED_TAGS:
+            raise InputError(
+                path,
+                f"attribute {key!r}: tags starting with an upper-case letter are reserved",
+                lineno,
+            )
+        if key == "Is_circular" and raw_value != "true":
+            raise InputError(
+                path, f"Is_circular={raw_value!r}: the only allowed value is 'true'", lineno
+            )
+        if key == "Target":
+            for target in raw_value.split(","):
+                _check_target(target, path, lineno)
+            return  # every Target value needs checking: never cache it
+        if key == "Is_circular":
+            return
+    if len(_GOOD_TAGS) < 100_000:
+        _GOOD_TAGS.add(key)
+
+
+def _check_target(target: str, path: Path, lineno: int) -> None:
+    """``Target=id start end [strand]`` (blank-separated, 1-based, start <= end)."""
+    fields = target.split(" ")
+    if len(fields) not in (3, 4):
+        raise InputError(
+            path,
+            f"Target {target!r} needs 3 or 4 blank-separated fields: id start end [+|-]",
+            lineno,
+        )
+    check_md5_seqid(unescape(fields[0]), path, lineno)
+    start = _parse_int(fields[1], "Target start", path, lineno)
+    end = _parse_int(fields[2], "Target end", path, lineno)
+    if end < start:
+        raise InputError(path, f"Target {target!r}: start {start} > end {end}", lineno)
+    if len(fields) == 4 and fields[3] not in ("+", "-"):
+        raise InputError(path, f"Target {target!r}: strand {fields[3]!r} is not + or -", lineno)
+
+
+def check_md5_seqid(seqid: str, path: str | Path, lineno: int) -> None:
+    """A ``md5:`` seqid is ``md5:<32 characters>:<seqid>`` (GenomeTools' MD5 sequence ids)."""
+    if not seqid.startswith("md5:"):
+        return
+    body = seqid[4:]
+    if len(body) < 33:
+        raise InputError(path, f"MD5 sequence id {seqid!r} is too short", lineno)
+    if body[32] != ":":
+        raise InputError(
+            path, f"MD5 sequence id {seqid!r} has separator {body[32]!r} (must be ':')", lineno
+        )
+    if len(body) == 33:
+        raise InputError(path, f"MD5 sequence id {seqid!r} has no sequence id after ':'", lineno)
 
 
 def _parse_int(text: str, name: str, path: Path, lineno: int) -> int:
@@ -174,8 +307,13 @@ def parse_feature_line(line: str, path: Path, lineno: int) -> GFFFeature:
     if len(cols) != 9:
         raise InputError(path, f"expected 9 tab-separated columns, found {len(cols)}", lineno)
     seqid, source, ftype, s_start, s_end, s_score, strand, s_phase, s_attrs = cols
+    if seqid[-1:] == " ":
+        log.warning("%s:%d: seqid %r ends with a blank; removing it", path, lineno, seqid)
+        seqid = seqid.rstrip(" ")
     if not seqid or seqid == ".":
         raise InputError(path, "empty seqid", lineno)
+    if seqid[:4] == "md5:":
+        check_md5_seqid(seqid, path, lineno)
     if s_start.isdigit() and s_end.isdigit() and s_start.isascii() and s_end.isascii():
         start, end = int(s_start), int(s_end)
     else:
@@ -223,20 +361,38 @@ def parse_feature_line(line: str, path: Path, lineno: int) -> GFFFeature:
 class _Directives:
     regions: dict[str, tuple[int, int]] = field(default_factory=dict)
     fasta: dict[str, str] | None = None
+    region_lines: dict[str, int] = field(default_factory=dict)
+    terminators: list[int] = field(default_factory=list)
 
 
-def _sequence_region(line: str, path: Path, lineno: int) -> tuple[str, tuple[int, int]]:
+def _sequence_region(line: str, path: Path, lineno: int) -> tuple[str, tuple[int, int] | None]:
+    """``(seqid, (start, end))``, or ``(seqid, None)`` for negative coordinates (warned)."""
     parts = line.split()
     if len(parts) != 4:
         raise InputError(path, "##sequence-region needs: seqid start end", lineno)
+    numbers = parts[2:4]
+    if any(t.startswith("-") for t in numbers) and all(_SIGNED_INT.fullmatch(t) for t in numbers):
+        log.warning(
+            "%s:%d: ##sequence-region %s %s %s has a negative coordinate; ignored (the FASTA "
+            "gives the sequence's extent)",
+            path,
+            lineno,
+            parts[1],
+            parts[2],
+            parts[3],
+        )
+        return unescape(parts[1]), None
+    check_md5_seqid(unescape(parts[1]), path, lineno)
     start = _parse_int(parts[2], "sequence-region start", path, lineno)
     end = _parse_int(parts[3], "sequence-region end", path, lineno)
+    if start < 1:
+        raise InputError(path, f"##sequence-region start {start} < 1 (GFF3 is 1-based)", lineno)
     if end < start:
         raise InputError(path, f"##sequence-region end {end} < start {start}", lineno)
     return unescape(parts[1]), (start, end)
 
 
-def _read_fasta_section(lines: Iterator[str], path: Path, lineno: int) -> dict[str, str]:
+def _read_fasta_section(lines: Iterable[str], path: Path, lineno: int) -> dict[str, str]:
     records: dict[str, list[str]] = {}
     current: list[str] | None = None
     for lineno, raw in enumerate(lines, lineno + 1):  # noqa: B020
@@ -253,6 +409,31 @@ def _read_fasta_section(lines: Iterator[str], path: Path, lineno: int) -> dict[s
     return {k: normalise_sequence("".join(v), path, k) for k, v in records.items()}
 
 
+def _directive(line: str, d: _Directives, seen: set[str], path: Path, lineno: int) -> None:
+    """Record a ``##`` line other than ``##FASTA``: regions, terminators; reject a 2nd header."""
+    if line.startswith("##sequence-region"):
+        seqid, bounds = _sequence_region(line, path, lineno)
+        if seqid in d.region_lines:
+            raise InputError(
+                path,
+                f"##sequence-region {seqid} already given on line {d.region_lines[seqid]}",
+                lineno,
+            )
+        if seqid in seen:
+            raise InputError(
+                path, f"##sequence-region {seqid} comes after features on {seqid}", lineno
+            )
+        d.region_lines[seqid] = lineno
+        if bounds is not None:
+            d.regions[seqid] = bounds
+    elif line.startswith("###"):
+        d.terminators.append(lineno)
+    elif line.startswith("##gff-version"):
+        raise InputError(
+            path, "a second ##gff-version line (concatenated files? merge them properly)", lineno
+        )
+
+
 def iter_gff3(path: str | Path, directives: _Directives | None = None) -> Iterator[GFFFeature]:
     """Stream the features of a GFF3 file; directives are collected into ``directives``."""
     path = Path(path)
@@ -263,6 +444,7 @@ def iter_gff3(path: str | Path, directives: _Directives | None = None) -> Iterat
     d = directives if directives is not None else _Directives()
     lines = _open_lines(path)
     header_seen = False
+    seen: set[str] = set()  # seqids with features so far
     lineno = 0
     for lineno, raw in enumerate(lines, 1):  # noqa: B007
         line = raw.rstrip("\r\n")
@@ -279,16 +461,18 @@ def iter_gff3(path: str | Path, directives: _Directives | None = None) -> Iterat
         if not line or line.isspace():
             continue
         if line.startswith("#"):
-            if line.startswith("##sequence-region"):
-                seqid, bounds = _sequence_region(line, path, lineno)
-                d.regions[seqid] = bounds
-            elif line.startswith("##FASTA"):
+            if line.startswith("##FASTA"):
                 d.fasta = _read_fasta_section(lines, path, lineno)
                 break
+            if line.startswith("##"):
+                _directive(line, d, seen, path, lineno)
             continue
-        if line.startswith(">"):  # a FASTA section without its directive
-            raise InputError(path, "FASTA record without a preceding ##FASTA directive", lineno)
-        yield parse_feature_line(line, path, lineno)
+        if line.startswith(">"):  # a FASTA section without its directive (GenomeTools reads it)
+            d.fasta = _read_fasta_section(chain([raw], lines), path, lineno - 1)
+            break
+        feature = parse_feature_line(line, path, lineno)
+        seen.add(feature.seqid)
+        yield feature
     if not header_seen:
         raise InputError(path, "no GFF3 content (only blank lines)", max(lineno, 1))
 
@@ -298,7 +482,13 @@ def read_gff3(path: str | Path) -> GFF3Document:
     d = _Directives()
     features = list(iter_gff3(path, d))
     log.debug("read_gff3 path=%s features=%d regions=%d", path, len(features), len(d.regions))
-    return GFF3Document(features=features, sequence_regions=d.regions, fasta=d.fasta)
+    return GFF3Document(
+        features=features,
+        sequence_regions=d.regions,
+        fasta=d.fasta,
+        region_lines=d.region_lines,
+        terminators=d.terminators,
+    )
 
 
 def write_gff3(

@@ -3,16 +3,29 @@
 The file is shared by runs (the recipe bakes genome after genome into one ``data/new_tokens.txt``),
 so new tokens are *merged*: lines already there keep their order, new ones are appended in the
 grammar's stable order. Lines are never stripped of inner content (a token is the whole line minus
-its line end) so no token can silently lose characters; the write is atomic.
+its line end) so no token can silently lose characters; the write is atomic. A token holding an
+invisible character (a zero-width space U+200B, a BOM, a control or format character, any Unicode
+separator) is a corrupt file: it would become a vocabulary entry no target ever matches, so the
+readers here and in ``trainer.tokens`` reject it, naming file and line.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
 from baking.common.errors import InputError
 from baking.formats.gff3 import atomic_write_bytes
+
+
+def invisible_character(token: str) -> str | None:
+    """A description of the first invisible character in ``token`` (Unicode categories C* and Z*:
+    controls, format characters such as U+200B or U+FEFF, separators), or None."""
+    for c in token:
+        if unicodedata.category(c)[0] in "CZ":
+            return f"U+{ord(c):04X} {unicodedata.name(c, 'unnamed').lower()}"
+    return None
 
 
 def read_tokens(path: str | Path) -> list[str]:
@@ -31,6 +44,13 @@ def read_tokens(path: str | Path) -> list[str]:
             continue
         if line != line.strip():
             raise InputError(path, f"token {line!r} has surrounding whitespace", lineno)
+        bad = invisible_character(line)
+        if bad is not None:
+            raise InputError(
+                path,
+                f"token {line!r} contains an invisible character ({bad}): corrupt file",
+                lineno,
+            )
         if line in seen:
             raise InputError(path, f"duplicate token {line!r}", lineno)
         seen.add(line)

@@ -145,12 +145,15 @@ def select_features(
     types: Sequence[str],
     gff_path: str,
     include_pseudo: bool = False,
+    attr_dicts: Sequence[Mapping[str, str]] | None = None,
 ) -> tuple[dict[str, list[GenomeFeature]], SelectionStats]:
-    """The chosen features per seqid (sorted), validated against the sequences."""
+    """The chosen features per seqid (sorted), validated against the sequences (``attr_dicts``:
+    each feature's attributes as a dict, when the caller has them already)."""
     for t in types:
         type_token(t)  # GrammarError for unusable names, before any work
     wanted = set(types)
-    attr_dicts = [dict(f.attributes) for f in doc.features]
+    if attr_dicts is None:
+        attr_dicts = [dict(f.attributes) for f in doc.features]
     drop = set() if include_pseudo else pseudo_ids(doc.features, attr_dicts)
     stats = SelectionStats()
     chosen: dict[str, set[tuple]] = {s: set() for s in infos}

@@ -11,10 +11,18 @@ every k-th sample, trading read bandwidth for balance.
 Because each slot's stream is a pure function of (seed, slot, pass), a resume only needs the number
 of batches consumed: whole passes are skipped by arithmetic on the manifest's counts and the rest of
 one pass is read without tokenising.
+
+Each shard is checked against the sha256 and size ``manifest.json`` records for it, once per
+process, while it is first read (the bytes pass through the hash on their way to the tar reader):
+a shard altered after baking fails at its end, by name. A bad sample fails naming
+``shard.tar: key: reason``. Errors raised in a DataLoader worker reach the trainer as the same
+``InputError`` (``iter_batches``), not as the worker's traceback.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -38,10 +46,13 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """One tar shard of a split and how many samples the manifest says it holds."""
+    """One tar shard of a split: how many samples, bytes and which sha256 the manifest records."""
 
     path: str
     count: int
+    sha256: str | None = None
+    """None when the manifest has none (hand-made or older data): the shard is not checked."""
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,8 +105,10 @@ def split_shards(data_dir: str | Path, split: str) -> list[ShardInfo]:
         path = (root / rel).resolve()
         if not path.is_file():
             raise InputError(path, f"shard listed in manifest.json (split {split!r}) is missing")
+        sha, size = entry.get("sha256"), entry.get("bytes")
         if count:
-            shards.append(ShardInfo(str(path), count))
+            shards.append(ShardInfo(str(path), count, sha if isinstance(sha, str) else None,
+                                    size if isinstance(size, int) else None))  # fmt: skip
     return shards
 
 
@@ -146,15 +159,59 @@ def batches_per_epoch(total_samples: int, world_size: int, micro_batch_size: int
 # ---------------------------------------------------------------------------------------- samples
 
 
-def _iter_tar(path: str) -> Iterator[dict[str, Any]]:
-    """Raw samples of one shard in file order, with the shard named in any error."""
+_VERIFIED: set[str] = set()
+"""Shards this process has read whole and found to match the manifest."""
+
+
+class _HashingReader:
+    """A binary file whose reads also feed a sha256 (the tar reader reads through it)."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.hash.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def _check_digest(shard: ShardInfo, reader: _HashingReader) -> None:
+    reader.drain()  # the tar reader may stop before the end-of-archive padding
+    if shard.size is not None and reader.size != shard.size:
+        raise InputError(shard.path, f"size mismatch: {reader.size} bytes, manifest.json "
+                                     f"says {shard.size} (altered or truncated after baking)")  # fmt: skip
+    digest = reader.hash.hexdigest()
+    if digest != shard.sha256:
+        raise InputError(shard.path, f"sha256 mismatch: {digest}, manifest.json says "
+                                     f"{shard.sha256} (altered after baking)")  # fmt: skip
+    _VERIFIED.add(shard.path)
+
+
+def _iter_tar(shard: ShardInfo | str) -> Iterator[dict[str, Any]]:
+    """Raw samples of one shard in file order, with the shard named in any error.
+
+    The first whole read of a shard with a recorded sha256 checks it (at the end of the shard).
+    """
     from webdataset.tariterators import tar_file_iterator
 
-    with open(path, "rb") as stream:
+    if isinstance(shard, str):
+        shard = ShardInfo(shard, -1)
+    path = shard.path
+    with open(path, "rb") as f:
+        reader = _HashingReader(f) if shard.sha256 and path not in _VERIFIED else None
         try:
-            yield from _group(tar_file_iterator(stream))
+            yield from _group(tar_file_iterator(reader or f))
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise InputError(path, f"unreadable shard: {exc}") from None
+        if reader is not None:
+            _check_digest(shard, reader)
 
 
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
@@ -186,7 +243,8 @@ def _pass_samples(plan: SlotPlan, seed: int, slot: int, p: int, buffer: int) -> 
     g = p * plan.total
     for shard in order:
         n = 0
-        for sample in _iter_tar(shard.path):
+        for sample in _iter_tar(shard):
+            sample["__shard__"] = shard.path
             n += 1
             keep = plan.stride == 1 or g % plan.stride == plan.offset
             g += 1
@@ -264,12 +322,37 @@ class Encoder:
         return list(target_to_ids(self.tokenizer, tokens)) if tokens else []
 
     def encode(self, sample: dict[str, Any]) -> tuple[list[int], list[int]]:
+        """Source and target ids; a bad field is an ``InputError`` naming shard and sample key."""
+        dna = _text_field(sample, "dna.txt", "ascii")
+        target = _text_field(sample, "target.txt", "utf-8")
+        if "json" in sample:
+            try:
+                meta = json.loads(sample["json"])
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise _sample_error(sample, f"json: not valid JSON ({exc})") from None
+            if not isinstance(meta, dict):
+                raise _sample_error(sample, "json: must be an object")
         try:
-            dna = sample["dna.txt"].decode("ascii")
-            target = sample["target.txt"].decode("utf-8")
-        except (KeyError, UnicodeDecodeError) as exc:
-            raise InputError(sample.get("__key__", "?"), f"bad sample fields: {exc}") from None
-        return self.source_ids(dna), self.target_ids(target)
+            tgt = self.target_ids(target)
+        except KeyError as exc:
+            raise _sample_error(sample, f"target.txt: {exc.args[0]}") from None
+        return self.source_ids(dna), tgt
+
+
+def _sample_error(sample: dict[str, Any], reason: str) -> InputError:
+    """``shard.tar: key: reason`` (the shard is attached by the stream that read the sample)."""
+    return InputError(sample.get("__shard__", "?"), f"{sample.get('__key__', '?')}: {reason}")
+
+
+def _text_field(sample: dict[str, Any], name: str, encoding: str) -> str:
+    if name not in sample:
+        raise _sample_error(sample, f"no {name} in this sample")
+    try:
+        return bytes(sample[name]).decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise _sample_error(
+            sample, f"{name}: not {encoding} text ({exc.reason} at byte {exc.start})"
+        ) from None
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -373,8 +456,27 @@ class ShardBatches(IterableDataset):
         slot = self.rank * self.workers + logical
         stream = slot_stream(self.plans[slot], self.seed, slot, self.buffer, skip=done * self.mb)
         while True:
-            pairs = [self.encoder.encode(next(stream)) for _ in range(self.mb)]
+            try:
+                pairs = [self.encoder.encode(next(stream)) for _ in range(self.mb)]
+            except InputError as exc:
+                if info is None:
+                    raise
+                # DataLoader would re-raise it as a RuntimeError holding the worker's traceback
+                yield {_ERROR: (exc.path, exc.reason, exc.line)}
+                return
             yield collate(pairs, self.encoder.ids, self.encoder.max_tgt, self.encoder.pad_multiple)
+
+
+_ERROR = "__input_error__"
+
+
+def iter_batches(loader: Any) -> Iterator[dict]:
+    """The loader's batches; a data error from a worker is raised here as an ``InputError``."""
+    for batch in loader:
+        if _ERROR in batch:
+            path, reason, line = batch[_ERROR]
+            raise InputError(path, reason, line)
+        yield batch
 
 
 def make_loader(dataset: ShardBatches, num_workers: int, seed: int = 0) -> DataLoader:
@@ -409,7 +511,10 @@ def first_samples(shards: Sequence[ShardInfo], n: int) -> list[dict[str, Any]]:
     """The first ``n`` raw samples of a split in path order (for the greedy-decode metric)."""
     out: list[dict[str, Any]] = []
     for shard in sorted(shards, key=lambda s: s.path):
-        for sample in _iter_tar(shard.path):
+        for sample in _iter_tar(shard):
+            sample["__shard__"] = shard.path
+            _text_field(sample, "dna.txt", "ascii")  # a bad sample is named here, not a KeyError
+            _text_field(sample, "target.txt", "utf-8")
             out.append(sample)
             if len(out) == n:
                 return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -25,13 +26,15 @@ from trainer.model.config import CONFIG_NAME, Dna2GffConfig
 from trainer.model.dnabert2 import TOKENIZER_FILES
 from trainer.model.encoder import alibi_slopes
 from trainer.model.moe import gather_experts
-from trainer.model.seq2seq import Dna2GffModel
 from trainer.model.state import (
     CheckpointError,
     check_state_dict,
     load_weights,
     save_safetensors_atomic,
 )
+
+if TYPE_CHECKING:  # the module calls into this file (save/from_pretrained), never the reverse
+    from trainer.model.seq2seq import Dna2GffModel
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +152,7 @@ def load_model_folder(
     ep_size: int = 1,
     map_location: str | torch.device = "cpu",
     ep_rank: int | None = None,
-    model_class: type[Dna2GffModel] = Dna2GffModel,
+    model_class: type[Dna2GffModel],
 ) -> Dna2GffModel:
     """Rebuild a saved model exactly (same logits); at ``ep_size > 1`` keeps this rank's experts."""
     folder = Path(model_dir)

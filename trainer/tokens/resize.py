@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from baking.common.errors import InputError
-from trainer.model.folder import load_model_folder, save_model_folder
+from trainer.model.folder import save_model_folder
 from trainer.model.seq2seq import Dna2GffModel
 from trainer.tokens.tokenizer import TOKENIZER_NAME, load_tokenizer
 
@@ -90,7 +90,7 @@ def resize_model(
     current = model_dir / TOKENIZER_NAME
     if current.is_file() and current.resolve() != tok_path.resolve():
         check_tokenizer_extends(current, tok_path)
-    model = load_model_folder(model_dir)
+    model = Dna2GffModel.from_pretrained(model_dir)
     new_size = tokenizer.get_vocab_size(with_added_tokens=True)
     if new_size < model.config.vocab_size:
         raise InputError(

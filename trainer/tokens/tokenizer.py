@@ -23,6 +23,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors, trainers
 
 from baking.common.errors import InputError
+from baking.formats.tokens_file import invisible_character
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,9 @@ def resolve_base_tokenizer(base: str | Path) -> Path:
 def read_tokens_file(path: str | Path) -> list[str]:
     """Annotation tokens, one per line, in file order (duplicates dropped, blank lines skipped).
 
-    Only the line break is removed; a token with inner or surrounding whitespace, or one that is
-    plain DNA (it would shadow BPE tokens), is an error naming the line.
+    Only the line break is removed; a token with inner or surrounding whitespace, an invisible
+    character (zero-width space, BOM, control or format character), or one that is plain DNA (it
+    would shadow BPE tokens), is an error naming the line.
     """
     p = Path(path)
     try:
@@ -93,6 +95,11 @@ def read_tokens_file(path: str | Path) -> list[str]:
             continue
         if any(c.isspace() for c in token):
             raise InputError(p, f"token {token!r} contains whitespace", lineno)
+        bad = invisible_character(token)
+        if bad is not None:
+            raise InputError(
+                p, f"token {token!r} contains an invisible character ({bad}): corrupt file", lineno
+            )
         if _DNA_ONLY.match(token):
             raise InputError(
                 p, f"token {token!r} is plain DNA and would collide with BPE tokens", lineno

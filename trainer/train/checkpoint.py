@@ -1,22 +1,31 @@
-"""Training checkpoints that a crash cannot corrupt, and exact resume.
+"""Training checkpoints that a crash cannot corrupt, that resume checks, and exact resume.
 
 Layout: ``RUN_DIR/checkpoints/step_N/`` holds DeepSpeed's own files (model, optimizer, scheduler,
 per-rank ZeRO and expert partitions), our ``trainer_state.json`` (step, data position, counters), one
-``rng_rank{r}.pt`` per rank (python, numpy, torch CPU and CUDA generators: DeepSpeed's top-2 gate
-draws from the global torch RNG, so a resume without them diverges), and last a ``COMPLETE`` marker
-written atomically by rank 0 after every rank has finished. Only folders with the marker count, so a
-crash in the middle of a save leaves the previous checkpoint as the latest one.
+``rng_rank{r}.safetensors`` per rank (python, numpy, torch CPU and CUDA generators: DeepSpeed's top-2
+gate draws from the global torch RNG, so a resume without them diverges), and last a ``COMPLETE``
+marker written atomically by rank 0 after every rank has finished. Only folders with the marker
+count, so a crash in the middle of a save leaves the previous checkpoint as the latest one.
+
+``COMPLETE`` records the size and sha256 of every other file of the folder; resume checks them
+(``choose_checkpoint``) and falls back to the newest intact checkpoint, naming the bad file.
+
+Nothing here unpickles: our own files are JSON and safetensors (an old ``rng_rank{r}.pt`` is never
+loaded), and DeepSpeed's ``.pt`` files are read with ``torch.load(weights_only=True)`` and an
+allow-list of the three DeepSpeed classes its ZeRO-2 files hold (``_safe_deepspeed_loads``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
-from collections.abc import Callable
+import types
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -25,11 +34,13 @@ import numpy as np
 import torch
 
 from baking.common.errors import InputError
+from trainer.distributed import all_gather, barrier, from_rank0
 
 log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.json"
+RECORD_FORMAT = "dna2gff-checkpoint/1"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -81,6 +92,10 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 # ------------------------------------------------------------------------------------------ RNG
 
 
+def rng_file(folder: str | Path, rank: int) -> Path:
+    return Path(folder) / f"rng_rank{rank}.safetensors"
+
+
 def capture_rng() -> dict[str, Any]:
     state: dict[str, Any] = {
         "python": random.getstate(),
@@ -98,6 +113,156 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rng_to_safetensors(state: dict[str, Any]) -> bytes:
+    """The RNG states as safetensors bytes: generators as tensors, the rest as JSON metadata.
+
+    No pickle: python's state is a version, 625 ints and an optional float; numpy's MT19937 state
+    is 624 words, a position and the cached Gaussian.
+    """
+    from safetensors.torch import save
+
+    version, internal, gauss = state["python"]
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    tensors = {
+        "torch": state["torch"].contiguous(),
+        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+    }
+    for i, t in enumerate(state.get("cuda", [])):
+        tensors[f"cuda_{i}"] = t.cpu().contiguous()
+    meta = {
+        "python": json.dumps([version, list(internal), gauss]),
+        "numpy": json.dumps([kind, int(pos), int(has_gauss), float(cached)]),
+    }
+    return save(tensors, metadata=meta)
+
+
+def rng_from_safetensors(path: Path) -> dict[str, Any]:
+    """Read what ``rng_to_safetensors`` wrote; a malformed file is an ``InputError``."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no __iter__)
+        version, internal, gauss = json.loads(meta["python"])
+        kind, pos, has_gauss, cached = json.loads(meta["numpy"])
+        keys = tensors["numpy_keys"].numpy().astype(np.uint32)
+        state: dict[str, Any] = {
+            "python": (int(version), tuple(int(v) for v in internal), gauss),
+            "numpy": (str(kind), keys, int(pos), int(has_gauss), float(cached)),
+            "torch": tensors["torch"],
+        }
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
+        raise InputError(path, f"unreadable RNG state: {exc}") from None
+    cuda = sorted((int(k.split("_")[1]), t) for k, t in tensors.items() if k.startswith("cuda_"))
+    if cuda:
+        state["cuda"] = [t for _, t in cuda]
+    return state
+
+
+# ------------------------------------------------------------------------------ file records
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """``{"bytes": size, "sha256": hex}`` of one file (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return {"bytes": size, "sha256": h.hexdigest()}
+
+
+def _checked_files(folder: Path) -> list[str]:
+    """Every file of a checkpoint folder but the marker and temporaries, as sorted relative names."""
+    names = []
+    for p in folder.rglob("*"):
+        if p.is_file() and p.name != COMPLETE and not p.name.startswith("."):
+            names.append(p.relative_to(folder).as_posix())
+    return sorted(names)
+
+
+def _digest_files(folder: Path, names: list[str], rank: int, world: int) -> dict[str, Any]:
+    """Records of ``names``, each rank hashing every ``world``-th file (collective when world > 1).
+
+    Every rank gets the merged records (one small all-gather of the digests).
+    """
+    mine = {n: file_record(folder / n) for i, n in enumerate(names) if i % world == rank}
+    if world == 1:
+        return mine
+    merged: dict[str, Any] = {}
+    for part in all_gather(mine):
+        merged.update(part)
+    return merged
+
+
+def _record_problem(folder: Path, rank: int, world: int) -> str | None:
+    """Why ``folder`` fails its ``COMPLETE`` record (``FILE: reason``), or None when it passes.
+
+    Collective: rank 0 reads the record and checks sizes (cheap), then every rank hashes its share.
+    A marker without a record (written by an older trainer) passes unchecked, with a warning.
+    """
+    plan: Any = None
+    if rank == 0:
+        plan = _size_plan(folder)
+    plan = from_rank0(plan)
+    if plan is None or isinstance(plan, str):
+        return plan
+    found = _digest_files(folder, sorted(plan), rank, world)
+    for name in sorted(plan):
+        if found[name]["sha256"] != plan[name]["sha256"]:
+            return f"{name}: checksum mismatch"
+    return None
+
+
+def _size_plan(folder: Path) -> dict[str, Any] | str | None:
+    """Rank 0's half of the check: the record's files if they exist with their sizes, else why not."""
+    try:
+        record = json.loads((folder / COMPLETE).read_text())
+    except (ValueError, OSError):
+        record = None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        log.warning("checkpoint %s has no file record (older trainer): not verified", folder.name)
+        return None
+    files = record.get("files")
+    if not isinstance(files, dict):
+        return f"{COMPLETE}: malformed file record"
+    for name, want in sorted(files.items()):
+        if not isinstance(want, dict) or not isinstance(want.get("sha256"), str):
+            return f"{COMPLETE}: malformed record for {name}"
+        path = folder / name
+        if not path.is_file():
+            return f"{name}: missing"
+        size = path.stat().st_size
+        if size != want.get("bytes"):
+            return f"{name}: size mismatch ({size} bytes, recorded {want.get('bytes')})"
+    return files
+
+
+def choose_checkpoint(root: str | Path, *, rank: int, world: int) -> Path | None:
+    """The newest complete checkpoint whose files match their record (collective, rank 0 decides).
+
+    A bad one is named in a warning and skipped (``checkpoint step_N: FILE: checksum mismatch,
+    falling back to step_M``). None when there is no complete checkpoint at all; an
+    ``InputError`` naming every bad file when there are some but none is intact.
+    """
+    root = Path(root)
+    candidates = from_rank0([p for _, p in reversed(list_checkpoints(root))] if rank == 0 else None)
+    bad: list[str] = []
+    for folder in candidates:
+        problem = _record_problem(folder, rank, world)
+        if problem is None:
+            if rank == 0:
+                for line in bad:
+                    log.warning("checkpoint %s, falling back to %s", line, folder.name)
+            return folder
+        bad.append(f"{folder.name}: {problem}")
+    if bad:
+        raise InputError(root, "no intact checkpoint to resume: " + "; ".join(bad))
+    return None
 
 
 # ------------------------------------------------------------------------------------ save / load
@@ -118,10 +283,10 @@ def save_checkpoint(
     state: TrainerState,
     *,
     rank: int,
-    barrier: Callable[[], None],
+    world: int = 1,
     keep_last: int,
 ) -> Path:
-    """Save on every rank (collective); rank 0 marks it complete and rotates old ones."""
+    """Save on every rank (collective); rank 0 records the files, marks it complete, rotates."""
     root = Path(root)
     folder = step_dir(root, state.step)
     if rank == 0:
@@ -131,25 +296,19 @@ def save_checkpoint(
     barrier()
     engine.save_checkpoint(str(root), tag=folder.name, save_latest=False)
     folder.mkdir(parents=True, exist_ok=True)
-    buf = _torch_bytes(capture_rng())
-    _atomic_write(folder / f"rng_rank{rank}.pt", buf)
+    _atomic_write(rng_file(folder, rank), rng_to_safetensors(capture_rng()))
     if rank == 0:
         _atomic_write(folder / STATE_FILE, json.dumps(asdict(state), indent=2).encode())
     barrier()
+    names = from_rank0(_checked_files(folder) if rank == 0 else None)
+    files = _digest_files(folder, names, rank, world)
     if rank == 0:
-        _atomic_write(folder / COMPLETE, b"ok\n")
+        record = {"format": RECORD_FORMAT, "files": files}
+        _atomic_write(folder / COMPLETE, (json.dumps(record, indent=1) + "\n").encode())
         rotate(root, keep_last)
         log.info("checkpoint saved step=%d path=%s", state.step, folder)
     barrier()
     return folder
-
-
-def _torch_bytes(obj: Any) -> bytes:
-    import io
-
-    bio = io.BytesIO()
-    torch.save(obj, bio)
-    return bio.getvalue()
 
 
 def rotate(root: str | Path, keep_last: int) -> list[Path]:
@@ -183,6 +342,7 @@ def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerSta
     folder = Path(folder)
     if not (folder / COMPLETE).is_file():
         raise InputError(folder, "checkpoint is incomplete (no COMPLETE marker)")
+    _safe_deepspeed_loads(engine)
     load_path, _ = engine.load_checkpoint(
         str(folder.parent),
         tag=folder.name,
@@ -192,12 +352,65 @@ def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerSta
     if load_path is None:
         raise InputError(folder, "DeepSpeed could not load this checkpoint")
     state = read_state(folder)
-    rng_file = folder / f"rng_rank{rank}.pt"
-    if rng_file.is_file():
-        restore_rng(torch.load(rng_file, weights_only=False))
+    path = rng_file(folder, rank)
+    if path.is_file():
+        restore_rng(rng_from_safetensors(path))
     else:
-        log.warning(
-            "no RNG state for rank=%d in %s: the resumed run will not be bit-exact", rank, folder
+        old = (
+            " (an old pickled rng_rank*.pt is never loaded)"
+            if (folder / f"rng_rank{rank}.pt").exists()
+            else ""
         )
+        log.warning("no RNG state for rank=%d in %s%s: the resumed run will not be bit-exact",
+                    rank, folder, old)  # fmt: skip
     log.info("checkpoint loaded step=%d path=%s", state.step, folder)
     return state
+
+
+# ------------------------------------------------------------------------- DeepSpeed's files
+
+
+def _deepspeed_globals() -> list[Any]:
+    """The classes DeepSpeed's ZeRO-1/2 checkpoint files pickle (deepspeed 0.19), nothing else.
+
+    Each is plain data (an int enum, a dataclass of two ints, loss-scaler state); the
+    ``weights_only`` unpickler only sets their attributes, it calls none of their code.
+    """
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [ZeroStageEnum, fragment_address, LossScaler, DynamicLossScaler]
+
+
+def _safe_deepspeed_loads(engine: Any) -> None:
+    """Make DeepSpeed read its checkpoint files with ``torch.load(weights_only=True)``.
+
+    deepspeed 0.19's ``TorchCheckpointEngine.load`` calls ``torch.load(weights_only=False)``,
+    which runs whatever a crafted pickle asks for. Its engine loads every model, optimizer and expert
+    file through ``engine.checkpoint_engine.load``, so replacing that one method on the instance
+    covers them all. A file that needs any other class fails with an ``InputError`` naming it.
+    """
+    ce = getattr(engine, "checkpoint_engine", None)
+    if ce is None:
+        return
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    if not isinstance(ce, TorchCheckpointEngine):
+        log.warning("checkpoint engine %s loads DeepSpeed's files itself (may unpickle code)",
+                    type(ce).__name__)  # fmt: skip
+        return
+    allowed = _deepspeed_globals()
+
+    def load(self: Any, path: str, map_location: Any = None) -> Any:
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            why = str(exc).split("\n")
+            hint = next((ln.strip() for ln in why if "GLOBAL" in ln or "Unsupported" in ln), why[0])
+            raise InputError(
+                path, f"refused to unpickle (not plain checkpoint data): {hint}"
+            ) from None
+
+    ce.load = types.MethodType(load, ce)

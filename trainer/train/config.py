@@ -74,10 +74,6 @@ class TrainConfig:
     """Also export every N steps (0 = only at the end)."""
     export_only: bool = False
     """Load the latest checkpoint, write ``output/export`` and stop (same launcher as training)."""
-    fail_at_step: int | None = None
-    """Testing aid: raise right after this step's checkpoint (simulates a crash)."""
-    nan_at_steps: tuple[int, ...] = ()
-    """Testing aid: make the loss NaN at these steps (exercises the NaN guard)."""
 
     def __post_init__(self) -> None:
         positive = ("ep_size", "max_steps", "micro_batch_size", "grad_accum", "keep_last",
@@ -108,15 +104,12 @@ class TrainConfig:
                 f"max_src_tokens must be >= 3 and max_tgt_tokens >= 2, got "
                 f"{self.max_src_tokens} and {self.max_tgt_tokens}"
             )
-        self.nan_at_steps = tuple(int(s) for s in self.nan_at_steps)
         for name in ("model", "data", "output"):
             if not str(getattr(self, name)):
                 raise ConfigError(f"{name} must be a path, got an empty string")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["nan_at_steps"] = list(self.nan_at_steps)
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

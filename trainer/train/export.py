@@ -20,14 +20,9 @@ from typing import Any
 
 import torch
 
+from trainer.distributed import barrier
+
 log = logging.getLogger(__name__)
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def export_model(
@@ -47,7 +42,7 @@ def export_model(
     tmp = out.with_name(f".{out.name}.tmp")
     if rank == 0 and tmp.exists():
         shutil.rmtree(tmp)
-    _barrier()
+    barrier()
     module = engine.module
     saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
     for _, p in module.named_parameters():
@@ -76,5 +71,5 @@ def export_model(
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
         log.info("exported model=%s", out)
-    _barrier()
+    barrier()
     return out

@@ -1,6 +1,7 @@
 """A read-only window into the training loop, for tests that check what the engine computes.
 
-``train(cfg, observer=...)`` calls the observer at three points of every optimizer step. It exists
+``train(cfg, hooks=TrainHooks(observer=...))`` calls the observer at three points of every
+optimizer step (``run_step`` and the loop; ``trainer.train.hooks`` carries it). It exists
 so that a test can replay exactly what each rank saw (the prepared micro-batch, the torch RNG state
 DeepSpeed's top-2 gate will draw from) in a plain-PyTorch reference and compare the engine's
 averaged gradients and learning rate with it (``tests/test_engine_reference.py``). Observers must
@@ -17,7 +18,7 @@ import torch
 
 
 class TrainObserver(Protocol):
-    """Hooks called by ``trainer.train.engine.train`` on every rank (steps count from 1)."""
+    """Called by ``trainer.train.engine.train`` on every rank (steps count from 1)."""
 
     def micro_batch(self, step: int, micro: int, batch: dict[str, torch.Tensor]) -> None:
         """Before the forward of micro-batch ``micro`` (0-based) of ``step``, batch on the device."""

@@ -1,6 +1,6 @@
-"""Validation during training: loss on the val split, exact features from greedy decoding, expert load.
+"""Validation during training: loss on the val split and exact features from greedy decoding.
 
-All three are collective: every rank runs the same number of forwards (MoE all-to-all needs every
+Both are collective: every rank runs the same number of forwards (MoE all-to-all needs every
 expert-parallel peer), and the results are summed across ranks. They run under a forked RNG so a
 validation pass never shifts the training RNG stream (resume stays bit-exact whatever the eval
 schedule).
@@ -16,6 +16,8 @@ from typing import Any
 import torch
 
 from trainer.data.loader import Encoder, ShardBatches, ShardInfo, first_samples
+from trainer.distributed import all_sum
+from trainer.train.step import forward_batch, prepare_batch, token_loss
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +25,6 @@ log = logging.getLogger(__name__)
 def _fork_rng(device: torch.device) -> Any:
     devices = [device] if device.type == "cuda" else []
     return torch.random.fork_rng(devices=devices)
-
-
-def _all_sum(values: list[float], device: torch.device) -> list[float]:
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
 
 
 def validation_loss(
@@ -50,8 +43,6 @@ def validation_loss(
     align: bool,
 ) -> float:
     """Token-mean CE over ``batches`` val micro-batches per rank (the same batches every time)."""
-    from trainer.train.engine import forward_batch, prepare_batch, token_loss
-
     data = ShardBatches(shards, encoder, rank=rank, world_size=world_size, num_workers=0,
                         micro_batch_size=micro_batch_size, seed=seed, shuffle_buffer=1)  # fmt: skip
     it = iter(data)
@@ -67,7 +58,7 @@ def validation_loss(
                 count += n
     finally:
         engine.train()
-    total, count = _all_sum([total, count], device)
+    total, count = all_sum([total, count], device)
     return total / count if count else float("nan")
 
 
@@ -126,20 +117,3 @@ def decode_metric(
         "val/predicted_features": float(n_pred),
         "val/gold_features": float(n_gold),
     }
-
-
-def expert_load_scalars(module: Any, device: torch.device, world_size: int) -> dict[str, float]:
-    """``moe/expert_load/layer_i/expert_j``: fraction of tokens per expert, averaged over ranks."""
-    loads = module.expert_load() if hasattr(module, "expert_load") else {}
-    if not loads:
-        return {}
-    layers = sorted(loads)
-    flat = torch.cat([loads[i].detach().float().flatten().cpu() for i in layers])
-    summed = _all_sum(flat.tolist(), device)
-    out: dict[str, float] = {}
-    k = 0
-    for i in layers:
-        for j in range(loads[i].numel()):
-            out[f"moe/expert_load/layer_{i}/expert_{j}"] = summed[k] / world_size
-            k += 1
-    return out

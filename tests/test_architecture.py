@@ -1,0 +1,202 @@
+"""The house rules, checked from the source: no import circles, no upward imports, no argparse
+in the library, no torch where a stage does not need it.
+
+The walk reads every module's imports with ``ast`` (module level and inside functions alike:
+a lazy import is still a dependency; only ``if TYPE_CHECKING:`` blocks are left out, since
+annotations create no dependency at run time), so it sees what ``import`` would do without
+running it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("baking", "trainer", "launch")
+
+# Lower layers first. A module may import from its own layer or any layer before it, never after.
+# The longest matching prefix gives a module's layer.
+LAYERS: list[tuple[str, ...]] = [
+    ("baking", "baking.common"),
+    ("baking.formats",),
+    ("baking.target", "baking.synthetic", "baking.orfs"),
+    ("baking.evaluate",),
+    ("baking.shards", "baking.shards.writer"),
+    ("baking.bake_config",),
+    ("baking.shards.manifest",),
+    ("baking.bake",),
+    ("trainer", "trainer.distributed"),
+    ("trainer.tokens", "trainer.tokens.tokenizer"),
+    ("trainer.model",),
+    ("trainer.model.random_checkpoint", "trainer.tokens.resize"),
+    ("trainer.data",),
+    ("trainer.inference",),
+    (
+        "trainer.train.config",
+        "trainer.train.dsconfig",
+        "trainer.train.monitor",
+        "trainer.train.hooks",
+    ),
+    ("trainer.train.checkpoint", "trainer.train.step", "trainer.train.stats"),
+    ("trainer.train.validation", "trainer.train.export"),
+    ("trainer.train",),
+    ("trainer.demo",),
+    ("launch",),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for pkg in PACKAGES:
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            found[module_name(path)] = path
+    return found
+
+
+MODULES = modules()
+
+
+def imports_of(name: str, path: Path) -> set[str]:
+    """Dotted names imported by the module, resolved to the project's modules where they are ours."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    type_only = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If)
+        and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for n in ast.walk(block)
+    }
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:  # annotations only: no dependency at run time
+            continue
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            out.add(base)
+            # `from pkg import module` imports the submodule
+            out.update(f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES)
+    return out
+
+
+def project_imports(name: str) -> set[str]:
+    own = set()
+    for dotted in imports_of(name, MODULES[name]):
+        while dotted and dotted not in MODULES:
+            dotted = dotted.rpartition(".")[0]
+        if dotted and dotted != name:
+            own.add(dotted)
+    return own
+
+
+GRAPH = {name: project_imports(name) for name in MODULES}
+
+
+def layer(name: str) -> int:
+    best, best_len = -1, -1
+    for i, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best_len:
+                best, best_len = i, len(prefix)
+    assert best >= 0, f"{name} is in no layer of tests/test_architecture.py: add it"
+    return best
+
+
+def test_walk_sees_the_packages() -> None:
+    # the walk itself must find real edges, or every rule below would pass vacuously
+    assert len(MODULES) > 50
+    assert "baking.formats.gff3" in GRAPH["baking.bake"]
+    assert "trainer.model.seq2seq" in GRAPH["trainer.inference.annotate"] or any(
+        m.startswith("trainer.model") for m in GRAPH["trainer.inference.annotate"]
+    )
+
+
+def test_no_import_circles() -> None:
+    # Tarjan's strongly connected components over the module graph: any component of size > 1 is a
+    # circle (``package/__init__`` re-exports are edges too)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(GRAPH[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                circles.append(sorted(comp))
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    assert circles == [], f"import circles: {circles}"
+
+
+def test_no_upward_imports() -> None:
+    upward = [
+        f"{src} -> {dst}"
+        for src, dsts in sorted(GRAPH.items())
+        for dst in sorted(dsts)
+        if layer(dst) > layer(src) and not dst.startswith(src + ".")  # a package may import its own
+    ]
+    assert upward == [], "upward imports:\n" + "\n".join(upward)
+
+
+def test_baking_imports_nothing_from_trainer_or_launch() -> None:
+    bad = [
+        f"{src} -> {dst}"
+        for src, dsts in GRAPH.items()
+        if src.startswith("baking")
+        for dst in dsts
+        if dst.startswith(("trainer", "launch"))
+    ]
+    assert bad == []
+
+
+@pytest.mark.parametrize("pkg", ["baking", "trainer"])
+def test_library_packages_are_free_of_argparse(pkg: str) -> None:
+    users = [n for n in MODULES if n.startswith(pkg) and "argparse" in imports_of(n, MODULES[n])]
+    assert users == [], f"argparse belongs in launch/: {users}"
+
+
+def test_stages_without_torch_import_none() -> None:
+    # evaluation and baking run on machines without torch (a scoring box, a baking node)
+    users = [
+        n
+        for n in MODULES
+        if n.startswith("baking")
+        and any(i.split(".")[0] == "torch" for i in imports_of(n, MODULES[n]))
+    ]
+    assert users == []
