@@ -123,7 +123,7 @@ def test_two_node_agents_sigterm_one_then_resume_exactly(assets):
     state = read_state(latest)
     assert 2 <= state.step < STEPS and state.world_size == 2, (state, codes)
     names = {p.name for p in latest.iterdir()}
-    assert {"rng_rank0.pt", "rng_rank1.pt", "COMPLETE"} <= names
+    assert {"rng_rank0.safetensors", "rng_rank1.safetensors", "COMPLETE"} <= names
     assert {f"layer_{i}_expert_{e}_mp_rank_00_model_states.pt"
             for i in (0, 1) for e in range(4)} <= names  # fmt: skip
     assert {f"bf16_zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= names
