@@ -142,7 +142,14 @@ def _reference(run: EngineRun, **kw: Any) -> ref_mod.ReferenceRun:
     mc = Dna2GffConfig.load(run.cfg.model)
     vocab = ref_mod.target_vocab(Path(run.cfg.model), manifest["grammar"]["tokens"],
                                  mc.eos_token_id)  # fmt: skip
-    return ref_mod.replay(Path(run.cfg.model), run.traces, h, vocab, **kw)
+    # one thread, as in the engine's workers (OMP_NUM_THREADS=1): bf16 sums then run in the same
+    # order on both sides whatever the machine's core count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return ref_mod.replay(Path(run.cfg.model), run.traces, h, vocab, **kw)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _violations(run: EngineRun, ref: ref_mod.ReferenceRun) -> tuple[list[str], str]:
