@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baking.common.errors import ConfigError
-from baking.formats.gff3 import GFFFeature, atomic_write_bytes, write_gff3
+from baking.common.files import write_bytes
+from baking.formats.gff3 import GFFFeature, write_gff3
 
 log = logging.getLogger(__name__)
 
@@ -587,7 +588,7 @@ def write_genome(genome: SyntheticGenome, out_dir: str | Path, stem: str) -> tup
     """
     out = Path(out_dir)
     fna, gff = out / f"{stem}.fna.gz", out / f"{stem}.gff.gz"
-    atomic_write_bytes(fna, gzip.compress(fasta_text(genome).encode(), mtime=0))
+    write_bytes(fna, gzip.compress(fasta_text(genome).encode(), mtime=0))
     regions = {s.seqid: len(s.seq) for s in genome.sequences}
     write_gff3(gff, genome.features, regions, ["#!gff-spec-version 1.21", f"#!processor {SOURCE}"])
     return fna, gff

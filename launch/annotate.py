@@ -15,12 +15,11 @@ if __package__ in (None, ""):  # run as a script (python3 launch/X.py): import f
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
-import json
 from collections.abc import Sequence
 
+from baking.common.files import write_json
 from baking.target.pointers import MIN_ORF_CODONS
-from launch._cli import add_logging_args, run_cli, setup_logging
-from trainer.inference.annotate import AnnotateOptions, annotate
+from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     win.add_argument(
         "--types",
         default=None,
-        help="comma-separated feature types, only if the model config lacks them",
+        help="comma-separated feature types to write (default: all the model knows); a model "
+        "whose config lacks them decodes these",
     )
     win.add_argument(
         "--circular", default="", help="comma-separated circular sequence ids, or 'all'"
@@ -91,7 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    model = Path(args.model)
+    check_outputs(
+        files=[args.out, args.summary_json, args.log_file],
+        inputs=[
+            args.fasta,
+            model / "config.json",
+            model / "model.safetensors",
+            model / "tokenizer.json",
+        ],
+    )
     setup_logging(args.verbose, args.log_file)
+    # torch only now: a wrong output is reported in a fraction of a second, not after its import
+    from trainer.inference.annotate import AnnotateOptions, annotate
+
     options = AnnotateOptions(
         batch_size=args.batch_size,
         num_beams=args.num_beams,
@@ -113,9 +126,7 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     summary = annotate(args.model, args.fasta, args.out, options)
     if args.summary_json:
-        from baking.formats.gff3 import atomic_write_bytes
-
-        atomic_write_bytes(args.summary_json, json.dumps(summary.as_dict(), indent=2).encode())
+        write_json(args.summary_json, summary.as_dict())
     return 0
 
 

@@ -16,8 +16,8 @@ if __package__ in (None, ""):  # run as a script (python3 launch/X.py): import f
 import argparse
 from collections.abc import Sequence
 
-from launch._cli import add_logging_args, run_cli, setup_logging
-from trainer.tokens.tokenizer import append_tokens
+from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
+from trainer.tokens.tokenizer import TOKENIZER_NAME, append_tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    tokenizer = Path(args.tokenizer)
+    if tokenizer.is_dir():
+        tokenizer = tokenizer / TOKENIZER_NAME
+    check_outputs(files=[tokenizer, args.log_file], inputs=[args.tokens])
     setup_logging(args.verbose, args.log_file)
     added = append_tokens(args.tokens, args.tokenizer)
     print(f"added {len(added)} token(s)" + (f": {' '.join(added)}" if added else ""))

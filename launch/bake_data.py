@@ -24,7 +24,7 @@ from baking.bake import bake, format_summary
 from baking.bake_config import DEFAULT_WINDOW, RC_MODES, BakeConfig, GenomeSpec
 from baking.common.errors import ConfigError, InputError
 from baking.target.grammar import DEFAULT_FEATURE_TYPES
-from launch._cli import run_cli, setup_logging
+from launch._cli import check_outputs, run_cli, setup_logging
 
 log = logging.getLogger(__name__)
 _SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -142,6 +142,7 @@ def default_name(fasta: str) -> str:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    check_outputs(files=[args.log_file])
     setup_logging(args.verbose, args.log_file)
     if args.genomes:
         if len(args.paths) != 1:
@@ -153,6 +154,8 @@ def _main(argv: Sequence[str] | None) -> int:
             raise ConfigError("give FASTA GFF3 OUT_DIR (or OUT_DIR with --genomes)")
         fasta, gff, out_dir = args.paths
         specs = [GenomeSpec(args.name or default_name(fasta), fasta, gff)]
+    inputs = [args.genomes, *(p for s in specs for p in (s.fasta, s.gff))]
+    check_outputs(files=[args.extract_tokens], folders=[out_dir], inputs=inputs)
     cfg = BakeConfig(
         window_len=args.window,
         stride=args.stride,

@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script (python3 launch/X.py): import f
 import argparse
 from collections.abc import Sequence
 
-from launch._cli import run_cli, setup_logging
+from launch._cli import check_outputs, run_cli, setup_logging
 from trainer.demo import DemoConfig, run_demo
 
 
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    check_outputs(folders=[a.out], inputs=[p for pair in a.genome for p in pair])
     setup_logging(a.verbose)
     cfg = DemoConfig(
         out=a.out, genomes=tuple((f, g) for f, g in a.genome), dnabert_path=a.dnabert_path,

@@ -17,10 +17,11 @@ import re
 from collections.abc import Sequence
 
 from baking.common.errors import ConfigError, InputError
+from baking.evaluate.genome_match import check_fasta_matches, check_same_genome, seqids_of
 from baking.evaluate.load import load_features
 from baking.evaluate.metrics import TypeReport, compare
 from baking.evaluate.report import format_json, format_table
-from launch._cli import add_logging_args, run_cli, setup_logging
+from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument(
         "--include_pseudo", action="store_true", help="keep pseudogenes (excluded by default)"
     )
+    sc.add_argument(
+        "--allow_disjoint",
+        action="store_true",
+        help="score even when reference and prediction share no sequence id (warns; by default "
+        "that is refused as two different genomes)",
+    )
     bl = p.add_argument_group("Baseline")
     bl.add_argument("--baseline", choices=["prodigal"], help="also score this gene finder")
     bl.add_argument("--fasta", help="genome FASTA for --baseline (plain or .gz)")
@@ -68,6 +75,9 @@ def _need_file(path: str) -> None:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    check_outputs(
+        files=[args.plot, args.log_file], inputs=[args.reference, args.prediction, args.fasta]
+    )
     setup_logging(args.verbose, args.log_file)
     types = [t for t in args.types.split(",") if t]
     if not types:
@@ -78,14 +88,23 @@ def _main(argv: Sequence[str] | None) -> int:
     for path in (args.reference, args.prediction, *([args.fasta] if args.baseline else [])):
         _need_file(path)
     ref, lengths = load_features(args.reference, include_pseudo=args.include_pseudo)
-    pred, _ = load_features(args.prediction, include_pseudo=args.include_pseudo)
+    pred, pred_lengths = load_features(args.prediction, include_pseudo=args.include_pseudo)
+    check_same_genome(
+        args.reference,
+        seqids_of(ref, lengths),
+        args.prediction,
+        seqids_of(pred, pred_lengths),
+        allow_disjoint=args.allow_disjoint,
+    )
     runs: dict[str, list[TypeReport]] = {"dna2gff": compare(ref, pred, types, lengths)}
     extra: dict[str, object] = {}
     if args.baseline == "prodigal":
         from baking.evaluate.prodigal import run_prodigal
         from baking.formats.fasta import read_fasta
 
-        prod = run_prodigal(list(read_fasta(args.fasta)), transl_table=args.transl_table)
+        genome = list(read_fasta(args.fasta))
+        check_fasta_matches(args.fasta, genome, args.reference, seqids_of(ref, lengths), lengths)
+        prod = run_prodigal(genome, transl_table=args.transl_table)
         runs["prodigal"] = compare(ref, prod.features, types, lengths)
         extra["prodigal_seconds"] = prod.seconds
     if args.plot:

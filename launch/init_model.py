@@ -21,7 +21,7 @@ import logging
 from collections.abc import Sequence
 
 from baking.common.errors import ConfigError
-from launch._cli import add_logging_args, run_cli, setup_logging
+from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 from trainer.model.build import build_from_dnabert2
 from trainer.model.config import COORDINATE_FORMS
 from trainer.model.dnabert2 import DNABERT2_HUB_ID, resolve_checkpoint
@@ -136,6 +136,10 @@ def write_random(args: argparse.Namespace) -> Path:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    made_from = [args.tokenizer, *(args.tokenizer_fasta or ())]
+    check_outputs(files=[args.log_file], folders=[args.random_dnabert2], inputs=made_from)
+    # --random_dnabert2 D --dnabert_path D is the usual pair: D is written, then read
+    check_outputs(folders=[args.save_dir], inputs=[args.dnabert_path, args.random_dnabert2])
     setup_logging(args.verbose, args.log_file)
     if not args.save_dir and not args.random_dnabert2:
         raise ConfigError("nothing to do: give --save_dir (and/or --random_dnabert2 DIR)")

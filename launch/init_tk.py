@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as a script (python3 launch/X.py): import f
 import argparse
 from collections.abc import Sequence
 
-from launch._cli import add_logging_args, run_cli, setup_logging
+from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 from trainer.tokens.tokenizer import DNABERT2_HUB_ID, init_tokenizer, load_tokenizer
 
 
@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose, args.log_file)
     out = Path(args.out) if args.out else Path(args.tokens).parent / "tokenizer"
+    check_outputs(files=[args.log_file], folders=[out], inputs=[args.tokens, args.base])
+    setup_logging(args.verbose, args.log_file)
     path = init_tokenizer(args.tokens, out, base=args.base)
     size = load_tokenizer(path).get_vocab_size(with_added_tokens=True)
     print(f"tokenizer: {path} ({size} tokens)")

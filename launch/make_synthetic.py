@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 
 from baking.synthetic import SyntheticConfig, make_genomes
-from launch._cli import run_cli, setup_logging
+from launch._cli import check_outputs, run_cli, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_outputs(folders=[args.out_dir])
     setup_logging(args.verbose)
     plasmids = tuple(n for n in (args.plasmid or SyntheticConfig().plasmid_lengths) if n > 0)
     pairs = make_genomes(

@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script (python3 launch/X.py): import f
 import argparse
 from collections.abc import Sequence
 
-from launch._cli import add_logging_args, run_cli, setup_logging
+from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 from trainer.inference.orf_rule import annotate_orf_rule, choose_min_codons
 
 
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    train = [p for pair in args.train or () for p in pair]
+    check_outputs(files=[args.out, args.log_file], inputs=[args.fasta, *train])
     setup_logging(args.verbose, args.log_file)
     n = args.min_codons
     if args.train:

@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as a script (python3 launch/X.py): import f
 import argparse
 from collections.abc import Sequence
 
-from launch._cli import add_logging_args, run_cli, setup_logging
+from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    check_outputs(files=[args.log_file], folders=[args.out or args.model])
     setup_logging(args.verbose, args.log_file)
     from trainer.tokens.resize import resize_model  # torch import only after argument parsing
 

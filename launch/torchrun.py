@@ -58,8 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         code = failure.exitcode if failure.exitcode > 0 else 1
-        print(f"error: rank {rank} of {exc.name} exited with code {failure.exitcode} "
-              "(its own error line is above)", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: rank {rank} of {exc.name} exited with code {failure.exitcode} "
+            "(its own error line is above)",
+            file=sys.stderr,
+        )
         return code
     return 0
 

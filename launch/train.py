@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from launch._cli import run_cli, setup_logging
+from launch._cli import check_outputs, run_cli, setup_logging
 from trainer.train.config import TrainConfig
 
 _D = TrainConfig(model="-", data="-", output="-")  # defaults for the help text
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    check_outputs(folders=[args.output], inputs=[args.model, args.data, args.deepspeed_config])
     rank = os.environ.get("RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
     setup_logging(args.verbose)  # train() adds RUN_DIR/train.rank{R}.log once the options pass
     fields = {flag: getattr(args, flag) for _, flag, _, _ in _OPTIONS}

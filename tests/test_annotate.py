@@ -147,6 +147,20 @@ def test_oracle_round_trip_is_exact(genome, tmp_path: Path) -> None:
     _validate(out)
 
 
+def test_types_option_chooses_what_is_written(genome) -> None:
+    """``--types tRNA`` on a model that knows CDS, tRNA, rRNA writes exactly the tRNAs."""
+    seqs = [(s.seqid, s.seq) for s in genome.sequences]
+    opts = AnnotateOptions(batch_size=8, circular=("all",), progress=False, feature_types=("tRNA",))
+    gff, _, summary = annotate_sequences(None, None, seqs, opts, W, TYPES, generate=Oracle(genome))
+    ref = _as_features(genome.features, ["tRNA"])
+    pred = _as_features(gff)
+    assert ref and {f.type for f in pred} == {"tRNA"}
+    (rep,) = compare(ref, pred, ["tRNA"])
+    assert rep.exact.f1 == 1.0 and summary.features == {"tRNA": len(ref)}
+    genes = [f for f in gff if f.type == "gene"]
+    assert len(genes) == len(ref)  # no gene left without its child
+
+
 def test_snapping_repairs_shifted_starts(genome) -> None:
     seqs = [(s.seqid, s.seq) for s in genome.sequences]
     ref = _as_features(genome.features, ["CDS"])

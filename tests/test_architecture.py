@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
         "trainer.train.dsconfig",
         "trainer.train.monitor",
         "trainer.train.hooks",
+        "trainer.train.observe",
     ),
     ("trainer.train.checkpoint", "trainer.train.step", "trainer.train.stats"),
     ("trainer.train.validation", "trainer.train.export"),

@@ -132,19 +132,26 @@ def test_corrupt_file_falls_back_to_the_newest_intact_checkpoint(tmp_path, caplo
     for step in (5, 10, 15):
         _save(tmp_path, step, keep=3)
     record = __import__("json").loads((tmp_path / "step_15" / ck.COMPLETE).read_text())
-    assert set(record["files"]) == {"mp_rank_00_model_states.pt", "rng_rank0.safetensors",
-                                    "trainer_state.json"}  # fmt: skip
+    assert set(record["files"]) == {
+        "mp_rank_00_model_states.pt",
+        "rng_rank0.safetensors",
+        "trainer_state.json",
+    }
     assert ck.choose_checkpoint(tmp_path, rank=0, world=1) == tmp_path / "step_15"
     _flip_byte(tmp_path / "step_15" / "mp_rank_00_model_states.pt")  # same size, other bytes
     (tmp_path / "step_10" / "rng_rank0.safetensors").write_bytes(b"short")
     with caplog.at_level("WARNING"):
         assert ck.choose_checkpoint(tmp_path, rank=0, world=1) == tmp_path / "step_5"
-    assert ("checkpoint step_15: mp_rank_00_model_states.pt: checksum mismatch, falling back "
-            "to step_5") in caplog.text  # fmt: skip
+    assert (
+        "checkpoint step_15: mp_rank_00_model_states.pt: checksum mismatch, falling back to step_5"
+    ) in caplog.text
     assert "checkpoint step_10: rng_rank0.safetensors: size mismatch" in caplog.text
     (tmp_path / "step_5" / "trainer_state.json").unlink()
-    with pytest.raises(InputError, match=r"no intact checkpoint to resume: step_15: .*; step_10: "
-                                         r".*; step_5: trainer_state.json: missing"):  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"no intact checkpoint to resume: step_15: .*; step_10: "
+        r".*; step_5: trainer_state.json: missing",
+    ):
         ck.choose_checkpoint(tmp_path, rank=0, world=1)
 
 

@@ -91,8 +91,16 @@ def test_every_rank_gets_batches_even_from_one_tiny_shard(tmp_path, tok_dir):
     enc = Encoder(str(tok_dir), IDS, 64, 64)
     keys = []
     for rank in range(2):
-        ds = ShardBatches(shards, enc, rank=rank, world_size=2, num_workers=0, micro_batch_size=4,
-                          seed=0, shuffle_buffer=8)  # fmt: skip
+        ds = ShardBatches(
+            shards,
+            enc,
+            rank=rank,
+            world_size=2,
+            num_workers=0,
+            micro_batch_size=4,
+            seed=0,
+            shuffle_buffer=8,
+        )
         batches = list(itertools.islice(iter(ds), 25))  # one epoch = 203 // 8 = 25 batches
         assert all(b["input_ids"].shape[0] == 4 for b in batches)
         keys.append(ds.plans[rank].stride)
@@ -105,8 +113,17 @@ def test_resume_from_any_batch_with_workers(tmp_path, tok_dir):
     enc = Encoder(str(tok_dir), IDS, 64, 64)
 
     def run(start, n):
-        ds = ShardBatches(shards, enc, rank=1, world_size=2, num_workers=2, micro_batch_size=3,
-                          seed=5, shuffle_buffer=4, start_batch=start)  # fmt: skip
+        ds = ShardBatches(
+            shards,
+            enc,
+            rank=1,
+            world_size=2,
+            num_workers=2,
+            micro_batch_size=3,
+            seed=5,
+            shuffle_buffer=4,
+            start_batch=start,
+        )
         return [b["input_ids"] for b in itertools.islice(iter(make_loader(ds, 2, seed=5)), n)]
 
     full = run(0, 9)
@@ -269,7 +286,15 @@ def test_bad_sample_fields_name_shard_and_key(tmp_path, tok_dir, field, value, r
     enc = Encoder(str(tok_dir), IDS, 64, 64)
     want = rf"train/g-0000\.tar: g_0_000002: {re.escape(reason)}"
     for workers in (0, 1):  # in the process and through a DataLoader worker: the same error
-        ds = ShardBatches(split_shards(data, "train"), enc, rank=0, world_size=1,
-                          num_workers=workers, micro_batch_size=4, seed=0, shuffle_buffer=1)  # fmt: skip
+        ds = ShardBatches(
+            split_shards(data, "train"),
+            enc,
+            rank=0,
+            world_size=1,
+            num_workers=workers,
+            micro_batch_size=4,
+            seed=0,
+            shuffle_buffer=1,
+        )
         with pytest.raises(InputError, match=want):
             next(loader.iter_batches(make_loader(ds, workers)))

@@ -34,13 +34,28 @@ def test_synthetic_plan_runs_the_recipe_in_order(tmp_path: Path) -> None:
     lay = Layout(tmp_path / "d")
     steps = plan_steps(cfg, lay)
     assert [s.name for s in steps] == [
-        "make_synthetic", "random_dnabert2", "init_model", "bake_data", "init_tk", "append_tk",
-        "resize_model", "train", "annotate", "evaluate", "evaluate_json",
-    ]  # fmt: skip
+        "make_synthetic",
+        "random_dnabert2",
+        "init_model",
+        "bake_data",
+        "init_tk",
+        "append_tk",
+        "resize_model",
+        "train",
+        "annotate",
+        "evaluate",
+        "evaluate_json",
+    ]
     by = {s.name: s.argv for s in steps}
     init = by["init_model"]
-    for flag in ("--save_dir", "--dnabert_path", "--use_moe", "--num_experts", "--moe_top_k",
-                 "--tie_weights"):  # fmt: skip
+    for flag in (
+        "--save_dir",
+        "--dnabert_path",
+        "--use_moe",
+        "--num_experts",
+        "--moe_top_k",
+        "--tie_weights",
+    ):
         assert flag in init
     assert _flag(init, "--dnabert_path") == str(lay.base)
     assert _flag(by["bake_data"], "--workers") == "2" and "--extract_tokens" in by["bake_data"]
@@ -76,8 +91,12 @@ def test_real_genomes_and_dnabert2_skip_the_stand_ins(tmp_path: Path) -> None:
             "pl\tRefSeq\tregion\t1\t4\t.\t+\t.\tID=pl:1..4\n"
         )
         pairs.append((str(tmp_path / f"{name}.fna"), str(tmp_path / f"{name}.gff")))
-    cfg = DemoConfig(out=str(tmp_path / "d"), genomes=tuple(pairs), dnabert_path="/models/dnabert2",
-                     launcher="torchrun")  # fmt: skip
+    cfg = DemoConfig(
+        out=str(tmp_path / "d"),
+        genomes=tuple(pairs),
+        dnabert_path="/models/dnabert2",
+        launcher="torchrun",
+    )
     steps = plan_steps(cfg, Layout(tmp_path / "d"))
     names = [s.name for s in steps]
     assert "make_synthetic" not in names and "random_dnabert2" not in names
@@ -106,9 +125,14 @@ def test_output_folder_is_only_replaced_when_a_demo_made_it(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     "options,field",
-    [({"ep_size": 3}, "ep_size"), ({"moe_top_k": 5}, "moe_top_k"), ({"launcher": "slurm"}, "launcher"),
-     ({"hidden_size": 30}, "hidden_size"), ({"max_steps": 0}, "max_steps")],
-)  # fmt: skip
+    [
+        ({"ep_size": 3}, "ep_size"),
+        ({"moe_top_k": 5}, "moe_top_k"),
+        ({"launcher": "slurm"}, "launcher"),
+        ({"hidden_size": 30}, "hidden_size"),
+        ({"max_steps": 0}, "max_steps"),
+    ],
+)
 def test_bad_options_name_the_field(options: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         DemoConfig(**options)
@@ -122,14 +146,17 @@ def test_commands_are_shown_as_a_user_types_them() -> None:
 def test_cli_rejects_missing_genome_and_foreign_folder(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, DEMO, "--out", str(tmp_path / "d"), "--genome", "/nope.fna", "/nope.gff"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "error: /nope.fna: no such file" in r.stderr
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "data.txt").write_text("keep")
-    r = subprocess.run([sys.executable, DEMO, "--out", str(foreign)], capture_output=True,
-                       text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, DEMO, "--out", str(foreign)], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2 and "not a demo folder" in r.stderr
     assert (foreign / "data.txt").read_text() == "keep"
 
@@ -140,10 +167,24 @@ def test_demo_runs_end_to_end_on_two_cpu_ranks(tmp_path: Path) -> None:
     """The real thing at tiny sizes: every command exits 0, scores and TensorBoard logs exist."""
     out = tmp_path / "demo"
     r = subprocess.run(
-        [sys.executable, DEMO, "--out", str(out), "--train_genomes", "2", "--genome_length", "20000",
-         "--max_steps", "6", "--micro_batch_size", "4"],
-        capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
+        [
+            sys.executable,
+            DEMO,
+            "--out",
+            str(out),
+            "--train_genomes",
+            "2",
+            "--genome_length",
+            "20000",
+            "--max_steps",
+            "6",
+            "--micro_batch_size",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     assert "tensorboard --logdir" in r.stdout
     record = json.loads((out / MARKER).read_text())["summary"]
@@ -156,9 +197,17 @@ def test_demo_runs_end_to_end_on_two_cpu_ranks(tmp_path: Path) -> None:
 
 
 def test_summary_says_whether_the_scored_genome_was_trained_on() -> None:
-    common = dict(seconds={"train": 12.0}, seconds_total=20.0, table="TABLE", scores={},
-                  held_out=("g.fna", "g.gff"), out="o", prediction="p", commands="c",
-                  tensorboard="tb")  # fmt: skip
+    common = dict(
+        seconds={"train": 12.0},
+        seconds_total=20.0,
+        table="TABLE",
+        scores={},
+        held_out=("g.fna", "g.gff"),
+        out="o",
+        prediction="p",
+        commands="c",
+        tensorboard="tb",
+    )
     held = DemoSummary(trained_on_scored=False, **common).report()  # type: ignore[arg-type]
     seen = DemoSummary(trained_on_scored=True, **common).report()  # type: ignore[arg-type]
     assert "never trained on" in held and "ALSO TRAINED ON" in seen

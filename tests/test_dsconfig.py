@@ -74,7 +74,7 @@ def test_bad_files(tmp_path):
         load_ds_config(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text('{\n  "a": 1,\n  oops\n}')
-    with pytest.raises(InputError, match=r"bad\.json:3: not valid JSON"):
+    with pytest.raises(InputError, match=r"bad\.json:3:3: not valid JSON"):
         load_ds_config(bad)
     (tmp_path / "list.json").write_text("[1]")
     with pytest.raises(InputError, match="JSON object"):

@@ -21,8 +21,12 @@ ENV = dict(os.environ, DS_ACCELERATOR="cpu", HF_HUB_OFFLINE="1", PYTHONPATH=str(
 def run(script: str, *args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "launch" / f"{script}.py"), *map(str, args)],
-        capture_output=True, text=True, timeout=180, env=ENV, cwd=cwd,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=ENV,
+        cwd=cwd,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +34,33 @@ def recipe(tmp_path_factory):
     """The seed's flow on a tiny random DNABERT-2: init_model -> init_tk -> append_tk -> resize."""
     root = tmp_path_factory.mktemp("recipe")
     res = run(
-        "init_model", "--random_dnabert2", root / "dnabert2", "--hidden_size", 32, "--num_layers", 2,
-        "--num_heads", 4, "--intermediate_size", 48, "--vocab_size", 100, "--weights_format", "safetensors",
-        "--no_bert_prefix", "--save_dir", root / "model", "--dnabert_path", root / "dnabert2", "--use_moe", "--num_experts", 4,
-        "--moe_top_k", 2, "--tie_weights",
-    )  # fmt: skip
+        "init_model",
+        "--random_dnabert2",
+        root / "dnabert2",
+        "--hidden_size",
+        32,
+        "--num_layers",
+        2,
+        "--num_heads",
+        4,
+        "--intermediate_size",
+        48,
+        "--vocab_size",
+        100,
+        "--weights_format",
+        "safetensors",
+        "--no_bert_prefix",
+        "--save_dir",
+        root / "model",
+        "--dnabert_path",
+        root / "dnabert2",
+        "--use_moe",
+        "--num_experts",
+        4,
+        "--moe_top_k",
+        2,
+        "--tie_weights",
+    )
     assert res.returncode == 0, res.stderr
     return root
 
@@ -87,9 +113,18 @@ def test_token_tools_and_resize(recipe, tmp_path):
 
 def test_seed_command_offline_fails_clearly(tmp_path):
     res = run(
-        "init_model", "--save_dir", tmp_path / "init", "--dnabert_path", "zhihan1996/DNABERT-2-117M",
-        "--use_moe", "--num_experts", 8, "--moe_top_k", 2, "--tie_weights",
-    )  # fmt: skip
+        "init_model",
+        "--save_dir",
+        tmp_path / "init",
+        "--dnabert_path",
+        "zhihan1996/DNABERT-2-117M",
+        "--use_moe",
+        "--num_experts",
+        8,
+        "--moe_top_k",
+        2,
+        "--tie_weights",
+    )
     assert res.returncode == 2
     assert (
         res.stderr.strip()

@@ -233,8 +233,16 @@ def test_expert_parallel_two_processes_match_one(checkpoint, tmp_path):
     repo = str(Path(__file__).resolve().parents[1])
     procs = []
     for rank in range(2):
-        env = dict(os.environ, DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), PYTHONPATH=repo)  # fmt: skip
+        env = dict(
+            os.environ,
+            DS_ACCELERATOR="cpu",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_RANK=str(rank),
+            PYTHONPATH=repo,
+        )
         args = [
             sys.executable,
             "-c",

@@ -25,9 +25,14 @@ def source(tmp_path_factory):
     train_dna_tokenizer(["".join(rng.choices("ACGT", k=20_000))], 80, root / "tok")
     vocab = load_tokenizer(root / "tok").get_vocab_size()
     return write_random_dnabert2(
-        root / "dnabert2", hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48,
-        vocab_size=vocab, tokenizer_dir=root / "tok",
-    )  # fmt: skip
+        root / "dnabert2",
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=48,
+        vocab_size=vocab,
+        tokenizer_dir=root / "tok",
+    )
 
 
 def make_model_dir(source, tmp_path, tie, moe=False):

@@ -208,9 +208,17 @@ def test_shallower_decoder_and_moe_layer_choice(checkpoint):
 
 def test_config_round_trip_and_validation(tmp_path):
     cfg = Dna2GffConfig(
-        vocab_size=10, hidden_size=8, num_encoder_layers=2, num_decoder_layers=1, num_attention_heads=2,
-        intermediate_size=16, use_moe=True, moe_layers=[0], window_len=300, feature_types=["CDS"],
-    )  # fmt: skip
+        vocab_size=10,
+        hidden_size=8,
+        num_encoder_layers=2,
+        num_decoder_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        use_moe=True,
+        moe_layers=[0],
+        window_len=300,
+        feature_types=["CDS"],
+    )
     cfg.save(tmp_path)
     assert Dna2GffConfig.load(tmp_path) == cfg
     assert Dna2GffConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

@@ -186,9 +186,17 @@ def test_chromosome_without_plasmid() -> None:
 
 @pytest.mark.parametrize(
     "field,value",
-    [("gc", 0.95), ("overlap_rate", 1.5), ("chromosome_length", 500), ("mean_gap", 3),
-     ("min_protein_codons", 5), ("plasmid_lengths", (10,)), ("seed", -1), ("rrna_operons", 20)],
-)  # fmt: skip
+    [
+        ("gc", 0.95),
+        ("overlap_rate", 1.5),
+        ("chromosome_length", 500),
+        ("mean_gap", 3),
+        ("min_protein_codons", 5),
+        ("plasmid_lengths", (10,)),
+        ("seed", -1),
+        ("rrna_operons", 20),
+    ],
+)
 def test_bad_config_names_the_field(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         SyntheticConfig(**{field: value})  # type: ignore[arg-type]
@@ -209,17 +217,39 @@ def test_orf_checks_reject_broken_orfs() -> None:
 def test_cli_writes_genomes_and_rejects_bad_options(tmp_path: Path) -> None:
     script = str(REPO / "launch" / "make_synthetic.py")
     r = subprocess.run(
-        [sys.executable, script, str(tmp_path), "--count", "2", "--seed", "4", "--length", "20000",
-         "--plasmid", "0", "--trna", "1", "--rrna_operons", "0"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            script,
+            str(tmp_path),
+            "--count",
+            "2",
+            "--seed",
+            "4",
+            "--length",
+            "20000",
+            "--plasmid",
+            "0",
+            "--trna",
+            "1",
+            "--rrna_operons",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "synthetic_4.fna.gz", "synthetic_4.gff.gz", "synthetic_5.fna.gz", "synthetic_5.gff.gz",
-    ]  # fmt: skip
+        "synthetic_4.fna.gz",
+        "synthetic_4.gff.gz",
+        "synthetic_5.fna.gz",
+        "synthetic_5.gff.gz",
+    ]
     r = subprocess.run(
         [sys.executable, script, str(tmp_path / "bad"), "--gc", "0.99"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "error: gc=0.99" in r.stderr
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())

@@ -52,9 +52,17 @@ def _restore_logging():
 
 
 def _cfg(setup, name: str, **kw) -> TrainConfig:
-    base = dict(model=str(setup["model"]), data=str(setup["data"]),
-                output=str(setup["root"] / name), micro_batch_size=8, num_workers=0,
-                save_every=0, eval_every=0, lr=3e-3, warmup_steps=2)  # fmt: skip
+    base = dict(
+        model=str(setup["model"]),
+        data=str(setup["data"]),
+        output=str(setup["root"] / name),
+        micro_batch_size=8,
+        num_workers=0,
+        save_every=0,
+        eval_every=0,
+        lr=3e-3,
+        warmup_steps=2,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -77,8 +85,18 @@ def test_loss_falls_logs_scalars_and_exports(setup):
     from trainer.model.seq2seq import Dna2GffModel
     from trainer.train.engine import train
 
-    result = train(_cfg(setup, "learn", max_steps=30, eval_every=15, log_every=5, decode_every=15,
-                        decode_windows=2, max_tgt_tokens=48))  # fmt: skip
+    result = train(
+        _cfg(
+            setup,
+            "learn",
+            max_steps=30,
+            eval_every=15,
+            log_every=5,
+            decode_every=15,
+            decode_windows=2,
+            max_tgt_tokens=48,
+        )
+    )
     assert result.steps == 30 and result.stopped_by == "max_steps" and result.nan_steps == 0
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     assert last < 0.85 * first, (first, last)
@@ -86,9 +104,18 @@ def test_loss_falls_logs_scalars_and_exports(setup):
     run = setup["root"] / "learn"
     shutil.copy(run / "export/model.safetensors", run / ".first_export.safetensors")
     tags = _scalar_tags(run)
-    for tag in ("train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s",
-                "perf/samples_per_s", "moe/aux_loss", "moe/expert_load/layer_0/expert_3",
-                "val/loss", "val/exact_features", "val/predicted_features"):  # fmt: skip
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "perf/tokens_per_s",
+        "perf/samples_per_s",
+        "moe/aux_loss",
+        "moe/expert_load/layer_0/expert_3",
+        "val/loss",
+        "val/exact_features",
+        "val/predicted_features",
+    ):
         assert tag in tags, tag
     again = train(_cfg(setup, "learn", export_only=True))  # from the last checkpoint
     assert again.stopped_by == "export_only" and again.steps == 30
@@ -136,8 +163,12 @@ def test_resume_after_crash_gives_identical_losses(setup):
     train(_cfg(setup, "straight", **kw))
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(_cfg(setup, "crashed", **kw), TrainHooks(fail_at_step=5))
-    assert [s for s, _ in __import__("trainer.train.checkpoint").train.checkpoint.list_checkpoints(
-        setup["root"] / "crashed/checkpoints")] == [2, 4]  # fmt: skip
+    assert [
+        s
+        for s, _ in __import__("trainer.train.checkpoint").train.checkpoint.list_checkpoints(
+            setup["root"] / "crashed/checkpoints"
+        )
+    ] == [2, 4]
     resumed = train(_cfg(setup, "crashed", resume=True, **kw))
     assert resumed.steps == 6 and len(resumed.losses) == 2  # steps 5 and 6 only
     assert _losses(setup["root"] / "crashed") == _losses(setup["root"] / "straight")
@@ -146,8 +177,18 @@ def test_resume_after_crash_gives_identical_losses(setup):
 def test_bad_ep_size_is_reported_before_training(setup, capsys):
     from launch.train import main
 
-    code = main(["--model", str(setup["model"]), "--data", str(setup["data"]),
-                 "--output", str(setup["root"] / "bad_ep"), "--ep_size", "3"])  # fmt: skip
+    code = main(
+        [
+            "--model",
+            str(setup["model"]),
+            "--data",
+            str(setup["data"]),
+            "--output",
+            str(setup["root"] / "bad_ep"),
+            "--ep_size",
+            "3",
+        ]
+    )
     assert code == 2
     assert "error: --ep_size 3 must divide the world size 1" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="max_steps"):
@@ -170,10 +211,21 @@ def test_fresh_run_refuses_a_run_folder_and_resume_checks_world_size(setup):
 
 def test_cli_missing_data_exits_2(setup, tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(REPO / "launch/train.py"), "--model", str(setup["model"]),
-         "--data", str(tmp_path / "nothing"), "--output", str(tmp_path / "run")],
-        capture_output=True, text=True, env=ENV, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "launch/train.py"),
+            "--model",
+            str(setup["model"]),
+            "--data",
+            str(tmp_path / "nothing"),
+            "--output",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "manifest.json: no manifest" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -181,11 +233,30 @@ def test_cli_missing_data_exits_2(setup, tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(setup, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, str(REPO / "launch/train.py"), "--model", str(setup["model"]),
-           "--data", str(setup["data"]), "--output", str(run), "--max_steps", "100000",
-           "--micro_batch_size", "4", "--num_workers", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO / "launch/train.py"),
+        "--model",
+        str(setup["model"]),
+        "--data",
+        str(setup["data"]),
+        "--output",
+        str(run),
+        "--max_steps",
+        "100000",
+        "--micro_batch_size",
+        "4",
+        "--num_workers",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (run / "metrics.jsonl").is_file():
@@ -207,18 +278,49 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(setup, tmp_path):
 
 def test_a_crash_with_loader_workers_exits_instead_of_hanging(setup, tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(REPO / "launch/train.py"), "--model", str(setup["model"]),
-         "--data", str(setup["data"]), "--output", str(tmp_path / "run"), "--max_steps", "5",
-         "--micro_batch_size", "4", "--num_workers", "2"],
-        capture_output=True, text=True, env={**ENV, FAULTS: "fail_at_step=1"}, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "launch/train.py"),
+            "--model",
+            str(setup["model"]),
+            "--data",
+            str(setup["data"]),
+            "--output",
+            str(tmp_path / "run"),
+            "--max_steps",
+            "5",
+            "--micro_batch_size",
+            "4",
+            "--num_workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env={**ENV, FAULTS: "fail_at_step=1"},
+        timeout=120,
+    )
     assert proc.returncode != 0 and "simulated crash" in proc.stderr
 
 
 def _cli(setup, out: Path, *extra: str, data: Path | None = None) -> list[str]:
-    return ["--model", str(setup["model"]), "--data", str(data or setup["data"]),
-            "--output", str(out), "--micro_batch_size", "8", "--num_workers", "0",
-            "--eval_every", "0", "--decode_every", "0", "--no_export", *extra]  # fmt: skip
+    return [
+        "--model",
+        str(setup["model"]),
+        "--data",
+        str(data or setup["data"]),
+        "--output",
+        str(out),
+        "--micro_batch_size",
+        "8",
+        "--num_workers",
+        "0",
+        "--eval_every",
+        "0",
+        "--decode_every",
+        "0",
+        "--no_export",
+        *extra,
+    ]
 
 
 def _rerecord(folder: Path) -> None:
@@ -255,8 +357,9 @@ def test_pickle_payload_in_deepspeed_file_is_refused_on_resume(setup, tmp_path, 
     assert "mp_rank_00_model_states.pt: refused to unpickle" in err
 
 
-def test_resume_skips_a_corrupt_checkpoint_and_fails_cleanly_without_one(setup, tmp_path, caplog,
-                                                                         capsys):  # fmt: skip
+def test_resume_skips_a_corrupt_checkpoint_and_fails_cleanly_without_one(
+    setup, tmp_path, caplog, capsys
+):
     from launch.train import main
     from trainer.train.engine import train
 
@@ -267,11 +370,13 @@ def test_resume_skips_a_corrupt_checkpoint_and_fails_cleanly_without_one(setup, 
     data[len(data) // 2] ^= 0xFF
     optim.write_bytes(bytes(data))
     with caplog.at_level("WARNING"):
-        resumed = train(_cfg(setup, "x", output=str(run), max_steps=5, save_every=2, resume=True,
-                             export=False))  # fmt: skip
+        resumed = train(
+            _cfg(setup, "x", output=str(run), max_steps=5, save_every=2, resume=True, export=False)
+        )
     assert resumed.steps == 5 and len(resumed.losses) == 3  # steps 3-5: it resumed from step 2
-    assert (f"checkpoint step_4: {optim.name}: checksum mismatch, falling back to step_2"
-            in caplog.text)  # fmt: skip
+    assert (
+        f"checkpoint step_4: {optim.name}: checksum mismatch, falling back to step_2" in caplog.text
+    )
     for folder in (run / "checkpoints").glob("step_*"):
         (folder / "trainer_state.json").write_text("{}")
     capsys.readouterr()
@@ -287,9 +392,11 @@ def test_resume_skips_a_corrupt_checkpoint_and_fails_cleanly_without_one(setup, 
 def test_failed_option_checks_leave_no_run_folder(setup, tmp_path, capsys):
     from launch.train import main
 
-    for flags, message in ((["--ep_size", "3"], "--ep_size 3 must divide the world size 1"),
-                           (["--micro_batch_size", "0"], "micro_batch_size must be a positive"),
-                           (["--full_vocab_loss", "--max_src_tokens", "2"], "max_src_tokens")):  # fmt: skip
+    for flags, message in (
+        (["--ep_size", "3"], "--ep_size 3 must divide the world size 1"),
+        (["--micro_batch_size", "0"], "micro_batch_size must be a positive"),
+        (["--full_vocab_loss", "--max_src_tokens", "2"], "max_src_tokens"),
+    ):
         out = tmp_path / "run"
         assert main([*_cli(setup, out), *flags]) == 2
         assert message in capsys.readouterr().err

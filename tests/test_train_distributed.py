@@ -37,34 +37,88 @@ def phage(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dist")
     tokens = root / "new_tokens.txt"
     subprocess.run(
-        [sys.executable, str(REPO / "launch/bake_data.py"), str(fna), str(gff), str(root / "baked"),
-         "--window", "300", "--rc", "both", "--val_fraction", "0.1", "--shard_size", "40000",
-         "--extract_tokens", str(tokens), "--no_progress"],
-        check=True, env=ENV, capture_output=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "launch/bake_data.py"),
+            str(fna),
+            str(gff),
+            str(root / "baked"),
+            "--window",
+            "300",
+            "--rc",
+            "both",
+            "--val_fraction",
+            "0.1",
+            "--shard_size",
+            "40000",
+            "--extract_tokens",
+            str(tokens),
+            "--no_progress",
+        ],
+        check=True,
+        env=ENV,
+        capture_output=True,
+        timeout=120,
+    )
     tok = init_tokenizer(tokens, root / "tok", base=dnabert2_tokenizer_dir)
     model = make_model(root / "model", Path(tok).parent if Path(tok).is_file() else Path(tok))
     return {"root": root, "data": root / "baked", "model": model}
 
 
-def _train(launcher: list[str], args: list[str], timeout: int = 240,
-           faults: str = "") -> subprocess.CompletedProcess:  # fmt: skip
+def _train(
+    launcher: list[str], args: list[str], timeout: int = 240, faults: str = ""
+) -> subprocess.CompletedProcess:
     cmd = [*launcher, str(REPO / "launch/train.py"), *args]
     env = {**ENV, FAULTS: faults} if faults else ENV
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     return proc
 
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-            "--master_port", "29611"]  # fmt: skip
+TORCHRUN = [
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--nproc_per_node",
+    "2",
+    "--master_port",
+    "29611",
+]
 
 
 def _args(p: dict[str, Path], run: str, *extra: str) -> list[str]:
-    return ["--model", str(p["model"]), "--data", str(p["data"]), "--output", str(p["root"] / run),
-            "--deepspeed_config", MOE_JSON, "--ep_size", "2", "--max_steps", "8",
-            "--micro_batch_size", "4", "--lr", "3e-3", "--warmup_steps", "2", "--save_every", "3",
-            "--eval_every", "4", "--decode_every", "4", "--decode_windows", "2",
-            "--max_tgt_tokens", "64", "--num_workers", "1", *extra]  # fmt: skip
+    return [
+        "--model",
+        str(p["model"]),
+        "--data",
+        str(p["data"]),
+        "--output",
+        str(p["root"] / run),
+        "--deepspeed_config",
+        MOE_JSON,
+        "--ep_size",
+        "2",
+        "--max_steps",
+        "8",
+        "--micro_batch_size",
+        "4",
+        "--lr",
+        "3e-3",
+        "--warmup_steps",
+        "2",
+        "--save_every",
+        "3",
+        "--eval_every",
+        "4",
+        "--decode_every",
+        "4",
+        "--decode_windows",
+        "2",
+        "--max_tgt_tokens",
+        "64",
+        "--num_workers",
+        "1",
+        *extra,
+    ]
 
 
 def _losses(run: Path) -> list[float]:
@@ -91,8 +145,16 @@ def test_torchrun_moe_ep2_learns_resumes_exactly_and_exports(phage):
     acc = EventAccumulator(str(phage["root"] / "straight" / "tensorboard"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    for tag in ("train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s", "moe/aux_loss",
-                "moe/expert_load/layer_1/expert_3", "val/loss", "val/exact_features"):  # fmt: skip
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "perf/tokens_per_s",
+        "moe/aux_loss",
+        "moe/expert_load/layer_1/expert_3",
+        "val/loss",
+        "val/exact_features",
+    ):
         assert tag in tags, tag
     assert len(acc.Scalars("train/loss")) == 8
 
@@ -110,9 +172,24 @@ def test_deepspeed_launcher_with_very_unequal_shards_finishes(phage, tmp_path):
 
     tok = make_tokenizer(tmp_path / "tok")
     model = make_model(tmp_path / "model", tok)
-    args = ["--model", str(model), "--data", str(data), "--output", str(tmp_path / "run"),
-            "--deepspeed_config", MOE_JSON, "--ep_size", "2", "--epochs", "1",
-            "--micro_batch_size", "4", "--num_workers", "1"]  # fmt: skip
+    args = [
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "run"),
+        "--deepspeed_config",
+        MOE_JSON,
+        "--ep_size",
+        "2",
+        "--epochs",
+        "1",
+        "--micro_batch_size",
+        "4",
+        "--num_workers",
+        "1",
+    ]
     proc = _train(["deepspeed", "--num_gpus", "2", "--master_port", "29612"], args, timeout=180)
     assert proc.returncode == 0, proc.stderr[-4000:]
     done = [ln for ln in proc.stderr.splitlines() if "train done steps=" in ln]

@@ -26,24 +26,52 @@ ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_
 def tiny(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("torchrun")
     tok = make_tokenizer(root / "tok")
-    return {"root": root, "model": make_model(root / "model", tok),
-            "data": write_shards(root / "data", {"train": [40, 40], "val": [8]})}  # fmt: skip
+    return {
+        "root": root,
+        "model": make_model(root / "model", tok),
+        "data": write_shards(root / "data", {"train": [40, 40], "val": [8]}),
+    }
 
 
 def _cmd(p: dict[str, Path], run: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "launch/torchrun.py"), "--nproc_per_node", "2",
-            "--master_port", str(free_port()), str(REPO / "launch/train.py"),
-            "--model", str(p["model"]), "--data", str(p["data"]), "--output", str(run),
-            "--micro_batch_size", "4", "--num_workers", "1", "--eval_every", "0",
-            "--decode_every", "0", "--no_export", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        str(REPO / "launch/torchrun.py"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(REPO / "launch/train.py"),
+        "--model",
+        str(p["model"]),
+        "--data",
+        str(p["data"]),
+        "--output",
+        str(run),
+        "--micro_batch_size",
+        "4",
+        "--num_workers",
+        "1",
+        "--eval_every",
+        "0",
+        "--decode_every",
+        "0",
+        "--no_export",
+        *extra,
+    ]
 
 
 def test_sigterm_to_torchrun_saves_and_exits_0(tiny, tmp_path):
     from trainer.train.checkpoint import latest_checkpoint
 
     run = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(tiny, run, "--max_steps", "100000"), env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        _cmd(tiny, run, "--max_steps", "100000"),
+        env=ENV,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not (run / "metrics.jsonl").is_file():
@@ -63,23 +91,40 @@ def test_sigterm_to_torchrun_saves_and_exits_0(tiny, tmp_path):
 
 def test_corrupt_rank1_file_falls_back_and_none_intact_is_one_error(tiny, tmp_path):
     run = tmp_path / "run"
-    first = subprocess.run(_cmd(tiny, run, "--max_steps", "4", "--save_every", "2"), env=ENV,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    first = subprocess.run(
+        _cmd(tiny, run, "--max_steps", "4", "--save_every", "2"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     optim = next((run / "checkpoints" / "step_4").glob("*zero_pp_rank_1_*optim_states.pt"))
     data = bytearray(optim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     optim.write_bytes(bytes(data))
-    resumed = subprocess.run(_cmd(tiny, run, "--max_steps", "5", "--save_every", "2", "--resume"),
-                             env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+    resumed = subprocess.run(
+        _cmd(tiny, run, "--max_steps", "5", "--save_every", "2", "--resume"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert (f"checkpoint step_4: {optim.name}: checksum mismatch, falling back to step_2"
-            in resumed.stderr)  # fmt: skip
+    assert (
+        f"checkpoint step_4: {optim.name}: checksum mismatch, falling back to step_2"
+        in resumed.stderr
+    )
     assert "checkpoint loaded step=2" in resumed.stderr
     for folder in (run / "checkpoints").glob("step_*"):
         (folder / "trainer_state.json").write_text("{}")
-    failed = subprocess.run(_cmd(tiny, run, "--max_steps", "6", "--resume"), env=ENV,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    failed = subprocess.run(
+        _cmd(tiny, run, "--max_steps", "6", "--resume"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert failed.returncode == 2, failed.stderr[-3000:]
     assert "Traceback" not in failed.stderr, failed.stderr[-3000:]
     assert "no intact checkpoint to resume" in failed.stderr

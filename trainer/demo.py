@@ -15,7 +15,6 @@ scored (with only one genome it is used for both, and the scores say so).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import shlex
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from baking.common.errors import ConfigError, Dna2GffError, InputError
+from baking.common.files import read_json, write_json, write_text
 from trainer.distributed import free_port
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ def start_commands_file(lay: Layout, what: str) -> None:
     """``OUT/commands.sh``: a header with the shared environment; ``run_step`` appends commands."""
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in common_env().items())
     text = f"#!/usr/bin/env bash\n# {what}\nset -e\ncd {shlex.quote(str(REPO))}\n{exports}"
-    lay.commands.write_text(text)
+    write_text(lay.commands, text)
 
 
 def circular_seqids(gff: str | Path) -> list[str]:
@@ -318,7 +318,7 @@ def _genome_list(pairs: Sequence[tuple[Path, Path]], lay: Layout) -> None:
             name = f"{name}_{i + 1}"
         seen.add(name)
         lines.append(f"{name}\t{f.resolve()}\t{g.resolve()}\n")
-    lay.genome_list.write_text("".join(lines))
+    write_text(lay.genome_list, "".join(lines))
 
 
 @functools.lru_cache(maxsize=1)
@@ -340,7 +340,7 @@ def prepare_out(out: Path, cfg: DemoConfig) -> None:
             raise InputError(out, f"exists, is not empty and has no {MARKER}: not a demo folder")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    (out / MARKER).write_text(json.dumps(asdict(cfg), indent=2, default=str) + "\n")
+    write_json(out / MARKER, asdict(cfg), default=str)
 
 
 def run_step(step: Step, index: int, lay: Layout, stdout_file: Path | None = None) -> None:
@@ -426,7 +426,7 @@ def run_demo(cfg: DemoConfig) -> DemoSummary:
         seconds={s.name: round(s.seconds, 1) for s in steps},
         seconds_total=round(time.perf_counter() - t0, 1),
         table=lay.eval_txt.read_text(),
-        scores=json.loads(lay.eval_json.read_text()),
+        scores=read_json(lay.eval_json, "evaluate --json output"),
         held_out=(str(held[0]), str(held[1])),
         trained_on_scored=len(cfg.genomes) == 1,
         out=str(lay.out),
@@ -435,5 +435,5 @@ def run_demo(cfg: DemoConfig) -> DemoSummary:
         tensorboard=str(lay.run / "tensorboard"),
     )
     record = {"config": asdict(cfg), "summary": asdict(summary)}
-    (lay.out / MARKER).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    write_json(lay.out / MARKER, record, default=str)
     return summary

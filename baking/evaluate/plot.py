@@ -7,7 +7,6 @@ match: exact (green), right stop but wrong start (orange), neither (red).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrow, Patch  # noqa: E402
 
+from baking.common.files import atomic_path  # noqa: E402
 from baking.evaluate.metrics import Feature, exact_scores  # noqa: E402
 
 Region = tuple[str, int, int]
@@ -107,9 +107,9 @@ def plot_tracks(
     if title:
         fig.suptitle(title, x=0.01, ha="left", fontsize=10)
     fig.tight_layout()
-    out = Path(out_png)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out_png) as tmp:  # keeps the suffix: savefig picks the format from it
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return regions

@@ -24,9 +24,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import os
 import re
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from baking.common.errors import InputError
+from baking.common.files import write_bytes
 from baking.formats.fasta import GZIP_MAGIC, normalise_sequence
 
 log = logging.getLogger(__name__)
@@ -497,7 +496,7 @@ def write_gff3(
     sequence_regions: Mapping[str, int] | Mapping[str, tuple[int, int]] | None = None,
     header_comments: Sequence[str] = (),
 ) -> None:
-    """Write a GFF3 file atomically (temporary name in the same folder, then ``os.replace``).
+    """Write a GFF3 file atomically (``baking.common.files.write_bytes``).
 
     ``sequence_regions`` maps seqid to a length (region 1..length) or to ``(start, end)``.
     ``header_comments`` are written as ``# ...`` lines after the version line. A ``.gz`` suffix
@@ -513,18 +512,4 @@ def write_gff3(
     data = ("\n".join(lines) + "\n").encode("utf-8")
     if path.suffix == ".gz":
         data = gzip.compress(data, mtime=0)
-    atomic_write_bytes(path, data)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, data)

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from baking.common.errors import InputError
-from baking.formats.gff3 import atomic_write_bytes
+from baking.common.files import write_text
 
 
 def invisible_character(token: str) -> str | None:
@@ -66,5 +66,5 @@ def merge_tokens(path: str | Path, tokens: Iterable[str]) -> list[str]:
         if t not in seen:
             merged.append(t)
             seen.add(t)
-    atomic_write_bytes(path, "".join(f"{t}\n" for t in merged).encode("utf-8"))
+    write_text(path, "".join(f"{t}\n" for t in merged))
     return merged

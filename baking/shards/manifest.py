@@ -8,7 +8,6 @@ version. It holds no timestamps or timings, so the same inputs give the same man
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from pathlib import Path
 from baking import __version__
 from baking.bake_config import BakeConfig, GenomeResult
 from baking.common.errors import InputError
-from baking.formats.gff3 import atomic_write_bytes
+from baking.common.files import read_json, write_json
 from baking.shards.writer import safe_name
 from baking.target.grammar import coordinate_width, target_vocabulary
 
@@ -89,7 +88,7 @@ def build_manifest(
 def write_manifest(out_dir: str | Path, manifest: dict) -> Path:
     """Write ``manifest.json`` atomically."""
     path = Path(out_dir) / MANIFEST
-    atomic_write_bytes(path, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
+    write_json(path, manifest, indent=1)
     return path
 
 
@@ -98,12 +97,10 @@ def load_manifest(out_dir: str | Path) -> dict:
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise InputError(path, "no manifest (is this a baked output folder?)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"not a JSON manifest ({exc})") from exc
-    if data.get("format") != FORMAT:
-        raise InputError(path, f"unknown manifest format {data.get('format')!r}")
+    data = read_json(path, "manifest JSON")
+    found = data.get("format") if isinstance(data, dict) else type(data).__name__
+    if found != FORMAT:
+        raise InputError(path, f"unknown manifest format {found!r}")
     return data
 
 

@@ -17,10 +17,11 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from baking.common.files import commit
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +167,9 @@ def temp_path(out_dir: str | Path, shard_path: str) -> Path:
 
 
 def finalise(out_dir: str | Path, shards: list[ShardInfo]) -> None:
-    """Rename every temporary shard to its final name."""
+    """Move every temporary shard onto its final name (fsync, umask mode, rename: ``commit``)."""
     for s in shards:
-        os.replace(temp_path(out_dir, s.path), Path(out_dir) / s.path)
+        commit(temp_path(out_dir, s.path), Path(out_dir) / s.path)
 
 
 def remove_temps(out_dir: str | Path, shards: list[ShardInfo]) -> None:

@@ -26,8 +26,14 @@ import torch
 from tqdm import tqdm
 
 from baking.common.errors import ConfigError, InputError
+from baking.common.files import check_output
 from baking.formats.gff3 import GFFFeature, write_gff3
-from baking.target.grammar import DEFAULT_FEATURE_TYPES, PHASED_TYPES, GrammarAutomaton
+from baking.target.grammar import (
+    DEFAULT_FEATURE_TYPES,
+    PHASED_TYPES,
+    GrammarAutomaton,
+    target_vocabulary,
+)
 from baking.target.pointers import MIN_ORF_CODONS
 from baking.target.windows import WindowMeta, plan_windows, window_dna
 from trainer.inference.generate import GeneratedTarget, generate_targets
@@ -62,7 +68,8 @@ class AnnotateOptions:
     window_len: int | None = None
     """Only for a model whose config lacks ``window_len`` (it wins otherwise)."""
     feature_types: tuple[str, ...] | None = None
-    """Only for a model whose config lacks ``feature_types``."""
+    """Types to write (each must be one the model knows; default all of them). A model whose
+    config lacks ``feature_types`` decodes exactly these."""
     snap: bool = True
     complete_orfs: bool = True
     """Complete a CDS whose one end no window closed into an ORF from its closed end."""
@@ -93,6 +100,37 @@ class AnnotateOptions:
         if self.snap_window < 0:
             raise ConfigError(f"snap_window must be >= 0, got {self.snap_window}")
         genetic_code(self.transl_table)  # raises ConfigError for an unknown table
+        check_device(self.device)
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have before a model is loaded onto it.
+
+    Without this, ``--device cuda`` on a machine without a GPU fails inside the weights reader
+    and the error names ``model.safetensors``, which is not what is wrong.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"--device={device!r} is not a device (cpu, cuda, cuda:1, ...)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device={device}: no CUDA GPU is available on this machine; use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device={device}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+            )
+    elif dev.type not in ("cpu", "meta") and not _backend_available(dev.type):
+        raise ConfigError(f"--device={device}: no {dev.type} device is available on this machine")
+
+
+def _backend_available(kind: str) -> bool:
+    backend = getattr(torch, kind, None) or getattr(torch.backends, kind, None)
+    is_available = getattr(backend, "is_available", None)
+    return bool(is_available()) if callable(is_available) else False
 
 
 @dataclass
@@ -331,6 +369,7 @@ def _finish(
     counts: Counter[str] = Counter()
     snaps: Counter[str] = Counter()
     merge_total = MergeStats()
+    keep = set(options.feature_types) if options.feature_types else None
     n_gene = 0
     for i, (seqid, seq) in enumerate(seqs):
         if not seq:
@@ -347,6 +386,8 @@ def _finish(
         for name, value in asdict(stats).items():
             setattr(merge_total, name, getattr(merge_total, name) + value)
         for p, status in snapped:
+            if keep is not None and p.type not in keep:
+                continue
             n_gene += 1
             counts[p.type] += 1
             out.extend(_gene_lines(n_gene, p, status))
@@ -407,14 +448,33 @@ def resolve_grammar(model: Any, tokenizer: Any, options: AnnotateOptions) -> tup
             options.window_len,
             cfg.window_len,
         )
-    types = list(cfg.feature_types or options.feature_types or [])
-    if not types:  # fall back to the default types the tokenizer knows
-        types = [t for t in DEFAULT_FEATURE_TYPES if tokenizer.token_to_id(f"<{t}>") is not None]
+    wanted = list(dict.fromkeys(options.feature_types or ()))
+    known = model_feature_types(cfg, tokenizer)
+    unknown = [t for t in wanted if t not in known]
+    if unknown:
+        raise ConfigError(
+            f"--types: unknown feature type(s) {', '.join(unknown)}; the model knows "
+            + (", ".join(known) if known else "none (its config and tokenizer name no type)")
+        )
+    if cfg.feature_types:  # decode with the grammar the model was trained on
+        types = list(cfg.feature_types)
+    else:
+        types = wanted or [t for t in DEFAULT_FEATURE_TYPES if t in known]
     if not types:
         raise ConfigError(
             "no feature types: the model config and tokenizer name none; pass --types"
         )
     return int(window_len), types
+
+
+def model_feature_types(cfg: Any, tokenizer: Any) -> list[str]:
+    """The types a model can write: its config's, else every type token its tokenizer holds."""
+    if cfg.feature_types:
+        return list(cfg.feature_types)
+    grammar = set(target_vocabulary((), 10))  # digits, cut, strands, phases: not types
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    tokens = sorted((i, t) for t, i in vocab.items() if t.startswith("<") and t.endswith(">"))
+    return [t[1:-1] for _, t in tokens if t not in grammar and len(t) > 2]
 
 
 def annotate(
@@ -424,6 +484,8 @@ def annotate(
     from baking.formats.fasta import read_fasta
 
     fasta = Path(fasta)
+    folder = Path(model_dir)
+    check_output(out, [fasta, *(folder / n for n in ("config.json", "model.safetensors"))])
     if not fasta.is_file():
         raise InputError(fasta, "no such file")
     seqs = list(read_fasta(fasta))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baking.common.errors import ConfigError, InputError
+from baking.common.files import check_output
 from baking.evaluate.load import pseudo_features
 from baking.evaluate.metrics import Feature, Scores, exact_scores, stop_scores
 from baking.formats.fasta import read_fasta
@@ -148,6 +149,7 @@ def annotate_orf_rule(
     ``InputError`` for a missing or empty FASTA, ``ConfigError`` for a bad N or table.
     """
     t0 = time.perf_counter()
+    check_output(out, [fasta])  # before the work, and never over the genome it reads
     seqs = _read_fasta_checked(fasta)
     circ = tuple(circular)
     unknown = sorted(set(circ) - {"all"} - {sid for sid, _ in seqs})

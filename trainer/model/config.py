@@ -8,14 +8,12 @@ Everything needed to rebuild a ``Dna2GffModel`` lives here, so a model folder is
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from baking.common.errors import ConfigError, InputError
+from baking.common.files import read_json, write_json
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "dna2gff"
@@ -175,20 +173,8 @@ class Dna2GffConfig:
             raise ConfigError(f"bad model config: {exc}") from exc
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``out_dir/config.json`` atomically (temporary name, then ``os.replace``)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / CONFIG_NAME
-        fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=out)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
-                fh.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        """Write ``out_dir/config.json`` atomically (``baking.common.files.write_json``)."""
+        return write_json(Path(out_dir) / CONFIG_NAME, self.to_dict(), sort_keys=True)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Dna2GffConfig:
@@ -198,10 +184,7 @@ class Dna2GffConfig:
             path = path / CONFIG_NAME
         if not path.is_file():
             raise InputError(path, "no model config (config.json) found")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"not valid JSON: {exc.msg}", exc.lineno) from exc
+        data = read_json(path)
         if not isinstance(data, dict) or data.get("model_type") != MODEL_TYPE:
             raise InputError(
                 path,

@@ -10,7 +10,6 @@ Random checkpoints in the same layout (tests, demo) are written by ``random_chec
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor
 
 from baking.common.errors import InputError
+from baking.common.files import read_json
 from trainer.model.config import Dna2GffConfig
 from trainer.model.encoder import DNABert2Model, alibi_slopes, attention_bias
 from trainer.model.state import CheckpointError, check_state_dict, load_weights
@@ -62,10 +62,7 @@ def read_dnabert2_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
         raise InputError(folder, "no config.json in the DNABERT-2 folder")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON: {exc.msg}", exc.lineno) from exc
+    data = read_json(path)
     need = (
         "hidden_size",
         "num_hidden_layers",

@@ -13,7 +13,6 @@ missing, unexpected or misshaped tensor is a ``CheckpointError`` naming it.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor
 
 from baking.common.errors import InputError
+from baking.common.files import copy_file
 from trainer.distributed import world_rank
 from trainer.model.config import CONFIG_NAME, Dna2GffConfig
 from trainer.model.dnabert2 import TOKENIZER_FILES
@@ -120,11 +120,7 @@ def copy_tokenizer(src: Path, out: Path) -> None:
         if (tok_file.parent / name).is_file():
             copies[tok_file.parent / name] = out / name
     for src_file, dst in copies.items():
-        if src_file.resolve() == dst.resolve():
-            continue
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src_file, tmp)
-        tmp.replace(dst)
+        copy_file(src_file, dst)
 
 
 def save_model_folder(

@@ -10,9 +10,7 @@ a downloaded checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
 import shutil
 import tempfile
@@ -24,6 +22,14 @@ import torch
 from torch import Tensor
 
 from baking.common.errors import InputError
+from baking.common.files import (
+    atomic_path,
+    copy_file,
+    make_temp_dir,
+    read_json,
+    replace_dir,
+    write_json,
+)
 from trainer.model.config import Dna2GffConfig
 from trainer.model.dnabert2 import TOKENIZER_FILES
 from trainer.model.encoder import DNABert2Model
@@ -49,18 +55,16 @@ def _random_state(model: DNABert2Model, seed: int) -> dict[str, Tensor]:
     return state
 
 
-def _remove_previous(out: Path) -> None:
-    """Replace only an empty folder or one this function wrote before; never a user's data."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
+def check_replaceable(out: Path) -> None:
+    """Replace only an empty folder or one this module wrote before; never a user's data."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     try:
-        ours = json.loads((out / "config.json").read_text()).get("_name_or_path") == RANDOM_MARK
-    except (OSError, json.JSONDecodeError, AttributeError):
+        ours = read_json(out / "config.json").get("_name_or_path") == RANDOM_MARK
+    except (InputError, AttributeError):
         ours = False
     if not ours:
         raise InputError(out, "exists and is not a random DNABERT-2 checkpoint written by dna2gff")
-    shutil.rmtree(out)
 
 
 def write_random_dnabert2(
@@ -134,28 +138,25 @@ def write_random_dnabert2(
         "dna2gff_seed": seed,
     }
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = make_temp_dir(out)
     try:
-        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-        if weights_format == "bin":
-            torch.save(state, tmp / "pytorch_model.bin")
-        else:
-            from safetensors.torch import save_file
+        write_json(tmp / "config.json", hf_config)
+        name = "pytorch_model.bin" if weights_format == "bin" else "model.safetensors"
+        with atomic_path(tmp / name) as weights:  # umask mode (safetensors alone makes 0600)
+            if weights_format == "bin":
+                torch.save(state, weights)
+            else:
+                from safetensors.torch import save_file
 
-            # safetensors refuses shared storage: the tied MLM decoder becomes its own copy
-            save_file(
-                {k: v.contiguous().clone() for k, v in state.items()},
-                str(tmp / "model.safetensors"),
-            )
+                # safetensors refuses shared storage: the tied MLM decoder becomes its own copy
+                save_file({k: v.contiguous().clone() for k, v in state.items()}, str(weights))
         if tokenizer_dir is not None:
             for name in TOKENIZER_FILES:
                 src = Path(tokenizer_dir) / name
                 if src.is_file():
-                    shutil.copyfile(src, tmp / name)
-        if out.exists():
-            _remove_previous(out)
-        os.replace(tmp, out)
+                    copy_file(src, tmp / name)
+        check_replaceable(out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

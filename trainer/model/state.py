@@ -6,8 +6,6 @@ missing, unexpected or misshaped tensor is an error that names it.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from baking.common.errors import InputError
+from baking.common.files import atomic_path
 
 MAX_NAMES = 8  # names listed per kind of problem before "... and N more"
 
@@ -69,17 +68,10 @@ def _own_storage(t: Tensor) -> Tensor:
 
 
 def save_safetensors_atomic(tensors: Mapping[str, Tensor], path: str | Path) -> None:
-    """Write a safetensors file under a temporary name in the same folder, then rename it."""
-    path = Path(path)
+    """Write a safetensors file atomically (``baking.common.files.atomic_path``)."""
     flat = {k: _own_storage(v.detach().cpu()) for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(flat, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata={"format": "pt"})
 
 
 def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:

@@ -12,17 +12,15 @@ so lower-case bases and ``N`` become ``[UNK]``.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors, trainers
 
 from baking.common.errors import InputError
+from baking.common.files import atomic_path, write_json
 from baking.formats.tokens_file import invisible_character
 
 log = logging.getLogger(__name__)
@@ -137,18 +135,11 @@ def save_tokenizer(tokenizer: Tokenizer, out: str | Path) -> Path:
     p = Path(out)
     if p.suffix != ".json":
         p = p / TOKENIZER_NAME
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        tokenizer.save(tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(p) as tmp:
+        tokenizer.save(str(tmp))
     config = p.parent / "tokenizer_config.json"
     if not config.exists():
-        config.write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
+        write_json(config, TOKENIZER_CONFIG)
     return p
 
 

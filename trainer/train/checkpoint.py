@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 import random
 import re
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from baking.common.errors import InputError
+from baking.common.files import read_json, write_bytes, write_json
 from trainer.distributed import all_gather, barrier, from_rank0
 
 log = logging.getLogger(__name__)
@@ -221,8 +221,8 @@ def _record_problem(folder: Path, rank: int, world: int) -> str | None:
 def _size_plan(folder: Path) -> dict[str, Any] | str | None:
     """Rank 0's half of the check: the record's files if they exist with their sizes, else why not."""
     try:
-        record = json.loads((folder / COMPLETE).read_text())
-    except (ValueError, OSError):
+        record = read_json(folder / COMPLETE)
+    except InputError:
         record = None
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
         log.warning("checkpoint %s has no file record (older trainer): not verified", folder.name)
@@ -268,15 +268,6 @@ def choose_checkpoint(root: str | Path, *, rank: int, world: int) -> Path | None
 # ------------------------------------------------------------------------------------ save / load
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     engine: Any,
     root: str | Path,
@@ -296,15 +287,15 @@ def save_checkpoint(
     barrier()
     engine.save_checkpoint(str(root), tag=folder.name, save_latest=False)
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(rng_file(folder, rank), rng_to_safetensors(capture_rng()))
+    write_bytes(rng_file(folder, rank), rng_to_safetensors(capture_rng()))
     if rank == 0:
-        _atomic_write(folder / STATE_FILE, json.dumps(asdict(state), indent=2).encode())
+        write_bytes(folder / STATE_FILE, json.dumps(asdict(state), indent=2).encode())
     barrier()
     names = from_rank0(_checked_files(folder) if rank == 0 else None)
     files = _digest_files(folder, names, rank, world)
     if rank == 0:
         record = {"format": RECORD_FORMAT, "files": files}
-        _atomic_write(folder / COMPLETE, (json.dumps(record, indent=1) + "\n").encode())
+        write_json(folder / COMPLETE, record, indent=1)
         rotate(root, keep_last)
         log.info("checkpoint saved step=%d path=%s", state.step, folder)
     barrier()
@@ -334,7 +325,7 @@ def read_state(folder: str | Path) -> TrainerState:
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         raise InputError(path, "checkpoint has no trainer state")
-    return TrainerState.from_dict(json.loads(path.read_text()))
+    return TrainerState.from_dict(read_json(path, "trainer state JSON"))
 
 
 def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerState:

@@ -7,12 +7,12 @@ model or shard is touched, with a message that names the field.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from baking.common.errors import ConfigError
+from baking.common.files import write_json
 
 
 @dataclass
@@ -130,4 +130,4 @@ class TrainConfig:
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_json(path, self.to_dict(), sort_keys=True)

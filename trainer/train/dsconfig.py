@@ -10,7 +10,6 @@ so the data loader always agrees with what DeepSpeed was told.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from baking.common.errors import ConfigError, InputError
+from baking.common.files import read_json
 from trainer.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -82,10 +82,7 @@ def load_ds_config(path: str | Path | None) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "DeepSpeed config not found")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(p, f"not valid JSON: {exc.msg}", exc.lineno) from None
+    data = read_json(p)
     if not isinstance(data, dict):
         raise InputError(p, "a DeepSpeed config must be a JSON object")
     return data

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from baking.common.errors import ConfigError, InputError
+from baking.common.files import write_text
 from trainer.data.loader import (
     Encoder,
     ShardBatches,
@@ -173,9 +174,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    os.replace(tmp, path)
+    write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 class _Stop:
@@ -496,7 +495,8 @@ def _take_step(run: _Run, stop_requested: bool, hooks: TrainHooks) -> StepStats:
     assert run.batches is not None and run.step_inputs is not None
     state = run.state
     poison = hooks.poison_loss(state.step + 1)
-    local, shapes = run_step(run.engine, run.batches, run.step_inputs, poison)
+    local, shapes = run_step(run.engine, run.batches, run.step_inputs, poison, hooks.observer,
+                             state.step + 1)  # fmt: skip
     state.micro_batches += run.grad_accum
     local.stop = 1.0 if stop_requested else 0.0
     total = local.all_reduced(run.device)
@@ -578,6 +578,8 @@ def _loop(run: _Run, hooks: TrainHooks) -> None:
             lr = float(run.engine.get_lr()[0]) if run.engine.get_lr() else cfg.lr  # this step's
             stats = _take_step(run, stop.requested, hooks)
             dt = time.perf_counter() - t0
+            if hooks.observer is not None:
+                hooks.observer.step_end(run.state.step, run.engine, lr)
             _record_step(run, stats, lr, dt)
             stopping = stats.stop > 0
             _periodic(run, stopping)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from baking.common.files import replace_dir
 from trainer.distributed import barrier
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,7 @@ def export_model(
         for p, data in saved:
             p.data = data
     if rank == 0:
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
         log.info("exported model=%s", out)
     barrier()
     return out

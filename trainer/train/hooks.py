@@ -5,15 +5,17 @@ given steps (to test the NaN guard). Those are no settings a user should see, so
 ``TrainConfig``: a test passes ``train(cfg, hooks=TrainHooks(...))``, or, for a subprocess (the CLI,
 torchrun), sets the test-only environment variable ``DNA2GFF_TEST_FAULTS``, read here and nowhere
 else, e.g. ``DNA2GFF_TEST_FAULTS="fail_at_step=7"`` or ``"nan_at_steps=2:3"``. Without either, the
-hooks do nothing.
+hooks do nothing. ``observer`` (``trainer.train.observe``) lets a test watch every step read-only;
+it has no environment form (a subprocess test runs its own worker script that passes one).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from baking.common.errors import ConfigError
+from trainer.train.observe import TrainObserver
 
 ENV = "DNA2GFF_TEST_FAULTS"
 
@@ -25,6 +27,7 @@ class TrainHooks:
 
     fail_at_step: int | None = None
     nan_at_steps: frozenset[int] = frozenset()
+    observer: TrainObserver | None = field(default=None, compare=False)
 
     def poison_loss(self, step: int) -> bool:
         """Whether the loss of (1-based) ``step`` is to be made NaN."""

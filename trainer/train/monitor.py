@@ -69,8 +69,14 @@ class Monitor:
         from tqdm import tqdm
 
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
-        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
-                        dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+        self.bar = tqdm(
+            total=total_steps,
+            initial=start_step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from baking.common.errors import Dna2GffError
 from trainer.data.loader import IGNORE_INDEX, pad_decoder
 from trainer.distributed import all_max, all_sum
+from trainer.train.observe import TrainObserver
 
 
 class TrainingError(Dna2GffError):
@@ -159,19 +160,27 @@ class StepInputs:
 
 
 def run_step(
-    engine: Any, batches: Iterator[dict], how: StepInputs, poison: bool = False
+    engine: Any,
+    batches: Iterator[dict],
+    how: StepInputs,
+    poison: bool = False,
+    observer: TrainObserver | None = None,
+    step: int = 0,
 ) -> tuple[StepStats, tuple[int, int]]:
     """One optimizer step over ``grad_accum`` micro-batches (DeepSpeed steps at the boundary).
 
     Returns this rank's sums and the last batch's (S, T). A non-finite loss is still
     back-propagated: ZeRO sees the non-finite gradients and skips the step on every rank.
-    ``poison`` makes the loss NaN (tests of that path, see ``trainer.train.hooks``).
+    ``poison`` makes the loss NaN (tests of that path, see ``trainer.train.hooks``). ``observer``
+    (tests) sees each prepared micro-batch and the reduced gradients of optimizer step ``step``.
     """
     stats = StepStats()
     shapes = (0, 0)
     ga = how.grad_accum
-    for _ in range(ga):
+    for micro in range(ga):
         batch = prepare_batch(next(batches), how.device, how.pad_id, how.align)
+        if observer is not None:
+            observer.micro_batch(step, micro, batch)
         outputs = forward_batch(engine, batch)
         ce, n = token_loss(outputs.logits, batch["labels"], how.vocab, how.joint_from)
         aux = outputs.aux_loss.float() if torch.is_tensor(outputs.aux_loss) else torch.zeros(())
@@ -182,6 +191,8 @@ def run_step(
         if enc_aux is not None:
             loss = loss + how.encoder_aux_weight * enc_aux
         engine.backward(loss)
+        if observer is not None and micro == ga - 1:
+            observer.gradients(step, engine)
         engine.step()
         finite = bool(torch.isfinite(loss.detach()))
         stats.add(StepStats(

@@ -1,0 +1,323 @@
+"""The project's one way to write an output file, and its one JSON reader.
+
+Why one module: every output (GFF3, manifest, shards, tokens file, model folder, tokenizer, JSON
+reports, plots, checkpoint metadata) must obey the same contract, and eight hand-written copies of
+"temp file, rename" had drifted apart (no fsync, mode 0600, FIFOs and symlinks silently replaced,
+an output allowed to overwrite its own input). The contract:
+
+* ``check_output`` / ``check_output_dir`` run before any work (the CLIs call them right after
+  parsing arguments): the destination must be creatable, and must not be one of the inputs.
+* Writing goes to a temporary name in the destination folder, is fsynced, then renamed over the
+  target, so a reader sees the old file or the new one, never half of one.
+* A target that exists but is not a regular file (directory, FIFO, symlink, device) is refused,
+  never replaced.
+* The new file keeps an existing file's permission bits, else gets ``0666 & ~umask`` like
+  ``open()``; ``tempfile`` alone would leave every output 0600.
+* OS errors come out as ``OutputError(PATH, reason)``: one ``error: PATH: reason`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from baking.common.errors import InputError, OutputError
+
+PathLike = str | os.PathLike[str]
+
+
+# ------------------------------------------------------------------------------------- checks
+
+
+def _reason(exc: OSError) -> str:
+    """``Permission denied`` -> ``permission denied`` (the project's lower-case reasons)."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "an unknown kind of file"
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either one missing: compare the names they resolve to
+        return a.resolve() == b.resolve()
+
+
+def _refuse_inputs(path: Path, inputs: Iterable[PathLike | None]) -> None:
+    for src in inputs:
+        if src is not None and str(src) and _same(path, Path(src)):
+            raise OutputError(path, f"is also an input ({src}); choose another output")
+
+
+def _check_creatable_in(folder: Path, target: Path) -> None:
+    """``folder`` (created if missing) can hold ``target``: its nearest existing ancestor is a
+    writable directory."""
+    probe = folder
+    while not probe.exists() and not probe.is_symlink():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(target, f"{probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(target, f"permission denied (cannot write in {probe})")
+
+
+def check_output(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
+    """Raise ``OutputError`` unless ``path`` can be written as a regular file.
+
+    Refused: an existing non-regular target (directory, FIFO, symlink, device), a folder that
+    cannot be created or written, an output that is one of ``inputs``. Creates nothing.
+    """
+    p = Path(path)
+    if not str(path):
+        raise OutputError(p, "empty output path")
+    _refuse_inputs(p, inputs)
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        _check_creatable_in(p.parent, p)
+        return p
+    except OSError as exc:  # e.g. ENOTDIR: a parent is a file; name that parent
+        _check_creatable_in(p.parent, p)
+        raise OutputError(p, _reason(exc)) from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(p, f"not a regular file ({_kind(st.st_mode)})")
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise OutputError(p, f"permission denied (cannot write in {p.parent})")
+    return p
+
+
+def check_output_dir(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
+    """Raise ``OutputError`` unless ``path`` is, or can be created as, a writable folder."""
+    p = Path(path)
+    if not str(path):
+        raise OutputError(p, "empty output path")
+    _refuse_inputs(p, inputs)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        _check_creatable_in(p.parent, p)
+        return p
+    except OSError as exc:
+        _check_creatable_in(p.parent, p)
+        raise OutputError(p, _reason(exc)) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise OutputError(p, f"not a directory ({_kind(st.st_mode)})")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise OutputError(p, "permission denied")
+    return p
+
+
+def check_distinct(paths: Iterable[PathLike | None]) -> None:
+    """Two outputs of one command must not be the same file."""
+    seen: list[Path] = []
+    for raw in paths:
+        if raw is None:
+            continue
+        p = Path(raw)
+        for other in seen:
+            if _same(p, other):
+                raise OutputError(p, f"given twice as an output (also as {other})")
+        seen.append(p)
+
+
+# ----------------------------------------------------------------------------------- writing
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: ``os.umask`` has to set it to read it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _target_mode(path: Path) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory; the rename is still done
+        pass
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: PathLike, path: PathLike) -> Path:
+    """Move a finished temporary file onto ``path``: fsync, permission bits, rename, fsync folder.
+
+    For writers that stream into their own temporary file (the shard writer). The target is
+    checked again (it may have become a FIFO or link since the preflight).
+    """
+    tmp, p = Path(tmp), Path(path)
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OutputError(p, f"not a regular file ({_kind(st.st_mode)})")
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, _target_mode(p))
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise OutputError(p, _reason(exc)) from exc
+    _fsync_dir(p.parent)
+    return p
+
+
+@contextmanager
+def atomic_path(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it goes.
+
+    For writers that want a file name (``savefig``, ``safetensors.save_file``,
+    ``Tokenizer.save``): the temporary name ends in ``path``'s suffix, so ``.png`` stays ``.png``.
+    """
+    p = check_output(path, inputs)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=f".tmp{p.suffix}", dir=p.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(p, _reason(exc)) from exc
+    tmp = Path(name)
+    try:
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.filename is not None and Path(exc.filename) != tmp:
+                raise  # about another file (an input): its own name is the right one
+            raise OutputError(p, _reason(exc)) from exc
+        commit(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: PathLike, data: bytes, inputs: Iterable[PathLike | None] = ()) -> Path:
+    """Write ``data`` to ``path`` atomically (see the module docstring for the contract)."""
+    with atomic_path(path, inputs) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def write_text(path: PathLike, text: str, inputs: Iterable[PathLike | None] = ()) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"), inputs)
+
+
+def write_json(
+    path: PathLike, obj: Any, *, indent: int = 2, sort_keys: bool = False, default: Any = None
+) -> Path:
+    """Write ``obj`` as JSON (plus a final newline) to ``path`` atomically."""
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, default=default) + "\n"
+    return write_text(path, text)
+
+
+def copy_file(src: PathLike, dst: PathLike) -> Path:
+    """Copy ``src`` onto ``dst`` atomically (a no-op when they are the same file)."""
+    if _same(Path(src), Path(dst)):
+        return Path(dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return Path(dst)
+
+
+def make_temp_dir(out: PathLike) -> Path:
+    """A new empty folder beside ``out`` to fill and then ``replace_dir`` onto ``out``.
+
+    Its mode follows the umask (``mkdtemp`` alone gives 0700, which would make a shared model
+    folder unreadable to other users).
+    """
+    o = Path(out)
+    check_output_dir(o)
+    try:
+        o.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{o.name}.", suffix=".tmp", dir=o.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())
+    except OSError as exc:
+        raise OutputError(o, _reason(exc)) from exc
+    return tmp
+
+
+def replace_dir(tmp: PathLike, out: PathLike) -> Path:
+    """Swap the finished folder ``tmp`` onto ``out``; an existing ``out`` is removed after the swap.
+
+    The caller decides whether an existing ``out`` may be replaced; between the two renames a
+    crash leaves ``out`` missing and ``.NAME.old`` holding the previous version.
+    """
+    t, o = Path(tmp), Path(out)
+    old = o.with_name(f".{o.name}.old")
+    try:
+        if old.exists():
+            shutil.rmtree(old)
+        if o.is_symlink() or (o.exists() and not o.is_dir()):
+            raise OutputError(o, "not a directory")
+        if o.exists():
+            os.replace(o, old)
+        os.replace(t, o)
+    except OSError as exc:
+        raise OutputError(o, _reason(exc)) from exc
+    _fsync_dir(o.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return o
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def read_json(path: PathLike, what: str = "JSON") -> Any:
+    """Parse a JSON file; any problem is ``InputError`` located as ``PATH:LINE:COL: reason``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(p, f"no such file (expected {what})") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(p, f"not {what}: not UTF-8 text") from exc
+    except OSError as exc:
+        raise InputError(p, _reason(exc)) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(p, f"not valid {what}: {exc.msg}", exc.lineno, exc.colno) from exc
