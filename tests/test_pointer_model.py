@@ -283,3 +283,30 @@ def test_constrained_loss_masks_keep_the_gold_and_force_orf_ends(tok) -> None:
     lm, _ = token_loss(masked, batch["labels"], None)
     lf, _ = token_loss(free.logits, batch["labels"], None)
     assert float(lm) < float(lf)  # renormalised over fewer choices
+
+
+def test_pad_decoder_keeps_a_pointer_batch_consistent(tok) -> None:
+    """Expert parallelism pads every rank's decoder to one length: the pointer tensors (positions,
+    anchors, constrained-loss masks) grow with it and the padded batch still runs."""
+    from trainer.data.loader import pad_decoder
+
+    rng = random.Random(11)
+    dna = "".join(rng.choice("ACGT") for _ in range(200))
+    ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
+    v = tok.get_vocab_size(True)
+    s = pointer_sample(dna, encode_target([WindowFeature(5, 80, "+", "tRNA")], 200),
+                       window_len=200, tokenizer=tok, token_ids=ids, bos=1, eos=2, max_src=4096,
+                       vocab_size=v, with_encoder_labels=False, constrain=CODE,
+                       feature_types=TYPES)  # fmt: skip
+    batch = collate_pointer([s], 3, 512, 1, v)
+    t = batch["decoder_input_ids"].shape[1]
+    padded = pad_decoder(batch, t + 5, 3)
+    for key in ("decoder_input_ids", "decoder_positions", "decoder_anchors", "labels"):
+        assert padded[key].shape == (1, t + 5)
+    assert padded["decoder_allowed"].shape[:2] == (1, t + 5)
+    assert bool(padded["decoder_allowed"][:, t:].all())
+    model = Dna2GffModel(_config(tok)).eval()
+    with torch.no_grad():
+        a = model(**_forward_inputs(batch)).logits
+        b = model(**_forward_inputs(padded)).logits[:, :t]
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -418,6 +418,10 @@ def pad_decoder(
     for key in ("decoder_positions", "decoder_anchors"):  # pointer batches
         if key in batch:
             out[key] = torch.nn.functional.pad(batch[key], (0, extra), value=-1)
+    if "decoder_allowed" in batch:  # (B, T, V + L): pad steps have no label, allow everything
+        allowed = batch["decoder_allowed"]
+        more = allowed.new_ones((allowed.shape[0], extra, allowed.shape[2]))
+        out["decoder_allowed"] = torch.cat([allowed, more], dim=1)
     return out
 
 
