@@ -8,6 +8,7 @@ Everything needed to rebuild a ``Dna2GffModel`` lives here, so a model folder is
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from baking.common.files import read_json, write_json
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "dna2gff"
 COORDINATE_FORMS = ("digits", "pointer")
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -143,6 +147,24 @@ class Dna2GffConfig:
             raise ConfigError(f"encoder_aux_weight must be >= 0, got {self.encoder_aux_weight!r}")
         if self.model_type != MODEL_TYPE:
             raise ConfigError(f"model_type must be {MODEL_TYPE!r}, got {self.model_type!r}")
+
+    def record_target(self, window_len: int | None, feature_types: list[str] | None) -> None:
+        """Set the target spec (window length, feature types) the model is being trained for.
+
+        The config is the one owner of the spec: the trainer records it here once at set-up from
+        the baked data, the loader, the decode metric and the export read it from here, and
+        annotate reads it back from the model folder's ``config.json``.
+        """
+        if window_len is not None:
+            self._replace("window_len", int(window_len))
+        if feature_types is not None:
+            self._replace("feature_types", list(feature_types))
+
+    def _replace(self, name: str, value: object) -> None:
+        old = getattr(self, name)
+        if old is not None and old != value:
+            log.warning("model config %s=%s replaced by the data's %s", name, old, value)
+        setattr(self, name, value)
 
     @property
     def pointer(self) -> bool:

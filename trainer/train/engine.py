@@ -264,9 +264,7 @@ class _Run:
                                joint_from=how.joint_from)  # fmt: skip
 
     def export(self) -> None:
-        export_model(self.engine, self.model_cfg, self.out / "export", tokenizer_dir=self.cfg.model,
-                     window_len=self.grammar.window_len, feature_types=self.grammar.feature_types,
-                     rank=self.rank)  # fmt: skip
+        export_model(self.engine, self.out / "export", tokenizer_dir=self.cfg.model, rank=self.rank)
 
     def save(self) -> None:
         folder = ckpt.save_checkpoint(self.engine, self.ckpt_root, self.state, rank=self.rank,
@@ -297,14 +295,19 @@ def _close_log(handler: logging.Handler | None) -> None:
         handler.close()
 
 
-def _build_engine(cfg: TrainConfig, ds: Any, rank: int) -> Any:
-    """The model under DeepSpeed (seeded per rank), with the exact fp32 weights as ZeRO masters."""
+def _build_engine(cfg: TrainConfig, ds: Any, rank: int, model_cfg: Any) -> Any:
+    """The model under DeepSpeed (seeded per rank), with the exact fp32 weights as ZeRO masters.
+
+    The module carries the run's one config object (``model_cfg``, with the target spec recorded),
+    so the export writes it as it is.
+    """
     import deepspeed
 
     from trainer.model.seq2seq import Dna2GffModel
 
     torch.manual_seed(cfg.seed + rank)
     model = Dna2GffModel.from_pretrained(cfg.model, ep_size=cfg.ep_size)
+    model.config = model_cfg
     groups = _param_groups(model, cfg.weight_decay)
     client_opt = None
     if "optimizer" not in ds.config:
@@ -365,15 +368,16 @@ def _set_up(cfg: TrainConfig) -> _Run:
     mb, ga = ds.micro_batch_size, ds.grad_accum
     tokenizer = load_tokenizer(str(cfg.model))
     grammar = data_grammar(manifest, tokenizer)
+    model_cfg.record_target(grammar.window_len, grammar.feature_types)
     vocab = None
     target_tokens = grammar.tokens
     if model_cfg.pointer:
-        if not grammar.window_len or not grammar.feature_types:
+        if not model_cfg.window_len or not model_cfg.feature_types:
             raise ConfigError("a pointer model needs the data's grammar (window_len, feature "
                               "types) in manifest.json")  # fmt: skip
         from baking.target.pointers import pointer_vocabulary
 
-        target_tokens = pointer_vocabulary(grammar.feature_types)
+        target_tokens = pointer_vocabulary(model_cfg.feature_types)
     if cfg.restrict_loss_vocab:
         vocab = target_vocab_ids(tokenizer, target_tokens, model_cfg.eos_token_id).to(device)
 
@@ -382,7 +386,7 @@ def _set_up(cfg: TrainConfig) -> _Run:
     log.debug("deepspeed config %s", json.dumps(ds.config, sort_keys=True))
     log.debug("train config %s", json.dumps(cfg.to_dict(), sort_keys=True))
     try:
-        engine = _build_engine(cfg, ds, rank)
+        engine = _build_engine(cfg, ds, rank, model_cfg)
     except BaseException:
         _close_log(log_handler)
         raise
@@ -429,24 +433,17 @@ def _resume(run: _Run) -> None:
                     "the data order continues from a new plan")  # fmt: skip
 
 
-def make_encoder(
-    cfg: TrainConfig,
-    model_cfg: Any,
-    tokenizer_path: str,
-    ids: TokenIds,
-    window_len: int | None,
-    feature_types: list[str] | None,
-) -> Encoder:
+def make_encoder(cfg: TrainConfig, model_cfg: Any, tokenizer_path: str, ids: TokenIds) -> Encoder:
     """The loader's sample encoder for the model's coordinate form."""
     if not model_cfg.pointer:
         return Encoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens,
                        cfg.pad_multiple)  # fmt: skip
     from trainer.data.pointer import PointerEncoder
 
-    assert window_len and feature_types
+    assert model_cfg.window_len and model_cfg.feature_types
     return PointerEncoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens,
-                          cfg.pad_multiple, window_len=window_len,
-                          vocab_size=model_cfg.vocab_size, feature_types=feature_types,
+                          cfg.pad_multiple, window_len=model_cfg.window_len,
+                          vocab_size=model_cfg.vocab_size, feature_types=model_cfg.feature_types,
                           with_encoder_labels=model_cfg.encoder_aux_weight > 0,
                           constrain=_loss_constraint(cfg))  # fmt: skip
 
@@ -466,8 +463,7 @@ def _set_up_data(run: _Run) -> None:
     cfg, model_cfg = run.cfg, run.model_cfg
     tokenizer_path = str(cfg.model)
     ids = TokenIds(model_cfg.bos_token_id, model_cfg.eos_token_id, model_cfg.pad_token_id)
-    run.encoder = make_encoder(cfg, model_cfg, tokenizer_path, ids, run.grammar.window_len,
-                               run.grammar.feature_types)  # fmt: skip
+    run.encoder = make_encoder(cfg, model_cfg, tokenizer_path, ids)
     dataset = ShardBatches(run.train_shards, run.encoder, rank=run.rank, world_size=run.world,
                            num_workers=cfg.num_workers, micro_batch_size=run.micro_batch,
                            seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
@@ -557,8 +553,8 @@ def _periodic(run: _Run, stopping: bool) -> None:
         run.monitor.scalars(step, {"val/loss": run.result.val_loss})
     if cfg.decode_every and step % cfg.decode_every == 0 and run.val_shards:
         exact = decode_metric(run.engine, run.tokenizer, run.val_shards,
-                              windows=cfg.decode_windows, window_len=run.grammar.window_len,
-                              feature_types=run.grammar.feature_types,
+                              windows=cfg.decode_windows, window_len=run.model_cfg.window_len,
+                              feature_types=run.model_cfg.feature_types,
                               max_new_tokens=cfg.max_tgt_tokens, device=run.device)  # fmt: skip
         if exact is not None:
             run.monitor.scalars(step, exact)

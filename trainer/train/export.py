@@ -10,10 +10,8 @@ loads in one process at any ``ep_size``.
 
 from __future__ import annotations
 
-import copy
 import logging
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +25,16 @@ log = logging.getLogger(__name__)
 
 def export_model(
     engine: Any,
-    model_cfg: Any,
     out_dir: str | Path,
     *,
     tokenizer_dir: str | Path,
-    window_len: int | None,
-    feature_types: Sequence[str] | None,
     rank: int,
 ) -> Path:
-    """Write a consolidated fp32 model folder to ``out_dir``; every rank must call it."""
+    """Write a consolidated fp32 model folder to ``out_dir``; every rank must call it.
+
+    The module's config is written as it is: the trainer recorded the target spec in it at set-up
+    (``Dna2GffConfig.record_target``), so nothing is patched here.
+    """
     from deepspeed.utils import safe_get_full_fp32_param
 
     out = Path(out_dir)
@@ -49,17 +48,9 @@ def export_model(
         full = safe_get_full_fp32_param(p)  # collective over the param's data-parallel group
         saved.append((p, p.data))
         p.data = (full if full is not None else p.data).detach().float().cpu()
-    old_cfg = module.config
-    new_cfg = copy.deepcopy(old_cfg)
-    if window_len:
-        new_cfg.window_len = int(window_len)
-    if feature_types:
-        new_cfg.feature_types = list(feature_types)
-    module.config = new_cfg
     try:
         module.save_pretrained(tmp, tokenizer_dir=tokenizer_dir)  # gathers experts; rank 0 writes
     finally:
-        module.config = old_cfg
         for p, data in saved:
             p.data = data
     if rank == 0:
