@@ -38,10 +38,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from baking.common.errors import InputError
 from baking.shards.manifest import load_manifest
+from trainer.model.seq2seq import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -312,8 +311,11 @@ class Encoder:
         return self._tok
 
     def source_ids(self, dna: str) -> list[int]:
-        body = self.tokenizer.encode(dna.upper(), add_special_tokens=False).ids
-        return [self.ids.bos, *body[: self.max_src - 2], self.ids.eos]
+        from trainer.tokens.tokenizer import encode_sources
+
+        return encode_sources(self.tokenizer, [dna], self.max_src)[0].ids(
+            self.ids.bos, self.ids.eos
+        )
 
     def target_ids(self, target: str) -> list[int]:
         from trainer.tokens.tokenizer import target_to_ids

@@ -30,10 +30,10 @@ from baking.target.pointers import (
 )
 from trainer.data.loader import Encoder, TokenIds, _sample_error, _text_field
 from trainer.model.pointer import NO_CODON
+from trainer.model.seq2seq import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 _BASE_CODE = {"A": 0, "C": 1, "G": 2, "T": 3}
 
 
@@ -249,16 +249,18 @@ def pointer_sample(
 
     ``constrain`` (a genetic code, or ``True`` for the plain grammar) also records the allowed
     set at every step (``PointerSample.allowed``) for a constrained loss."""
+    from trainer.tokens.tokenizer import encode_sources
+
     dna = dna.upper()
-    enc = tokenizer.encode(dna, add_special_tokens=False)
-    body = enc.ids[: max_src - 2]
-    layout = base_layout(dna, enc.offsets, len(body))
+    source = encode_sources(tokenizer, [dna], max_src)[0]
+    body = source.body
+    layout = base_layout(dna, source.offsets, len(body))
     length = layout.length
     feats = decode_target(list(target), window_len, len(dna))
     if length < len(dna):
         feats = clip_features(feats, length)
     items = encode_pointer_target(feats, length) if length else []
-    src = [bos, *body, eos]
+    src = source.ids(bos, eos)
     dec_in, positions, labels = [bos], [-1], []
     for item in items:
         if is_position(item):

@@ -272,8 +272,9 @@ def encode_windows(
     tokenizer: Any, windows_dna: Sequence[str], *, bos_id: int, eos_id: int, pad_id: int
 ) -> tuple[Tensor, Tensor]:
     """Encoder inputs as the trainer builds them: ``[CLS] dna-BPE [SEP]``, right-padded."""
-    encoded = tokenizer.encode_batch([dna.upper() for dna in windows_dna], add_special_tokens=False)
-    rows = [[bos_id, *e.ids, eos_id] for e in encoded]  # encode_batch: Rust threads
+    from trainer.tokens.tokenizer import encode_sources
+
+    rows = [s.ids(bos_id, eos_id) for s in encode_sources(tokenizer, windows_dna)]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, S)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -251,10 +251,11 @@ def window_layouts(
     tokenizer: Any, windows_dna: Sequence[str]
 ) -> tuple[list[list[int]], list[BaseLayout]]:
     """Token ids (no specials) and base layouts of windows, as the trainer builds them."""
-    encoded = tokenizer.encode_batch([d.upper() for d in windows_dna], add_special_tokens=False)
-    ids = [list(e.ids) for e in encoded]
-    layouts = [base_layout(d.upper(), e.offsets, len(e.ids)) for d, e in zip(windows_dna, encoded)]
-    return ids, layouts
+    from trainer.tokens.tokenizer import encode_sources
+
+    sources = encode_sources(tokenizer, windows_dna)
+    layouts = [base_layout(d.upper(), s.offsets, len(s.body)) for d, s in zip(windows_dna, sources)]
+    return [s.body for s in sources], layouts
 
 
 def generate_pointer_targets(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors, trainers
@@ -197,6 +198,35 @@ def ids_to_target(tokenizer: Tokenizer, ids: Iterable[int]) -> list[str]:
             raise KeyError(f"id {i} is outside the tokenizer's vocabulary")
         out.append(token)
     return out
+
+
+@dataclass(frozen=True)
+class SourceTokens:
+    """A window's DNA as the encoder reads it: BPE ids and the bases each one covers."""
+
+    body: list[int]
+    """BPE ids of the DNA (no special tokens), cut to ``max_len - 2`` when a limit was given."""
+    offsets: list[tuple[int, int]]
+    """``(start, end)`` base span of each id in ``body`` (what pointer coordinates need)."""
+
+    def ids(self, bos_id: int, eos_id: int) -> list[int]:
+        """Encoder input ``[CLS] dna [SEP]``."""
+        return [bos_id, *self.body, eos_id]
+
+
+def encode_sources(
+    tokenizer: Tokenizer, windows_dna: Sequence[str], max_len: int | None = None
+) -> list[SourceTokens]:
+    """The one DNA -> encoder-tokens path, for training and inference alike.
+
+    Upper-cased first (the vocabulary is upper-case); the tokenizer adds no special tokens, the
+    caller wraps ``body`` in ``[CLS] .. [SEP]`` with ``ids()``. ``max_len`` counts the two special
+    tokens (the trainer's ``--max_src_tokens``); ``None`` keeps every token (annotate's windows are
+    sized to fit). ``encode_batch`` runs on the tokenizer's Rust threads.
+    """
+    keep = None if max_len is None else max(0, max_len - 2)
+    encoded = tokenizer.encode_batch([d.upper() for d in windows_dna], add_special_tokens=False)
+    return [SourceTokens(list(e.ids[:keep]), list(e.offsets[:keep])) for e in encoded]
 
 
 def encode_dna(tokenizer: Tokenizer, dna: str, add_special_tokens: bool = True) -> list[int]:

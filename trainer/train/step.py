@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from baking.common.errors import Dna2GffError
-from trainer.data.loader import IGNORE_INDEX, pad_decoder
+from trainer.data.loader import pad_decoder
 from trainer.distributed import all_max, all_sum
+from trainer.model.seq2seq import IGNORE_INDEX
 from trainer.train.observe import TrainObserver
 
 
