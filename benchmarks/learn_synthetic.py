@@ -38,8 +38,8 @@ from trainer.demo import (  # noqa: E402
     DemoConfig,
     Layout,
     Step,
-    _py,
     genome_pairs,
+    launch_command,
     plan_steps,
     prepare_out,
     run_step,
@@ -165,7 +165,7 @@ def _score(
     """annotate + evaluate --json on the held-out genome; returns the parsed JSON."""
     pred = lay.out / f"pred_{tag}.gff3"
     report = lay.out / f"eval_{tag}.json"
-    annotate = _py("annotate.py", "--model", model, "--fasta", held[0], "--out", pred,
+    annotate = launch_command("annotate.py", "--model", model, "--fasta", held[0], "--out", pred,
                    "--circular", "all", "--no_progress", "--batch_size", "32",
                    "--overlap", str(a.overlap), "--num_beams", str(a.num_beams),
                    "--min_orf_codons", str(a.min_orf_codons_used), *flags)  # fmt: skip
@@ -175,7 +175,7 @@ def _score(
 
 def _evaluate(lay: Layout, held: tuple[Path, Path], pred: Path, report: Path, name: str,
               i: int) -> dict:  # fmt: skip
-    evaluate = _py("evaluate.py", held[1], pred, "--json", "--types", TYPES, "--baseline",
+    evaluate = launch_command("evaluate.py", held[1], pred, "--json", "--types", TYPES, "--baseline",
                    "prodigal", "--fasta", held[0])  # fmt: skip
     run_step(Step(name, evaluate), i, lay, report)
     return json.loads(report.read_text())

@@ -61,7 +61,7 @@ def parse() -> argparse.Namespace:
 
 def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     from baking.target.grammar import target_vocabulary
-    from tests.train_helpers import TYPES, make_model, make_tokenizer, write_shards
+    from trainer.fixtures import TYPES, make_model, make_tokenizer, write_shards
 
     tok = work / "tok"
     if args.tokenizer:
@@ -98,12 +98,12 @@ def trainer_run(args, model: Path, data: Path, out: Path) -> list[tuple[float, f
 
 def same_batches(args, model: Path, data: Path) -> list[dict]:
     """The trainer's batches: same dataset, loader, seed and worker layout."""
-    from trainer.data.loader import Encoder, ShardBatches, TokenIds, make_loader, split_shards
+    from trainer.data.loader import SampleEncoder, ShardBatches, TokenIds, make_loader, split_shards
     from trainer.model.config import Dna2GffConfig
 
     mc = Dna2GffConfig.load(model)
     ids = TokenIds(mc.bos_token_id, mc.eos_token_id, mc.pad_token_id)
-    ds = ShardBatches(split_shards(data, "train"), Encoder(str(model), ids, 4096, 512, args.pad_multiple), rank=0,
+    ds = ShardBatches(split_shards(data, "train"), SampleEncoder(str(model), ids, 4096, 512, args.pad_multiple), rank=0,
                       world_size=1, num_workers=args.workers, micro_batch_size=args.micro_batch,
                       seed=1234, shuffle_buffer=256)  # fmt: skip
     loader = make_loader(ds, args.workers, seed=1234)
@@ -116,12 +116,12 @@ def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[list,
 
     from trainer.model.seq2seq import Dna2GffModel
     from trainer.tokens.tokenizer import load_tokenizer
-    from trainer.train.engine import _param_groups, data_grammar, target_vocab_ids
+    from trainer.train.engine import data_grammar, param_groups, target_vocab_ids
     from trainer.train.monitor import train_flops
     from trainer.train.step import token_loss
 
     model = Dna2GffModel.from_pretrained(model_dir).to(device).train()
-    opt = torch.optim.AdamW(_param_groups(model, 0.01), lr=3e-4, betas=(0.9, 0.98), eps=1e-8)
+    opt = torch.optim.AdamW(param_groups(model, 0.01), lr=3e-4, betas=(0.9, 0.98), eps=1e-8)
     tok = load_tokenizer(model_dir)
     manifest = json.loads((Path(args._data) / "manifest.json").read_text())
     vocab = target_vocab_ids(tok, data_grammar(manifest, tok).tokens, model.config.eos_token_id)

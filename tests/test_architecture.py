@@ -44,7 +44,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trainer.train.checkpoint", "trainer.train.step", "trainer.train.stats"),
     ("trainer.train.validation", "trainer.train.export"),
     ("trainer.train",),
-    ("trainer.demo",),
+    ("trainer.demo", "trainer.fixtures"),
     ("launch",),
 ]
 

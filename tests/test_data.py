@@ -12,12 +12,11 @@ import pytest
 import torch
 
 from baking.common.errors import InputError
-from tests.train_helpers import make_tokenizer, write_shards
 from trainer.data.loader import (
     IGNORE_INDEX,
-    Encoder,
+    SampleEncoder,
     ShardBatches,
-    ShardInfo,
+    ShardEntry,
     SlotPlan,
     TokenIds,
     batches_per_epoch,
@@ -28,6 +27,7 @@ from trainer.data.loader import (
     slot_stream,
     split_shards,
 )
+from trainer.fixtures import make_tokenizer, write_shards
 
 IDS = TokenIds(bos=1, eos=2, pad=3)
 
@@ -42,7 +42,7 @@ def _keys(it, n):
 
 
 def test_plan_deals_shards_by_count_when_balanced():
-    shards = [ShardInfo(f"s{i}", c) for i, c in enumerate([10, 9, 6, 5, 4, 2])]
+    shards = [ShardEntry(f"s{i}", c) for i, c in enumerate([10, 9, 6, 5, 4, 2])]
     plans = plan_slots(shards, 2)
     assert all(p.stride == 1 for p in plans)
     assert sorted(p.total for p in plans) == [17, 19]
@@ -51,7 +51,7 @@ def test_plan_deals_shards_by_count_when_balanced():
 
 @pytest.mark.parametrize("counts,slots", [([1000, 5], 2), ([7], 3), ([3, 3], 4)])
 def test_plan_strides_when_shards_are_uneven_or_few(counts, slots):
-    plans = plan_slots([ShardInfo(f"s{i}", c) for i, c in enumerate(counts)], slots)
+    plans = plan_slots([ShardEntry(f"s{i}", c) for i, c in enumerate(counts)], slots)
     assert [p.stride for p in plans] == [slots] * slots
     assert [p.offset for p in plans] == list(range(slots))
     # every global sample goes to exactly one slot, pass after pass
@@ -61,7 +61,7 @@ def test_plan_strides_when_shards_are_uneven_or_few(counts, slots):
 
 
 def test_yield_in_pass_matches_brute_force():
-    plan = SlotPlan((ShardInfo("a", 7),), stride=3, offset=2)
+    plan = SlotPlan((ShardEntry("a", 7),), stride=3, offset=2)
     for p in range(5):
         brute = sum(1 for g in range(p * 7, (p + 1) * 7) if g % 3 == 2)
         assert plan.yield_in_pass(p) == brute
@@ -88,7 +88,7 @@ def test_stream_is_deterministic_endless_and_skips_exactly(tmp_path):
 def test_every_rank_gets_batches_even_from_one_tiny_shard(tmp_path, tok_dir):
     write_shards(tmp_path, {"train": [200, 3]})
     shards = split_shards(tmp_path, "train")
-    enc = Encoder(str(tok_dir), IDS, 64, 64)
+    enc = SampleEncoder(str(tok_dir), IDS, 64, 64)
     keys = []
     for rank in range(2):
         ds = ShardBatches(
@@ -110,7 +110,7 @@ def test_every_rank_gets_batches_even_from_one_tiny_shard(tmp_path, tok_dir):
 def test_resume_from_any_batch_with_workers(tmp_path, tok_dir):
     write_shards(tmp_path, {"train": [9, 8, 7, 6]})
     shards = split_shards(tmp_path, "train")
-    enc = Encoder(str(tok_dir), IDS, 64, 64)
+    enc = SampleEncoder(str(tok_dir), IDS, 64, 64)
 
     def run(start, n):
         ds = ShardBatches(
@@ -157,7 +157,7 @@ def test_collate_rounds_lengths_up_to_a_multiple():
 
 
 def test_encoder_uppercases_and_maps_targets(tok_dir):
-    enc = Encoder(str(tok_dir), IDS, 8, 64)
+    enc = SampleEncoder(str(tok_dir), IDS, 8, 64)
     lower = enc.source_ids("acgtacgtacgtacgtacgtacgtacgtacgtacgtacgt")
     assert lower == enc.source_ids("ACGTACGTACGTACGTACGTACGTACGTACGTACGTACGT")
     assert lower[0] == 1 and lower[-1] == 2 and len(lower) <= 8 and 0 not in lower  # no [UNK]
@@ -283,7 +283,7 @@ def test_bad_sample_fields_name_shard_and_key(tmp_path, tok_dir, field, value, r
 
     data = _bad_shard(tmp_path, field, value)
     loader._VERIFIED.clear()
-    enc = Encoder(str(tok_dir), IDS, 64, 64)
+    enc = SampleEncoder(str(tok_dir), IDS, 64, 64)
     want = rf"train/g-0000\.tar: g_0_000002: {re.escape(reason)}"
     for workers in (0, 1):  # in the process and through a DataLoader worker: the same error
         ds = ShardBatches(

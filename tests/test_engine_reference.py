@@ -32,7 +32,7 @@ import pytest
 import torch
 
 from tests import reference_train as ref_mod
-from tests.train_helpers import make_model, make_tokenizer, write_shards
+from trainer.fixtures import make_model, make_tokenizer, write_shards
 
 pytestmark = pytest.mark.slow
 

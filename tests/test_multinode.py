@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.train_helpers import make_model, make_tokenizer, write_shards
+from trainer.fixtures import make_model, make_tokenizer, write_shards
 
 pytestmark = pytest.mark.slow
 

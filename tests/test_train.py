@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from baking.common.errors import ConfigError
-from tests.train_helpers import TYPES, WINDOW, make_model, make_tokenizer, write_shards
+from trainer.fixtures import TYPES, WINDOW, make_model, make_tokenizer, write_shards
 from trainer.train.config import TrainConfig
 from trainer.train.hooks import ENV as FAULTS
 from trainer.train.hooks import TrainHooks

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train_helpers import make_model, write_shards
+from trainer.fixtures import make_model, write_shards
 from trainer.train.hooks import ENV as FAULTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
@@ -168,7 +168,7 @@ def test_deepspeed_launcher_with_very_unequal_shards_finishes(phage, tmp_path):
     if shutil.which("deepspeed") is None:
         pytest.skip("deepspeed launcher not on PATH")
     data = write_shards(tmp_path / "uneq", {"train": [150, 2], "val": [8]}, window_len=96)
-    from tests.train_helpers import make_tokenizer
+    from trainer.fixtures import make_tokenizer
 
     tok = make_tokenizer(tmp_path / "tok")
     model = make_model(tmp_path / "model", tok)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.train_helpers import make_model, make_tokenizer, write_shards
 from trainer.distributed import free_port
+from trainer.fixtures import make_model, make_tokenizer, write_shards
 
 pytestmark = pytest.mark.slow
 

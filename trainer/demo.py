@@ -178,7 +178,7 @@ def display_command(argv: Sequence[str]) -> str:
     return shlex.join(shown)
 
 
-def _py(script: str, *args: object) -> list[str]:
+def launch_command(script: str, *args: object) -> list[str]:
     return [sys.executable, str(LAUNCH / script), *(str(a) for a in args)]
 
 
@@ -220,7 +220,7 @@ def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
     train_pairs, (held_fna, held_gff) = genome_pairs(cfg, lay)
     steps: list[Step] = []
     if not cfg.genomes:
-        steps.append(Step("make_synthetic", _py(
+        steps.append(Step("make_synthetic", launch_command(
             "make_synthetic.py", lay.genomes, "--count", cfg.train_genomes + 1, "--seed", cfg.seed,
             "--length", cfg.genome_length, "--plasmid", cfg.plasmid_length,
             *cfg.synthetic_args)))  # fmt: skip
@@ -228,17 +228,17 @@ def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
     if base is None:
         base = str(lay.base)
         # DNABERT-2's stand-in: a BPE tokenizer trained on the training genomes + random weights
-        steps.append(Step("random_dnabert2", _py(
+        steps.append(Step("random_dnabert2", launch_command(
             "init_model.py", "--random_dnabert2", lay.base,
             "--hidden_size", cfg.hidden_size, "--num_layers", cfg.num_layers,
             "--num_heads", cfg.num_heads, "--intermediate_size", cfg.intermediate_size,
             "--vocab_size", cfg.vocab_size, "--seed", cfg.seed,
             "--tokenizer_fasta", *[f for f, _ in train_pairs])))  # fmt: skip
     moe = ["--use_moe", "--num_experts", str(cfg.num_experts), "--moe_top_k", str(cfg.moe_top_k)]
-    steps.append(Step("init_model", _py(
+    steps.append(Step("init_model", launch_command(
         "init_model.py", "--save_dir", lay.model, "--dnabert_path", base,
         *(moe if cfg.use_moe else []), "--tie_weights", *cfg.init_args)))  # fmt: skip
-    bake = _py("bake_data.py", "--genomes", lay.genome_list, lay.baked, "--workers", cfg.workers,
+    bake = launch_command("bake_data.py", "--genomes", lay.genome_list, lay.baked, "--workers", cfg.workers,
                "--extract_tokens", lay.new_tokens)  # fmt: skip
     window = cfg.window_len or (None if cfg.dnabert_path else TINY_WINDOW)
     if window:
@@ -248,27 +248,43 @@ def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
     bake += list(cfg.bake_args)
     steps.append(Step("bake_data", bake, action=lambda: _genome_list(train_pairs, lay)))
     steps.append(
-        Step("init_tk", _py("init_tk.py", lay.new_tokens, "--base", base, "--out", lay.tokenizer))
+        Step(
+            "init_tk",
+            launch_command("init_tk.py", lay.new_tokens, "--base", base, "--out", lay.tokenizer),
+        )
     )
     steps.append(
-        Step("append_tk", _py("append_tk.py", lay.new_tokens, lay.model / "tokenizer.json"))
+        Step(
+            "append_tk",
+            launch_command("append_tk.py", lay.new_tokens, lay.model / "tokenizer.json"),
+        )
     )
     steps.append(
-        Step("resize_model", _py("resize_model.py", lay.model, lay.model / "tokenizer.json"))
+        Step(
+            "resize_model",
+            launch_command("resize_model.py", lay.model, lay.model / "tokenizer.json"),
+        )
     )
     threads = max(1, (os.cpu_count() or 2) // cfg.nproc)
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
     steps.append(Step("train", train_command(cfg, lay), env=env))
     circular = "all" if not cfg.genomes else ",".join(circular_seqids(held_gff))
-    steps.append(Step("annotate", _py(
+    steps.append(Step("annotate", launch_command(
         "annotate.py", "--model", lay.run / "export", "--fasta", held_fna, "--out", lay.pred,
         *(["--circular", circular] if circular else []), "--summary_json", lay.annotate_json,
         *cfg.annotate_args)))  # fmt: skip
     baseline = ["--baseline", "prodigal", "--fasta", str(held_fna)] if cfg.baseline else []
     steps.append(
-        Step("evaluate", _py("evaluate.py", held_gff, lay.pred, "--plot", lay.plot, *baseline))
+        Step(
+            "evaluate",
+            launch_command("evaluate.py", held_gff, lay.pred, "--plot", lay.plot, *baseline),
+        )
     )
-    steps.append(Step("evaluate_json", _py("evaluate.py", held_gff, lay.pred, "--json", *baseline)))
+    steps.append(
+        Step(
+            "evaluate_json", launch_command("evaluate.py", held_gff, lay.pred, "--json", *baseline)
+        )
+    )
     return steps
 
 

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ShardInfo:
+class ShardEntry:
     """One tar shard of a split: how many samples, bytes and which sha256 the manifest records."""
 
     path: str
@@ -58,7 +58,7 @@ class ShardInfo:
 class SlotPlan:
     """What one loader slot reads: its shards whole (stride 1), or every ``stride``-th sample."""
 
-    shards: tuple[ShardInfo, ...]
+    shards: tuple[ShardEntry, ...]
     stride: int
     offset: int
 
@@ -89,12 +89,12 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
     return load_manifest(data_dir)
 
 
-def split_shards(data_dir: str | Path, split: str) -> list[ShardInfo]:
+def split_shards(data_dir: str | Path, split: str) -> list[ShardEntry]:
     """The split's non-empty shards as absolute paths with counts, checked to exist."""
     root = Path(data_dir)
     manifest = read_manifest(root)
     entries = _split_entries(manifest, split, root / "manifest.json")
-    shards: list[ShardInfo] = []
+    shards: list[ShardEntry] = []
     for entry in entries:
         rel, count = entry.get("path"), entry.get("samples")
         if not isinstance(rel, str) or not isinstance(count, int) or count < 0:
@@ -106,7 +106,7 @@ def split_shards(data_dir: str | Path, split: str) -> list[ShardInfo]:
             raise InputError(path, f"shard listed in manifest.json (split {split!r}) is missing")
         sha, size = entry.get("sha256"), entry.get("bytes")
         if count:
-            shards.append(ShardInfo(str(path), count, sha if isinstance(sha, str) else None,
+            shards.append(ShardEntry(str(path), count, sha if isinstance(sha, str) else None,
                                     size if isinstance(size, int) else None))  # fmt: skip
     return shards
 
@@ -126,7 +126,7 @@ def _split_entries(manifest: dict[str, Any], split: str, where: Path) -> list[di
 
 
 def plan_slots(
-    shards: Sequence[ShardInfo], num_slots: int, tolerance: float = 0.2
+    shards: Sequence[ShardEntry], num_slots: int, tolerance: float = 0.2
 ) -> list[SlotPlan]:
     """Deal shards to ``num_slots`` slots by count, or stride over all when that would be uneven.
 
@@ -139,7 +139,7 @@ def plan_slots(
         raise ValueError("no non-empty shards to read")
     ordered = sorted(shards, key=lambda s: (-s.count, s.path))
     loads = [0] * num_slots
-    dealt: list[list[ShardInfo]] = [[] for _ in range(num_slots)]
+    dealt: list[list[ShardEntry]] = [[] for _ in range(num_slots)]
     for shard in ordered:
         i = min(range(num_slots), key=lambda j: (loads[j], j))
         dealt[i].append(shard)
@@ -181,7 +181,7 @@ class _HashingReader:
             pass
 
 
-def _check_digest(shard: ShardInfo, reader: _HashingReader) -> None:
+def _check_digest(shard: ShardEntry, reader: _HashingReader) -> None:
     reader.drain()  # the tar reader may stop before the end-of-archive padding
     if shard.size is not None and reader.size != shard.size:
         raise InputError(shard.path, f"size mismatch: {reader.size} bytes, manifest.json "
@@ -193,7 +193,7 @@ def _check_digest(shard: ShardInfo, reader: _HashingReader) -> None:
     _VERIFIED.add(shard.path)
 
 
-def _iter_tar(shard: ShardInfo | str) -> Iterator[dict[str, Any]]:
+def _iter_tar(shard: ShardEntry | str) -> Iterator[dict[str, Any]]:
     """Raw samples of one shard in file order, with the shard named in any error.
 
     The first whole read of a shard with a recorded sha256 checks it (at the end of the shard).
@@ -201,7 +201,7 @@ def _iter_tar(shard: ShardInfo | str) -> Iterator[dict[str, Any]]:
     from webdataset.tariterators import tar_file_iterator
 
     if isinstance(shard, str):
-        shard = ShardInfo(shard, -1)
+        shard = ShardEntry(shard, -1)
     path = shard.path
     with open(path, "rb") as f:
         reader = _HashingReader(f) if shard.sha256 and path not in _VERIFIED else None
@@ -288,7 +288,7 @@ class TokenIds:
     pad: int
 
 
-class Encoder:
+class SampleEncoder:
     """Turns raw samples into id lists with the model's tokenizer (loaded lazily per worker)."""
 
     def __init__(
@@ -440,8 +440,8 @@ class ShardBatches(IterableDataset):
 
     def __init__(
         self,
-        shards: Sequence[ShardInfo],
-        encoder: Encoder,
+        shards: Sequence[ShardEntry],
+        encoder: SampleEncoder,
         *,
         rank: int,
         world_size: int,
@@ -520,7 +520,7 @@ def _own_process_group(worker_id: int) -> None:
     os.setpgid(0, 0)
 
 
-def first_samples(shards: Sequence[ShardInfo], n: int) -> list[dict[str, Any]]:
+def first_samples(shards: Sequence[ShardEntry], n: int) -> list[dict[str, Any]]:
     """The first ``n`` raw samples of a split in path order (for the greedy-decode metric)."""
     out: list[dict[str, Any]] = []
     for shard in sorted(shards, key=lambda s: s.path):

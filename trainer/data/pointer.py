@@ -28,7 +28,7 @@ from baking.target.pointers import (
     encode_pointer_target,
     is_position,
 )
-from trainer.data.loader import Encoder, TokenIds, _sample_error, _text_field
+from trainer.data.loader import SampleEncoder, TokenIds, _sample_error, _text_field
 from trainer.model.pointer import NO_CODON
 from trainer.model.seq2seq import IGNORE_INDEX
 
@@ -374,7 +374,7 @@ def layout_tensors(
     return {k: v.to(device) for k, v in out.items()}
 
 
-class PointerEncoder(Encoder):
+class PointerEncoder(SampleEncoder):
     """The loader's sample encoder for pointer models (see the module doc)."""
 
     def __init__(

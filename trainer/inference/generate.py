@@ -28,7 +28,7 @@ from torch import Tensor
 NEG_INF = float("-inf")
 
 
-class GrammarState(Protocol):
+class DecodingState(Protocol):
     """What decoding needs of a grammar state (``baking.target.grammar``'s automaton states)."""
 
     @property
@@ -36,7 +36,7 @@ class GrammarState(Protocol):
 
     def allowed(self) -> Collection[str]: ...
 
-    def advance(self, token: str) -> GrammarState: ...
+    def advance(self, token: str) -> DecodingState: ...
 
 
 @dataclass

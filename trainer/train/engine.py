@@ -32,9 +32,9 @@ import torch
 from baking.common.errors import ConfigError, InputError
 from baking.common.files import write_text
 from trainer.data.loader import (
-    Encoder,
+    SampleEncoder,
     ShardBatches,
-    ShardInfo,
+    ShardEntry,
     TokenIds,
     batches_per_epoch,
     iter_batches,
@@ -57,7 +57,14 @@ from trainer.train.monitor import Monitor, peak_flops, train_flops
 from trainer.train.step import StepInputs, StepStats, TrainingError, engine_scalars, run_step
 from trainer.train.validation import decode_metric, validation_loss
 
-__all__ = ["TrainResult", "TrainingError", "data_grammar", "target_vocab_ids", "train"]
+__all__ = [
+    "TrainResult",
+    "TrainingError",
+    "data_grammar",
+    "param_groups",
+    "target_vocab_ids",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +87,7 @@ class TrainResult:
 # ---------------------------------------------------------------------------------- set-up pieces
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Decay matrices only; then split MoE experts into their own groups (ZeRO needs that)."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
@@ -221,8 +228,8 @@ class _Run:
     grad_accum: int
     total_steps: int
     state: ckpt.TrainerState
-    train_shards: list[ShardInfo]
-    val_shards: list[ShardInfo]
+    train_shards: list[ShardEntry]
+    val_shards: list[ShardEntry]
     manifest: dict[str, Any]
     result: TrainResult
     log_handler: logging.Handler | None
@@ -232,7 +239,7 @@ class _Run:
     vocab: torch.Tensor | None
     """Target vocabulary of the loss (None: the whole vocabulary)."""
     # filled by _set_up_data
-    encoder: Encoder | None = None
+    encoder: SampleEncoder | None = None
     batches: Iterator[dict] | None = None
     step_inputs: StepInputs | None = None
     monitor: Monitor | None = None
@@ -308,7 +315,7 @@ def _build_engine(cfg: TrainConfig, ds: Any, rank: int, model_cfg: Any) -> Any:
     torch.manual_seed(cfg.seed + rank)
     model = Dna2GffModel.from_pretrained(cfg.model, ep_size=cfg.ep_size)
     model.config = model_cfg
-    groups = _param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay)
     client_opt = None
     if "optimizer" not in ds.config:
         client_opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
@@ -433,10 +440,12 @@ def _resume(run: _Run) -> None:
                     "the data order continues from a new plan")  # fmt: skip
 
 
-def make_encoder(cfg: TrainConfig, model_cfg: Any, tokenizer_path: str, ids: TokenIds) -> Encoder:
+def make_encoder(
+    cfg: TrainConfig, model_cfg: Any, tokenizer_path: str, ids: TokenIds
+) -> SampleEncoder:
     """The loader's sample encoder for the model's coordinate form."""
     if not model_cfg.pointer:
-        return Encoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens,
+        return SampleEncoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens,
                        cfg.pad_multiple)  # fmt: skip
     from trainer.data.pointer import PointerEncoder
 

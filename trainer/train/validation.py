@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from trainer.data.loader import Encoder, ShardBatches, ShardInfo, first_samples
+from trainer.data.loader import SampleEncoder, ShardBatches, ShardEntry, first_samples
 from trainer.distributed import all_sum
 from trainer.train.step import forward_batch, prepare_batch, token_loss
 
@@ -29,8 +29,8 @@ def _fork_rng(device: torch.device) -> Any:
 
 def validation_loss(
     engine: Any,
-    shards: Sequence[ShardInfo],
-    encoder: Encoder,
+    shards: Sequence[ShardEntry],
+    encoder: SampleEncoder,
     *,
     rank: int,
     world_size: int,
@@ -71,7 +71,7 @@ def exact_feature_counts(predicted: Sequence[Any], gold: Sequence[Any]) -> int:
 def decode_metric(
     engine: Any,
     tokenizer: Any,
-    shards: Sequence[ShardInfo],
+    shards: Sequence[ShardEntry],
     *,
     windows: int,
     window_len: int | None,

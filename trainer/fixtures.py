@@ -1,4 +1,6 @@
-"""Tiny models, tokenizers and shards for the trainer's tests (no ../shared needed).
+"""Tiny models, tokenizers and shards for the trainer's tests and benchmarks (no ../shared needed).
+
+Part of the package (not of ``tests/``) so that benchmarks import only the package.
 
 Shards are written with ``webdataset.TarWriter`` in the documented sample format (``dna.txt``,
 ``target.txt``, ``json``) with targets made by the real grammar, so the loader and the loss see what
@@ -35,9 +37,17 @@ def make_tokenizer(out_dir: Path, window_len: int = WINDOW, seed: int = 0) -> Pa
     return out_dir
 
 
-def make_model(out_dir: Path, tok_dir: Path, *, use_moe: bool = True, num_experts: int = 4,
-               hidden: int = 32, layers: int = 2, heads: int = 4,
-               intermediate: int | None = None) -> Path:  # fmt: skip
+def make_model(
+    out_dir: Path,
+    tok_dir: Path,
+    *,
+    use_moe: bool = True,
+    num_experts: int = 4,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate: int | None = None,
+) -> Path:
     """A random tiny DNABERT-2 checkpoint turned into our encoder-decoder folder."""
     from trainer.distributed import disable_cpu_shm_comm, ensure_process_group
     from trainer.model.build import build_from_dnabert2
@@ -48,11 +58,24 @@ def make_model(out_dir: Path, tok_dir: Path, *, use_moe: bool = True, num_expert
     ensure_process_group()
     vocab = load_tokenizer(tok_dir).get_vocab_size(with_added_tokens=True)
     raw = out_dir.parent / (out_dir.name + "_dnabert2")
-    write_random_dnabert2(raw, hidden_size=hidden, num_layers=layers, num_heads=heads,
-                          intermediate_size=intermediate or 2 * hidden, vocab_size=vocab,
-                          tokenizer_dir=tok_dir)  # fmt: skip
-    model = build_from_dnabert2(str(raw), use_moe=use_moe, num_experts=num_experts, moe_top_k=2,
-                                tie_weights=True, seed=0, hidden_dropout=0.0)  # fmt: skip
+    write_random_dnabert2(
+        raw,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        intermediate_size=intermediate or 2 * hidden,
+        vocab_size=vocab,
+        tokenizer_dir=tok_dir,
+    )
+    model = build_from_dnabert2(
+        str(raw),
+        use_moe=use_moe,
+        num_experts=num_experts,
+        moe_top_k=2,
+        tie_weights=True,
+        seed=0,
+        hidden_dropout=0.0,
+    )
     model.save_pretrained(out_dir, tokenizer_dir=tok_dir)
     return out_dir
 
@@ -70,8 +93,9 @@ def sample(rng: random.Random, window_len: int = WINDOW) -> tuple[str, str]:
     return dna, " ".join(encode_target(feats, window_len))
 
 
-def write_shards(data_dir: Path, counts: dict[str, list[int]], *, window_len: int = WINDOW,
-                 seed: int = 0) -> Path:  # fmt: skip
+def write_shards(
+    data_dir: Path, counts: dict[str, list[int]], *, window_len: int = WINDOW, seed: int = 0
+) -> Path:
     """``counts = {"train": [n0, n1], "val": [n]}`` -> shards + manifest.json in ``data_dir``."""
     import webdataset as wds
 
@@ -85,17 +109,39 @@ def write_shards(data_dir: Path, counts: dict[str, list[int]], *, window_len: in
             with wds.TarWriter(str(data_dir / rel)) as w:
                 for j in range(n):
                     dna, target = sample(rng, window_len)
-                    meta = {"genome": "g", "seqid": "s", "start": j * window_len,
-                            "end": (j + 1) * window_len, "strand": "+", "seq_length": 10**6,
-                            "circular": False, "window_len": window_len}  # fmt: skip
-                    w.write({"__key__": f"g_{i}_{j:06d}", "dna.txt": dna, "target.txt": target,
-                             "json": json.dumps(meta)})  # fmt: skip
+                    meta = {
+                        "genome": "g",
+                        "seqid": "s",
+                        "start": j * window_len,
+                        "end": (j + 1) * window_len,
+                        "strand": "+",
+                        "seq_length": 10**6,
+                        "circular": False,
+                        "window_len": window_len,
+                    }
+                    w.write(
+                        {
+                            "__key__": f"g_{i}_{j:06d}",
+                            "dna.txt": dna,
+                            "target.txt": target,
+                            "json": json.dumps(meta),
+                        }
+                    )
             raw = (data_dir / rel).read_bytes()
-            entries.append({"path": rel, "samples": n, "bytes": len(raw),
-                            "sha256": hashlib.sha256(raw).hexdigest()})  # fmt: skip
+            entries.append(
+                {
+                    "path": rel,
+                    "samples": n,
+                    "bytes": len(raw),
+                    "sha256": hashlib.sha256(raw).hexdigest(),
+                }
+            )
         splits[split] = {"shards": entries}
-    grammar = {"window_len": window_len, "feature_types": TYPES,
-               "tokens": target_vocabulary(TYPES, window_len)}  # fmt: skip
+    grammar = {
+        "window_len": window_len,
+        "feature_types": TYPES,
+        "tokens": target_vocabulary(TYPES, window_len),
+    }
     manifest = {"format": MANIFEST_FORMAT, "splits": splits, "grammar": grammar}
     (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return data_dir
