@@ -197,10 +197,26 @@ def _trna_sequence(rng: random.Random) -> str:
     acceptor, d_stem, ac_stem, t_stem = r(7), r(4), r(5), r(5)
     anticodon = r(3)
     return (
-        acceptor + "TA" + d_stem + "AGC" + r(5) + revcomp(d_stem) + "A" + ac_stem
-        + "CT" + anticodon + "AA" + revcomp(ac_stem) + r(5) + t_stem + "TTCGAAT"
-        + revcomp(t_stem) + revcomp(acceptor) + "A" + "CCA"
-    )  # fmt: skip
+        acceptor
+        + "TA"
+        + d_stem
+        + "AGC"
+        + r(5)
+        + revcomp(d_stem)
+        + "A"
+        + ac_stem
+        + "CT"
+        + anticodon
+        + "AA"
+        + revcomp(ac_stem)
+        + r(5)
+        + t_stem
+        + "TTCGAAT"
+        + revcomp(t_stem)
+        + revcomp(acceptor)
+        + "A"
+        + "CCA"
+    )
 
 
 def _mutate(rng: random.Random, seq: str, rate: float) -> str:

@@ -86,15 +86,25 @@ TYPES = "CDS,tRNA,rRNA"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", default="runs/learn_synthetic", help="output folder")
-    p.add_argument("--variants", default=DEFAULT_VARIANT,
-                   help=f"comma-separated, of {', '.join(VARIANTS)}")  # fmt: skip
-    p.add_argument("--minutes", type=float, default=30.0,
-                   help="training wall-clock budget per variant (training loop only)")  # fmt: skip
-    p.add_argument("--steps", type=int, default=None,
-                   help="train exactly this many steps per variant (overrides --minutes)")  # fmt: skip
+    p.add_argument(
+        "--variants", default=DEFAULT_VARIANT, help=f"comma-separated, of {', '.join(VARIANTS)}"
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=30.0,
+        help="training wall-clock budget per variant (training loop only)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="train exactly this many steps per variant (overrides --minutes)",
+    )
     p.add_argument("--chunks", type=int, default=3, help="evaluations spread over the budget")
     p.add_argument("--probe_steps", type=int, default=100, help="steps of the first chunk")
     p.add_argument("--no_controls", action="store_true", help="skip the control rows")
@@ -107,11 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--stride", type=int, default=512, help="bake stride (bp)")
     d.add_argument("--overlap", type=int, default=1024, help="annotate window overlap (bp)")
     d.add_argument("--rc", default="both", choices=("none", "both", "random"))
-    d.add_argument("--min_orf_codons", default="auto",
-                   help="annotate's shortest whole CDS under the ORF constraint; auto: the ORF "
-                   "rule's N chosen on the training genomes")  # fmt: skip
-    d.add_argument("--num_beams", type=int, default=3,
-                   help="annotate's beam width (3 measured better than greedy, 5 no better)")  # fmt: skip
+    d.add_argument(
+        "--min_orf_codons",
+        default="auto",
+        help="annotate's shortest whole CDS under the ORF constraint; auto: the ORF "
+        "rule's N chosen on the training genomes",
+    )
+    d.add_argument(
+        "--num_beams",
+        type=int,
+        default=3,
+        help="annotate's beam width (3 measured better than greedy, 5 no better)",
+    )
     m = p.add_argument_group("model")
     m.add_argument("--vocab_size", type=int, default=256, help="BPE vocabulary (DNABERT-2: 4096)")
     m.add_argument("--hidden_size", type=int, default=128)
@@ -124,14 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=2e-3, help="constant after warmup")
     t.add_argument("--warmup_steps", type=int, default=100)
     t.add_argument("--max_src_tokens", type=int, default=1024)
-    t.add_argument("--bf16", action="store_true", help="bf16 (default fp32: faster for tiny "
-                   "matrices on this CPU)")  # fmt: skip
-    t.add_argument("--num_workers", type=int, default=0,
-                   help="loader processes (0: tokenise in the trainer; a worker process only "
-                   "competes for 2 cores)")  # fmt: skip
-    t.add_argument("--threads", type=int, default=1,
-                   help="OMP_NUM_THREADS for training and annotate (1: on a shared 2-core box a "
-                   "second thread mostly waits for the first; measured 3.1 vs 13.5 s per step)")  # fmt: skip
+    t.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 (default fp32: faster for tiny matrices on this CPU)",
+    )
+    t.add_argument(
+        "--num_workers",
+        type=int,
+        default=0,
+        help="loader processes (0: tokenise in the trainer; a worker process only "
+        "competes for 2 cores)",
+    )
+    t.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP_NUM_THREADS for training and annotate (1: on a shared 2-core box a "
+        "second thread mostly waits for the first; measured 3.1 vs 13.5 s per step)",
+    )
     return p
 
 
@@ -145,12 +173,26 @@ DS_CONFIG = {
     "steps_per_print": 1000000,
     "bf16": {"enabled": "auto"},
     "zero_optimization": {"stage": 0},
-    "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": [0.9, 0.98], "eps": 1e-8,
-                                              "weight_decay": "auto", "torch_adam": True}},
-    "scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": "auto",
-                                                 "warmup_num_steps": "auto",
-                                                 "warmup_type": "linear"}},
-}  # fmt: skip
+    "optimizer": {
+        "type": "AdamW",
+        "params": {
+            "lr": "auto",
+            "betas": [0.9, 0.98],
+            "eps": 1e-8,
+            "weight_decay": "auto",
+            "torch_adam": True,
+        },
+    },
+    "scheduler": {
+        "type": "WarmupLR",
+        "params": {
+            "warmup_min_lr": 0.0,
+            "warmup_max_lr": "auto",
+            "warmup_num_steps": "auto",
+            "warmup_type": "linear",
+        },
+    },
+}
 
 
 def _score(
@@ -165,18 +207,46 @@ def _score(
     """annotate + evaluate --json on the held-out genome; returns the parsed JSON."""
     pred = lay.out / f"pred_{tag}.gff3"
     report = lay.out / f"eval_{tag}.json"
-    annotate = launch_command("annotate.py", "--model", model, "--fasta", held[0], "--out", pred,
-                   "--circular", "all", "--no_progress", "--batch_size", "32",
-                   "--overlap", str(a.overlap), "--num_beams", str(a.num_beams),
-                   "--min_orf_codons", str(a.min_orf_codons_used), *flags)  # fmt: skip
+    annotate = launch_command(
+        "annotate.py",
+        "--model",
+        model,
+        "--fasta",
+        held[0],
+        "--out",
+        pred,
+        "--circular",
+        "all",
+        "--no_progress",
+        "--batch_size",
+        "32",
+        "--overlap",
+        str(a.overlap),
+        "--num_beams",
+        str(a.num_beams),
+        "--min_orf_codons",
+        str(a.min_orf_codons_used),
+        *flags,
+    )
     run_step(Step(f"annotate_{tag}", annotate, env={"OMP_NUM_THREADS": str(a.threads)}), i, lay)
     return _evaluate(lay, held, pred, report, f"evaluate_{tag}", i + 1)
 
 
-def _evaluate(lay: Layout, held: tuple[Path, Path], pred: Path, report: Path, name: str,
-              i: int) -> dict:  # fmt: skip
-    evaluate = launch_command("evaluate.py", held[1], pred, "--json", "--types", TYPES, "--baseline",
-                   "prodigal", "--fasta", held[0])  # fmt: skip
+def _evaluate(
+    lay: Layout, held: tuple[Path, Path], pred: Path, report: Path, name: str, i: int
+) -> dict:
+    evaluate = launch_command(
+        "evaluate.py",
+        held[1],
+        pred,
+        "--json",
+        "--types",
+        TYPES,
+        "--baseline",
+        "prodigal",
+        "--fasta",
+        held[0],
+    )
     run_step(Step(name, evaluate), i, lay, report)
     return json.loads(report.read_text())
 
@@ -213,15 +283,27 @@ def run_variant(name: str, a: argparse.Namespace, root: Path) -> dict:
     """Bake, build, train (in chunks) and score one variant in ``root/name``."""
     variant = VARIANTS[name]
     cfg = DemoConfig(
-        out=str(root / name), seed=a.seed, train_genomes=a.train_genomes,
-        genome_length=a.genome_length, vocab_size=a.vocab_size, hidden_size=a.hidden_size,
-        num_layers=a.num_layers, num_heads=a.num_heads, intermediate_size=a.intermediate_size,
-        use_moe=a.moe, window_len=a.window, launcher="python", nproc=1, ep_size=1,
+        out=str(root / name),
+        seed=a.seed,
+        train_genomes=a.train_genomes,
+        genome_length=a.genome_length,
+        vocab_size=a.vocab_size,
+        hidden_size=a.hidden_size,
+        num_layers=a.num_layers,
+        num_heads=a.num_heads,
+        intermediate_size=a.intermediate_size,
+        use_moe=a.moe,
+        window_len=a.window,
+        launcher="python",
+        nproc=1,
+        ep_size=1,
         synthetic_args=("--mean_protein_codons", str(a.mean_protein_codons)),
         bake_args=("--stride", str(a.stride), "--rc", a.rc, "--types", TYPES),
-        init_args=variant.init, micro_batch_size=a.micro_batch_size, lr=a.lr,
+        init_args=variant.init,
+        micro_batch_size=a.micro_batch_size,
+        lr=a.lr,
         max_steps=a.probe_steps,
-    )  # fmt: skip
+    )
     lay = Layout(Path(cfg.out).resolve())
     prepare_out(lay.out, cfg)
     ds_path = lay.out / "ds_config.json"
@@ -247,9 +329,24 @@ def run_variant(name: str, a: argparse.Namespace, root: Path) -> dict:
     while True:
         argv = train_command(cfg, lay)
         argv[argv.index("--max_steps") + 1] = str(target)
-        argv += ["--warmup_steps", str(a.warmup_steps), "--eval_every", "200", "--decode_every",
-                 "0", "--save_every", "0", "--keep_last", "1", "--log_every", "10",
-                 "--num_workers", str(a.num_workers), "--max_src_tokens", str(a.max_src_tokens)]  # fmt: skip
+        argv += [
+            "--warmup_steps",
+            str(a.warmup_steps),
+            "--eval_every",
+            "200",
+            "--decode_every",
+            "0",
+            "--save_every",
+            "0",
+            "--keep_last",
+            "1",
+            "--log_every",
+            "10",
+            "--num_workers",
+            str(a.num_workers),
+            "--max_src_tokens",
+            str(a.max_src_tokens),
+        ]
         if not a.bf16:
             argv.append("--no_bf16")
         if steps_done:
@@ -264,11 +361,25 @@ def run_variant(name: str, a: argparse.Namespace, root: Path) -> dict:
         label, flags = variant.decodes[0]
         scores = _score(lay, held, f"step{target}", idx, export, flags, a)
         idx += 2
-        rows.append({"steps": target, "train_minutes": trained / 60, "seconds_per_step": per_step,
-                     "label": label, "scores": scores})  # fmt: skip
+        rows.append(
+            {
+                "steps": target,
+                "train_minutes": trained / 60,
+                "seconds_per_step": per_step,
+                "label": label,
+                "scores": scores,
+            }
+        )
         exact, stop = _cds(scores, "dna2gff")
-        log.info("variant=%s steps=%d train_minutes=%.1f s_per_step=%.3f exact_f1=%.3f "
-                 "stop_f1=%.3f", name, target, trained / 60, per_step, exact, stop)  # fmt: skip
+        log.info(
+            "variant=%s steps=%d train_minutes=%.1f s_per_step=%.3f exact_f1=%.3f stop_f1=%.3f",
+            name,
+            target,
+            trained / 60,
+            per_step,
+            exact,
+            stop,
+        )
         if total:
             if steps_done >= total:
                 break
@@ -285,10 +396,17 @@ def run_variant(name: str, a: argparse.Namespace, root: Path) -> dict:
             continue
         final[label] = _score(lay, held, _slug(label), idx, export, flags, a)
         idx += 2
-    return {"variant": name, "rows": rows, "final": final, "steps": steps_done,
-            "train_minutes": trained / 60, "layout": str(lay.out), "idx": idx,
-            "min_orf_codons": a.min_orf_codons_used,
-            "curve": learning_curve(lay.run)}  # fmt: skip
+    return {
+        "variant": name,
+        "rows": rows,
+        "final": final,
+        "steps": steps_done,
+        "train_minutes": trained / 60,
+        "layout": str(lay.out),
+        "idx": idx,
+        "min_orf_codons": a.min_orf_codons_used,
+        "curve": learning_curve(lay.run),
+    }
 
 
 def run_controls(a: argparse.Namespace, first: dict, pointer_variant: str | None) -> dict:
@@ -381,24 +499,29 @@ def format_table(results: list[dict], controls: dict) -> str:
         lines.append(f"{'step':>8} {'train loss':>10} {'val loss':>9}")
         for c in r["curve"]:
             vl = c.get("val/loss")
-            lines.append(f"{c['step']:>8} {c['train_loss']:>10.3f} "
-                         f"{'' if vl is None else f'{vl:.3f}':>9}")  # fmt: skip
+            lines.append(
+                f"{c['step']:>8} {c['train_loss']:>10.3f} {'' if vl is None else f'{vl:.3f}':>9}"
+            )
         lines.append(f"{'steps':>8} {'train min':>9} {'CDS exact F1':>12} {'stop F1':>8}")
         for row in r["rows"]:
             exact, stop = _cds(row["scores"], "dna2gff")
-            lines.append(f"{row['steps']:>8} {row['train_minutes']:>9.1f} {exact:>12.3f} "
-                         f"{stop:>8.3f}")  # fmt: skip
+            lines.append(
+                f"{row['steps']:>8} {row['train_minutes']:>9.1f} {exact:>12.3f} {stop:>8.3f}"
+            )
         lines.append("")
-    head = (f"{'held-out genome':<36} {'steps':>6} {'min':>5} {'CDS exact':>9} {'CDS stop':>8} "
-            f"{'tRNA exact':>10} {'rRNA exact':>10}")  # fmt: skip
+    head = (
+        f"{'held-out genome':<36} {'steps':>6} {'min':>5} {'CDS exact':>9} {'CDS stop':>8} "
+        f"{'tRNA exact':>10} {'rRNA exact':>10}"
+    )
     lines += [head, "-" * len(head)]
 
     def row(label: str, scores: dict, steps: str, minutes: str, who: str = "dna2gff") -> str:
         exact, stop = _cds(scores, who)
         t = _cds(scores, who, "tRNA")[0] if who == "dna2gff" else float("nan")
         rr = _cds(scores, who, "rRNA")[0] if who == "dna2gff" else float("nan")
-        return (f"{label:<36} {steps:>6} {minutes:>5} {exact:>9.3f} {stop:>8.3f} {t:>10.3f} "
-                f"{rr:>10.3f}")  # fmt: skip
+        return (
+            f"{label:<36} {steps:>6} {minutes:>5} {exact:>9.3f} {stop:>8.3f} {t:>10.3f} {rr:>10.3f}"
+        )
 
     for r in results:
         for label, scores in r["final"].items():

@@ -34,8 +34,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed first steps")
     p.add_argument("--hidden", type=int, default=128)
@@ -44,17 +45,25 @@ def parse() -> argparse.Namespace:
     p.add_argument("--experts", type=int, default=4)
     p.add_argument("--no_moe", action="store_true")
     p.add_argument("--micro_batch", type=int, default=8)
-    p.add_argument("--window", type=int, default=2000,
-                   help="bp per window (the baker's default; ~440 encoder tokens)")  # fmt: skip
+    p.add_argument(
+        "--window",
+        type=int,
+        default=2000,
+        help="bp per window (the baker's default; ~440 encoder tokens)",
+    )
     p.add_argument("--workers", type=int, default=1, help="trainer loader workers")
     p.add_argument("--pad_multiple", type=int, default=8, help="batch length rounding")
     p.add_argument("--log_every", type=int, default=1, help="trainer's TensorBoard interval")
     p.add_argument("--cold", action="store_true", help="no untimed pass over the batches first")
     p.add_argument("--tokenizer", help="DNABERT-2 tokenizer folder (default: a small trained one)")
     p.add_argument("--fp32", action="store_true", help="both sides in fp32 instead of bf16")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1: stable figures on a shared machine, where spinning "
-                   "OpenMP barriers make multi-threaded timings swing by 10x or more)")  # fmt: skip
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: stable figures on a shared machine, where spinning "
+        "OpenMP barriers make multi-threaded timings swing by 10x or more)",
+    )
     p.add_argument("--workdir", help="keep files here (default: a temporary folder)")
     return p.parse_args()
 
@@ -76,8 +85,16 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     n = (args.warmup + args.steps) * args.micro_batch
     data = write_shards(work / "data", {"train": [n // 2 + 1, n // 2 + 1]}, window_len=args.window)
     model = work / "model"
-    make_model(model, tok, use_moe=not args.no_moe, num_experts=args.experts, hidden=args.hidden,
-               layers=args.layers, heads=args.heads, intermediate=4 * args.hidden)  # fmt: skip
+    make_model(
+        model,
+        tok,
+        use_moe=not args.no_moe,
+        num_experts=args.experts,
+        hidden=args.hidden,
+        layers=args.layers,
+        heads=args.heads,
+        intermediate=4 * args.hidden,
+    )
     return model, data
 
 
@@ -86,11 +103,22 @@ def trainer_run(args, model: Path, data: Path, out: Path) -> list[tuple[float, f
     from trainer.train.config import TrainConfig
     from trainer.train.engine import train
 
-    cfg = TrainConfig(model=str(model), data=str(data), output=str(out),
-                      max_steps=args.warmup + args.steps, micro_batch_size=args.micro_batch,
-                      num_workers=args.workers, save_every=0, eval_every=0, export=False,
-                      bf16=not args.fp32, warmup_steps=2, max_src_tokens=4096,
-                      pad_multiple=args.pad_multiple, log_every=args.log_every)  # fmt: skip
+    cfg = TrainConfig(
+        model=str(model),
+        data=str(data),
+        output=str(out),
+        max_steps=args.warmup + args.steps,
+        micro_batch_size=args.micro_batch,
+        num_workers=args.workers,
+        save_every=0,
+        eval_every=0,
+        export=False,
+        bf16=not args.fp32,
+        warmup_steps=2,
+        max_src_tokens=4096,
+        pad_multiple=args.pad_multiple,
+        log_every=args.log_every,
+    )
     train(cfg)
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     return [(r["tokens"], r["seconds"]) for r in rows[args.warmup :]]
@@ -103,9 +131,16 @@ def same_batches(args, model: Path, data: Path) -> list[dict]:
 
     mc = Dna2GffConfig.load(model)
     ids = TokenIds(mc.bos_token_id, mc.eos_token_id, mc.pad_token_id)
-    ds = ShardBatches(split_shards(data, "train"), SampleEncoder(str(model), ids, 4096, 512, args.pad_multiple), rank=0,
-                      world_size=1, num_workers=args.workers, micro_batch_size=args.micro_batch,
-                      seed=1234, shuffle_buffer=256)  # fmt: skip
+    ds = ShardBatches(
+        split_shards(data, "train"),
+        SampleEncoder(str(model), ids, 4096, 512, args.pad_multiple),
+        rank=0,
+        world_size=1,
+        num_workers=args.workers,
+        micro_batch_size=args.micro_batch,
+        seed=1234,
+        shuffle_buffer=256,
+    )
     loader = make_loader(ds, args.workers, seed=1234)
     return list(itertools.islice(iter(loader), args.warmup + args.steps))
 
@@ -135,8 +170,12 @@ def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[list,
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.fp32):
-            out = model(b["input_ids"], b["attention_mask"], b["decoder_input_ids"],
-                        b["decoder_attention_mask"])  # fmt: skip
+            out = model(
+                b["input_ids"],
+                b["attention_mask"],
+                b["decoder_input_ids"],
+                b["decoder_attention_mask"],
+            )
         loss, _ = token_loss(out.logits, b["labels"], vocab)
         (loss + coef * out.aux_loss.float()).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -148,8 +187,9 @@ def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[list,
         if i >= args.warmup:
             src, tgt = float(b["attention_mask"].sum()), float(b["decoder_attention_mask"].sum())
             steps.append((src + tgt, dt))
-            flops += train_flops(model.config, int(src), int(tgt), b["input_ids"].shape[1],
-                                 b["labels"].shape[1])  # fmt: skip
+            flops += train_flops(
+                model.config, int(src), int(tgt), b["input_ids"].shape[1], b["labels"].shape[1]
+            )
     return steps, flops
 
 
@@ -186,23 +226,31 @@ def main() -> None:
     t_med = statistics.median(t / s for t, s in trainer)
     p_med = statistics.median(t / s for t, s in plain1 + plain2)
     p_tok = sum(t for t, _ in plain1)
-    total = {name: sum(t for t, _ in r) / sum(s for _, s in r)
-             for name, r in (("trainer", trainer), ("plain1", plain1), ("plain2", plain2))}  # fmt: skip
-    print(f"device={torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'} "
-          f"threads={torch.get_num_threads()} dtype={'fp32' if args.fp32 else 'bf16'} "
-          f"hidden={args.hidden} layers={args.layers}+{args.layers} "
-          f"moe={'off' if args.no_moe else args.experts} micro_batch={args.micro_batch} "
-          f"window={args.window} steps={args.steps} load={os.getloadavg()[0]:.1f}")  # fmt: skip
+    total = {
+        name: sum(t for t, _ in r) / sum(s for _, s in r)
+        for name, r in (("trainer", trainer), ("plain1", plain1), ("plain2", plain2))
+    }
+    print(
+        f"device={torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'} "
+        f"threads={torch.get_num_threads()} dtype={'fp32' if args.fp32 else 'bf16'} "
+        f"hidden={args.hidden} layers={args.layers}+{args.layers} "
+        f"moe={'off' if args.no_moe else args.experts} micro_batch={args.micro_batch} "
+        f"window={args.window} steps={args.steps} load={os.getloadavg()[0]:.1f}"
+    )
     print(f"trainer  median tokens/s={t_med:10.1f}  overall={total['trainer']:10.1f}")
-    print(f"plain    median tokens/s={p_med:10.1f}  overall before={total['plain1']:.1f} "
-          f"after={total['plain2']:.1f}")  # fmt: skip
+    print(
+        f"plain    median tokens/s={p_med:10.1f}  overall before={total['plain1']:.1f} "
+        f"after={total['plain2']:.1f}"
+    )
     print(f"ratio trainer/plain (medians) = {t_med / p_med:.3f}  (target >= 0.9 on CPU)")
     t_rate = t_med
     peak = peak_flops(torch.cuda.get_device_name(0)) if device.type == "cuda" else None
     if peak:
         per_token = flops / p_tok
-        print(f"MFU trainer={per_token * t_rate / peak:.1%} plain={per_token * p_med / peak:.1%} "
-              f"(peak {peak / 1e12:.0f} TFLOP/s bf16)")  # fmt: skip
+        print(
+            f"MFU trainer={per_token * t_rate / peak:.1%} plain={per_token * p_med / peak:.1%} "
+            f"(peak {peak / 1e12:.0f} TFLOP/s bf16)"
+        )
 
 
 if __name__ == "__main__":

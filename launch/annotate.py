@@ -78,10 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="pointer models: let the decoder write any CDS, not only valid ORFs of the window",
     )
-    sn.add_argument("--min_votes", type=float, default=0.5,
-                    help="share of the windows holding a whole CDS that must predict it (0 = off)")  # fmt: skip
-    sn.add_argument("--min_orf_codons", type=int, default=MIN_ORF_CODONS,
-                    help="with the ORF constraint: shortest whole CDS, codons incl. start/stop")  # fmt: skip
+    sn.add_argument(
+        "--min_votes",
+        type=float,
+        default=0.5,
+        help="share of the windows holding a whole CDS that must predict it (0 = off)",
+    )
+    sn.add_argument(
+        "--min_orf_codons",
+        type=int,
+        default=MIN_ORF_CODONS,
+        help="with the ORF constraint: shortest whole CDS, codons incl. start/stop",
+    )
     sn.add_argument("--transl_table", type=int, default=11, help="NCBI genetic code (1, 4, 11, 25)")
     lg = p.add_argument_group("Logging")
     add_logging_args(lg)

@@ -30,10 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     io = p.add_argument_group("Input / Output")
     io.add_argument("--out", default=d.out, help="output folder (replaced if an earlier demo's)")
-    io.add_argument("--genome", nargs=2, action="append", metavar=("FNA", "GFF"), default=[],
-                    help="a real genome (repeatable); the last one is held out and scored")  # fmt: skip
-    io.add_argument("--dnabert_path", default=None,
-                    help="DNABERT-2 folder or hub id (default: a tiny random stand-in)")  # fmt: skip
+    io.add_argument(
+        "--genome",
+        nargs=2,
+        action="append",
+        metavar=("FNA", "GFF"),
+        default=[],
+        help="a real genome (repeatable); the last one is held out and scored",
+    )
+    io.add_argument(
+        "--dnabert_path",
+        default=None,
+        help="DNABERT-2 folder or hub id (default: a tiny random stand-in)",
+    )
     io.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     syn = p.add_argument_group("Synthetic genomes")
     syn.add_argument("--seed", type=int, default=d.seed)
@@ -48,11 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--num_experts", type=int, default=d.num_experts)
     m.add_argument("--moe_top_k", type=int, default=d.moe_top_k)
     t = p.add_argument_group("Bake and train")
-    t.add_argument("--window_len", type=int, default=None,
-                   help="bake window in bp (default: 400 for the tiny model, the baker's "
-                   "default with --dnabert_path)")  # fmt: skip
-    t.add_argument("--val_fraction", type=float, default=d.val_fraction,
-                   help="validation block at the end of each training sequence")  # fmt: skip
+    t.add_argument(
+        "--window_len",
+        type=int,
+        default=None,
+        help="bake window in bp (default: 400 for the tiny model, the baker's "
+        "default with --dnabert_path)",
+    )
+    t.add_argument(
+        "--val_fraction",
+        type=float,
+        default=d.val_fraction,
+        help="validation block at the end of each training sequence",
+    )
     t.add_argument("--workers", type=int, default=d.workers, help="bake worker processes")
     t.add_argument("--launcher", choices=("deepspeed", "torchrun", "python"), default=d.launcher)
     t.add_argument("--nproc", type=int, default=d.nproc, help="training ranks")
@@ -62,12 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--micro_batch_size", type=int, default=d.micro_batch_size)
     t.add_argument("--lr", type=float, default=d.lr)
     m.add_argument("--dense", action="store_true", help="no MoE (a dense decoder)")
-    t.add_argument("--bake_arg", action="append", default=[], metavar="ARG",
-                   help="extra flag for bake_data.py")  # fmt: skip
-    t.add_argument("--train_arg", action="append", default=[], metavar="ARG",
-                   help="extra flag for train.py, e.g. --train_arg=--save_every=50")  # fmt: skip
-    t.add_argument("--annotate_arg", action="append", default=[], metavar="ARG",
-                   help="extra flag for annotate.py")  # fmt: skip
+    t.add_argument(
+        "--bake_arg", action="append", default=[], metavar="ARG", help="extra flag for bake_data.py"
+    )
+    t.add_argument(
+        "--train_arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra flag for train.py, e.g. --train_arg=--save_every=50",
+    )
+    t.add_argument(
+        "--annotate_arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra flag for annotate.py",
+    )
     t.add_argument("--no_baseline", action="store_true", help="skip the Prodigal row")
     return p
 
@@ -77,16 +105,35 @@ def _main(argv: Sequence[str] | None = None) -> int:
     check_outputs(folders=[a.out], inputs=[p for pair in a.genome for p in pair])
     setup_logging(a.verbose)
     cfg = DemoConfig(
-        out=a.out, genomes=tuple((f, g) for f, g in a.genome), dnabert_path=a.dnabert_path,
-        seed=a.seed, train_genomes=a.train_genomes, genome_length=a.genome_length,
-        vocab_size=a.vocab_size, hidden_size=a.hidden_size, num_layers=a.num_layers,
-        num_heads=a.num_heads, intermediate_size=a.intermediate_size, num_experts=a.num_experts,
-        moe_top_k=a.moe_top_k, window_len=a.window_len, val_fraction=a.val_fraction, workers=a.workers, launcher=a.launcher,
-        nproc=a.nproc, ep_size=a.ep_size, deepspeed_config=a.deepspeed_config,
-        max_steps=a.max_steps, micro_batch_size=a.micro_batch_size, lr=a.lr,
-        use_moe=not a.dense, bake_args=tuple(a.bake_arg), train_args=tuple(a.train_arg), annotate_args=tuple(a.annotate_arg),
+        out=a.out,
+        genomes=tuple((f, g) for f, g in a.genome),
+        dnabert_path=a.dnabert_path,
+        seed=a.seed,
+        train_genomes=a.train_genomes,
+        genome_length=a.genome_length,
+        vocab_size=a.vocab_size,
+        hidden_size=a.hidden_size,
+        num_layers=a.num_layers,
+        num_heads=a.num_heads,
+        intermediate_size=a.intermediate_size,
+        num_experts=a.num_experts,
+        moe_top_k=a.moe_top_k,
+        window_len=a.window_len,
+        val_fraction=a.val_fraction,
+        workers=a.workers,
+        launcher=a.launcher,
+        nproc=a.nproc,
+        ep_size=a.ep_size,
+        deepspeed_config=a.deepspeed_config,
+        max_steps=a.max_steps,
+        micro_batch_size=a.micro_batch_size,
+        lr=a.lr,
+        use_moe=not a.dense,
+        bake_args=tuple(a.bake_arg),
+        train_args=tuple(a.train_arg),
+        annotate_args=tuple(a.annotate_arg),
         baseline=not a.no_baseline,
-    )  # fmt: skip
+    )
     print(run_demo(cfg).report())
     return 0
 

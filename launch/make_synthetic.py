@@ -39,12 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("Genome shape")
     g.add_argument("--length", type=int, default=d.chromosome_length, help="chromosome bp")
     g.add_argument(
-        "--plasmid", type=int, action="append", default=None, metavar="BP",
+        "--plasmid",
+        type=int,
+        action="append",
+        default=None,
+        metavar="BP",
         help=f"a plasmid of BP bp (repeatable; 0 for none; default {list(d.plasmid_lengths)})",
-    )  # fmt: skip
+    )
     g.add_argument("--gc", type=float, default=d.gc, help="GC fraction")
-    g.add_argument("--species_seed", type=int, default=d.species_seed,
-                   help="codon usage and RNA genes shared by genomes of one species")  # fmt: skip
+    g.add_argument(
+        "--species_seed",
+        type=int,
+        default=d.species_seed,
+        help="codon usage and RNA genes shared by genomes of one species",
+    )
     g.add_argument("--mean_protein_codons", type=int, default=d.mean_protein_codons)
     g.add_argument("--min_protein_codons", type=int, default=d.min_protein_codons)
     g.add_argument("--max_protein_codons", type=int, default=d.max_protein_codons)

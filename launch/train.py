@@ -69,13 +69,16 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="train", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     groups = {"Input / Output": p.add_argument_group("Input / Output")}
     io = groups["Input / Output"]
-    for flag, text in (("model", "model folder from init_model / resize_model"),
-                       ("data", "baked folder (manifest.json, train/, val/)"),
-                       ("output", "run folder (checkpoints/, tensorboard/, export/)")):  # fmt: skip
+    for flag, text in (
+        ("model", "model folder from init_model / resize_model"),
+        ("data", "baked folder (manifest.json, train/, val/)"),
+        ("output", "run folder (checkpoints/, tensorboard/, export/)"),
+    ):
         io.add_argument(f"--{flag}", required=True, default=argparse.SUPPRESS, help=text)
     for group, flag, kind, text in _OPTIONS:
         g = groups.setdefault(group, p.add_argument_group(group))
@@ -85,11 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument(
         "--no_export", action="store_true", help="do not write RUN_DIR/export at the end"
     )
-    ck.add_argument("--export_only", action="store_true",
-                    help="export the latest checkpoint to RUN_DIR/export and stop")  # fmt: skip
+    ck.add_argument(
+        "--export_only",
+        action="store_true",
+        help="export the latest checkpoint to RUN_DIR/export and stop",
+    )
     dt = groups["Data"]
-    dt.add_argument("--full_vocab_loss", action="store_true",
-                    help="softmax over the whole vocabulary (default: target tokens + [SEP] only)")  # fmt: skip
+    dt.add_argument(
+        "--full_vocab_loss",
+        action="store_true",
+        help="softmax over the whole vocabulary (default: target tokens + [SEP] only)",
+    )
     dt.add_argument("--no_bf16", action="store_true", help="fp32 (when the JSON says bf16 auto)")
     misc = p.add_argument_group("Logging")
     misc.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -103,17 +112,26 @@ def _main(argv: Sequence[str] | None) -> int:
     rank = os.environ.get("RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
     setup_logging(args.verbose)  # train() adds RUN_DIR/train.rank{R}.log once the options pass
     fields = {flag: getattr(args, flag) for _, flag, _, _ in _OPTIONS}
-    cfg = TrainConfig(model=args.model, data=args.data, output=args.output, resume=args.resume,
-                      export=not args.no_export, export_only=args.export_only,
-                      restrict_loss_vocab=not args.full_vocab_loss, bf16=not args.no_bf16,
-                      **fields)  # fmt: skip
+    cfg = TrainConfig(
+        model=args.model,
+        data=args.data,
+        output=args.output,
+        resume=args.resume,
+        export=not args.no_export,
+        export_only=args.export_only,
+        restrict_loss_vocab=not args.full_vocab_loss,
+        bf16=not args.no_bf16,
+        **fields,
+    )
     from trainer.train.engine import train
 
     result = train(cfg)
     if int(rank) == 0:
-        print(f"steps={result.steps} stopped_by={result.stopped_by} "
-              f"loss={result.losses[-1] if result.losses else float('nan'):.4f} "
-              f"val_loss={result.val_loss} checkpoint={result.checkpoint} export={result.export_dir}")  # fmt: skip
+        print(
+            f"steps={result.steps} stopped_by={result.stopped_by} "
+            f"loss={result.losses[-1] if result.losses else float('nan'):.4f} "
+            f"val_loss={result.val_loss} checkpoint={result.checkpoint} export={result.export_dir}"
+        )
     return 0
 
 

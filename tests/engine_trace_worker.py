@@ -35,8 +35,14 @@ class Recorder:
         self.steps: list[dict[str, float]] = []
 
     def micro_batch(self, step: int, micro: int, batch: dict[str, torch.Tensor]) -> None:
-        self.micro.append({"step": step, "micro": micro, "rng": torch.get_rng_state(),
-                           "batch": {k: v.detach().cpu().clone() for k, v in batch.items()}})  # fmt: skip
+        self.micro.append(
+            {
+                "step": step,
+                "micro": micro,
+                "rng": torch.get_rng_state(),
+                "batch": {k: v.detach().cpu().clone() for k, v in batch.items()},
+            }
+        )
 
     def gradients(self, step: int, engine: Any) -> None:
         import torch.distributed as dist
@@ -66,9 +72,16 @@ def main() -> int:
     result = train(cfg, hooks=TrainHooks(observer=rec))
     rank = dist.get_rank()
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({"micro": rec.micro, "grads": rec.grads, "steps": rec.steps,
-                "losses": result.losses, "world": dist.get_world_size()},
-               out / f"trace_rank{rank}.pt")  # fmt: skip
+    torch.save(
+        {
+            "micro": rec.micro,
+            "grads": rec.grads,
+            "steps": rec.steps,
+            "losses": result.losses,
+            "world": dist.get_world_size(),
+        },
+        out / f"trace_rank{rank}.pt",
+    )
     return 0
 
 

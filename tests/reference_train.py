@@ -52,11 +52,18 @@ def hyper_from_ds(ds: dict[str, Any], aux_coef: float) -> Hyper:
     assert opt["type"] == "AdamW" and sched["type"] == "WarmupCosineLR", (opt, sched)
     o, s = opt["params"], sched["params"]
     assert s.get("warmup_type") == "linear" and s["warmup_min_ratio"] == 0.0, s
-    return Hyper(lr=o["lr"], warmup_num_steps=s["warmup_num_steps"],
-                 total_num_steps=s["total_num_steps"], cos_min_ratio=s["cos_min_ratio"],
-                 weight_decay=o["weight_decay"], grad_clip=ds["gradient_clipping"],
-                 betas=tuple(o["betas"]), eps=o["eps"],
-                 grad_accum=ds["gradient_accumulation_steps"], aux_coef=aux_coef)  # fmt: skip
+    return Hyper(
+        lr=o["lr"],
+        warmup_num_steps=s["warmup_num_steps"],
+        total_num_steps=s["total_num_steps"],
+        cos_min_ratio=s["cos_min_ratio"],
+        weight_decay=o["weight_decay"],
+        grad_clip=ds["gradient_clipping"],
+        betas=tuple(o["betas"]),
+        eps=o["eps"],
+        grad_accum=ds["gradient_accumulation_steps"],
+        aux_coef=aux_coef,
+    )
 
 
 @dataclass
@@ -139,9 +146,12 @@ def replay(
     work = model.to(torch.bfloat16).train()
     params = dict(work.named_parameters())
     groups = [
-        {"params": [masters[n] for n, p in named if is_decayed(n, p)], "weight_decay": h.weight_decay},
+        {
+            "params": [masters[n] for n, p in named if is_decayed(n, p)],
+            "weight_decay": h.weight_decay,
+        },
         {"params": [masters[n] for n, p in named if not is_decayed(n, p)], "weight_decay": 0.0},
-    ]  # fmt: skip
+    ]
     opt = torch.optim.AdamW(groups, lr=h.lr, betas=h.betas, eps=h.eps)
     for step in steps:
         acc = {n: torch.zeros_like(t) for n, t in masters.items()}
@@ -151,9 +161,12 @@ def replay(
                 rec = by_key[r][(step, micro)]
                 b = rec["batch"]
                 torch.set_rng_state(rec["rng"])  # the gate's Gumbel noise as on rank r
-                out = work(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                           decoder_input_ids=b["decoder_input_ids"],
-                           decoder_attention_mask=b["decoder_attention_mask"])  # fmt: skip
+                out = work(
+                    input_ids=b["input_ids"],
+                    attention_mask=b["attention_mask"],
+                    decoder_input_ids=b["decoder_input_ids"],
+                    decoder_attention_mask=b["decoder_attention_mask"],
+                )
                 ce = restricted_ce(out.logits, b["labels"], vocab)
                 loss = ce + h.aux_coef * out.aux_loss.float()
                 # data parallelism's objective: the mean over ranks x micro-batches of each loss

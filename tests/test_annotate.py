@@ -100,8 +100,9 @@ class PointerOracle(Oracle):
         from baking.target.pointers import encode_pointer_target
 
         out = []
-        for target, dna in zip(super().__call__(model, tokenizer, windows_dna, window_len, types),
-                               windows_dna):  # fmt: skip
+        for target, dna in zip(
+            super().__call__(model, tokenizer, windows_dna, window_len, types), windows_dna
+        ):
             feats = decode_target(target.tokens, window_len, len(dna))
             items = encode_pointer_target(feats, len(dna))
             out.append(GeneratedTarget(items, [0.0] * len(items)))  # type: ignore[arg-type]
@@ -114,8 +115,9 @@ def test_pointer_oracle_round_trip_is_exact(genome) -> None:
     seqs = [(s.seqid, s.seq) for s in genome.sequences]
     opts = AnnotateOptions(batch_size=8, circular=("all",), progress=False)
     oracle = PointerOracle(genome)
-    gff, _, summary = annotate_sequences(None, None, seqs, opts, W, TYPES, generate=oracle,
-                                         pointer=True)  # fmt: skip
+    gff, _, summary = annotate_sequences(
+        None, None, seqs, opts, W, TYPES, generate=oracle, pointer=True
+    )
     for rep in compare(_as_features(genome.features), _as_features(gff), TYPES):
         assert rep.n_ref > 0
         assert rep.exact.f1 == 1.0, rep
@@ -227,13 +229,16 @@ def test_merge_scores_orphans_and_duplicates() -> None:
     lp = [math.log(0.5), math.log(0.9), math.log(0.6)]
     results = [
         # window 0 [0, 1000): a CDS running past its right edge, a tRNA cut at the right edge
-        (_meta(0, 1000), [
-            (WindowFeature(800, 999, "+", "CDS", 0, cut_right=True), lp[0]),
-            (WindowFeature(900, 999, "+", "tRNA", None, cut_right=True), lp[1]),
-        ]),
+        (
+            _meta(0, 1000),
+            [
+                (WindowFeature(800, 999, "+", "CDS", 0, cut_right=True), lp[0]),
+                (WindowFeature(900, 999, "+", "tRNA", None, cut_right=True), lp[1]),
+            ],
+        ),
         # window 1 [750, 1750) sees the whole CDS (801..1200) but no tRNA at all
         (_meta(750, 1750), [(WindowFeature(50, 449, "+", "CDS", 0), lp[2])]),
-    ]  # fmt: skip
+    ]
     preds, stats = merge_windows(results)
     assert [(p.start, p.end, p.type, p.partial) for p in preds] == [(801, 1200, "CDS", False)]
     assert preds[0].prob == pytest.approx((0.5 + 0.6) / 2)
@@ -305,8 +310,22 @@ def _cli(*args: str | Path) -> subprocess.CompletedProcess:
 def test_untrained_model_writes_valid_gff3_for_phage(tiny_model: Path, genome_pair, tmp_path):
     fna, _ = genome_pair("phage")
     out = tmp_path / "pred.gff3"
-    res = _cli("--model", tiny_model, "--fasta", fna, "--out", out, "--max_new_tokens", "40",
-               "--batch_size", "32", "--circular", "all", "--num_beams", "2")  # fmt: skip
+    res = _cli(
+        "--model",
+        tiny_model,
+        "--fasta",
+        fna,
+        "--out",
+        out,
+        "--max_new_tokens",
+        "40",
+        "--batch_size",
+        "32",
+        "--circular",
+        "all",
+        "--num_beams",
+        "2",
+    )
     assert res.returncode == 0, res.stderr
     _validate(out)
     doc = read_gff3(out)

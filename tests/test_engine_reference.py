@@ -70,10 +70,13 @@ def _free_port() -> int:
 def assets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("engine_ref")
     tok = make_tokenizer(root / "tok")
-    return {"root": root, "tok": tok,
-            "moe": make_model(root / "model_moe", tok, use_moe=True),
-            "dense": make_model(root / "model_dense", tok, use_moe=False),
-            "data": write_shards(root / "data", {"train": [40, 40], "val": [8]})}  # fmt: skip
+    return {
+        "root": root,
+        "tok": tok,
+        "moe": make_model(root / "model_moe", tok, use_moe=True),
+        "dense": make_model(root / "model_dense", tok, use_moe=False),
+        "data": write_shards(root / "data", {"train": [40, 40], "val": [8]}),
+    }
 
 
 @dataclasses.dataclass
@@ -98,20 +101,42 @@ def _engine_run(assets: dict[str, Path], case: str) -> EngineRun:
     root = assets["root"] / case
     # weight_decay 5: large enough that AdamW's decoupled decay (lr x wd x w) is ~10% of a step
     # on the matrices, so a group decayed wrongly (or not at all) shows up in 3 updating steps
-    cfg = TrainConfig(model=str(assets["moe" if moe else "dense"]), data=str(assets["data"]),
-                      output=str(root / "run"), deepspeed_config=str(MOE_JSON), ep_size=ep,
-                      max_steps=STEPS, micro_batch_size=4, grad_accum=ga, lr=3e-3,
-                      warmup_steps=2, weight_decay=5.0, save_every=0, eval_every=0,
-                      decode_every=0, num_workers=0)  # fmt: skip
+    cfg = TrainConfig(
+        model=str(assets["moe" if moe else "dense"]),
+        data=str(assets["data"]),
+        output=str(root / "run"),
+        deepspeed_config=str(MOE_JSON),
+        ep_size=ep,
+        max_steps=STEPS,
+        micro_batch_size=4,
+        grad_accum=ga,
+        lr=3e-3,
+        warmup_steps=2,
+        weight_decay=5.0,
+        save_every=0,
+        eval_every=0,
+        decode_every=0,
+        num_workers=0,
+    )
     root.mkdir(parents=True)
     (root / "cfg.json").write_text(json.dumps(cfg.to_dict()))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
-           "--master_port", str(_free_port()), str(REPO / "tests/engine_trace_worker.py"),
-           str(root / "cfg.json"), str(root / "trace")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(WORLD),
+        "--master_port",
+        str(_free_port()),
+        str(REPO / "tests/engine_trace_worker.py"),
+        str(root / "cfg.json"),
+        str(root / "trace"),
+    ]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    traces = [torch.load(root / "trace" / f"trace_rank{r}.pt", weights_only=False)
-              for r in range(WORLD)]  # fmt: skip
+    traces = [
+        torch.load(root / "trace" / f"trace_rank{r}.pt", weights_only=False) for r in range(WORLD)
+    ]
     grads: dict[int, dict[str, torch.Tensor]] = {}
     for t in traces:  # rank 0: every shared tensor and its experts; rank 1: its experts
         for step, g in t["grads"].items():
@@ -140,8 +165,9 @@ def _reference(run: EngineRun, **kw: Any) -> ref_mod.ReferenceRun:
     h = kw.pop("hyper", None) or _hyper(run)
     manifest = json.loads((Path(run.cfg.data) / "manifest.json").read_text())
     mc = Dna2GffConfig.load(run.cfg.model)
-    vocab = ref_mod.target_vocab(Path(run.cfg.model), manifest["grammar"]["tokens"],
-                                 mc.eos_token_id)  # fmt: skip
+    vocab = ref_mod.target_vocab(
+        Path(run.cfg.model), manifest["grammar"]["tokens"], mc.eos_token_id
+    )
     # one thread, as in the engine's workers (OMP_NUM_THREADS=1): bf16 sums then run in the same
     # order on both sides whatever the machine's core count
     threads = torch.get_num_threads()
@@ -171,10 +197,12 @@ def _violations(run: EngineRun, ref: ref_mod.ReferenceRun) -> tuple[list[str], s
     for rec, norm in zip(eng_steps, ref.grad_norms, strict=True):
         if not abs(rec["grad_norm"] / norm - 1) <= NORM_TOL:
             bad.append(f"grad norm step {rec['step']}: engine {rec['grad_norm']} ref {norm}")
-    summary = (f"grad {_fmt(ref_mod.worst_by_group(g_err))} weights "
-               f"{_fmt(ref_mod.worst_by_group(w_err))} loss "
-               f"{max(abs(a - b) for a, b in zip(run.traces[0]['losses'], ref.losses)):.2e} norm "
-               f"{max(abs(r['grad_norm'] / n - 1) for r, n in zip(eng_steps, ref.grad_norms)):.2e}")  # fmt: skip
+    summary = (
+        f"grad {_fmt(ref_mod.worst_by_group(g_err))} weights "
+        f"{_fmt(ref_mod.worst_by_group(w_err))} loss "
+        f"{max(abs(a - b) for a, b in zip(run.traces[0]['losses'], ref.losses)):.2e} norm "
+        f"{max(abs(r['grad_norm'] / n - 1) for r, n in zip(eng_steps, ref.grad_norms)):.2e}"
+    )
     return bad, summary
 
 
@@ -188,8 +216,9 @@ def test_engine_updates_match_plain_pytorch_adamw(assets, case):
     moe, ep, ga = CASES[case]
 
     # the two ranks saw different samples, and no sample twice: together one global batch per step
-    rows = [tuple(r.tolist()) for t in run.traces for m in t["micro"]
-            for r in m["batch"]["input_ids"]]  # fmt: skip
+    rows = [
+        tuple(r.tolist()) for t in run.traces for m in t["micro"] for r in m["batch"]["input_ids"]
+    ]
     assert len(rows) == STEPS * ga * WORLD * 4 and len(set(rows)) == len(rows)
     assert all(len(t["micro"]) == STEPS * ga for t in run.traces)
 

@@ -50,28 +50,75 @@ def _free_port() -> int:
 def assets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("multinode")
     tok = make_tokenizer(root / "tok")
-    return {"root": root, "model": make_model(root / "model", tok, use_moe=True),
-            "data": write_shards(root / "data", {"train": [40, 40], "val": [8]})}  # fmt: skip
+    return {
+        "root": root,
+        "model": make_model(root / "model", tok, use_moe=True),
+        "data": write_shards(root / "data", {"train": [40, 40], "val": [8]}),
+    }
 
 
 def _agents(assets: dict[str, Path], run: str, *extra: str) -> list[subprocess.Popen]:
     """Start the two node agents of one job (same rendezvous id and endpoint, separate processes)."""
     port = _free_port()
-    args = ["--model", str(assets["model"]), "--data", str(assets["data"]),
-            "--output", str(assets["root"] / run), "--deepspeed_config", MOE_JSON,
-            "--ep_size", "2", "--max_steps", str(STEPS), "--micro_batch_size", "4", "--lr", "3e-3",
-            "--warmup_steps", "2", "--save_every", "2", "--eval_every", "0", "--decode_every", "0",
-            "--num_workers", "1", "--no_export", *extra]  # fmt: skip
+    args = [
+        "--model",
+        str(assets["model"]),
+        "--data",
+        str(assets["data"]),
+        "--output",
+        str(assets["root"] / run),
+        "--deepspeed_config",
+        MOE_JSON,
+        "--ep_size",
+        "2",
+        "--max_steps",
+        str(STEPS),
+        "--micro_batch_size",
+        "4",
+        "--lr",
+        "3e-3",
+        "--warmup_steps",
+        "2",
+        "--save_every",
+        "2",
+        "--eval_every",
+        "0",
+        "--decode_every",
+        "0",
+        "--num_workers",
+        "1",
+        "--no_export",
+        *extra,
+    ]
     procs = []
     for node in (0, 1):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
-               "--nproc_per_node", "1", "--rdzv_backend", "c10d",
-               "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", f"{run}-{port}",
-               "--rdzv_conf", f"is_host={int(node == 0)}",
-               "--node_rank", str(node), str(REPO / "launch/train.py"), *args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "2",
+            "--nproc_per_node",
+            "1",
+            "--rdzv_backend",
+            "c10d",
+            "--rdzv_endpoint",
+            f"127.0.0.1:{port}",
+            "--rdzv_id",
+            f"{run}-{port}",
+            "--rdzv_conf",
+            f"is_host={int(node == 0)}",
+            "--node_rank",
+            str(node),
+            str(REPO / "launch/train.py"),
+            *args,
+        ]
         with open(assets["root"] / f"{run}.node{node}.log", "ab") as log:  # the child keeps a copy
-            procs.append(subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))  # fmt: skip
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
     return procs
 
 
@@ -124,8 +171,9 @@ def test_two_node_agents_sigterm_one_then_resume_exactly(assets):
     assert 2 <= state.step < STEPS and state.world_size == 2, (state, codes)
     names = {p.name for p in latest.iterdir()}
     assert {"rng_rank0.safetensors", "rng_rank1.safetensors", "COMPLETE"} <= names
-    assert {f"layer_{i}_expert_{e}_mp_rank_00_model_states.pt"
-            for i in (0, 1) for e in range(4)} <= names  # fmt: skip
+    assert {
+        f"layer_{i}_expert_{e}_mp_rank_00_model_states.pt" for i in (0, 1) for e in range(4)
+    } <= names
     assert {f"bf16_zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= names
     assert f"steps={state.step} stopped_by=signal" in stopped[0]
 

@@ -231,7 +231,7 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list, str]]:
             "bake_data",
             [absent / "g.fna", absent / "g.gff", tmp / "baked", "--extract_tokens", f / "t.txt"],
             str(f / "t.txt"),
-        ),  # fmt: skip
+        ),
         ("make_synthetic", [f / "genomes"], str(f / "genomes")),
         ("init_model", ["--save_dir", f / "model", "--dnabert_path", absent], str(f / "model")),
         ("init_model", ["--random_dnabert2", f / "d2"], str(f / "d2")),
@@ -243,18 +243,18 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list, str]]:
             "annotate",
             ["--model", absent, "--fasta", absent / "g.fna", "--out", f / "p.gff3"],
             str(f / "p.gff3"),
-        ),  # fmt: skip
+        ),
         (
             "evaluate",
             [absent / "r.gff3", absent / "p.gff3", "--plot", f / "o.png"],
             str(f / "o.png"),
-        ),  # fmt: skip
+        ),
         ("demo", ["--out", f / "demo"], str(f / "demo")),
         (
             "orf_rule",
             ["--fasta", absent / "g.fna", "--out", f / "o.gff3", "--min_codons", 60],
             str(f / "o.gff3"),
-        ),  # fmt: skip
+        ),
         (
             "annotate",
             [
@@ -268,7 +268,7 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list, str]]:
                 f / "log",
             ],
             str(f / "log"),
-        ),  # fmt: skip
+        ),
     ]
 
 
@@ -298,17 +298,17 @@ def test_directories_and_files_in_the_wrong_place(tmp_path: Path) -> None:
             "annotate",
             ["--model", tmp_path / "m", "--fasta", ref, "--out", folder],
             f"{folder}: not a regular file (a directory)",
-        ),  # fmt: skip
+        ),
         (
             "bake_data",
             [ref, ref, folder, "--extract_tokens", folder],
             f"{folder}: not a regular file (a directory)",
-        ),  # fmt: skip
+        ),
         (
             "train",
             ["--model", folder, "--data", folder, "--output", afile],
             f"{afile}: not a directory (a file)",
-        ),  # fmt: skip
+        ),
         ("make_synthetic", [afile], f"{afile}: not a directory (a file)"),
         ("demo", ["--out", afile], f"{afile}: not a directory (a file)"),
         (
@@ -353,8 +353,18 @@ def test_synthetic_genomes_and_bake_follow_the_umask(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("<CDS>\n")
     os.chmod(tokens, 0o640)  # an existing file keeps its own bits
-    res = run("bake_data", fna, gff, tmp_path / "baked", "--window", 2000, "--extract_tokens",
-              tokens, "--no_progress", umask=0o022)  # fmt: skip
+    res = run(
+        "bake_data",
+        fna,
+        gff,
+        tmp_path / "baked",
+        "--window",
+        2000,
+        "--extract_tokens",
+        tokens,
+        "--no_progress",
+        umask=0o022,
+    )
     assert res.returncode == 0, res.stderr
     assert mode(tmp_path / "baked" / "manifest.json") == 0o644
     shards = list((tmp_path / "baked").glob("*/*.tar"))
@@ -369,9 +379,26 @@ def test_synthetic_genomes_and_bake_follow_the_umask(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # builds a model folder through init_model (two subprocesses' worth)
 def test_model_folder_follows_the_umask(tmp_path: Path) -> None:
-    res = run("init_model", "--random_dnabert2", tmp_path / "d2", "--hidden_size", 32,
-              "--num_layers", 1, "--num_heads", 2, "--intermediate_size", 32, "--vocab_size", 60,
-              "--weights_format", "safetensors", "--save_dir", tmp_path / "model", umask=0o022)  # fmt: skip
+    res = run(
+        "init_model",
+        "--random_dnabert2",
+        tmp_path / "d2",
+        "--hidden_size",
+        32,
+        "--num_layers",
+        1,
+        "--num_heads",
+        2,
+        "--intermediate_size",
+        32,
+        "--vocab_size",
+        60,
+        "--weights_format",
+        "safetensors",
+        "--save_dir",
+        tmp_path / "model",
+        umask=0o022,
+    )
     assert res.returncode == 0, res.stderr
     for folder in (tmp_path / "d2", tmp_path / "model"):
         assert mode(folder) == 0o755, folder
@@ -430,9 +457,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok = train_dna_tokenizer(["".join(rng.choice("ACGT") for _ in range(20_000))], 60)
     add_annotation_tokens(tok, target_vocabulary(TYPES, 400))
     save_tokenizer(tok, root / "tok")
-    cfg = Dna2GffConfig(vocab_size=tok.get_vocab_size(True), hidden_size=32, num_encoder_layers=1,
-                        num_decoder_layers=1, num_attention_heads=2, intermediate_size=32,
-                        window_len=400, feature_types=TYPES)  # fmt: skip
+    cfg = Dna2GffConfig(
+        vocab_size=tok.get_vocab_size(True),
+        hidden_size=32,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        window_len=400,
+        feature_types=TYPES,
+    )
     torch.manual_seed(0)
     Dna2GffModel(cfg).save_pretrained(root / "model", root / "tok")
     return root / "model"
@@ -451,8 +485,15 @@ def test_annotate_refuses_out_equal_to_fasta_and_fifo_out(tiny_model: Path, tmp_
     res = run("annotate", "--model", tiny_model, "--fasta", fasta, "--out", fasta)
     one_error_line(res, f"{fasta}: is also an input")
     assert fasta.read_text() == before
-    res = run("annotate", "--model", tiny_model, "--fasta", fasta, "--out",
-              tiny_model / "model.safetensors")  # fmt: skip
+    res = run(
+        "annotate",
+        "--model",
+        tiny_model,
+        "--fasta",
+        fasta,
+        "--out",
+        tiny_model / "model.safetensors",
+    )
     one_error_line(res, "model.safetensors: is also an input")
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -483,8 +524,18 @@ def test_annotate_fails_on_its_output_before_importing_torch(tmp_path: Path) -> 
     folder = tmp_path / "pred"
     folder.mkdir()
     script = str(REPO / "launch" / "annotate.py")
-    res, preflight = _child_cpu([sys.executable, script, "--model", tmp_path / "absent", "--fasta",
-                                 tmp_path / "absent.fna", "--out", folder])  # fmt: skip
+    res, preflight = _child_cpu(
+        [
+            sys.executable,
+            script,
+            "--model",
+            tmp_path / "absent",
+            "--fasta",
+            tmp_path / "absent.fna",
+            "--out",
+            folder,
+        ]
+    )
     one_error_line(res, f"{folder}: not a regular file (a directory)")
     _, torch_import = _child_cpu([sys.executable, "-c", "import torch"])
     assert preflight < 0.5 * torch_import, (preflight, torch_import)
@@ -509,12 +560,35 @@ def test_annotate_library_checks_the_output_before_loading_the_model(
 def test_annotate_types_must_be_known_to_the_model(tiny_model: Path, tmp_path: Path) -> None:
     fasta = _genome(tmp_path)
     out = tmp_path / "pred.gff3"
-    res = run("annotate", "--model", tiny_model, "--fasta", fasta, "--out", out,
-              "--types", "CDS,BOGUS", "--no_progress")  # fmt: skip
+    res = run(
+        "annotate",
+        "--model",
+        tiny_model,
+        "--fasta",
+        fasta,
+        "--out",
+        out,
+        "--types",
+        "CDS,BOGUS",
+        "--no_progress",
+    )
     one_error_line(res, "BOGUS", "the model knows CDS, tRNA, rRNA")
     assert not out.exists()
-    res = run("annotate", "--model", tiny_model, "--fasta", fasta, "--out", out, "--types",
-              "tRNA", "--max_new_tokens", 30, "--no_progress", umask=0o022)  # fmt: skip
+    res = run(
+        "annotate",
+        "--model",
+        tiny_model,
+        "--fasta",
+        fasta,
+        "--out",
+        out,
+        "--types",
+        "tRNA",
+        "--max_new_tokens",
+        30,
+        "--no_progress",
+        umask=0o022,
+    )
     assert res.returncode == 0, res.stderr
     from baking.formats.gff3 import read_gff3
 
@@ -537,12 +611,30 @@ def test_annotate_types_in_library(tiny_model: Path) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_annotate_cuda_without_gpu_names_the_device(tiny_model: Path, tmp_path: Path) -> None:
     fasta = _genome(tmp_path)
-    res = run("annotate", "--model", tiny_model, "--fasta", fasta, "--out",
-              tmp_path / "p.gff3", "--device", "cuda")  # fmt: skip
+    res = run(
+        "annotate",
+        "--model",
+        tiny_model,
+        "--fasta",
+        fasta,
+        "--out",
+        tmp_path / "p.gff3",
+        "--device",
+        "cuda",
+    )
     line = one_error_line(res, "--device=cuda", "no CUDA GPU")
     assert "safetensors" not in line
-    res = run("annotate", "--model", tiny_model, "--fasta", fasta, "--out",
-              tmp_path / "p.gff3", "--device", "gpu0")  # fmt: skip
+    res = run(
+        "annotate",
+        "--model",
+        tiny_model,
+        "--fasta",
+        fasta,
+        "--out",
+        tmp_path / "p.gff3",
+        "--device",
+        "gpu0",
+    )
     one_error_line(res, "--device='gpu0' is not a device")
     assert entries(tmp_path) == {"g.fna"}
 
@@ -569,8 +661,9 @@ def test_real_genomes_of_different_species_are_refused(genome_pair, tmp_path: Pa
     one_error_line(res, "NC_000913.3", "NC_000902.1", "no sequence id in common")
     res = run("evaluate", phage_gff, phage_gff, "--baseline", "prodigal", "--fasta", ecoli_fna)
     one_error_line(res, str(ecoli_fna), "missing NC_000902.1", "NC_000913.3")
-    res = run("evaluate", phage_gff, phage_gff, "--baseline", "prodigal", "--fasta", phage_fna,
-              "--json")  # fmt: skip
+    res = run(
+        "evaluate", phage_gff, phage_gff, "--baseline", "prodigal", "--fasta", phage_fna, "--json"
+    )
     assert res.returncode == 0, res.stderr
 
 
@@ -579,8 +672,11 @@ def full_disk(tmp_path: Path):
     """A 64 KiB tmpfs (root only; skipped where mounting is not allowed)."""
     folder = tmp_path / "small"
     folder.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
     try:

@@ -40,18 +40,34 @@ def tok(tmp_path_factory):
 
 
 def _config(tok, **kw) -> Dna2GffConfig:
-    fields = dict(vocab_size=tok.get_vocab_size(True), hidden_size=32, num_encoder_layers=2,
-                  num_decoder_layers=2, num_attention_heads=2, intermediate_size=64,
-                  hidden_dropout=0.0, coordinate_form="pointer")  # fmt: skip
+    fields = dict(
+        vocab_size=tok.get_vocab_size(True),
+        hidden_size=32,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout=0.0,
+        coordinate_form="pointer",
+    )
     fields.update(kw)
     return Dna2GffConfig(**fields)
 
 
 def _sample(tok, dna: str, feats, window_len: int, enc_labels: bool = False):
     ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
-    return pointer_sample(dna, encode_target(feats, window_len, len(dna)), window_len=window_len,
-                          tokenizer=tok, token_ids=ids, bos=1, eos=2, max_src=4096,
-                          vocab_size=tok.get_vocab_size(True), with_encoder_labels=enc_labels)  # fmt: skip
+    return pointer_sample(
+        dna,
+        encode_target(feats, window_len, len(dna)),
+        window_len=window_len,
+        tokenizer=tok,
+        token_ids=ids,
+        bos=1,
+        eos=2,
+        max_src=4096,
+        vocab_size=tok.get_vocab_size(True),
+        with_encoder_labels=enc_labels,
+    )
 
 
 def _forward_inputs(batch):
@@ -80,9 +96,18 @@ def test_truncated_window_keeps_an_exact_clipped_target(tok) -> None:
     rng = random.Random(2)
     dna = "".join(rng.choice("ACGT") for _ in range(300))
     ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
-    s = pointer_sample(dna, encode_target(feats, 300), window_len=300, tokenizer=tok,
-                       token_ids=ids, bos=1, eos=2, max_src=40, vocab_size=1000,
-                       with_encoder_labels=True)  # fmt: skip
+    s = pointer_sample(
+        dna,
+        encode_target(feats, 300),
+        window_len=300,
+        tokenizer=tok,
+        token_ids=ids,
+        bos=1,
+        eos=2,
+        max_src=40,
+        vocab_size=1000,
+        with_encoder_labels=True,
+    )
     n = s.layout.length
     assert len(s.src) == 40 and n < 300
     items = [lab - 1000 if lab >= 1000 else tok.id_to_token(lab) for lab in s.labels[:-1]]
@@ -108,24 +133,39 @@ def test_cached_decoding_equals_full_forward_and_reload(tok, tmp_path: Path) -> 
     model = Dna2GffModel(_config(tok, encoder_aux_weight=0.5)).eval()
     rng = random.Random(1)
     dna = "".join(rng.choice("ACGT") for _ in range(300))
-    feats = [WindowFeature(0, 40, "+", "CDS", 2, True, False), WindowFeature(60, 299, "-", "CDS",
-             0, False, True), WindowFeature(100, 180, "+", "tRNA")]  # fmt: skip
+    feats = [
+        WindowFeature(0, 40, "+", "CDS", 2, True, False),
+        WindowFeature(60, 299, "-", "CDS", 0, False, True),
+        WindowFeature(100, 180, "+", "tRNA"),
+    ]
     batch = collate_pointer([_sample(tok, dna, feats, 300, True)], 3, 512)
     with torch.no_grad():
         full = model(**_forward_inputs(batch))
         assert full.encoder_logits is not None
         enc = model.encode(batch["input_ids"], batch["attention_mask"])
-        memory = model.pointer_memory(enc, batch["base_token"], batch["base_offset"],
-                                      batch["codon5"], batch["codon3"], batch["base_mask"])  # fmt: skip
+        memory = model.pointer_memory(
+            enc,
+            batch["base_token"],
+            batch["base_offset"],
+            batch["codon5"],
+            batch["codon3"],
+            batch["base_mask"],
+        )
         cache = None
         steps = []
         for t in range(batch["decoder_input_ids"].shape[1]):
             sl = slice(t, t + 1)
-            step = PointerStep(memory, batch["decoder_positions"][:, sl],
-                               batch["decoder_anchors"][:, sl])  # fmt: skip
-            logits, cache = model.decode(batch["decoder_input_ids"][:, sl], enc,
-                                         batch["attention_mask"], past_key_values=cache,
-                                         use_cache=True, pointer=step)  # fmt: skip
+            step = PointerStep(
+                memory, batch["decoder_positions"][:, sl], batch["decoder_anchors"][:, sl]
+            )
+            logits, cache = model.decode(
+                batch["decoder_input_ids"][:, sl],
+                enc,
+                batch["attention_mask"],
+                past_key_values=cache,
+                use_cache=True,
+                pointer=step,
+            )
             steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, 1), full.logits, rtol=1e-4, atol=1e-4)
     model.save_pretrained(tmp_path / "m")
@@ -178,8 +218,9 @@ def test_orf_constrained_decoding_never_emits_an_invalid_orf(tok, beams: int) ->
     n_cds = 0
     for seed in range(3):
         model = RandomLogits(cfg, seed)
-        outs = generate_pointer_targets(model, tok, windows, 400, TYPES, max_new_tokens=80,
-                                        num_beams=beams, orf_code=CODE)  # fmt: skip
+        outs = generate_pointer_targets(
+            model, tok, windows, 400, TYPES, max_new_tokens=80, num_beams=beams, orf_code=CODE
+        )
         for dna, out in zip(windows, outs):
             orf = OrfSites(dna.upper(), CODE.starts, CODE.stops)
             feats = decode_pointer_target(out.tokens, len(dna), TYPES, orf)  # valid, ORF layer on
@@ -204,8 +245,9 @@ def test_untrained_model_decodes_valid_targets_batched_like_alone(tok) -> None:
         assert alone.tokens == both[i].tokens
         decode_pointer_target(alone.tokens if alone.complete else alone.tokens, len(dna), TYPES)
     with pytest.raises(ValueError):
-        generate_pointer_ids(model, torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3), [],
-                             [], {}, num_beams=0)  # fmt: skip
+        generate_pointer_ids(
+            model, torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3), [], [], {}, num_beams=0
+        )
 
 
 def test_a_pointer_model_learns_exact_coordinates(tok) -> None:
@@ -219,8 +261,10 @@ def test_a_pointer_model_learns_exact_coordinates(tok) -> None:
     data = []
     for _ in range(2):
         dna = "".join(rng.choice("ACGT") for _ in range(200))
-        feats = [WindowFeature(a, a + rng.randrange(20, 60), rng.choice("+-"), "tRNA")
-                 for a in sorted(rng.sample(range(0, 130), 3))]  # fmt: skip
+        feats = [
+            WindowFeature(a, a + rng.randrange(20, 60), rng.choice("+-"), "tRNA")
+            for a in sorted(rng.sample(range(0, 130), 3))
+        ]
         data.append((dna, feats))
     batch = collate_pointer([_sample(tok, d, f, 200) for d, f in data], 3, 512)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -247,8 +291,11 @@ def test_constrained_loss_masks_keep_the_gold_and_force_orf_ends(tok) -> None:
 
     genome = synthetic.generate_genome(synthetic.SyntheticConfig(seed=8, chromosome_length=20_000))
     s0 = genome.sequences[0]
-    ref = [GenomeFeature(f.seqid, f.start, f.end, f.strand, f.type, f.phase)
-           for f in genome.features if f.seqid == s0.seqid and f.type in TYPES]  # fmt: skip
+    ref = [
+        GenomeFeature(f.seqid, f.start, f.end, f.strand, f.type, f.phase)
+        for f in genome.features
+        if f.seqid == s0.seqid and f.type in TYPES
+    ]
     index = FeatureIndex(ref, SequenceInfo(s0.seqid, len(s0.seq), True))
     ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
     v = tok.get_vocab_size(True)
@@ -258,10 +305,20 @@ def test_constrained_loss_masks_keep_the_gold_and_force_orf_ends(tok) -> None:
         for strand in "+-":
             wf = window_features(index, start, start + 600, strand)
             dna = sample_dna(s0.seq, start, start + 600, strand)
-            s = pointer_sample(dna, encode_target(wf, 600), window_len=600, tokenizer=tok,
-                               token_ids=ids, bos=1, eos=2, max_src=4096, vocab_size=v,
-                               with_encoder_labels=False, constrain=CODE,
-                               feature_types=TYPES)  # fmt: skip
+            s = pointer_sample(
+                dna,
+                encode_target(wf, 600),
+                window_len=600,
+                tokenizer=tok,
+                token_ids=ids,
+                bos=1,
+                eos=2,
+                max_src=4096,
+                vocab_size=v,
+                with_encoder_labels=False,
+                constrain=CODE,
+                feature_types=TYPES,
+            )
             assert s.allowed is not None and len(s.allowed) == len(s.labels)
             items = s.labels[:-1]
             for k, (lab, (tids, pos)) in enumerate(zip(s.labels, s.allowed)):
@@ -294,10 +351,20 @@ def test_pad_decoder_keeps_a_pointer_batch_consistent(tok) -> None:
     dna = "".join(rng.choice("ACGT") for _ in range(200))
     ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
     v = tok.get_vocab_size(True)
-    s = pointer_sample(dna, encode_target([WindowFeature(5, 80, "+", "tRNA")], 200),
-                       window_len=200, tokenizer=tok, token_ids=ids, bos=1, eos=2, max_src=4096,
-                       vocab_size=v, with_encoder_labels=False, constrain=CODE,
-                       feature_types=TYPES)  # fmt: skip
+    s = pointer_sample(
+        dna,
+        encode_target([WindowFeature(5, 80, "+", "tRNA")], 200),
+        window_len=200,
+        tokenizer=tok,
+        token_ids=ids,
+        bos=1,
+        eos=2,
+        max_src=4096,
+        vocab_size=v,
+        with_encoder_labels=False,
+        constrain=CODE,
+        feature_types=TYPES,
+    )
     batch = collate_pointer([s], 3, 512, 1, v)
     t = batch["decoder_input_ids"].shape[1]
     padded = pad_decoder(batch, t + 5, 3)

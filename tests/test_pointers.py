@@ -36,10 +36,21 @@ def test_example_by_hand() -> None:
     ]
     items = encode_pointer_target(feats, 2000)
     assert items == [
-        "<CDS>", "<+>", CUT, 100, "<p2>",
-        "<tRNA>", "<+>", 50, 300,
-        "<CDS>", "<->", 50, CUT, "<p0>",
-    ]  # fmt: skip
+        "<CDS>",
+        "<+>",
+        CUT,
+        100,
+        "<p2>",
+        "<tRNA>",
+        "<+>",
+        50,
+        300,
+        "<CDS>",
+        "<->",
+        50,
+        CUT,
+        "<p0>",
+    ]
     assert decode_pointer_target(items, 2000) == feats
     assert encode_pointer_target([], 10) == []
     assert decode_pointer_target([], 10) == []

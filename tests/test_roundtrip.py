@@ -203,9 +203,18 @@ def pointer_round_trip(
             wf = window_features(index, ws, we, strand)
             dna = sample_dna(seqs[seqid], ws, we, strand)
             digits = encode_target(wf, window_len, we - ws)
-            s = pointer_sample(dna, digits, window_len=window_len, tokenizer=tokenizer,
-                               token_ids=token_ids, bos=-1, eos=-2, max_src=1 << 20,
-                               vocab_size=vocab, with_encoder_labels=False)  # fmt: skip
+            s = pointer_sample(
+                dna,
+                digits,
+                window_len=window_len,
+                tokenizer=tokenizer,
+                token_ids=token_ids,
+                bos=-1,
+                eos=-2,
+                max_src=1 << 20,
+                vocab_size=vocab,
+                with_encoder_labels=False,
+            )
             long_windows += len(s.src) > 512
             lay = s.layout
             assert lay.length == len(dna)

@@ -94,9 +94,22 @@ class DemoConfig:
     """Score Prodigal (pyrodigal) on the same genome."""
 
     def __post_init__(self) -> None:
-        for name in ("train_genomes", "genome_length", "vocab_size", "hidden_size", "num_layers",
-                     "num_heads", "intermediate_size", "num_experts", "moe_top_k", "workers",
-                     "nproc", "ep_size", "max_steps", "micro_batch_size"):  # fmt: skip
+        for name in (
+            "train_genomes",
+            "genome_length",
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "num_experts",
+            "moe_top_k",
+            "workers",
+            "nproc",
+            "ep_size",
+            "max_steps",
+            "micro_batch_size",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}={value!r}: must be a positive integer")
@@ -202,14 +215,38 @@ def train_command(cfg: DemoConfig, lay: Layout) -> list[str]:
         ds = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or "deepspeed"
         head = [ds, "--num_gpus", str(cfg.nproc), "--master_port", str(free_port()), script]
     elif cfg.launcher == "torchrun":
-        head = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(cfg.nproc),
-                "--master_port", str(free_port()), script]  # fmt: skip
+        head = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(cfg.nproc),
+            "--master_port",
+            str(free_port()),
+            script,
+        ]
     else:
         head = [sys.executable, script]
-    args = ["--model", lay.model, "--data", lay.baked, "--output", lay.run,
-            "--deepspeed_config", cfg.deepspeed_config, "--ep_size", cfg.ep_size,
-            "--max_steps", cfg.max_steps, "--micro_batch_size", cfg.micro_batch_size,
-            "--lr", cfg.lr, "--seed", cfg.seed]  # fmt: skip
+    args = [
+        "--model",
+        lay.model,
+        "--data",
+        lay.baked,
+        "--output",
+        lay.run,
+        "--deepspeed_config",
+        cfg.deepspeed_config,
+        "--ep_size",
+        cfg.ep_size,
+        "--max_steps",
+        cfg.max_steps,
+        "--micro_batch_size",
+        cfg.micro_batch_size,
+        "--lr",
+        cfg.lr,
+        "--seed",
+        cfg.seed,
+    ]
     if not _has_cuda():  # on a few cores a loader process per rank only competes with training
         args += ["--num_workers", 0]
     return head + [str(a) for a in args] + list(cfg.train_args)
@@ -220,26 +257,78 @@ def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
     train_pairs, (held_fna, held_gff) = genome_pairs(cfg, lay)
     steps: list[Step] = []
     if not cfg.genomes:
-        steps.append(Step("make_synthetic", launch_command(
-            "make_synthetic.py", lay.genomes, "--count", cfg.train_genomes + 1, "--seed", cfg.seed,
-            "--length", cfg.genome_length, "--plasmid", cfg.plasmid_length,
-            *cfg.synthetic_args)))  # fmt: skip
+        steps.append(
+            Step(
+                "make_synthetic",
+                launch_command(
+                    "make_synthetic.py",
+                    lay.genomes,
+                    "--count",
+                    cfg.train_genomes + 1,
+                    "--seed",
+                    cfg.seed,
+                    "--length",
+                    cfg.genome_length,
+                    "--plasmid",
+                    cfg.plasmid_length,
+                    *cfg.synthetic_args,
+                ),
+            )
+        )
     base = cfg.dnabert_path
     if base is None:
         base = str(lay.base)
         # DNABERT-2's stand-in: a BPE tokenizer trained on the training genomes + random weights
-        steps.append(Step("random_dnabert2", launch_command(
-            "init_model.py", "--random_dnabert2", lay.base,
-            "--hidden_size", cfg.hidden_size, "--num_layers", cfg.num_layers,
-            "--num_heads", cfg.num_heads, "--intermediate_size", cfg.intermediate_size,
-            "--vocab_size", cfg.vocab_size, "--seed", cfg.seed,
-            "--tokenizer_fasta", *[f for f, _ in train_pairs])))  # fmt: skip
+        steps.append(
+            Step(
+                "random_dnabert2",
+                launch_command(
+                    "init_model.py",
+                    "--random_dnabert2",
+                    lay.base,
+                    "--hidden_size",
+                    cfg.hidden_size,
+                    "--num_layers",
+                    cfg.num_layers,
+                    "--num_heads",
+                    cfg.num_heads,
+                    "--intermediate_size",
+                    cfg.intermediate_size,
+                    "--vocab_size",
+                    cfg.vocab_size,
+                    "--seed",
+                    cfg.seed,
+                    "--tokenizer_fasta",
+                    *[f for f, _ in train_pairs],
+                ),
+            )
+        )
     moe = ["--use_moe", "--num_experts", str(cfg.num_experts), "--moe_top_k", str(cfg.moe_top_k)]
-    steps.append(Step("init_model", launch_command(
-        "init_model.py", "--save_dir", lay.model, "--dnabert_path", base,
-        *(moe if cfg.use_moe else []), "--tie_weights", *cfg.init_args)))  # fmt: skip
-    bake = launch_command("bake_data.py", "--genomes", lay.genome_list, lay.baked, "--workers", cfg.workers,
-               "--extract_tokens", lay.new_tokens)  # fmt: skip
+    steps.append(
+        Step(
+            "init_model",
+            launch_command(
+                "init_model.py",
+                "--save_dir",
+                lay.model,
+                "--dnabert_path",
+                base,
+                *(moe if cfg.use_moe else []),
+                "--tie_weights",
+                *cfg.init_args,
+            ),
+        )
+    )
+    bake = launch_command(
+        "bake_data.py",
+        "--genomes",
+        lay.genome_list,
+        lay.baked,
+        "--workers",
+        cfg.workers,
+        "--extract_tokens",
+        lay.new_tokens,
+    )
     window = cfg.window_len or (None if cfg.dnabert_path else TINY_WINDOW)
     if window:
         bake += ["--window", str(window)]
@@ -269,10 +358,24 @@ def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
     steps.append(Step("train", train_command(cfg, lay), env=env))
     circular = "all" if not cfg.genomes else ",".join(circular_seqids(held_gff))
-    steps.append(Step("annotate", launch_command(
-        "annotate.py", "--model", lay.run / "export", "--fasta", held_fna, "--out", lay.pred,
-        *(["--circular", circular] if circular else []), "--summary_json", lay.annotate_json,
-        *cfg.annotate_args)))  # fmt: skip
+    steps.append(
+        Step(
+            "annotate",
+            launch_command(
+                "annotate.py",
+                "--model",
+                lay.run / "export",
+                "--fasta",
+                held_fna,
+                "--out",
+                lay.pred,
+                *(["--circular", circular] if circular else []),
+                "--summary_json",
+                lay.annotate_json,
+                *cfg.annotate_args,
+            ),
+        )
+    )
     baseline = ["--baseline", "prodigal", "--fasta", str(held_fna)] if cfg.baseline else []
     steps.append(
         Step(
@@ -411,18 +514,23 @@ class DemoSummary:
 
     def report(self) -> str:
         times = ", ".join(f"{k} {v:.0f}" for k, v in self.seconds.items())
-        return "\n".join([
-            f"scored genome: {self.held_out[0]}"
-            + (" (ALSO TRAINED ON: give two --genome pairs to hold one out)"
-               if self.trained_on_scored else " (held out: never trained on)"),
-            self.table.rstrip(),
-            "",
-            f"step seconds: {times}",
-            f"total: {self.seconds_total:.0f} s",
-            f"prediction:  {self.prediction}",
-            f"commands:    {self.commands}  (the recipe as run; replayable)",
-            f"TensorBoard: tensorboard --logdir {self.tensorboard}",
-        ])  # fmt: skip
+        return "\n".join(
+            [
+                f"scored genome: {self.held_out[0]}"
+                + (
+                    " (ALSO TRAINED ON: give two --genome pairs to hold one out)"
+                    if self.trained_on_scored
+                    else " (held out: never trained on)"
+                ),
+                self.table.rstrip(),
+                "",
+                f"step seconds: {times}",
+                f"total: {self.seconds_total:.0f} s",
+                f"prediction:  {self.prediction}",
+                f"commands:    {self.commands}  (the recipe as run; replayable)",
+                f"TensorBoard: tensorboard --logdir {self.tensorboard}",
+            ]
+        )
 
 
 def run_demo(cfg: DemoConfig) -> DemoSummary:

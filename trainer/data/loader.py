@@ -106,8 +106,14 @@ def split_shards(data_dir: str | Path, split: str) -> list[ShardEntry]:
             raise InputError(path, f"shard listed in manifest.json (split {split!r}) is missing")
         sha, size = entry.get("sha256"), entry.get("bytes")
         if count:
-            shards.append(ShardEntry(str(path), count, sha if isinstance(sha, str) else None,
-                                    size if isinstance(size, int) else None))  # fmt: skip
+            shards.append(
+                ShardEntry(
+                    str(path),
+                    count,
+                    sha if isinstance(sha, str) else None,
+                    size if isinstance(size, int) else None,
+                )
+            )
     return shards
 
 
@@ -184,12 +190,17 @@ class _HashingReader:
 def _check_digest(shard: ShardEntry, reader: _HashingReader) -> None:
     reader.drain()  # the tar reader may stop before the end-of-archive padding
     if shard.size is not None and reader.size != shard.size:
-        raise InputError(shard.path, f"size mismatch: {reader.size} bytes, manifest.json "
-                                     f"says {shard.size} (altered or truncated after baking)")  # fmt: skip
+        raise InputError(
+            shard.path,
+            f"size mismatch: {reader.size} bytes, manifest.json "
+            f"says {shard.size} (altered or truncated after baking)",
+        )
     digest = reader.hash.hexdigest()
     if digest != shard.sha256:
-        raise InputError(shard.path, f"sha256 mismatch: {digest}, manifest.json says "
-                                     f"{shard.sha256} (altered after baking)")  # fmt: skip
+        raise InputError(
+            shard.path,
+            f"sha256 mismatch: {digest}, manifest.json says {shard.sha256} (altered after baking)",
+        )
     _VERIFIED.add(shard.path)
 
 

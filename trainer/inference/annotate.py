@@ -379,8 +379,9 @@ def _finish(
         preds, stats = merge_windows(results[i], keep_cds_orphans=options.complete_orfs)
         snapped = _snap_all(preds, seq, circular[i], options, snaps)
         if options.min_votes > 0:  # after completion: a completed orphan is voted on too
-            kept = drop_outvoted([p for p, _ in snapped], [m for m, _ in results[i]],
-                                 options.min_votes, stats)  # fmt: skip
+            kept = drop_outvoted(
+                [p for p, _ in snapped], [m for m, _ in results[i]], options.min_votes, stats
+            )
             ids = {id(p) for p in kept}
             snapped = [(p, s) for p, s in snapped if id(p) in ids]
         for name, value in asdict(stats).items():

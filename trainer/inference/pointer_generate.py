@@ -51,8 +51,15 @@ class _Hyp:
 
     def extended(self, item: Item, logprob: float) -> _Hyp:
         if item == END:
-            return _Hyp(self.state, self.items, self.logprobs, self.anchor,
-                        self.score + logprob, True, len(self.items))  # fmt: skip
+            return _Hyp(
+                self.state,
+                self.items,
+                self.logprobs,
+                self.anchor,
+                self.score + logprob,
+                True,
+                len(self.items),
+            )
         slot = self.state.slot
         anchor = self.anchor
         if slot == START_SLOT:
@@ -299,9 +306,16 @@ def generate_pointer_targets(
     was_training = model.training
     model.eval()
     try:
-        return generate_pointer_ids(model, input_ids.to(device), mask.to(device), layouts, states,
-                                    token_ids, max_new_tokens=max_new_tokens,
-                                    num_beams=num_beams)  # fmt: skip
+        return generate_pointer_ids(
+            model,
+            input_ids.to(device),
+            mask.to(device),
+            layouts,
+            states,
+            token_ids,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+        )
     finally:
         model.train(was_training)
 

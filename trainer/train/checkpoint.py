@@ -352,8 +352,12 @@ def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerSta
             if (folder / f"rng_rank{rank}.pt").exists()
             else ""
         )
-        log.warning("no RNG state for rank=%d in %s%s: the resumed run will not be bit-exact",
-                    rank, folder, old)  # fmt: skip
+        log.warning(
+            "no RNG state for rank=%d in %s%s: the resumed run will not be bit-exact",
+            rank,
+            folder,
+            old,
+        )
     log.info("checkpoint loaded step=%d path=%s", state.step, folder)
     return state
 
@@ -388,8 +392,10 @@ def _safe_deepspeed_loads(engine: Any) -> None:
     from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
     if not isinstance(ce, TorchCheckpointEngine):
-        log.warning("checkpoint engine %s loads DeepSpeed's files itself (may unpickle code)",
-                    type(ce).__name__)  # fmt: skip
+        log.warning(
+            "checkpoint engine %s loads DeepSpeed's files itself (may unpickle code)",
+            type(ce).__name__,
+        )
         return
     allowed = _deepspeed_globals()
 

@@ -82,15 +82,33 @@ class TrainConfig:
     """Load the latest checkpoint, write ``output/export`` and stop (same launcher as training)."""
 
     def __post_init__(self) -> None:
-        positive = ("ep_size", "max_steps", "micro_batch_size", "grad_accum", "keep_last",
-                    "log_every", "eval_batches", "decode_windows", "max_src_tokens",
-                    "max_tgt_tokens", "shuffle_buffer", "pad_multiple")  # fmt: skip
+        positive = (
+            "ep_size",
+            "max_steps",
+            "micro_batch_size",
+            "grad_accum",
+            "keep_last",
+            "log_every",
+            "eval_batches",
+            "decode_windows",
+            "max_src_tokens",
+            "max_tgt_tokens",
+            "shuffle_buffer",
+            "pad_multiple",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        non_negative = ("warmup_steps", "save_every", "eval_every", "decode_every",
-                        "num_workers", "max_nan_steps", "export_every")  # fmt: skip
+        non_negative = (
+            "warmup_steps",
+            "save_every",
+            "eval_every",
+            "decode_every",
+            "num_workers",
+            "max_nan_steps",
+            "export_every",
+        )
         for name in non_negative:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

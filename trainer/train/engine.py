@@ -264,18 +264,34 @@ class _Run:
     def validate(self) -> float:
         assert self.encoder is not None and self.step_inputs is not None
         how = self.step_inputs
-        return validation_loss(self.engine, self.val_shards, self.encoder, rank=self.rank,
-                               world_size=self.world, micro_batch_size=self.micro_batch,
-                               batches=self.cfg.eval_batches, seed=self.cfg.seed, vocab=self.vocab,
-                               device=self.device, pad_id=how.pad_id, align=how.align,
-                               joint_from=how.joint_from)  # fmt: skip
+        return validation_loss(
+            self.engine,
+            self.val_shards,
+            self.encoder,
+            rank=self.rank,
+            world_size=self.world,
+            micro_batch_size=self.micro_batch,
+            batches=self.cfg.eval_batches,
+            seed=self.cfg.seed,
+            vocab=self.vocab,
+            device=self.device,
+            pad_id=how.pad_id,
+            align=how.align,
+            joint_from=how.joint_from,
+        )
 
     def export(self) -> None:
         export_model(self.engine, self.out / "export", tokenizer_dir=self.cfg.model, rank=self.rank)
 
     def save(self) -> None:
-        folder = ckpt.save_checkpoint(self.engine, self.ckpt_root, self.state, rank=self.rank,
-                                      world=self.world, keep_last=self.cfg.keep_last)  # fmt: skip
+        folder = ckpt.save_checkpoint(
+            self.engine,
+            self.ckpt_root,
+            self.state,
+            rank=self.rank,
+            world=self.world,
+            keep_last=self.cfg.keep_last,
+        )
         self.result.checkpoint = str(folder)
 
 
@@ -361,8 +377,10 @@ def _set_up(cfg: TrainConfig) -> _Run:
     # rank 0 looks at the folder and tells the others (a network filesystem may lag on other nodes)
     latest = from_rank0(ckpt.latest_checkpoint(out / "checkpoints") if rank == 0 else None)
     if not (cfg.resume or cfg.export_only) and latest is not None:
-        raise ConfigError(f"{out} already holds checkpoints of a run: pass --resume to continue "
-                          "it, or choose another --output")  # fmt: skip
+        raise ConfigError(
+            f"{out} already holds checkpoints of a run: pass --resume to continue "
+            "it, or choose another --output"
+        )
     total_train = sum(s.count for s in train_shards)
     ds_raw = load_ds_config(cfg.deepspeed_config)
     probe = resolve_ds_config(ds_raw, cfg, world, cfg.max_steps)
@@ -380,8 +398,10 @@ def _set_up(cfg: TrainConfig) -> _Run:
     target_tokens = grammar.tokens
     if model_cfg.pointer:
         if not model_cfg.window_len or not model_cfg.feature_types:
-            raise ConfigError("a pointer model needs the data's grammar (window_len, feature "
-                              "types) in manifest.json")  # fmt: skip
+            raise ConfigError(
+                "a pointer model needs the data's grammar (window_len, feature "
+                "types) in manifest.json"
+            )
         from baking.target.pointers import pointer_vocabulary
 
         target_tokens = pointer_vocabulary(model_cfg.feature_types)
@@ -400,16 +420,43 @@ def _set_up(cfg: TrainConfig) -> _Run:
     log.info(
         "train start rank=%d world=%d ep_size=%d micro_batch=%d grad_accum=%d steps=%d "
         "train_samples=%d batches_per_epoch=%d accelerator=%s",
-        rank, world, cfg.ep_size, mb, ga, total_steps, total_train, per_epoch, accelerator,
-    )  # fmt: skip
-    state = ckpt.TrainerState(world_size=world, num_workers=cfg.num_workers, micro_batch_size=mb,
-                              seed=cfg.seed)  # fmt: skip
-    return _Run(cfg=cfg, model_cfg=model_cfg, rank=rank, world=world, local_rank=local_rank,
-                accelerator=accelerator, device=device, out=out, latest=latest, engine=engine,
-                micro_batch=mb, grad_accum=ga, total_steps=total_steps, state=state,
-                train_shards=train_shards, val_shards=val_shards, manifest=manifest,
-                result=TrainResult(steps=0), log_handler=log_handler, tokenizer=tokenizer,
-                grammar=grammar, vocab=vocab)  # fmt: skip
+        rank,
+        world,
+        cfg.ep_size,
+        mb,
+        ga,
+        total_steps,
+        total_train,
+        per_epoch,
+        accelerator,
+    )
+    state = ckpt.TrainerState(
+        world_size=world, num_workers=cfg.num_workers, micro_batch_size=mb, seed=cfg.seed
+    )
+    return _Run(
+        cfg=cfg,
+        model_cfg=model_cfg,
+        rank=rank,
+        world=world,
+        local_rank=local_rank,
+        accelerator=accelerator,
+        device=device,
+        out=out,
+        latest=latest,
+        engine=engine,
+        micro_batch=mb,
+        grad_accum=ga,
+        total_steps=total_steps,
+        state=state,
+        train_shards=train_shards,
+        val_shards=val_shards,
+        manifest=manifest,
+        result=TrainResult(steps=0),
+        log_handler=log_handler,
+        tokenizer=tokenizer,
+        grammar=grammar,
+        vocab=vocab,
+    )
 
 
 def _resume(run: _Run) -> None:
@@ -422,8 +469,9 @@ def _resume(run: _Run) -> None:
     if latest is None and cfg.export_only:
         raise InputError(run.ckpt_root, "--export_only needs a complete checkpoint here")
     if latest is None:
-        log.warning("resume requested but no complete checkpoint in %s: starting fresh",
-                    run.ckpt_root)  # fmt: skip
+        log.warning(
+            "resume requested but no complete checkpoint in %s: starting fresh", run.ckpt_root
+        )
         return
     saved_world = ckpt.read_state(latest).world_size
     if saved_world != run.world:
@@ -436,8 +484,10 @@ def _resume(run: _Run) -> None:
     if run.rank == 0:
         _truncate_metrics(run.metrics_file, run.state.step)
     if (run.state.num_workers, run.state.micro_batch_size) != (cfg.num_workers, run.micro_batch):
-        log.warning("workers or micro batch changed since the checkpoint: "
-                    "the data order continues from a new plan")  # fmt: skip
+        log.warning(
+            "workers or micro batch changed since the checkpoint: "
+            "the data order continues from a new plan"
+        )
 
 
 def make_encoder(
@@ -445,16 +495,24 @@ def make_encoder(
 ) -> SampleEncoder:
     """The loader's sample encoder for the model's coordinate form."""
     if not model_cfg.pointer:
-        return SampleEncoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens,
-                       cfg.pad_multiple)  # fmt: skip
+        return SampleEncoder(
+            tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens, cfg.pad_multiple
+        )
     from trainer.data.pointer import PointerEncoder
 
     assert model_cfg.window_len and model_cfg.feature_types
-    return PointerEncoder(tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens,
-                          cfg.pad_multiple, window_len=model_cfg.window_len,
-                          vocab_size=model_cfg.vocab_size, feature_types=model_cfg.feature_types,
-                          with_encoder_labels=model_cfg.encoder_aux_weight > 0,
-                          constrain=_loss_constraint(cfg))  # fmt: skip
+    return PointerEncoder(
+        tokenizer_path,
+        ids,
+        cfg.max_src_tokens,
+        cfg.max_tgt_tokens,
+        cfg.pad_multiple,
+        window_len=model_cfg.window_len,
+        vocab_size=model_cfg.vocab_size,
+        feature_types=model_cfg.feature_types,
+        with_encoder_labels=model_cfg.encoder_aux_weight > 0,
+        constrain=_loss_constraint(cfg),
+    )
 
 
 def _loss_constraint(cfg: TrainConfig) -> Any:
@@ -473,13 +531,21 @@ def _set_up_data(run: _Run) -> None:
     tokenizer_path = str(cfg.model)
     ids = TokenIds(model_cfg.bos_token_id, model_cfg.eos_token_id, model_cfg.pad_token_id)
     run.encoder = make_encoder(cfg, model_cfg, tokenizer_path, ids)
-    dataset = ShardBatches(run.train_shards, run.encoder, rank=run.rank, world_size=run.world,
-                           num_workers=cfg.num_workers, micro_batch_size=run.micro_batch,
-                           seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
-                           start_batch=run.state.micro_batches)  # fmt: skip
+    dataset = ShardBatches(
+        run.train_shards,
+        run.encoder,
+        rank=run.rank,
+        world_size=run.world,
+        num_workers=cfg.num_workers,
+        micro_batch_size=run.micro_batch,
+        seed=cfg.seed,
+        shuffle_buffer=cfg.shuffle_buffer,
+        start_batch=run.state.micro_batches,
+    )
     run.batches = iter_batches(make_loader(dataset, cfg.num_workers, seed=cfg.seed))
-    run.monitor = Monitor(run.out, rank=run.rank, total_steps=run.total_steps,
-                          start_step=run.state.step)  # fmt: skip
+    run.monitor = Monitor(
+        run.out, rank=run.rank, total_steps=run.total_steps, start_step=run.state.step
+    )
     if run.accelerator == "cuda":
         run.peak = peak_flops(torch.cuda.get_device_name(run.local_rank))
     run.step_inputs = StepInputs(
@@ -500,8 +566,9 @@ def _take_step(run: _Run, stop_requested: bool, hooks: TrainHooks) -> StepStats:
     assert run.batches is not None and run.step_inputs is not None
     state = run.state
     poison = hooks.poison_loss(state.step + 1)
-    local, shapes = run_step(run.engine, run.batches, run.step_inputs, poison, hooks.observer,
-                             state.step + 1)  # fmt: skip
+    local, shapes = run_step(
+        run.engine, run.batches, run.step_inputs, poison, hooks.observer, state.step + 1
+    )
     state.micro_batches += run.grad_accum
     local.stop = 1.0 if stop_requested else 0.0
     total = local.all_reduced(run.device)
@@ -525,9 +592,19 @@ def _record_step(run: _Run, stats: StepStats, lr: float, dt: float) -> None:
     run.result.losses.append(step_loss)
     if run.rank == 0:
         with open(run.metrics_file, "a") as f:
-            f.write(json.dumps({"step": state.step, "loss": step_loss, "lr": lr,
-                                "skipped": stats.skipped, "tokens": int(stats.tokens),
-                                "seconds": round(dt, 6)}) + "\n")  # fmt: skip
+            f.write(
+                json.dumps(
+                    {
+                        "step": state.step,
+                        "loss": step_loss,
+                        "lr": lr,
+                        "skipped": stats.skipped,
+                        "tokens": int(stats.tokens),
+                        "seconds": round(dt, 6),
+                    }
+                )
+                + "\n"
+            )
     run.monitor.step(state.step, step_loss, lr)
     if state.step % cfg.log_every == 0 or state.step == run.total_steps:
         values = {
@@ -537,13 +614,15 @@ def _record_step(run: _Run, stats: StepStats, lr: float, dt: float) -> None:
             "perf/tokens_per_s": stats.tokens / dt,
             "perf/samples_per_s": run.samples_per_step / dt,
         }
-        values.update(engine_scalars(run.engine, run.model_cfg.use_moe, stats, run.device,
-                                     run.world))  # fmt: skip
+        values.update(
+            engine_scalars(run.engine, run.model_cfg.use_moe, stats, run.device, run.world)
+        )
         if run.model_cfg.encoder_aux_weight > 0:
             values["train/encoder_aux_loss"] = stats.encoder_aux / run.world
         if run.peak:
-            flops = train_flops(run.model_cfg, int(stats.src_tokens), int(stats.tgt_tokens),
-                                *run.last_shapes)  # fmt: skip
+            flops = train_flops(
+                run.model_cfg, int(stats.src_tokens), int(stats.tgt_tokens), *run.last_shapes
+            )
             values["perf/mfu"] = flops / dt / (run.peak * run.world)
         run.monitor.scalars(state.step, values)
     if state.nan_steps > cfg.max_nan_steps:
@@ -561,10 +640,16 @@ def _periodic(run: _Run, stopping: bool) -> None:
         run.result.val_loss = run.validate()
         run.monitor.scalars(step, {"val/loss": run.result.val_loss})
     if cfg.decode_every and step % cfg.decode_every == 0 and run.val_shards:
-        exact = decode_metric(run.engine, run.tokenizer, run.val_shards,
-                              windows=cfg.decode_windows, window_len=run.model_cfg.window_len,
-                              feature_types=run.model_cfg.feature_types,
-                              max_new_tokens=cfg.max_tgt_tokens, device=run.device)  # fmt: skip
+        exact = decode_metric(
+            run.engine,
+            run.tokenizer,
+            run.val_shards,
+            windows=cfg.decode_windows,
+            window_len=run.model_cfg.window_len,
+            feature_types=run.model_cfg.feature_types,
+            max_new_tokens=cfg.max_tgt_tokens,
+            device=run.device,
+        )
         if exact is not None:
             run.monitor.scalars(step, exact)
     if cfg.export_every and step % cfg.export_every == 0:
@@ -642,14 +727,22 @@ def _run(run: _Run, hooks: TrainHooks) -> TrainResult:
     try:
         if cfg.export_only:
             run.export()
-            return TrainResult(steps=run.state.step, nan_steps=run.state.nan_steps,
-                               stopped_by="export_only", checkpoint=str(run.latest),
-                               export_dir=str(run.out / "export"))  # fmt: skip
+            return TrainResult(
+                steps=run.state.step,
+                nan_steps=run.state.nan_steps,
+                stopped_by="export_only",
+                checkpoint=str(run.latest),
+                export_dir=str(run.out / "export"),
+            )
         t_start = time.perf_counter()
         _loop(run, hooks)
         result = _finish(run, time.perf_counter() - t_start)
     finally:
         run.monitor.close()
-    log.info("train done steps=%d stopped_by=%s tokens_per_s=%.1f", result.steps,
-             result.stopped_by, result.tokens_per_s)  # fmt: skip
+    log.info(
+        "train done steps=%d stopped_by=%s tokens_per_s=%.1f",
+        result.steps,
+        result.stopped_by,
+        result.tokens_per_s,
+    )
     return result

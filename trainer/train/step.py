@@ -81,8 +81,16 @@ def forward_batch(engine: Any, batch: dict[str, torch.Tensor]) -> Any:
     )
 
 
-POINTER_KEYS = ("base_token", "base_offset", "codon5", "codon3", "base_mask",
-                "decoder_positions", "decoder_anchors", "decoder_allowed")  # fmt: skip
+POINTER_KEYS = (
+    "base_token",
+    "base_offset",
+    "codon5",
+    "codon3",
+    "base_mask",
+    "decoder_positions",
+    "decoder_anchors",
+    "decoder_allowed",
+)
 
 
 def encoder_aux_loss(outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -93,8 +101,9 @@ def encoder_aux_loss(outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tens
     labels = batch["encoder_labels"]
     if not bool((labels != IGNORE_INDEX).any()):
         return logits.float().sum() * 0.0
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
-                           ignore_index=IGNORE_INDEX)  # fmt: skip
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
+    )
 
 
 @dataclass
@@ -196,15 +205,17 @@ def run_step(
             observer.gradients(step, engine)
         engine.step()
         finite = bool(torch.isfinite(loss.detach()))
-        stats.add(StepStats(
-            loss_sum=float(ce.detach()) * n if finite else 0.0,
-            label_tokens=n if finite else 0,
-            aux=float(aux.detach()) / ga,
-            nonfinite=0.0 if finite else 1.0,
-            src_tokens=float(batch["attention_mask"].sum()),
-            tgt_tokens=float(batch["decoder_attention_mask"].sum()),
-            encoder_aux=0.0 if enc_aux is None else float(enc_aux.detach()) / ga,
-        ))  # fmt: skip
+        stats.add(
+            StepStats(
+                loss_sum=float(ce.detach()) * n if finite else 0.0,
+                label_tokens=n if finite else 0,
+                aux=float(aux.detach()) / ga,
+                nonfinite=0.0 if finite else 1.0,
+                src_tokens=float(batch["attention_mask"].sum()),
+                tgt_tokens=float(batch["decoder_attention_mask"].sum()),
+                encoder_aux=0.0 if enc_aux is None else float(enc_aux.detach()) / ga,
+            )
+        )
         shapes = (batch["input_ids"].shape[1], batch["labels"].shape[1])
     return stats, shapes
 

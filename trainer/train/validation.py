@@ -44,8 +44,16 @@ def validation_loss(
     joint_from: int | None = None,
 ) -> float:
     """Token-mean CE over ``batches`` val micro-batches per rank (the same batches every time)."""
-    data = ShardBatches(shards, encoder, rank=rank, world_size=world_size, num_workers=0,
-                        micro_batch_size=micro_batch_size, seed=seed, shuffle_buffer=1)  # fmt: skip
+    data = ShardBatches(
+        shards,
+        encoder,
+        rank=rank,
+        world_size=world_size,
+        num_workers=0,
+        micro_batch_size=micro_batch_size,
+        seed=seed,
+        shuffle_buffer=1,
+    )
     it = iter(data)
     total = count = 0.0
     engine.eval()
@@ -104,14 +112,25 @@ def decode_metric(
             if pointer:
                 from trainer.inference.pointer_generate import generate_pointer_targets
 
-                generated = generate_pointer_targets(module, tokenizer, dna, window_len,
-                                                     list(feature_types),
-                                                     max_new_tokens=max_new_tokens,
-                                                     device=device)  # fmt: skip
+                generated = generate_pointer_targets(
+                    module,
+                    tokenizer,
+                    dna,
+                    window_len,
+                    list(feature_types),
+                    max_new_tokens=max_new_tokens,
+                    device=device,
+                )
             else:
-                generated = generate_targets(module, tokenizer, dna, window_len,
-                                             list(feature_types), max_new_tokens=max_new_tokens,
-                                             device=device)  # fmt: skip
+                generated = generate_targets(
+                    module,
+                    tokenizer,
+                    dna,
+                    window_len,
+                    list(feature_types),
+                    max_new_tokens=max_new_tokens,
+                    device=device,
+                )
     finally:
         module.train()
     matched = n_gold = n_pred = 0
