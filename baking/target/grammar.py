@@ -111,7 +111,8 @@ def _digits(value: int, width: int) -> tuple[str, ...]:
     return tuple(DIGITS[int(c)] for c in str(value).zfill(width))
 
 
-def _check_feature(f: WindowFeature, length: int) -> None:
+def check_window_feature(f: WindowFeature, length: int) -> None:
+    """A window feature both target forms can spell: inside the window, cuts on its edges, phase for CDS only."""
     if not (0 <= f.start <= f.end < length):
         raise GrammarError(f"feature {f} outside window of length {length} or end < start")
     if f.cut_left and f.start != 0:
@@ -150,7 +151,7 @@ def encode_target(
     last = None
     copies = 0
     for f in sorted(features, key=canonical_key):
-        _check_feature(f, length)
+        check_window_feature(f, length)
         key = canonical_key(f)
         if key == last:
             if not (f.cut_left or f.cut_right):

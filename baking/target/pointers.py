@@ -38,6 +38,7 @@ from baking.target.grammar import (
     GrammarError,
     WindowFeature,
     canonical_key,
+    check_window_feature,
     type_token,
 )
 
@@ -72,19 +73,6 @@ def pointer_feature_items(f: WindowFeature) -> list[Item]:
     return out
 
 
-def _check(f: WindowFeature, length: int) -> None:
-    if not (0 <= f.start <= f.end < length):
-        raise GrammarError(f"feature {f} outside window of length {length} or end < start")
-    if f.cut_left and f.start != 0:
-        raise GrammarError(f"feature {f}: cut_left needs start 0")
-    if f.cut_right and f.end != length - 1:
-        raise GrammarError(f"feature {f}: cut_right needs end {length - 1}")
-    if f.strand not in STRAND_TOKENS:
-        raise GrammarError(f"feature {f}: strand must be + or -")
-    if (f.type in PHASED_TYPES) != (f.phase is not None) or f.phase not in (None, 0, 1, 2):
-        raise GrammarError(f"feature {f}: phase must be 0-2 for CDS and None otherwise")
-
-
 def encode_pointer_target(features: Iterable[WindowFeature], length: int) -> list[Item]:
     """Items of a window's features in canonical order (digit form's order and duplicate rules)."""
     if length < 1:
@@ -93,7 +81,7 @@ def encode_pointer_target(features: Iterable[WindowFeature], length: int) -> lis
     last = None
     copies = 0
     for f in sorted(features, key=canonical_key):
-        _check(f, length)
+        check_window_feature(f, length)
         key = canonical_key(f)
         if key == last:
             if not (f.cut_left or f.cut_right):
