@@ -2,9 +2,8 @@
 in the library, no torch where a stage does not need it.
 
 The walk reads every module's imports with ``ast`` (module level and inside functions alike:
-a lazy import is still a dependency; only ``if TYPE_CHECKING:`` blocks are left out, since
-annotations create no dependency at run time), so it sees what ``import`` would do without
-running it.
+a lazy import is still a dependency, and so is one under ``if TYPE_CHECKING:``: a type the
+module needs is a layer it depends on), so it sees what ``import`` would do without running it.
 """
 
 from __future__ import annotations
@@ -71,17 +70,8 @@ def imports_of(name: str, path: Path) -> set[str]:
     """Dotted names imported by the module, resolved to the project's modules where they are ours."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    type_only = {
-        id(n)
-        for block in ast.walk(tree)
-        if isinstance(block, ast.If)
-        and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
-        for n in ast.walk(block)
-    }
     out: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in type_only:  # annotations only: no dependency at run time
-            continue
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):

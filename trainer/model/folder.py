@@ -13,8 +13,9 @@ missing, unexpected or misshaped tensor is a ``CheckpointError`` naming it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -33,8 +34,28 @@ from trainer.model.state import (
     save_safetensors_atomic,
 )
 
-if TYPE_CHECKING:  # the module calls into this file (save/from_pretrained), never the reverse
-    from trainer.model.seq2seq import Dna2GffModel
+
+class FolderModel(Protocol):
+    """What a model must offer to be saved to and loaded from a folder.
+
+    Structural, so this file imports no model class: ``FolderModel`` (``seq2seq.py``) calls into
+    it for ``save_pretrained`` / ``from_pretrained``, and never the reverse.
+    """
+
+    config: Dna2GffConfig
+    ep_size: int
+    encoder: Any
+
+    def expert_shard(self) -> Any: ...
+    def moe_layers(self) -> dict[int, Any]: ...
+    def tie_weights(self) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state_dict: Any, strict: bool = ..., assign: bool = ...) -> Any: ...
+    def named_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]: ...
+    def named_buffers(self) -> Iterator[tuple[str, Tensor]]: ...
+
+
+M = TypeVar("M", bound=FolderModel)
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +63,11 @@ WEIGHTS_NAME = "model.safetensors"
 HEAD_KEY = "lm_head.weight"
 
 
-def _is_tied_head(model: Dna2GffModel, key: str) -> bool:
+def _is_tied_head(model: FolderModel, key: str) -> bool:
     return key == HEAD_KEY and model.config.tie_word_embeddings
 
 
-def canonical_state_dict(model: Dna2GffModel, gather: bool = False) -> dict[str, Tensor]:
+def canonical_state_dict(model: FolderModel, gather: bool = False) -> dict[str, Tensor]:
     """State dict with experts under global ids; the tied head is left out (it is the embedding).
 
     At ``ep_size > 1`` each rank holds only its experts; with ``gather`` (a collective: every rank
@@ -64,7 +85,7 @@ def canonical_state_dict(model: Dna2GffModel, gather: bool = False) -> dict[str,
     return out
 
 
-def expected_canonical_shapes(model: Dna2GffModel) -> dict[str, torch.Size]:
+def expected_canonical_shapes(model: FolderModel) -> dict[str, torch.Size]:
     """Names and shapes a complete canonical state dict must have (all experts, no tied head)."""
     shard = model.expert_shard()
     shapes: dict[str, torch.Size] = {}
@@ -77,7 +98,7 @@ def expected_canonical_shapes(model: Dna2GffModel) -> dict[str, torch.Size]:
 
 
 def load_canonical_state_dict(
-    model: Dna2GffModel,
+    model: FolderModel,
     sd: dict[str, Tensor],
     strict: bool = True,
     source: str = "<state dict>",
@@ -124,7 +145,7 @@ def copy_tokenizer(src: Path, out: Path) -> None:
 
 
 def save_model_folder(
-    model: Dna2GffModel, out_dir: str | Path, tokenizer_dir: str | Path | None = None
+    model: FolderModel, out_dir: str | Path, tokenizer_dir: str | Path | None = None
 ) -> None:
     """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files), each file atomically.
 
@@ -148,8 +169,8 @@ def load_model_folder(
     ep_size: int = 1,
     map_location: str | torch.device = "cpu",
     ep_rank: int | None = None,
-    model_class: type[Dna2GffModel],
-) -> Dna2GffModel:
+    model_class: Callable[..., M],
+) -> M:
     """Rebuild a saved model exactly (same logits); at ``ep_size > 1`` keeps this rank's experts."""
     folder = Path(model_dir)
     if not folder.is_dir():
@@ -166,7 +187,7 @@ def load_model_folder(
     return model
 
 
-def _rebuild_derived_state(model: Dna2GffModel, device: torch.device) -> None:
+def _rebuild_derived_state(model: FolderModel, device: torch.device) -> None:
     """Recreate what is not saved (ALiBi slopes, last expert load) after a meta-device build."""
     slopes = torch.tensor(alibi_slopes(model.config.num_attention_heads), device=device)
     model.encoder.alibi_slopes = slopes
