@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from baking.evaluate.prodigal import run_prodigal  # noqa: E402
 from baking.formats.fasta import read_fasta  # noqa: E402
 from baking.target.grammar import target_vocabulary  # noqa: E402
+from trainer.fixtures import SHARED_DNABERT2, SHARED_GENOME_PAIRS  # noqa: E402
 from trainer.inference.annotate import (  # noqa: E402
     AnnotateOptions,
     annotate_sequences,
@@ -34,12 +35,7 @@ from trainer.inference.annotate import (  # noqa: E402
 from trainer.model import Dna2GffConfig, Dna2GffModel  # noqa: E402
 from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-GENOMES = {
-    "phage": SHARED / "genomes/phage_VT2-Sakai/NC_000902.1.fna.gz",
-    "C.crescentus": SHARED / "genomes/C.crescentus/GCF_000022005.1_ASM2200v1_genomic.fna.gz",
-    "E.coli": SHARED / "genomes/E.coli/GCF_000005845.2_ASM584v2_genomic.fna.gz",
-}
+GENOMES = {name: fna for name, (fna, _gff) in SHARED_GENOME_PAIRS.items()}
 TYPES = ["CDS", "tRNA", "rRNA"]
 SIZES = {
     "tiny": dict(hidden_size=32, num_encoder_layers=2, num_attention_heads=2, intermediate_size=64),
@@ -65,9 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_new_tokens", type=int, default=64)
     p.add_argument("--num_beams", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    p.add_argument(
-        "--tokenizer", default=str(SHARED / "dnabert2" / "DNABERT-2-117M"), help="base tokenizer"
-    )
+    p.add_argument("--tokenizer", default=str(SHARED_DNABERT2), help="base tokenizer")
     return p
 
 

@@ -28,12 +28,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-GENOMES = Path(os.environ.get("DNA2GFF_SHARED", REPO.parent / "shared")) / "data" / "genomes"
-PAIRS = {
-    "C.crescentus": ("C.crescentus", "GCF_000022005.1_ASM2200v1_genomic"),
-    "E.coli": ("E.coli", "GCF_000005845.2_ASM584v2_genomic"),
-}
-TOKENIZER = GENOMES.parent / "dnabert2" / "DNABERT-2-117M" / "tokenizer.json"
+from trainer.fixtures import SHARED_DNABERT2, SHARED_GENOME_PAIRS, SHARED_GENOMES  # noqa: E402
+
+GENOMES = SHARED_GENOMES
+PAIRS = {n: SHARED_GENOME_PAIRS[n] for n in ("C.crescentus", "E.coli")}
+TOKENIZER = SHARED_DNABERT2 / "tokenizer.json"
 
 
 def _specs(names: list[str]):
@@ -41,14 +40,8 @@ def _specs(names: list[str]):
 
     out = []
     for n in names:
-        folder, stem = PAIRS[n]
-        out.append(
-            GenomeSpec(
-                n,
-                str(GENOMES / folder / f"{stem}.fna.gz"),
-                str(GENOMES / folder / f"{stem}.gff.gz"),
-            )
-        )
+        fna, gff = PAIRS[n]
+        out.append(GenomeSpec(n, str(fna), str(gff)))
     return out
 
 

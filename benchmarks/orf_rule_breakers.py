@@ -13,7 +13,6 @@ genome, the start codons of the ``start_codon`` breakers, and (``--list``) the C
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -27,22 +26,9 @@ from baking.evaluate.refcheck import CAUSES, CdsCheck, check_reference_cds, tall
 from baking.formats.fasta import read_fasta  # noqa: E402
 from baking.formats.gff3 import read_gff3  # noqa: E402
 from baking.orfs import OrfIndex  # noqa: E402
+from trainer.fixtures import SHARED_GENOME_PAIRS  # noqa: E402
 
-GENOMES = Path(os.environ.get("DNA2GFF_SHARED", REPO.parent / "shared")) / "data" / "genomes"
-SHARED_PAIRS = {
-    "C.crescentus": (
-        GENOMES / "C.crescentus" / "GCF_000022005.1_ASM2200v1_genomic.fna.gz",
-        GENOMES / "C.crescentus" / "GCF_000022005.1_ASM2200v1_genomic.gff.gz",
-    ),
-    "E.coli": (
-        GENOMES / "E.coli" / "GCF_000005845.2_ASM584v2_genomic.fna.gz",
-        GENOMES / "E.coli" / "GCF_000005845.2_ASM584v2_genomic.gff.gz",
-    ),
-    "phage": (
-        GENOMES / "phage_VT2-Sakai" / "NC_000902.1.fna.gz",
-        GENOMES / "phage_VT2-Sakai" / "NC_000902.1.gff.gz",
-    ),
-}
+SHARED_PAIRS = SHARED_GENOME_PAIRS
 
 
 def check_pair(fna: Path, gff: Path) -> list[CdsCheck]:

@@ -16,7 +16,6 @@ next to Prodigal's (pyrodigal, single-genome mode) on the same genome:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -29,26 +28,13 @@ from baking.evaluate.metrics import TypeReport, compare  # noqa: E402
 from baking.evaluate.prodigal import run_prodigal  # noqa: E402
 from baking.formats.fasta import read_fasta  # noqa: E402
 from baking.synthetic import make_genomes  # noqa: E402
+from trainer.fixtures import SHARED_GENOME_PAIRS  # noqa: E402
 from trainer.inference.orf_rule import (  # noqa: E402
     annotate_orf_rule,
     choose_min_codons,
 )
 
-GENOMES = Path(os.environ.get("DNA2GFF_SHARED", REPO.parent / "shared")) / "data" / "genomes"
-REAL = {
-    "C.crescentus": (
-        GENOMES / "C.crescentus" / "GCF_000022005.1_ASM2200v1_genomic.fna.gz",
-        GENOMES / "C.crescentus" / "GCF_000022005.1_ASM2200v1_genomic.gff.gz",
-    ),
-    "E.coli": (
-        GENOMES / "E.coli" / "GCF_000005845.2_ASM584v2_genomic.fna.gz",
-        GENOMES / "E.coli" / "GCF_000005845.2_ASM584v2_genomic.gff.gz",
-    ),
-    "phage": (
-        GENOMES / "phage_VT2-Sakai" / "NC_000902.1.fna.gz",
-        GENOMES / "phage_VT2-Sakai" / "NC_000902.1.gff.gz",
-    ),
-}
+REAL = SHARED_GENOME_PAIRS
 
 
 def _row(label: str, n: str, r: TypeReport) -> str:

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DNA2GFF_SHARED", REPO.parent / "shared"))
-GENOMES = SHARED / "data" / "genomes"
-DNABERT2_DIR = SHARED / "data" / "dnabert2" / "DNABERT-2-117M"
+from trainer.fixtures import SHARED_DIR, SHARED_DNABERT2, SHARED_GENOME_PAIRS, SHARED_GENOMES
 
-GENOME_PAIRS = {
-    "C.crescentus": (
-        GENOMES / "C.crescentus" / "GCF_000022005.1_ASM2200v1_genomic.fna.gz",
-        GENOMES / "C.crescentus" / "GCF_000022005.1_ASM2200v1_genomic.gff.gz",
-    ),
-    "E.coli": (
-        GENOMES / "E.coli" / "GCF_000005845.2_ASM584v2_genomic.fna.gz",
-        GENOMES / "E.coli" / "GCF_000005845.2_ASM584v2_genomic.gff.gz",
-    ),
-    "phage": (
-        GENOMES / "phage_VT2-Sakai" / "NC_000902.1.fna.gz",
-        GENOMES / "phage_VT2-Sakai" / "NC_000902.1.gff.gz",
-    ),
-}
+REPO = Path(__file__).resolve().parents[1]
+SHARED = SHARED_DIR
+GENOMES = SHARED_GENOMES
+DNABERT2_DIR = SHARED_DNABERT2
+GENOME_PAIRS = SHARED_GENOME_PAIRS
 
 
 def _need(path: Path) -> Path:

@@ -11,11 +11,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from pathlib import Path
 
 from baking.shards.manifest import FORMAT as MANIFEST_FORMAT
 from baking.target.grammar import WindowFeature, encode_target, target_vocabulary
+
+# The real NCBI genomes of the project's ../shared folder (absent on a user's machine: callers
+# check ``.exists()`` and skip); one table for the tests' fixtures and the benchmarks.
+SHARED_DIR = Path(os.environ.get("DNA2GFF_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED_GENOMES = SHARED_DIR / "data" / "genomes"
+SHARED_DNABERT2 = SHARED_DIR / "data" / "dnabert2" / "DNABERT-2-117M"
+SHARED_GENOME_PAIRS: dict[str, tuple[Path, Path]] = {
+    name: (SHARED_GENOMES / folder / f"{stem}.fna.gz", SHARED_GENOMES / folder / f"{stem}.gff.gz")
+    for name, folder, stem in [
+        ("C.crescentus", "C.crescentus", "GCF_000022005.1_ASM2200v1_genomic"),
+        ("E.coli", "E.coli", "GCF_000005845.2_ASM584v2_genomic"),
+        ("phage", "phage_VT2-Sakai", "NC_000902.1"),
+    ]
+}
 
 TYPES = ["CDS", "tRNA"]
 WINDOW = 96
