@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from baking.common.errors import InputError
 from baking.shards.manifest import load_manifest
 from trainer.model.seq2seq import IGNORE_INDEX
+from trainer.tokens.tokenizer import encode_sources
 
 log = logging.getLogger(__name__)
 
@@ -322,8 +323,6 @@ class SampleEncoder:
         return self._tok
 
     def source_ids(self, dna: str) -> list[int]:
-        from trainer.tokens.tokenizer import encode_sources
-
         return encode_sources(self.tokenizer, [dna], self.max_src)[0].ids(
             self.ids.bos, self.ids.eos
         )
@@ -336,19 +335,19 @@ class SampleEncoder:
 
     def encode(self, sample: dict[str, Any]) -> tuple[list[int], list[int]]:
         """Source and target ids; a bad field is an ``InputError`` naming shard and sample key."""
-        dna = _text_field(sample, "dna.txt", "ascii")
-        target = _text_field(sample, "target.txt", "utf-8")
+        dna = text_field(sample, "dna.txt", "ascii")
+        target = text_field(sample, "target.txt", "utf-8")
         if "json" in sample:
             try:
                 meta = json.loads(sample["json"])
             except (ValueError, UnicodeDecodeError) as exc:
-                raise _sample_error(sample, f"json: not valid JSON ({exc})") from None
+                raise sample_error(sample, f"json: not valid JSON ({exc})") from None
             if not isinstance(meta, dict):
-                raise _sample_error(sample, "json: must be an object")
+                raise sample_error(sample, "json: must be an object")
         try:
             tgt = self.target_ids(target)
         except KeyError as exc:
-            raise _sample_error(sample, f"target.txt: {exc.args[0]}") from None
+            raise sample_error(sample, f"target.txt: {exc.args[0]}") from None
         return self.source_ids(dna), tgt
 
     def collate(self, samples: Sequence[Any]) -> dict:
@@ -356,18 +355,18 @@ class SampleEncoder:
         return collate(samples, self.ids, self.max_tgt, self.pad_multiple)
 
 
-def _sample_error(sample: dict[str, Any], reason: str) -> InputError:
+def sample_error(sample: dict[str, Any], reason: str) -> InputError:
     """``shard.tar: key: reason`` (the shard is attached by the stream that read the sample)."""
     return InputError(sample.get("__shard__", "?"), f"{sample.get('__key__', '?')}: {reason}")
 
 
-def _text_field(sample: dict[str, Any], name: str, encoding: str) -> str:
+def text_field(sample: dict[str, Any], name: str, encoding: str) -> str:
     if name not in sample:
-        raise _sample_error(sample, f"no {name} in this sample")
+        raise sample_error(sample, f"no {name} in this sample")
     try:
         return bytes(sample[name]).decode(encoding)
     except UnicodeDecodeError as exc:
-        raise _sample_error(
+        raise sample_error(
             sample, f"{name}: not {encoding} text ({exc.reason} at byte {exc.start})"
         ) from None
 
@@ -537,8 +536,8 @@ def first_samples(shards: Sequence[ShardEntry], n: int) -> list[dict[str, Any]]:
     for shard in sorted(shards, key=lambda s: s.path):
         for sample in _iter_tar(shard):
             sample["__shard__"] = shard.path
-            _text_field(sample, "dna.txt", "ascii")  # a bad sample is named here, not a KeyError
-            _text_field(sample, "target.txt", "utf-8")
+            text_field(sample, "dna.txt", "ascii")  # a bad sample is named here, not a KeyError
+            text_field(sample, "target.txt", "utf-8")
             out.append(sample)
             if len(out) == n:
                 return out

@@ -28,9 +28,10 @@ from baking.target.pointers import (
     encode_pointer_target,
     is_position,
 )
-from trainer.data.loader import SampleEncoder, TokenIds, _sample_error, _text_field
+from trainer.data.loader import SampleEncoder, TokenIds, sample_error, text_field
 from trainer.model.pointer import NO_CODON
 from trainer.model.seq2seq import IGNORE_INDEX
+from trainer.tokens.tokenizer import encode_sources
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +250,6 @@ def pointer_sample(
 
     ``constrain`` (a genetic code, or ``True`` for the plain grammar) also records the allowed
     set at every step (``PointerSample.allowed``) for a constrained loss."""
-    from trainer.tokens.tokenizer import encode_sources
-
     dna = dna.upper()
     source = encode_sources(tokenizer, [dna], max_src)[0]
     body = source.body
@@ -410,8 +409,8 @@ class PointerEncoder(SampleEncoder):
         return self._token_ids
 
     def encode(self, sample: dict[str, Any]) -> PointerSample:  # type: ignore[override]
-        dna = _text_field(sample, "dna.txt", "ascii")
-        target = _text_field(sample, "target.txt", "utf-8")
+        dna = text_field(sample, "dna.txt", "ascii")
+        target = text_field(sample, "target.txt", "utf-8")
         try:
             return pointer_sample(
                 dna,
@@ -428,7 +427,7 @@ class PointerEncoder(SampleEncoder):
                 feature_types=self.feature_types,
             )
         except (GrammarError, KeyError, ValueError) as exc:
-            raise _sample_error(sample, f"target.txt: {exc}") from None
+            raise sample_error(sample, f"target.txt: {exc}") from None
 
     def collate(self, samples: Sequence[Any]) -> dict:
         vocab = self.vocab_size if self.constrain is not None else None

@@ -375,7 +375,7 @@ def _finish(
         if not seq:
             continue
         regions[seqid] = (1, len(seq))
-        out.append(_region_line(seqid, len(seq), circular[i]))
+        out.append(region_line(seqid, len(seq), circular[i]))
         preds, stats = merge_windows(results[i], keep_cds_orphans=options.complete_orfs)
         snapped = _snap_all(preds, seq, circular[i], options, snaps)
         if options.min_votes > 0:  # after completion: a completed orphan is voted on too
@@ -391,22 +391,24 @@ def _finish(
                 continue
             n_gene += 1
             counts[p.type] += 1
-            out.extend(_gene_lines(n_gene, p, status))
+            out.extend(gene_lines(n_gene, p, status))
     summary.features = dict(counts)
     summary.snap = dict(snaps)
     summary.merge = asdict(merge_total)
     return out, regions
 
 
-def _region_line(seqid: str, length: int, circular: bool) -> GFFFeature:
+def region_line(seqid: str, length: int, circular: bool) -> GFFFeature:
+    """The ``region`` line of one sequence, as every dna2gff predictor writes it."""
     attrs: tuple[tuple[str, str], ...] = (("ID", f"{seqid}:1..{length}"),)
     if circular:
         attrs += (("Is_circular", "true"),)
     return GFFFeature(seqid, SOURCE, "region", 1, length, None, "+", None, attrs)
 
 
-def _gene_lines(n: int, p: Prediction, snap_status: str) -> list[GFFFeature]:
-    """A ``gene`` and its child feature (CDS, tRNA, ...) for one prediction."""
+def gene_lines(n: int, p: Prediction, snap_status: str) -> list[GFFFeature]:
+    """A ``gene`` and its child feature (CDS, tRNA, ...) for one prediction; shared by annotate and
+    the ORF-rule control so that both write the same GFF3."""
     score = round(p.prob, 4)
     gene_id = f"gene{n}"
     extra: tuple[tuple[str, str], ...] = (("partial", "true"),) if p.partial else ()

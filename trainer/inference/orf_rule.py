@@ -30,7 +30,7 @@ from baking.evaluate.metrics import Feature, Scores, exact_scores, stop_scores
 from baking.formats.fasta import read_fasta
 from baking.formats.gff3 import GFFFeature, read_gff3, write_gff3
 from baking.orfs import Orf, OrfIndex, genetic_code
-from trainer.inference.annotate import _gene_lines, _region_line
+from trainer.inference.annotate import gene_lines, region_line
 from trainer.inference.merge import Prediction
 
 log = logging.getLogger(__name__)
@@ -118,10 +118,10 @@ def orf_rule_features(
         if not seq:
             continue
         regions[seqid] = (1, len(seq))
-        out.append(_region_line(seqid, len(seq), "all" in circ or seqid in circ))
+        out.append(region_line(seqid, len(seq), "all" in circ or seqid in circ))
         for p in by_seq.get(seqid, []):
             n_gene += 1
-            out.extend(_gene_lines(n_gene, p, ""))
+            out.extend(gene_lines(n_gene, p, ""))
     return out, regions
 
 
