@@ -47,7 +47,7 @@ setup(
             "dna2gff-init-tk=launch.init_tk:main",
             "dna2gff-append-tk=launch.append_tk:main",
             "dna2gff-resize-model=launch.resize_model:main",
-            "dna2gff-train=launch.train:main",
+            "dna2gff-train=launch.train:cli",
             "dna2gff-annotate=launch.annotate:main",
             "dna2gff-evaluate=launch.evaluate:main",
             "dna2gff-demo=launch.demo:main",

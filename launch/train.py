@@ -139,5 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_main, argv)
 
 
+def cli() -> None:
+    """The process entry (script and console command): ``main``, then an exit a launcher trusts."""
+    code = main()
+    from trainer.distributed import exit_process
+
+    exit_process(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

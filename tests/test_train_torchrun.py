@@ -128,3 +128,25 @@ def test_corrupt_rank1_file_falls_back_and_none_intact_is_one_error(tiny, tmp_pa
     assert failed.returncode == 2, failed.stderr[-3000:]
     assert "Traceback" not in failed.stderr, failed.stderr[-3000:]
     assert "no intact checkpoint to resume" in failed.stderr
+
+
+@pytest.mark.parametrize("code", [0, 2])
+def test_exit_process_ends_a_rank_with_its_own_code_and_flushed_lines(code):
+    """With a live gloo group, a rank's exit code is the one its error line promised, not an abort."""
+    script = (
+        "import sys, logging, torch.distributed as dist\n"
+        "from trainer.distributed import exit_process\n"
+        "dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1)\n"
+        "logging.basicConfig(stream=sys.stderr)\n"
+        "logging.getLogger('x').warning('logged before exit')\n"
+        "print('error: printed before exit', file=sys.stderr, end='')\n"
+        "print('stdout line', end='')\n"
+        f"exit_process({code})\n"
+        "print('never reached')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == code, done.stderr[-2000:]
+    assert "logged before exit" in done.stderr and "error: printed before exit" in done.stderr
+    assert done.stdout == "stdout line"

@@ -185,3 +185,22 @@ def disable_cpu_shm_comm() -> None:
     else:
         compatible["deepspeed_shm_comm"] = False
     log.debug("deepspeed shm comm op disabled")
+
+
+def exit_process(code: int) -> None:
+    """End a launched rank with exactly ``code``, skipping interpreter teardown after an error.
+
+    A rank that leaves with an error while its gloo process group is still alive can abort in
+    teardown (``terminate called without an active exception``, exit -6) instead of returning the
+    ``2`` its error line promised, so the launcher reports a crash. After an error there is nothing
+    left to finalise (checkpoints are written atomically), so streams are flushed and the process
+    ends with ``os._exit``; a clean exit is a plain ``sys.exit``.
+    """
+    import sys
+
+    if code != 0:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
