@@ -31,6 +31,7 @@ from trainer.tokens.tokenizer import TOKENIZER_NAME
 #: What ``init_model`` builds unless told otherwise (measured in docs/learning.md).
 DEFAULT_COORDINATE_FORM = "pointer"
 DEFAULT_ENCODER_AUX_WEIGHT = 0.5
+DEFAULT_POINTER_CONTEXT_BP = 20
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=COORDINATE_FORMS,
         default=DEFAULT_COORDINATE_FORM,
         help="pointer: the decoder points at a base of the window; digits: it spells the number",
+    )
+    dec.add_argument(
+        "--pointer_context_bp",
+        type=int,
+        default=DEFAULT_POINTER_CONTEXT_BP,
+        help="pointer models: bases each side of a base its key sees directly (start-codon "
+        "context such as the ribosome-binding site); 0 = none",
     )
     dec.add_argument(
         "--encoder_aux_weight",
@@ -171,6 +179,7 @@ def _main(argv: Sequence[str] | None) -> int:
         moe_aux_loss_coef=args.moe_aux_loss_coef,
         coordinate_form=args.coordinate_form,
         encoder_aux_weight=args.encoder_aux_weight,
+        pointer_context_bp=args.pointer_context_bp if args.coordinate_form == "pointer" else 0,
     )
     has_tokenizer = (folder / TOKENIZER_NAME).is_file()
     model.save_pretrained(args.save_dir, tokenizer_dir=folder if has_tokenizer else None)

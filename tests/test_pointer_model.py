@@ -128,9 +128,61 @@ def test_encoder_labels_mark_frames_and_codons(tok) -> None:
     assert coding <= {1, 2, 3, 7, 8} and coding & {1, 2, 3}
 
 
-def test_cached_decoding_equals_full_forward_and_reload(tok, tmp_path: Path) -> None:
+def test_base_one_hot_reads_bases_back_from_codon_codes(tok) -> None:
+    from trainer.model.pointer import base_one_hot
+
+    dna = "ACGTNACGGTA"
+    lay = base_layout(dna, tok.encode(dna, add_special_tokens=False).offsets, 64)
+    c5, c3 = torch.tensor([lay.codon5]), torch.tensor([lay.codon3])
+    mask = torch.ones(1, len(dna), dtype=torch.bool)
+    mask[0, -1] = False  # padding
+    hot = base_one_hot(c5, c3, mask, torch.float32)[0]  # (4, L)
+    want = ["ACGT".find(c) if c in "ACGT" else None for c in dna[:-1]] + [None]
+    for b, base in enumerate(want):
+        column = hot[:, b].tolist()
+        assert column == ([0.0] * 4 if base is None else [float(i == base) for i in range(4)])
+
+
+def test_pointer_context_sees_nearby_bases_outside_the_token_and_no_further(tok) -> None:
+    """With ``pointer_context_bp=20`` and the encoder states held fixed, a base's key changes
+    when a base 15 bp away changes and not when one 25 bp away does (codons reach 2 bp)."""
     torch.manual_seed(0)
-    model = Dna2GffModel(_config(tok, encoder_aux_weight=0.5)).eval()
+    model = Dna2GffModel(_config(tok, pointer_context_bp=20)).eval()
+    rng = random.Random(5)
+    dna = "".join(rng.choice("ACGT") for _ in range(120))
+
+    def keys(seq: str) -> torch.Tensor:
+        batch = collate_pointer([_sample(tok, seq, [], 120)], 3, 512)
+        enc = torch.ones(1, batch["input_ids"].shape[1], 32)
+        n = batch["base_token"].shape[1]
+        memory = model.pointer_memory(
+            enc,
+            torch.zeros(1, n, dtype=torch.long),  # every base reads the same encoder state
+            torch.zeros(1, n, dtype=torch.long),
+            batch["codon5"],
+            batch["codon3"],
+            batch["base_mask"],
+        )
+        return memory.keys[0]
+
+    def flip(seq: str, at: int) -> str:
+        return seq[:at] + ("A" if seq[at] != "A" else "C") + seq[at + 1 :]
+
+    with torch.no_grad():
+        k = keys(dna)
+        assert not torch.allclose(keys(flip(dna, 75))[60], k[60])
+        assert torch.equal(keys(flip(dna, 85))[60], k[60])
+        assert torch.equal(keys(flip(dna, 35))[60], k[60])
+    plain = Dna2GffModel(_config(tok)).eval()
+    assert plain.pointer_head.context is None
+
+
+@pytest.mark.parametrize("context_bp", [0, 20])
+def test_cached_decoding_equals_full_forward_and_reload(
+    tok, tmp_path: Path, context_bp: int
+) -> None:
+    torch.manual_seed(0)
+    model = Dna2GffModel(_config(tok, encoder_aux_weight=0.5, pointer_context_bp=context_bp)).eval()
     rng = random.Random(1)
     dna = "".join(rng.choice("ACGT") for _ in range(300))
     feats = [
@@ -171,6 +223,7 @@ def test_cached_decoding_equals_full_forward_and_reload(tok, tmp_path: Path) -> 
     model.save_pretrained(tmp_path / "m")
     again = Dna2GffModel.from_pretrained(tmp_path / "m").eval()
     assert again.config.coordinate_form == "pointer" and again.config.encoder_aux_weight == 0.5
+    assert again.config.pointer_context_bp == context_bp
     with torch.no_grad():
         torch.testing.assert_close(again(**_forward_inputs(batch)).logits, full.logits)
 

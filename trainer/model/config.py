@@ -68,6 +68,11 @@ class Dna2GffConfig:
     coordinate_form: str = "digits"
     """How the decoder writes coordinates: ``digits`` (digit tokens, ``baking.grammar``) or
     ``pointer`` (it points at an encoder token and a base inside it, ``baking.target.pointers``)."""
+    pointer_context_bp: int = 0
+    """Bases each side of a base that the pointer's key sees directly (a small convolution over
+    the window's bases); 0 = none, as in models made before it existed. A BPE token blurs the
+    few bases around a start codon (the ribosome-binding site 5-15 bp upstream), and those are
+    what tells a gene's start from the other start codons of its reading frame."""
     encoder_aux_weight: float = 0.0
     """Weight of the per-token encoder loss (coding frame/strand, start/stop codon, RNA); 0 = no
     head. The trainer adds it; the model's ``loss`` never includes it."""
@@ -142,6 +147,14 @@ class Dna2GffConfig:
             raise ConfigError(
                 f"coordinate_form must be one of {', '.join(COORDINATE_FORMS)}, "
                 f"got {self.coordinate_form!r}"
+            )
+        if (
+            not isinstance(self.pointer_context_bp, int)
+            or isinstance(self.pointer_context_bp, bool)
+            or self.pointer_context_bp < 0
+        ):
+            raise ConfigError(
+                f"pointer_context_bp must be an integer >= 0, got {self.pointer_context_bp!r}"
             )
         if not self.encoder_aux_weight >= 0:
             raise ConfigError(f"encoder_aux_weight must be >= 0, got {self.encoder_aux_weight!r}")

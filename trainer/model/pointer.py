@@ -12,7 +12,10 @@ Per base ``b`` of a window (token ``j`` holds it, at offset ``o`` inside the tok
     logit[t, b] = (q_t . key[b] + q_t . dist[bucket(b - anchor_t)]) / sqrt(H),   q_t = W_q h_t
 
 ``codon5``/``codon3`` embed the three bases starting / ending at ``b`` (so a key knows whether it
-sits on a start or a stop codon without decoding the BPE token); ``dist`` embeds the signed,
+sits on a start or a stop codon without decoding the BPE token); with ``pointer_context_bp = c``
+the key and input also get ``ctx[b] = W_2 GELU(conv(onehot(bases))[b])``, a convolution over the
+``2c + 1`` bases around ``b``: the ribosome-binding site that marks the true start codon of a
+reading frame lies 5-15 bp from it, usually in another BPE token; ``dist`` embeds the signed,
 log-bucketed distance from the last coordinate the target wrote (``anchor``: -1 before any, the
 window's length after a cut end), which is what "the next feature after the previous one" needs.
 This is the per-base factorisation of (token pointer, offset): one softmax over bases.
@@ -41,6 +44,18 @@ POINTER_INIT_STD = 0.02
 AUX_CLASSES = 10
 """Encoder token labels: 0 none, 1-3 ``+`` CDS codon position, 4-6 ``-`` CDS codon position,
 7 in a start codon of a CDS, 8 in a stop codon, 9 RNA gene (see ``trainer.data.pointer``)."""
+
+
+def base_one_hot(codon5: Tensor, codon3: Tensor, base_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """(B, 4, L) one-hot bases, read back from the codon codes the layout already carries (a base
+    is the first of the codon starting at it, or the last of the one ending at it); a non-ACGT
+    letter and padding are all-zero columns."""
+    first, last = codon5 < NO_CODON, codon3 < NO_CODON
+    base = torch.where(
+        first, codon5 // 16, torch.where(last, codon3 % 4, torch.full_like(codon5, 4))
+    )
+    base = torch.where(base_mask.bool(), base, torch.full_like(base, 4))
+    return nn.functional.one_hot(base, 5)[..., :4].to(dtype).transpose(1, 2)
 
 
 def distance_bucket(d: Tensor) -> Tensor:
@@ -86,6 +101,12 @@ class PointerHead(nn.Module):
         self.distance = nn.Embedding(2 * DIST_BINS, h)
         self.key_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.inp_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        c = config.pointer_context_bp
+        self.context: nn.Module | None = None
+        if c > 0:
+            self.context = nn.Sequential(
+                nn.Conv1d(4, h, kernel_size=2 * c + 1, padding=c), nn.GELU(), nn.Conv1d(h, h, 1)
+            )
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """N(0, 0.02) weights, zero biases, unit norms, from ``generator`` (seeded by the caller)."""
@@ -98,6 +119,11 @@ class PointerHead(nn.Module):
             for n in (self.key_norm, self.inp_norm):
                 n.weight.fill_(1.0)
                 n.bias.zero_()
+            if self.context is not None:  # drawn last: the other parts match a model without it
+                for conv in (self.context[0], self.context[2]):
+                    w = torch.randn(conv.weight.shape, generator=generator) * POINTER_INIT_STD
+                    conv.weight.copy_(w)
+                    conv.bias.zero_()
 
     def memory(
         self,
@@ -116,6 +142,10 @@ class PointerHead(nn.Module):
             + self.codon5(codon5)
             + self.codon3(codon3)
         )
+        if self.context is not None:
+            feats = feats + self.context(
+                base_one_hot(codon5, codon3, base_mask, e.dtype)
+            ).transpose(1, 2)
         keys = self.key_norm(self.key(e) + feats)
         inputs = self.inp_norm(self.inp(e) + feats)
         return PointerMemory(keys, inputs, base_mask.bool())
