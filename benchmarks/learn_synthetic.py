@@ -501,9 +501,12 @@ def run_variant(name: str, a: argparse.Namespace, root: Path) -> dict:
             target = min(total, steps_done + max(1, (total - first) // max(1, a.chunks - 1)))
             continue
         left = budget - trained
-        if left < 20 * per_step or len(rows) >= a.chunks:
+        if left < 20 * per_step:
             break
-        target = steps_done + max(1, int(left / (a.chunks - len(rows)) / per_step))
+        # a chunk's step time is measured while annotate may share the CPU, so the planned
+        # chunks can end early: what is left of the budget then goes into one more chunk
+        chunks_left = max(1, a.chunks - len(rows))
+        target = steps_done + max(1, int(left / chunks_left / per_step))
     final = {}
     for label, flags in variant.decodes:
         if label == variant.decodes[0][0]:
