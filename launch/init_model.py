@@ -32,6 +32,7 @@ from trainer.tokens.tokenizer import TOKENIZER_NAME
 DEFAULT_COORDINATE_FORM = "pointer"
 DEFAULT_ENCODER_AUX_WEIGHT = 0.5
 DEFAULT_POINTER_CONTEXT_BP = 20
+DEFAULT_BASE_AUX_WEIGHT = 0.0
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_POINTER_CONTEXT_BP,
         help="pointer models: bases each side of a base its key sees directly (start-codon "
         "context such as the ribosome-binding site); 0 = none",
+    )
+    dec.add_argument(
+        "--base_aux_weight",
+        type=float,
+        default=DEFAULT_BASE_AUX_WEIGHT,
+        help="pointer models: weight of the per-base loss on the pointer keys (CDS begins / "
+        "ends here); 0 = none",
     )
     dec.add_argument(
         "--encoder_aux_weight",
@@ -180,6 +188,7 @@ def _main(argv: Sequence[str] | None) -> int:
         coordinate_form=args.coordinate_form,
         encoder_aux_weight=args.encoder_aux_weight,
         pointer_context_bp=args.pointer_context_bp if args.coordinate_form == "pointer" else 0,
+        base_aux_weight=args.base_aux_weight if args.coordinate_form == "pointer" else 0.0,
     )
     has_tokenizer = (folder / TOKENIZER_NAME).is_file()
     model.save_pretrained(args.save_dir, tokenizer_dir=folder if has_tokenizer else None)

@@ -13,6 +13,7 @@ from baking.orfs import genetic_code
 from baking.target.grammar import WindowFeature, encode_target
 from baking.target.pointers import OrfSites, decode_pointer_target, pointer_vocabulary
 from trainer.data.pointer import (
+    base_labels,
     base_layout,
     clip_features,
     collate_pointer,
@@ -71,7 +72,8 @@ def _sample(tok, dna: str, feats, window_len: int, enc_labels: bool = False):
 
 
 def _forward_inputs(batch):
-    return {k: v for k, v in batch.items() if k not in ("labels", "encoder_labels")}
+    labels = ("labels", "encoder_labels", "base_labels")
+    return {k: v for k, v in batch.items() if k not in labels}
 
 
 def test_base_layout_maps_every_base_once(tok) -> None:
@@ -126,6 +128,41 @@ def test_encoder_labels_mark_frames_and_codons(tok) -> None:
     assert labels[lay.token[0]] == 0 and labels[lay.token[70]] == 0
     coding = {labels[lay.token[b]] for b in range(34, 38)}
     assert coding <= {1, 2, 3, 7, 8} and coding & {1, 2, 3}
+
+
+def test_base_labels_mark_closed_cds_ends_only(tok) -> None:
+    feats = [
+        WindowFeature(10, 39, "+", "CDS", 0, False, False),
+        WindowFeature(50, 99, "-", "CDS", 0, False, True),  # 5' end (high) cut by the edge
+        WindowFeature(0, 20, "-", "CDS", 0, True, False),  # 3' end (low) cut
+        WindowFeature(60, 80, "+", "tRNA"),
+    ]
+    labels = base_labels(feats, 100)
+    marked = {b: c for b, c in enumerate(labels) if c}
+    assert marked == {10: 1, 39: 2, 50: 2, 20: 1}
+
+
+def test_base_aux_head_scores_every_base_and_its_loss_trains_the_keys(tok) -> None:
+    """``base_aux_weight`` adds a head on the pointer keys; its loss reaches the pointer head's
+    parameters (the keys the decoder scores), and a model without it has no head."""
+    from trainer.train.step import base_aux_loss
+
+    torch.manual_seed(0)
+    model = Dna2GffModel(_config(tok, base_aux_weight=0.5, pointer_context_bp=4))
+    rng = random.Random(2)
+    dna = "".join(rng.choice("ACGT") for _ in range(150))
+    feats = [WindowFeature(10, 39, "+", "CDS", 0, False, False)]
+    batch = collate_pointer([_sample(tok, dna, feats, 150, True)], 3, 512)
+    assert batch["base_labels"].shape == batch["base_mask"].shape
+    out = model(**_forward_inputs(batch))
+    assert out.base_logits is not None and out.base_logits.shape[:2] == batch["base_mask"].shape
+    loss = base_aux_loss(out, batch)
+    assert loss is not None and float(loss) > 0
+    loss.backward()
+    assert model.pointer_head.key.weight.grad.abs().sum() > 0
+    assert model.pointer_head.context[0].weight.grad.abs().sum() > 0
+    assert Dna2GffModel(_config(tok)).base_aux is None
+    assert base_aux_loss(Dna2GffModel(_config(tok))(**_forward_inputs(batch)), batch) is None
 
 
 def test_base_one_hot_reads_bases_back_from_codon_codes(tok) -> None:

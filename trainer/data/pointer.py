@@ -179,6 +179,24 @@ def encoder_labels(
     return labels
 
 
+def base_labels(features: Sequence[WindowFeature], length: int) -> list[int]:
+    """Per base: 1 where a CDS begins (the base its 5' coordinate names), 2 where it ends (3'),
+    0 elsewhere; an end cut by the window edge is no label (``BASE_AUX_CLASSES``)."""
+    labels = [0] * length
+    for f in features:
+        if f.type not in PHASED_TYPES:
+            continue
+        five, three = (f.start, f.end) if f.strand == "+" else (f.end, f.start)
+        five_cut, three_cut = (
+            (f.cut_left, f.cut_right) if f.strand == "+" else (f.cut_right, f.cut_left)
+        )
+        if not five_cut and 0 <= five < length:
+            labels[five] = 1
+        if not three_cut and 0 <= three < length:
+            labels[three] = 2
+    return labels
+
+
 @dataclass
 class PointerSample:
     """One window as a pointer model's training example (lists; ``collate_pointer`` pads)."""
@@ -193,6 +211,8 @@ class PointerSample:
     allowed: list[tuple[list[int], range | tuple[int, ...]]] | None = None
     """Per label: the token ids and bases the constrained decoder would allow there (the loss is
     then the constrained distribution's, as decoding scores it); None = unconstrained."""
+    base_labels: list[int] | None = None
+    """Per base (``base_labels``), made with the encoder labels."""
 
 
 def allowed_steps(
@@ -274,11 +294,14 @@ def pointer_sample(
     labels.append(eos)
     anchors = anchors_for(items, length)
     enc_labels = encoder_labels(feats, layout, len(src)) if with_encoder_labels else None
+    per_base = base_labels(feats, length) if with_encoder_labels else None
     allowed = None
     if constrain is not None and length:
         code = None if constrain is True else constrain
         allowed = allowed_steps(items, length, dna, feature_types, token_ids, eos, code)
-    return PointerSample(src, dec_in, positions, anchors, labels, layout, enc_labels, allowed)
+    return PointerSample(
+        src, dec_in, positions, anchors, labels, layout, enc_labels, allowed, per_base
+    )
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -314,6 +337,9 @@ def collate_pointer(
     with_enc = all(s.enc_labels is not None for s in samples)
     if with_enc:
         out["encoder_labels"] = torch.full((b, src_len), IGNORE_INDEX, dtype=torch.long)
+    with_base = all(s.base_labels is not None for s in samples)
+    if with_base:
+        out["base_labels"] = torch.full((b, n_bases), IGNORE_INDEX, dtype=torch.long)
     if vocab_size is not None and all(s.allowed is not None for s in samples):
         allowed = torch.zeros((b, tgt_len, vocab_size + n_bases), dtype=torch.bool)
         for i, s in enumerate(samples):
@@ -346,6 +372,9 @@ def collate_pointer(
         if with_enc:
             assert s.enc_labels is not None
             out["encoder_labels"][i, : len(s.enc_labels)] = torch.tensor(s.enc_labels)
+        if with_base and n:
+            assert s.base_labels is not None
+            out["base_labels"][i, :n] = torch.tensor(s.base_labels)
     return out
 
 

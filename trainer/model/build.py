@@ -42,6 +42,11 @@ def _init_new_parts(model: Dna2GffModel, seed: int) -> None:
         with torch.no_grad():
             w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(seed + 3)) * 0.02)
             model.encoder_aux.bias.zero_()
+    if model.base_aux is not None:  # the per-base head on the pointer keys: seed + 4
+        w = model.base_aux.weight
+        with torch.no_grad():
+            w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(seed + 4)) * 0.02)
+            model.base_aux.bias.zero_()
     with torch.no_grad():
         for layer in model.decoder.layers():
             att = layer.crossattention

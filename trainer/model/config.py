@@ -73,6 +73,11 @@ class Dna2GffConfig:
     the window's bases); 0 = none, as in models made before it existed. A BPE token blurs the
     few bases around a start codon (the ribosome-binding site 5-15 bp upstream), and those are
     what tells a gene's start from the other start codons of its reading frame."""
+    base_aux_weight: float = 0.0
+    """Pointer models: weight of the per-base loss on the pointer keys (is this base where a CDS
+    begins, where one ends, or neither); 0 = no head. Why: a window holds ~1-2 CDS starts among
+    ~100 start codons, and the decoder's loss sees only the gold one; this loss sees every base of
+    the window at every step, on the very keys the pointer scores. The trainer adds it."""
     encoder_aux_weight: float = 0.0
     """Weight of the per-token encoder loss (coding frame/strand, start/stop codon, RNA); 0 = no
     head. The trainer adds it; the model's ``loss`` never includes it."""
@@ -156,6 +161,8 @@ class Dna2GffConfig:
             raise ConfigError(
                 f"pointer_context_bp must be an integer >= 0, got {self.pointer_context_bp!r}"
             )
+        if not self.base_aux_weight >= 0:
+            raise ConfigError(f"base_aux_weight must be >= 0, got {self.base_aux_weight!r}")
         if not self.encoder_aux_weight >= 0:
             raise ConfigError(f"encoder_aux_weight must be >= 0, got {self.encoder_aux_weight!r}")
         if self.model_type != MODEL_TYPE:

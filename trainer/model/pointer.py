@@ -46,6 +46,12 @@ AUX_CLASSES = 10
 7 in a start codon of a CDS, 8 in a stop codon, 9 RNA gene (see ``trainer.data.pointer``)."""
 
 
+BASE_AUX_CLASSES = 3
+"""Per-base labels on the pointer keys: 0 nothing, 1 where a CDS begins (the base the target
+writes for its 5' end: a ``+`` CDS's first base, a ``-`` CDS's last), 2 where one ends (its 3'
+end: the stop codon's outer base); see ``trainer.data.pointer.base_labels``."""
+
+
 def base_one_hot(codon5: Tensor, codon3: Tensor, base_mask: Tensor, dtype: torch.dtype) -> Tensor:
     """(B, 4, L) one-hot bases, read back from the codon codes the layout already carries (a base
     is the first of the codon starting at it, or the last of the one ending at it); a non-ACGT
@@ -102,7 +108,7 @@ class PointerHead(nn.Module):
         self.key_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.inp_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         c = config.pointer_context_bp
-        self.context: nn.Module | None = None
+        self.context: nn.Sequential | None = None
         if c > 0:
             self.context = nn.Sequential(
                 nn.Conv1d(4, h, kernel_size=2 * c + 1, padding=c), nn.GELU(), nn.Conv1d(h, h, 1)
@@ -120,7 +126,9 @@ class PointerHead(nn.Module):
                 n.weight.fill_(1.0)
                 n.bias.zero_()
             if self.context is not None:  # drawn last: the other parts match a model without it
-                for conv in (self.context[0], self.context[2]):
+                for conv in self.context:
+                    if not isinstance(conv, nn.Conv1d) or conv.bias is None:
+                        continue
                     w = torch.randn(conv.weight.shape, generator=generator) * POINTER_INIT_STD
                     conv.weight.copy_(w)
                     conv.bias.zero_()

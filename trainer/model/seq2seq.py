@@ -23,7 +23,7 @@ from trainer.model.config import Dna2GffConfig
 from trainer.model.decoder import Decoder, KVCache
 from trainer.model.encoder import DNABert2Encoder, Embeddings
 from trainer.model.moe import ExpertShard, MoEMLP
-from trainer.model.pointer import AUX_CLASSES, PointerHead, PointerMemory
+from trainer.model.pointer import AUX_CLASSES, BASE_AUX_CLASSES, PointerHead, PointerMemory
 
 IGNORE_INDEX = -100
 
@@ -38,6 +38,8 @@ class Seq2SeqOutput:
     """Sum of the MoE layers' load-balancing losses (0 without MoE); weight it in the trainer."""
     encoder_logits: Tensor | None = None
     """(B, S, AUX_CLASSES) per encoder token, when the config has ``encoder_aux_weight``."""
+    base_logits: Tensor | None = None
+    """(B, L, BASE_AUX_CLASSES) per base of the window, when the config has ``base_aux_weight``."""
 
 
 @dataclass
@@ -73,6 +75,11 @@ class Dna2GffModel(nn.Module):
         self.pointer_head = PointerHead(config) if config.pointer else None
         self.encoder_aux = (
             nn.Linear(config.hidden_size, AUX_CLASSES) if config.encoder_aux_weight > 0 else None
+        )
+        self.base_aux = (
+            nn.Linear(config.hidden_size, BASE_AUX_CLASSES)
+            if config.pointer and config.base_aux_weight > 0
+            else None
         )
         self.tie_weights()
 
@@ -190,6 +197,7 @@ class Dna2GffModel(nn.Module):
         them to what the constrained decoder allows at each step (a constrained loss)."""
         enc = self.encode(input_ids, attention_mask)
         pointer = None
+        base_logits = None
         if self.pointer_head is not None and base_token is not None:
             # without the base arrays a pointer model scores target tokens only (logits (B, T, V))
             if decoder_positions is None or decoder_anchors is None or base_mask is None:
@@ -197,6 +205,8 @@ class Dna2GffModel(nn.Module):
             assert base_offset is not None and codon5 is not None and codon3 is not None
             memory = self.pointer_memory(enc, base_token, base_offset, codon5, codon3, base_mask)
             pointer = PointerStep(memory, decoder_positions, decoder_anchors)
+            if self.base_aux is not None:
+                base_logits = self.base_aux(memory.keys)
         logits, _, aux = self._decode(
             decoder_input_ids, enc, attention_mask, decoder_attention_mask, None, pointer
         )
@@ -210,7 +220,13 @@ class Dna2GffModel(nn.Module):
                 ignore_index=IGNORE_INDEX,
             )
         enc_logits = self.encoder_aux(enc) if self.encoder_aux is not None else None
-        return Seq2SeqOutput(loss=loss, logits=logits, aux_loss=aux, encoder_logits=enc_logits)
+        return Seq2SeqOutput(
+            loss=loss,
+            logits=logits,
+            aux_loss=aux,
+            encoder_logits=enc_logits,
+            base_logits=base_logits,
+        )
 
     def expert_load(self) -> dict[int, Tensor]:
         """Per MoE decoder layer: fraction of routed token slots each global expert got last forward."""

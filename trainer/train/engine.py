@@ -510,7 +510,7 @@ def make_encoder(
         window_len=model_cfg.window_len,
         vocab_size=model_cfg.vocab_size,
         feature_types=model_cfg.feature_types,
-        with_encoder_labels=model_cfg.encoder_aux_weight > 0,
+        with_encoder_labels=model_cfg.encoder_aux_weight > 0 or model_cfg.base_aux_weight > 0,
         constrain=_loss_constraint(cfg),
     )
 
@@ -557,6 +557,7 @@ def _set_up_data(run: _Run) -> None:
         aux_coef=model_cfg.moe_aux_loss_coef if model_cfg.use_moe else 0.0,
         joint_from=model_cfg.vocab_size if model_cfg.pointer else None,
         encoder_aux_weight=model_cfg.encoder_aux_weight,
+        base_aux_weight=model_cfg.base_aux_weight,
     )
     run.result = TrainResult(steps=run.state.step, nan_steps=run.state.nan_steps)
 
@@ -619,6 +620,8 @@ def _record_step(run: _Run, stats: StepStats, lr: float, dt: float) -> None:
         )
         if run.model_cfg.encoder_aux_weight > 0:
             values["train/encoder_aux_loss"] = stats.encoder_aux / run.world
+        if run.model_cfg.base_aux_weight > 0:
+            values["train/base_aux_loss"] = stats.base_aux / run.world
         if run.peak:
             flops = train_flops(
                 run.model_cfg, int(stats.src_tokens), int(stats.tgt_tokens), *run.last_shapes

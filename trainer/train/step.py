@@ -106,6 +106,19 @@ def encoder_aux_loss(outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tens
     )
 
 
+def base_aux_loss(outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """Cross-entropy of the per-base head on the pointer keys (None when model or batch has none)."""
+    logits = getattr(outputs, "base_logits", None)
+    if logits is None or "base_labels" not in batch:
+        return None
+    labels = batch["base_labels"][:, : logits.shape[1]]
+    if not bool((labels != IGNORE_INDEX).any()):
+        return logits.float().sum() * 0.0
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
+    )
+
+
 @dataclass
 class StepStats:
     """One optimizer step's sums on this rank, or (``all_reduced``) over all ranks."""
@@ -126,6 +139,8 @@ class StepStats:
     """1 when this rank was asked to stop (SIGTERM/SIGUSR1); > 0 after the sum: all stop."""
     encoder_aux: float = 0.0
     """Encoder auxiliary loss (pointer models), mean over the step's micro-batches."""
+    base_aux: float = 0.0
+    """Per-base loss on the pointer keys, mean over the step's micro-batches."""
 
     def add(self, other: StepStats) -> None:
         for f in fields(self):
@@ -167,6 +182,7 @@ class StepInputs:
     joint_from: int | None = None
     """Pointer models: the vocabulary size, where the base columns of the joint logits start."""
     encoder_aux_weight: float = 0.0
+    base_aux_weight: float = 0.0
 
 
 def run_step(
@@ -200,6 +216,9 @@ def run_step(
         enc_aux = encoder_aux_loss(outputs, batch)
         if enc_aux is not None:
             loss = loss + how.encoder_aux_weight * enc_aux
+        per_base = base_aux_loss(outputs, batch)
+        if per_base is not None:
+            loss = loss + how.base_aux_weight * per_base
         engine.backward(loss)
         if observer is not None and micro == ga - 1:
             observer.gradients(step, engine)
@@ -214,6 +233,7 @@ def run_step(
                 src_tokens=float(batch["attention_mask"].sum()),
                 tgt_tokens=float(batch["decoder_attention_mask"].sum()),
                 encoder_aux=0.0 if enc_aux is None else float(enc_aux.detach()) / ga,
+                base_aux=0.0 if per_base is None else float(per_base.detach()) / ga,
             )
         )
         shapes = (batch["input_ids"].shape[1], batch["labels"].shape[1])
