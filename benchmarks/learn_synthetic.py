@@ -52,6 +52,7 @@ from trainer.demo import (  # noqa: E402
     prepare_out,
     run_step,
     start_commands_file,
+    synthetic_command,
     train_command,
 )
 
@@ -366,20 +367,7 @@ class Scorer:
 def _tuning_genome(cfg: DemoConfig, lay: Layout) -> tuple[Path, Path]:
     """One more genome of the synthetic species (seed after the held-out one), for ``tune``."""
     seed = cfg.seed + cfg.train_genomes + 1
-    argv = launch_command(
-        "make_synthetic.py",
-        lay.genomes,
-        "--count",
-        "1",
-        "--seed",
-        str(seed),
-        "--length",
-        str(cfg.genome_length),
-        "--plasmid",
-        str(cfg.plasmid_length),
-        *cfg.synthetic_args,
-    )
-    run_step(Step("make_tuning_genome", argv), 0, lay)
+    run_step(Step("make_tuning_genome", synthetic_command(cfg, lay, 1, seed)), 0, lay)
     return lay.genomes / f"synthetic_{seed}.fna.gz", lay.genomes / f"synthetic_{seed}.gff.gz"
 
 

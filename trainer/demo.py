@@ -252,28 +252,31 @@ def train_command(cfg: DemoConfig, lay: Layout) -> list[str]:
     return head + [str(a) for a in args] + list(cfg.train_args)
 
 
+def synthetic_command(cfg: DemoConfig, lay: Layout, count: int, seed: int) -> list[str]:
+    """``make_synthetic.py``: ``count`` genomes of the demo's species from ``seed`` into
+    ``lay.genomes`` (``synthetic_<seed>``, ``synthetic_<seed + 1>``, ...)."""
+    return launch_command(
+        "make_synthetic.py",
+        lay.genomes,
+        "--count",
+        count,
+        "--seed",
+        seed,
+        "--length",
+        cfg.genome_length,
+        "--plasmid",
+        cfg.plasmid_length,
+        *cfg.synthetic_args,
+    )
+
+
 def plan_steps(cfg: DemoConfig, lay: Layout) -> list[Step]:
     """The recipe as a list of steps, in order; nothing runs here."""
     train_pairs, (held_fna, held_gff) = genome_pairs(cfg, lay)
     steps: list[Step] = []
     if not cfg.genomes:
         steps.append(
-            Step(
-                "make_synthetic",
-                launch_command(
-                    "make_synthetic.py",
-                    lay.genomes,
-                    "--count",
-                    cfg.train_genomes + 1,
-                    "--seed",
-                    cfg.seed,
-                    "--length",
-                    cfg.genome_length,
-                    "--plasmid",
-                    cfg.plasmid_length,
-                    *cfg.synthetic_args,
-                ),
-            )
+            Step("make_synthetic", synthetic_command(cfg, lay, cfg.train_genomes + 1, cfg.seed))
         )
     base = cfg.dnabert_path
     if base is None:

@@ -37,16 +37,13 @@ def _init_new_parts(model: Dna2GffModel, seed: int) -> None:
     router = torch.Generator().manual_seed(seed + 1)
     if model.pointer_head is not None:  # the pointer head: its own stream (seed + 2)
         model.pointer_head.reset_parameters(torch.Generator().manual_seed(seed + 2))
-    if model.encoder_aux is not None:  # the encoder auxiliary head: seed + 3
-        w = model.encoder_aux.weight
-        with torch.no_grad():
-            w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(seed + 3)) * 0.02)
-            model.encoder_aux.bias.zero_()
-    if model.base_aux is not None:  # the per-base head on the pointer keys: seed + 4
-        w = model.base_aux.weight
-        with torch.no_grad():
-            w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(seed + 4)) * 0.02)
-            model.base_aux.bias.zero_()
+    # the auxiliary heads: the encoder's (seed + 3), the per-base one on the pointer keys (seed + 4)
+    for head, stream in ((model.encoder_aux, seed + 3), (model.base_aux, seed + 4)):
+        if head is not None:
+            with torch.no_grad():
+                g = torch.Generator().manual_seed(stream)
+                head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.02)
+                head.bias.zero_()
     with torch.no_grad():
         for layer in model.decoder.layers():
             att = layer.crossattention

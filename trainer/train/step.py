@@ -93,30 +93,30 @@ POINTER_KEYS = (
 )
 
 
-def encoder_aux_loss(outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """Cross-entropy of the per-token encoder head (None when the model or batch has none)."""
-    logits = getattr(outputs, "encoder_logits", None)
-    if logits is None or "encoder_labels" not in batch:
+def _head_loss(
+    outputs: Any, batch: dict[str, torch.Tensor], logits_name: str, labels_name: str
+) -> torch.Tensor | None:
+    """Cross-entropy of an auxiliary head's (B, N, C) logits against the batch's (B, >= N) labels;
+    None when the model or the batch has none, a zero that keeps the graph when no label is set."""
+    logits = getattr(outputs, logits_name, None)
+    if logits is None or labels_name not in batch:
         return None
-    labels = batch["encoder_labels"]
+    labels = batch[labels_name][:, : logits.shape[1]]
     if not bool((labels != IGNORE_INDEX).any()):
         return logits.float().sum() * 0.0
     return F.cross_entropy(
         logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
     )
+
+
+def encoder_aux_loss(outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """Cross-entropy of the per-token encoder head (None when the model or batch has none)."""
+    return _head_loss(outputs, batch, "encoder_logits", "encoder_labels")
 
 
 def base_aux_loss(outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
     """Cross-entropy of the per-base head on the pointer keys (None when model or batch has none)."""
-    logits = getattr(outputs, "base_logits", None)
-    if logits is None or "base_labels" not in batch:
-        return None
-    labels = batch["base_labels"][:, : logits.shape[1]]
-    if not bool((labels != IGNORE_INDEX).any()):
-        return logits.float().sum() * 0.0
-    return F.cross_entropy(
-        logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
-    )
+    return _head_loss(outputs, batch, "base_logits", "base_labels")
 
 
 @dataclass
