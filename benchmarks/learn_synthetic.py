@@ -181,7 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--moe", action="store_true", help="MoE decoder (4 experts, top-2)")
     t = p.add_argument_group("training")
     t.add_argument("--micro_batch_size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=2e-3, help="constant after warmup")
+    t.add_argument("--lr", type=float, default=2e-3, help="peak, after warmup")
+    t.add_argument(
+        "--min_lr_ratio",
+        type=float,
+        default=0.1,
+        help="cosine decay to this fraction of --lr at the planned last step (1: constant)",
+    )
     t.add_argument("--warmup_steps", type=int, default=100)
     t.add_argument("--max_src_tokens", type=int, default=1024)
     t.add_argument(
@@ -206,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: One rank: ZeRO stage 0 (ZeRO-2's partitioning is pure overhead on one process); a constant
-#: learning rate after warmup, so training continues across chunks with --resume unchanged.
+#: One rank: ZeRO stage 0 (ZeRO-2's partitioning is pure overhead on one process). The schedule's
+#: length is written per chunk (``ds_config``): the budget's last step is only known once a chunk's
+#: step time is measured, and a resumed scheduler keeps its step count, not its length.
 DS_CONFIG = {
     "train_batch_size": "auto",
     "train_micro_batch_size_per_gpu": "auto",
@@ -227,15 +234,30 @@ DS_CONFIG = {
         },
     },
     "scheduler": {
-        "type": "WarmupLR",
+        "type": "WarmupCosineLR",
         "params": {
-            "warmup_min_lr": 0.0,
-            "warmup_max_lr": "auto",
+            "warmup_min_ratio": 0.0,
             "warmup_num_steps": "auto",
+            "total_num_steps": "auto",
+            "cos_min_ratio": "auto",
             "warmup_type": "linear",
         },
     },
 }
+
+
+def ds_config(a: argparse.Namespace, total_steps: int | None) -> dict:
+    """The DeepSpeed config of one chunk: warmup, then cosine decay ending at ``total_steps``.
+
+    ``None`` (the probe chunk, before any step time is known) keeps the peak rate after warmup;
+    the probe ends where warmup does, so no step trains on a guessed length.
+    """
+    cfg = json.loads(json.dumps(DS_CONFIG))
+    params = cfg["scheduler"]["params"]
+    params["warmup_num_steps"] = a.warmup_steps
+    params["total_num_steps"] = total_steps if total_steps else 10**9
+    params["cos_min_ratio"] = a.min_lr_ratio
+    return cfg
 
 
 def _score(
@@ -423,7 +445,6 @@ def run_variant(name: str, a: argparse.Namespace, root: Path) -> dict:
     lay = Layout(Path(cfg.out).resolve())
     prepare_out(lay.out, cfg)
     ds_path = lay.out / "ds_config.json"
-    ds_path.write_text(json.dumps(DS_CONFIG, indent=2) + "\n")
     cfg = replace(cfg, deepspeed_config=str(ds_path))
     lay.logs.mkdir()
     start_commands_file(lay, f"The commands learn_synthetic ran for variant {name}, in order.")
@@ -445,8 +466,10 @@ def run_variant(name: str, a: argparse.Namespace, root: Path) -> dict:
     trained = 0.0  # seconds inside the training loops (start-up excluded)
     first = min(a.probe_steps, total) if total else a.probe_steps
     steps_done, target = 0, first
+    planned: int | None = total  # the schedule's last step; known after the probe chunk
     export = lay.run / "export"
     while True:
+        ds_path.write_text(json.dumps(ds_config(a, planned), indent=2) + "\n")
         argv = train_command(cfg, lay)
         argv[argv.index("--max_steps") + 1] = str(target)
         argv += [
@@ -513,6 +536,7 @@ def run_variant(name: str, a: argparse.Namespace, root: Path) -> dict:
         # 10% margin: a step measured while annotate shared the CPU can be faster than the next
         # chunk's, and the budget is a limit (a run planned without it trained 31.4 of 30 min)
         target = steps_done + max(1, int(left / chunks_left / (1.1 * per_step)))
+        planned = steps_done + max(1, int(left / (1.1 * per_step)))
     final = {}
     for label, flags in variant.decodes:
         if label == variant.decodes[0][0]:
