@@ -53,6 +53,7 @@ setup(
             "dna2gff-demo=launch.demo:main",
             "dna2gff-make-synthetic=launch.make_synthetic:main",
             "dna2gff-orf-rule=launch.orf_rule:main",
+            "dna2gff-tune-orf=launch.tune_orf:main",
         ]
     },
 )

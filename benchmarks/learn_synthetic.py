@@ -369,8 +369,12 @@ class Scorer:
         return scores
 
     def tune(self, tag: str, model: Path, flags: tuple[str, ...]) -> int:
+        """``tune_orf``'s choice, from the real annotate + evaluate commands; recorded in the
+        model folder so the exported model annotates with it by default."""
+        from trainer.inference.tune_orf import TuneRow, choose, record_min_orf_codons
+
         assert self.tune_pair is not None
-        tried = {}
+        tried, rows = {}, []
         for n in sorted({*TUNE_CODONS, self.rule_n}):
             scores = _score(
                 self.lay, self.tune_pair, f"tune_{tag}_n{n}", self.idx, model, flags, self.a, n
@@ -378,7 +382,9 @@ class Scorer:
             self.idx += 2
             exact, stop = _cds(scores, "dna2gff")
             tried[n] = (round(stop, 3), round(exact, 3), n)
-        best = max(tried.values())[2]
+            rows.append(TuneRow(n, exact, stop, 0, 0, 0.0))
+        best = choose(rows)
+        record_min_orf_codons(model, best)
         self.tuned.append(
             {"tag": tag, "chosen": best, "tried": {str(k): v for k, v in tried.items()}}
         )

@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument(
         "--min_orf_codons",
         type=int,
-        default=MIN_ORF_CODONS,
-        help="with the ORF constraint: shortest whole CDS, codons incl. start/stop",
+        default=None,
+        help="with the ORF constraint: shortest whole CDS, codons incl. start/stop (default: "
+        f"the N the model's config records from tune_orf, else {MIN_ORF_CODONS})",
     )
     sn.add_argument("--transl_table", type=int, default=11, help="NCBI genetic code (1, 4, 11, 25)")
     lg = p.add_argument_group("Logging")

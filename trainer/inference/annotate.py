@@ -81,8 +81,9 @@ class AnnotateOptions:
     """Keep one CDS per stop codon (the best-supported start)."""
     orf_constraint: bool = True
     """Pointer models: decode a CDS only as a valid ORF of the window (``--transl_table``)."""
-    min_orf_codons: int = MIN_ORF_CODONS
-    """With the ORF constraint: the shortest whole CDS (codons, start and stop included)."""
+    min_orf_codons: int | None = None
+    """With the ORF constraint: the shortest whole CDS (codons, start and stop included); None =
+    the one the model's config records (``tune_orf``), else ``MIN_ORF_CODONS`` (30)."""
     transl_table: int = 11
     circular: tuple[str, ...] = ()
     """Sequence ids to treat as circular; ``("all",)`` for every sequence."""
@@ -97,6 +98,10 @@ class AnnotateOptions:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.overlap is not None and self.overlap < 0:
             raise ConfigError(f"overlap must be >= 0, got {self.overlap}")
+        if self.min_orf_codons is not None and self.min_orf_codons < 2:
+            raise ConfigError(
+                f"min_orf_codons must be >= 2 (a start and a stop codon), got {self.min_orf_codons}"
+            )
         if self.snap_window < 0:
             raise ConfigError(f"snap_window must be >= 0, got {self.snap_window}")
         genetic_code(self.transl_table)  # raises ConfigError for an unknown table
@@ -169,6 +174,14 @@ def _batches(items: Any, size: int) -> Any:
         yield batch
 
 
+def min_orf_codons(options: AnnotateOptions, config: Any) -> int:
+    """The ORF layer's shortest whole CDS: the option, else the model's tuned N, else 30."""
+    if options.min_orf_codons is not None:
+        return options.min_orf_codons
+    recorded = getattr(config, "min_orf_codons", None)
+    return int(recorded) if recorded is not None else MIN_ORF_CODONS
+
+
 def window_stride(options: AnnotateOptions, window_len: int) -> int:
     """Distance between window starts: the window minus the overlap (default half)."""
     overlap = options.overlap if options.overlap is not None else window_len // 2
@@ -214,11 +227,17 @@ def annotate_sequences(
     """
     if pointer is None:
         pointer = bool(getattr(getattr(model, "config", None), "pointer", False))
+    # one N for the ORF decoder and for completed CDS below
+    options = replace(
+        options, min_orf_codons=min_orf_codons(options, getattr(model, "config", None))
+    )
     if generate is None:
         if pointer:
             code = genetic_code(options.transl_table) if options.orf_constraint else None
             generate = functools.partial(
-                generate_pointer_targets, orf_code=code, min_orf_codons=options.min_orf_codons
+                generate_pointer_targets,
+                orf_code=code,
+                min_orf_codons=options.min_orf_codons,
             )
         else:
             generate = generate_targets
@@ -300,6 +319,13 @@ def _snap_all(
                 open_right=p.partial_right,
                 window=options.snap_window,
             )
+            # the ORF decoder's shortest whole CDS holds for completed ones too: a model's
+            # stray one-ended piece otherwise becomes a 2-codon "gene"
+            if done is not None and (done[1] - done[0] + 1) // 3 < (
+                options.min_orf_codons or MIN_ORF_CODONS
+            ):
+                snaps["completion_short"] += 1
+                continue
             snaps["completed" if done else "completion_failed"] += 1
             if done is None:
                 continue
@@ -500,6 +526,16 @@ def annotate(
     model, tokenizer = load_model(model_dir, options.device)
     window_len, types = resolve_grammar(model, tokenizer, options)
     window_stride(options, window_len)  # fail before any work
+    if model.config.pointer and options.orf_constraint:
+        n = min_orf_codons(options, model.config)
+        source = (
+            "--min_orf_codons"
+            if options.min_orf_codons is not None
+            else "the model's config.json (tuned)"
+            if model.config.min_orf_codons is not None
+            else "the default"
+        )
+        log.info("ORF layer: a whole CDS spans >= %d codons (%s)", n, source)
     log.info(
         "model=%s window_len=%d types=%s options=%s", model_dir, window_len, types, asdict(options)
     )

@@ -81,6 +81,11 @@ class Dna2GffConfig:
     encoder_aux_weight: float = 0.0
     """Weight of the per-token encoder loss (coding frame/strand, start/stop codon, RNA); 0 = no
     head. The trainer adds it; the model's ``loss`` never includes it."""
+    min_orf_codons: int | None = None
+    """Pointer models: annotate's shortest whole CDS under the ORF constraint (codons, start and
+    stop included), as tuned for this model on a genome it was not trained on (``tune_orf``);
+    None = annotate's default (30). Why here: the best N depends on the model (how well it calls
+    short genes), so it travels with the weights instead of being remembered by the user."""
     model_type: str = MODEL_TYPE
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata other tools may store (kept verbatim through save/load)."""
@@ -165,6 +170,15 @@ class Dna2GffConfig:
             raise ConfigError(f"base_aux_weight must be >= 0, got {self.base_aux_weight!r}")
         if not self.encoder_aux_weight >= 0:
             raise ConfigError(f"encoder_aux_weight must be >= 0, got {self.encoder_aux_weight!r}")
+        if self.min_orf_codons is not None and (
+            not isinstance(self.min_orf_codons, int)
+            or isinstance(self.min_orf_codons, bool)
+            or self.min_orf_codons < 2
+        ):
+            raise ConfigError(
+                f"min_orf_codons must be an integer >= 2 (a start and a stop codon), "
+                f"got {self.min_orf_codons!r}"
+            )
         if self.model_type != MODEL_TYPE:
             raise ConfigError(f"model_type must be {MODEL_TYPE!r}, got {self.model_type!r}")
 
