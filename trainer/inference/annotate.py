@@ -228,16 +228,15 @@ def annotate_sequences(
     if pointer is None:
         pointer = bool(getattr(getattr(model, "config", None), "pointer", False))
     # one N for the ORF decoder and for completed CDS below
-    options = replace(
-        options, min_orf_codons=min_orf_codons(options, getattr(model, "config", None))
-    )
+    min_codons = min_orf_codons(options, getattr(model, "config", None))
+    options = replace(options, min_orf_codons=min_codons)
     if generate is None:
         if pointer:
             code = genetic_code(options.transl_table) if options.orf_constraint else None
             generate = functools.partial(
                 generate_pointer_targets,
                 orf_code=code,
-                min_orf_codons=options.min_orf_codons,
+                min_orf_codons=min_codons,
             )
         else:
             generate = generate_targets
