@@ -41,6 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from baking.target.pointers import MIN_ORF_CODONS_CANDIDATES  # noqa: E402
 from launch._cli import setup_logging  # noqa: E402
 from trainer.demo import (  # noqa: E402
     DemoConfig,
@@ -107,8 +108,8 @@ VARIANTS: dict[str, Variant] = {
 }
 DEFAULT_VARIANT = "pointer_aux"
 TYPES = "CDS,tRNA,rRNA"
-TUNE_CODONS = (60, 90, 120)
-"""Candidates for the ORF layer's shortest whole CDS (plus the no-model rule's N)."""
+TUNE_CODONS = MIN_ORF_CODONS_CANDIDATES
+"""Candidates for the ORF layer's shortest whole CDS (plus the no-model rule's N), as tune_orf's."""
 REAL_PAIR = "C.crescentus:E.coli"
 
 

@@ -20,6 +20,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from baking.target.pointers import MIN_ORF_CODONS_CANDIDATES
 from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 
 
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--candidates",
         type=_candidates,
-        default="30,60,90,120,150",
+        default=",".join(map(str, MIN_ORF_CODONS_CANDIDATES)),
         help="comma-separated N to try (codons, start and stop included)",
     )
     p.add_argument("--no_record", action="store_true", help="print the table, change nothing")

@@ -48,6 +48,9 @@ Item = str | int
 MIN_ORF_CODONS = 30
 """Default shortest whole CDS the ORF layer allows (codons incl. start and stop = 90 bp, Prodigal's
 minimum gene; 2% of E. coli's and 0.5% of C. crescentus' reference CDS are shorter)."""
+MIN_ORF_CODONS_CANDIDATES = (30, 60, 90, 120, 150)
+"""What ``tune_orf`` tries for a model's ORF layer: Prodigal's minimum up to the length most
+ORF-length rules pick on bacteria (the no-model rule chose 135-210 codons on the shared genomes)."""
 CUT_RIGHT = 1 << 60  # the value of a cut END in the order key (after every position)
 _STRAND_OF = {v: k for k, v in STRAND_TOKENS.items()}
 _PHASE_OF = {t: i for i, t in enumerate(PHASE_TOKENS)}

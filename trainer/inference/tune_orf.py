@@ -25,6 +25,7 @@ from baking.evaluate.load import load_features
 from baking.evaluate.metrics import compare
 from baking.formats.fasta import read_fasta
 from baking.formats.gff3 import write_gff3
+from baking.target.pointers import MIN_ORF_CODONS_CANDIDATES
 from trainer.inference.annotate import (
     AnnotateOptions,
     annotate_sequences,
@@ -34,9 +35,6 @@ from trainer.inference.annotate import (
 from trainer.model.config import Dna2GffConfig
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CANDIDATES = (30, 60, 90, 120, 150)
-"""Prodigal's minimum (30 codons) up to the length most ORF-length rules pick on bacteria."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ def tune_min_orf_codons(
     model_dir: str | Path,
     fasta: str | Path,
     reference: str | Path,
-    candidates: Sequence[int] = DEFAULT_CANDIDATES,
+    candidates: Sequence[int] = MIN_ORF_CODONS_CANDIDATES,
     options: AnnotateOptions | None = None,
 ) -> TuneResult:
     """Annotate ``fasta`` once per candidate N and score each against ``reference`` (GFF3)."""
