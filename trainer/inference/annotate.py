@@ -544,7 +544,8 @@ def annotate(
     comments = [
         f"dna2gff annotate model={Path(model_dir).name} window_len={window_len} "
         f"beams={options.num_beams} snap={options.snap} transl_table={options.transl_table} "
-        f"coordinates={model.config.coordinate_form} orf_constraint={options.orf_constraint}"
+        f"coordinates={model.config.coordinate_form} orf_constraint={options.orf_constraint} "
+        f"min_orf_codons={min_orf_codons(options, model.config)}"
     ]
     write_gff3(out, features, regions, comments)
     return summary
