@@ -146,6 +146,4 @@ def record_min_orf_codons(model_dir: str | Path, n: int) -> Path:
     cfg = Dna2GffConfig.load(model_dir)
     if not cfg.pointer:
         raise ConfigError(f"{model_dir}: only pointer models have an ORF layer")
-    cfg.min_orf_codons = int(n)
-    cfg.__post_init__()  # the same checks as a config read from disk
-    return cfg.save(model_dir)
+    return replace(cfg, min_orf_codons=int(n)).save(model_dir)  # replace re-runs the checks
