@@ -14,7 +14,8 @@ Variants (``docs/learning.md`` has the measured table):
 - ``pointer``: the decoder points at bases; rows without the ORF constraint, with it, and with it
   but no post-hoc snapping/completion (the model's own skill);
 - ``pointer_aux``: ``pointer`` plus the per-token encoder loss (coding frame, start/stop codons);
-- ``pointer_base``: ``pointer_aux`` plus the per-base loss on the pointer keys (CDS begins/ends).
+- ``pointer_base``: ``pointer_aux`` plus the per-base loss on the pointer keys (CDS begins/ends);
+- ``pointer_base_weighted``: the same with the begin/end bases weighted 100 against the others.
 
 The ORF layer's shortest whole CDS (``--min_orf_codons tune``, the default) is chosen per
 evaluation from a few candidates by the trained model's CDS stop F1 on a *tuning* genome: one more
@@ -103,6 +104,23 @@ VARIANTS: dict[str, Variant] = {
             ("pointer + ORF + aux + base aux", ()),
             ("pointer + aux + base aux, no ORF", ("--no_orf_constraint",)),
             ("pointer + ORF + aux + base aux, no snap", ("--no_snap",)),
+        ),
+    ),
+    "pointer_base_weighted": Variant(
+        (
+            "--coordinate_form",
+            "pointer",
+            "--encoder_aux_weight",
+            "0.5",
+            "--base_aux_weight",
+            "0.5",
+            "--base_aux_class_weight",
+            "100",
+        ),
+        (
+            ("pointer + ORF + aux + weighted base aux", ()),
+            ("pointer + aux + weighted base aux, no ORF", ("--no_orf_constraint",)),
+            ("pointer + ORF + aux + weighted base aux, no snap", ("--no_snap",)),
         ),
     ),
 }

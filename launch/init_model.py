@@ -33,6 +33,7 @@ DEFAULT_COORDINATE_FORM = "pointer"
 DEFAULT_ENCODER_AUX_WEIGHT = 0.5
 DEFAULT_POINTER_CONTEXT_BP = 20
 DEFAULT_BASE_AUX_WEIGHT = 0.0
+DEFAULT_BASE_AUX_CLASS_WEIGHT = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BASE_AUX_WEIGHT,
         help="pointer models: weight of the per-base loss on the pointer keys (CDS begins / "
         "ends here); 0 = none",
+    )
+    dec.add_argument(
+        "--base_aux_class_weight",
+        type=float,
+        default=DEFAULT_BASE_AUX_CLASS_WEIGHT,
+        help="pointer models: weight of the begin / end bases against the others in that "
+        "per-base loss (1 = unweighted)",
     )
     dec.add_argument(
         "--encoder_aux_weight",
@@ -189,6 +197,7 @@ def _main(argv: Sequence[str] | None) -> int:
         encoder_aux_weight=args.encoder_aux_weight,
         pointer_context_bp=args.pointer_context_bp if args.coordinate_form == "pointer" else 0,
         base_aux_weight=args.base_aux_weight if args.coordinate_form == "pointer" else 0.0,
+        base_aux_class_weight=args.base_aux_class_weight,
     )
     has_tokenizer = (folder / TOKENIZER_NAME).is_file()
     model.save_pretrained(args.save_dir, tokenizer_dir=folder if has_tokenizer else None)

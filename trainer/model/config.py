@@ -78,6 +78,10 @@ class Dna2GffConfig:
     begins, where one ends, or neither); 0 = no head. Why: a window holds ~1-2 CDS starts among
     ~100 start codons, and the decoder's loss sees only the gold one; this loss sees every base of
     the window at every step, on the very keys the pointer scores. The trainer adds it."""
+    base_aux_class_weight: float = 1.0
+    """Weight of the begin and end classes against "neither" in that per-base loss (1 = plain
+    cross-entropy). Why: about 1 base in 500 begins or ends a CDS, so unweighted the loss is soon
+    near zero by calling every base "neither" and the few bases that matter weigh little in it."""
     encoder_aux_weight: float = 0.0
     """Weight of the per-token encoder loss (coding frame/strand, start/stop codon, RNA); 0 = no
     head. The trainer adds it; the model's ``loss`` never includes it."""
@@ -168,6 +172,10 @@ class Dna2GffConfig:
             )
         if not self.base_aux_weight >= 0:
             raise ConfigError(f"base_aux_weight must be >= 0, got {self.base_aux_weight!r}")
+        if not self.base_aux_class_weight > 0:
+            raise ConfigError(
+                f"base_aux_class_weight must be > 0, got {self.base_aux_class_weight!r}"
+            )
         if not self.encoder_aux_weight >= 0:
             raise ConfigError(f"encoder_aux_weight must be >= 0, got {self.encoder_aux_weight!r}")
         if self.min_orf_codons is not None and (

@@ -558,6 +558,7 @@ def _set_up_data(run: _Run) -> None:
         joint_from=model_cfg.vocab_size if model_cfg.pointer else None,
         encoder_aux_weight=model_cfg.encoder_aux_weight,
         base_aux_weight=model_cfg.base_aux_weight,
+        base_aux_class_weight=model_cfg.base_aux_class_weight,
     )
     run.result = TrainResult(steps=run.state.step, nan_steps=run.state.nan_steps)
 

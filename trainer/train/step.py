@@ -94,18 +94,27 @@ POINTER_KEYS = (
 
 
 def _head_loss(
-    outputs: Any, batch: dict[str, torch.Tensor], logits_name: str, labels_name: str
+    outputs: Any,
+    batch: dict[str, torch.Tensor],
+    logits_name: str,
+    labels_name: str,
+    rare_class_weight: float = 1.0,
 ) -> torch.Tensor | None:
     """Cross-entropy of an auxiliary head's (B, N, C) logits against the batch's (B, >= N) labels;
-    None when the model or the batch has none, a zero that keeps the graph when no label is set."""
+    None when the model or the batch has none, a zero that keeps the graph when no label is set.
+    ``rare_class_weight`` weighs every class but 0 against class 0 (a weighted mean)."""
     logits = getattr(outputs, logits_name, None)
     if logits is None or labels_name not in batch:
         return None
     labels = batch[labels_name][:, : logits.shape[1]]
     if not bool((labels != IGNORE_INDEX).any()):
         return logits.float().sum() * 0.0
+    weight = None
+    if rare_class_weight != 1.0:
+        weight = torch.full((logits.shape[-1],), rare_class_weight, device=logits.device)
+        weight[0] = 1.0
     return F.cross_entropy(
-        logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
+        logits.float().flatten(0, 1), labels.flatten(), weight=weight, ignore_index=IGNORE_INDEX
     )
 
 
@@ -114,9 +123,12 @@ def encoder_aux_loss(outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tens
     return _head_loss(outputs, batch, "encoder_logits", "encoder_labels")
 
 
-def base_aux_loss(outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """Cross-entropy of the per-base head on the pointer keys (None when model or batch has none)."""
-    return _head_loss(outputs, batch, "base_logits", "base_labels")
+def base_aux_loss(
+    outputs: Any, batch: dict[str, torch.Tensor], class_weight: float = 1.0
+) -> torch.Tensor | None:
+    """Cross-entropy of the per-base head on the pointer keys (None when model or batch has none),
+    the begin/end classes weighted ``class_weight`` against "neither"."""
+    return _head_loss(outputs, batch, "base_logits", "base_labels", class_weight)
 
 
 @dataclass
@@ -183,6 +195,7 @@ class StepInputs:
     """Pointer models: the vocabulary size, where the base columns of the joint logits start."""
     encoder_aux_weight: float = 0.0
     base_aux_weight: float = 0.0
+    base_aux_class_weight: float = 1.0
 
 
 def run_step(
@@ -216,7 +229,7 @@ def run_step(
         enc_aux = encoder_aux_loss(outputs, batch)
         if enc_aux is not None:
             loss = loss + how.encoder_aux_weight * enc_aux
-        per_base = base_aux_loss(outputs, batch)
+        per_base = base_aux_loss(outputs, batch, how.base_aux_class_weight)
         if per_base is not None:
             loss = loss + how.base_aux_weight * per_base
         engine.backward(loss)
