@@ -165,6 +165,29 @@ def test_base_aux_head_scores_every_base_and_its_loss_trains_the_keys(tok) -> No
     assert base_aux_loss(Dna2GffModel(_config(tok))(**_forward_inputs(batch)), batch) is None
 
 
+def test_base_aux_class_weight_is_a_weighted_mean_that_lifts_the_rare_bases(tok) -> None:
+    """Weight w on the begin/end classes: the loss is sum(w_i * nll_i) / sum(w_i) over the set
+    labels, so with w > 1 a wrongly called begin base moves it more than an easy "neither" base
+    does; w = 1 is the plain cross-entropy and the config refuses w <= 0."""
+    from types import SimpleNamespace
+
+    from baking.common.errors import ConfigError
+    from trainer.train.step import base_aux_loss
+
+    logits = torch.tensor([[[4.0, 0.0, 0.0], [4.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 2.0, 0.0]]])
+    labels = torch.tensor([[0, 0, 1, -100, -100]])  # longer than the logits, as batches are
+    out, batch = SimpleNamespace(base_logits=logits), {"base_labels": labels}
+    nll = -torch.log_softmax(logits[0, :3], -1)[torch.arange(3), labels[0, :3]]
+    plain = base_aux_loss(out, batch)
+    weighted = base_aux_loss(out, batch, 50.0)
+    assert plain is not None and weighted is not None
+    assert torch.allclose(plain, nll.mean())
+    assert torch.allclose(weighted, (nll[0] + nll[1] + 50 * nll[2]) / 52)
+    assert float(weighted) > 2 * float(plain)  # the one begin base, called "neither", dominates
+    with pytest.raises(ConfigError, match="base_aux_class_weight"):
+        _config(tok, base_aux_weight=0.5, base_aux_class_weight=0.0)
+
+
 def test_base_one_hot_reads_bases_back_from_codon_codes(tok) -> None:
     from trainer.model.pointer import base_one_hot
 
