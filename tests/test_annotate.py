@@ -417,7 +417,39 @@ def test_windows_vote_on_whole_cds_and_one_start_per_stop() -> None:
 
     a, b = pred(100, 400, {0, 1}, prob=0.2), pred(160, 400, {1}, prob=0.9)
     c = pred(100, 400, {0}, strand="-")  # same end, other strand: another stop codon
-    final = {(p.start, p.end, p.strand, p.type): (p, "") for p in (a, b, c)}
     snaps: Counter = Counter()
-    out = _one_start_per_stop(final, snaps)
-    assert {p for p, _ in out.values()} == {a, c} and snaps["same_stop_dropped"] == 1
+    out = _one_start_per_stop([(p, "") for p in (a, b, c)], snaps, metas)
+    assert [p for p, _ in out] == [a, c] and snaps["same_stop_dropped"] == 1
+
+
+def test_only_windows_that_saw_both_starts_choose_between_them() -> None:
+    """Windows of 600 bp every 200: a gene at 251..700 is whole only in window 1; windows 2 and 3
+    cut its start off and each wrote a gene from an inner start codon. Their two votes must not
+    outweigh window 1, the one window that saw both start codons (one start per stop codon used
+    to keep the start more windows predicted)."""
+    from collections import Counter
+
+    from baking.target.windows import WindowMeta
+    from trainer.inference.annotate import _one_start_per_stop
+    from trainer.inference.merge import judged_votes
+
+    metas = [WindowMeta("", "s", a, a + 600, "+", 3000, False, 600) for a in (0, 200, 400, 600)]
+
+    def pred(start, end, windows, prob=0.5):
+        return Prediction("s", start, end, "+", "CDS", 0, prob, 0, frozenset(windows))
+
+    whole, inner = pred(251, 700, {1}), pred(611, 700, {2, 3}, prob=0.9)
+    assert judged_votes(whole, inner, metas) == (1, 0)
+    snaps: Counter = Counter()
+    out = _one_start_per_stop([(inner, "moved"), (whole, "kept")], snaps, metas)
+    assert out == [(whole, "kept")] and snaps["same_stop_dropped"] == 1
+
+    # a gene no window holds whole (window 1's piece starts it, window 2's ends it): window 1
+    # holds both start codons, so it judges the start even though it cut the stop off
+    stitched, late = pred(251, 990, {1, 2}), pred(611, 990, {2, 3})
+    assert judged_votes(stitched, late, metas) == (1, 0)
+    # nobody holds both starts (101 and 651 are 550 apart in windows that begin 200 apart and
+    # hold 600): the old order decides, the more windows first
+    far, near = pred(101, 990, {0, 2}), pred(651, 990, {3})
+    assert judged_votes(far, near, metas) == (0, 0)
+    assert [p for p, _ in _one_start_per_stop([(near, ""), (far, "")], Counter(), metas)] == [far]

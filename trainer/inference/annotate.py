@@ -42,6 +42,7 @@ from trainer.inference.merge import (
     Prediction,
     drop_outvoted,
     features_with_logprobs,
+    judged_votes,
     merge_windows,
 )
 from trainer.inference.pointer_generate import (
@@ -300,7 +301,11 @@ def annotate_sequences(
 
 
 def _snap_all(
-    preds: Sequence[Prediction], seq: str, circular: bool, options: AnnotateOptions, snaps: Counter
+    preds: Sequence[Prediction],
+    seq: str,
+    circular: bool,
+    options: AnnotateOptions,
+    snaps: Counter,
 ) -> list[tuple[Prediction, str]]:
     """Snap complete CDS onto ORFs; two predictions landing on one ORF keep the more probable."""
     code = genetic_code(options.transl_table)
@@ -352,34 +357,30 @@ def _snap_all(
             if final[key][0].prob >= p.prob:
                 continue
         final[key] = (p, status)
-    if options.one_start_per_stop:
-        final = _one_start_per_stop(final, snaps)
     return [final[k] for k in sorted(final)]
 
 
 def _one_start_per_stop(
-    final: dict[tuple[int, int, str, str], tuple[Prediction, str]], snaps: Counter
-) -> dict[tuple[int, int, str, str], tuple[Prediction, str]]:
-    """Keep one CDS per stop codon (strand and 3' end): the one more windows predicted, then
-    the more probable. Overlapping windows that disagree on a gene's start otherwise each leave
-    a copy; a bacterial stop codon ends one gene."""
-    best: dict[tuple[str, int], tuple[int, int, str, str]] = {}
-    out = {}
-    for key, (p, status) in final.items():
+    snapped: Sequence[tuple[Prediction, str]], snaps: Counter, metas: Sequence[WindowMeta]
+) -> list[tuple[Prediction, str]]:
+    """Keep one CDS per stop codon (strand and 3' end): the one more of the windows holding both
+    starts predicted (``merge.judged_votes``: a window that cut the farther start off never saw
+    it), then the one more windows predicted, then the more probable. Overlapping windows that
+    disagree on a gene's start otherwise each leave a copy; a bacterial stop codon ends one gene."""
+    best: dict[tuple[str, int], int] = {}  # stop codon -> index into snapped
+    for i, (p, _) in enumerate(snapped):
         if p.type != "CDS":
-            out[key] = (p, status)
             continue
         stop = (p.strand, p.end if p.strand == "+" else p.start)
-        rank = (len(p.windows), p.prob)
         if stop in best:
             snaps["same_stop_dropped"] += 1
-            q = final[best[stop]][0]
-            if (len(q.windows), q.prob) >= rank:
+            q = snapped[best[stop]][0]
+            votes_q, votes_p = judged_votes(q, p, metas)
+            if (votes_q, len(q.windows), q.prob) >= (votes_p, len(p.windows), p.prob):
                 continue
-        best[stop] = key
-    for key in best.values():
-        out[key] = final[key]
-    return out
+        best[stop] = i
+    kept = set(best.values())
+    return [x for i, x in enumerate(snapped) if x[0].type != "CDS" or i in kept]
 
 
 def _finish(
@@ -402,13 +403,14 @@ def _finish(
         regions[seqid] = (1, len(seq))
         out.append(region_line(seqid, len(seq), circular[i]))
         preds, stats = merge_windows(results[i], keep_cds_orphans=options.complete_orfs)
+        metas = [m for m, _ in results[i]]
         snapped = _snap_all(preds, seq, circular[i], options, snaps)
         if options.min_votes > 0:  # after completion: a completed orphan is voted on too
-            kept = drop_outvoted(
-                [p for p, _ in snapped], [m for m, _ in results[i]], options.min_votes, stats
-            )
+            kept = drop_outvoted([p for p, _ in snapped], metas, options.min_votes, stats)
             ids = {id(p) for p in kept}
             snapped = [(p, s) for p, s in snapped if id(p) in ids]
+        if options.one_start_per_stop:  # after the votes: an outvoted start does not compete
+            snapped = _one_start_per_stop(snapped, snaps, metas)
         for name, value in asdict(stats).items():
             setattr(merge_total, name, getattr(merge_total, name) + value)
         for p, status in snapped:

@@ -114,6 +114,19 @@ def _keep_partial(p: Prediction, seq_len: int, circular: bool) -> bool:
     return ok_left and ok_right
 
 
+def judged_votes(a: Prediction, b: Prediction, metas: Sequence[WindowMeta]) -> tuple[int, int]:
+    """How many of the windows that hold both of each pair of ends where ``a`` and ``b`` differ
+    predicted each. Why: only such a window could have written either. A window that cut the
+    farther of two starts off never saw it (its gene then reads like an ORF from an inner start
+    codon), so it has no say; one that holds both start codons does, whether or not it also holds
+    the stop: its piece, cut or whole, is among those the prediction it chose was stitched from."""
+    ends = [x for pair in ((a.start, b.start), (a.end, b.end)) if pair[0] != pair[1] for x in pair]
+    if not ends:
+        return 0, 0
+    judges = covering_windows(min(ends), max(ends), metas)
+    return len(judges & a.windows), len(judges & b.windows)
+
+
 def drop_near_duplicates(preds: Sequence[Prediction], stats: MergeStats) -> list[Prediction]:
     """Rule 3, on one sequence's predictions."""
     ordered = sorted(preds, key=lambda p: (p.start, p.end))
@@ -189,9 +202,9 @@ def merge_windows(
     return preds, stats
 
 
-def _covering_windows(p: Prediction, metas: Sequence[WindowMeta]) -> set[int]:
-    """Windows that hold the whole feature (0-based ``[start-1, end-1]``), origin copies too."""
-    s, e = p.start - 1, p.end - 1
+def covering_windows(start: int, end: int, metas: Sequence[WindowMeta]) -> set[int]:
+    """Windows that hold all of 1-based ``[start, end]`` (``end > length``: over the origin)."""
+    s, e = start - 1, end - 1
     out = set()
     for wi, m in enumerate(metas):
         shifts = (0, m.seq_length, -m.seq_length) if m.circular else (0,)
@@ -215,7 +228,7 @@ def drop_outvoted(
         if p.type != "CDS" or p.orphan or p.partial:
             out.append(p)
             continue
-        cover = _covering_windows(p, metas)
+        cover = covering_windows(p.start, p.end, metas)
         if len(cover) >= 2 and len(cover & p.windows) < min_votes * len(cover):
             stats.outvoted_dropped += 1
             continue
