@@ -301,11 +301,7 @@ def annotate_sequences(
 
 
 def _snap_all(
-    preds: Sequence[Prediction],
-    seq: str,
-    circular: bool,
-    options: AnnotateOptions,
-    snaps: Counter,
+    preds: Sequence[Prediction], seq: str, circular: bool, options: AnnotateOptions, snaps: Counter
 ) -> list[tuple[Prediction, str]]:
     """Snap complete CDS onto ORFs; two predictions landing on one ORF keep the more probable."""
     code = genetic_code(options.transl_table)
