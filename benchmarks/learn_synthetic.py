@@ -70,6 +70,16 @@ class Variant:
     """(row label, extra annotate flags); the first is the one followed over training."""
 
 
+BASE_AUX_INIT = (
+    "--coordinate_form",
+    "pointer",
+    "--encoder_aux_weight",
+    "0.5",
+    "--base_aux_weight",
+    "0.5",
+)
+"""``pointer_aux`` plus the per-base loss: the init flags both per-base variants share."""
+
 VARIANTS: dict[str, Variant] = {
     "digits": Variant(
         ("--coordinate_form", "digits"),
@@ -92,14 +102,7 @@ VARIANTS: dict[str, Variant] = {
         ),
     ),
     "pointer_base": Variant(
-        (
-            "--coordinate_form",
-            "pointer",
-            "--encoder_aux_weight",
-            "0.5",
-            "--base_aux_weight",
-            "0.5",
-        ),
+        BASE_AUX_INIT,
         (
             ("pointer + ORF + aux + base aux", ()),
             ("pointer + aux + base aux, no ORF", ("--no_orf_constraint",)),
@@ -107,16 +110,7 @@ VARIANTS: dict[str, Variant] = {
         ),
     ),
     "pointer_base_weighted": Variant(
-        (
-            "--coordinate_form",
-            "pointer",
-            "--encoder_aux_weight",
-            "0.5",
-            "--base_aux_weight",
-            "0.5",
-            "--base_aux_class_weight",
-            "100",
-        ),
+        (*BASE_AUX_INIT, "--base_aux_class_weight", "100"),
         (
             ("pointer + ORF + aux + weighted base aux", ()),
             ("pointer + aux + weighted base aux, no ORF", ("--no_orf_constraint",)),
