@@ -7,8 +7,8 @@
 # What it expects, because a lent machine is bare and offline:
 # - a Python with torch: $PYTHON, else the repo's .venv when its torch imports, else python3;
 # - the project's other packages importable, or carried as wheels in .whl/ (made here by
-#   benchmarks/gpu_wheels.sh): they are installed with --no-index --no-deps into a folder of
-#   their own that goes on PYTHONPATH, so the machine's torch and CUDA are left alone;
+#   benchmarks/gpu_wheels.sh): when one is missing they are installed with --no-index --no-deps
+#   into a folder of their own that goes on PYTHONPATH, so the machine's torch and CUDA stay;
 # - no install of the project itself: the repository root goes on PYTHONPATH;
 # - data: ../shared (or $DNA2GFF_SHARED) when present, else .whl/shared (a carried copy of
 #   E. coli's FASTA and the DNABERT-2 tokenizer), else a synthetic genome and a small tokenizer.
@@ -26,7 +26,11 @@ if [ -z "$PY" ]; then
     fi
 fi
 
-if compgen -G ".whl/*.whl" >/dev/null; then
+# the carried wheels, only where this Python lacks one of the packages they provide
+NEEDED="deepspeed pydantic hjson webdataset braceexpand pyfastx pyrodigal archspec"
+if compgen -G ".whl/*.whl" >/dev/null && ! "$PY" -c '
+import importlib.util, sys
+sys.exit(any(importlib.util.find_spec(m) is None for m in sys.argv[1:]))' $NEEDED; then
     SITE="${TMPDIR:-/tmp}/dna2gff-gpu-check-site"
     if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target "$SITE" .whl/*.whl; then

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,6 +74,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--trainer_only", action="store_true", help="time the trainer alone (no plain loop)"
     )
     p.add_argument("--json", help="also write the figures as JSON to this path")
+    p.add_argument("--build_only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--samples",
         type=int,
@@ -271,11 +273,22 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device("cuda" if accel == "cuda" else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+    if args.build_only:  # the child of a GPU run (below)
+        build(args, Path(args.workdir))
+        return
     if args.trainer_only:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(args.workdir or tmp)
             work.mkdir(parents=True, exist_ok=True)
-            model, data = build(args, work)
+            if device.type == "cuda":
+                # built in a child: a MoE model's construction leaves a one-process gloo group,
+                # and the trainer must make its own (NCCL) one, as after init_model in the recipe
+                own = list(sys.argv[1:] if argv is None else argv)
+                child = [sys.executable, __file__, *own, "--build_only", "--workdir", str(work)]
+                subprocess.run(child, check=True)
+                model, data = work / "model", work / "data"
+            else:
+                model, data = build(args, work)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             rows = trainer_run(args, model, data, work / f"run-{time.time_ns()}")

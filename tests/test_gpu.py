@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
 from pathlib import Path
 
@@ -193,37 +194,41 @@ def test_annotate_on_cuda_equals_annotate_on_cpu(tmp_path: Path) -> None:
     assert runs[0][0] == runs[1][0]
 
 
-@pytest.mark.gpu
-@needs_cuda
-def test_trainer_runs_zero2_bf16_on_cuda(tmp_path: Path) -> None:
-    """The DeepSpeed trainer on one GPU: finite losses that fall, FLOPs logged, memory on the card."""
+def train_in_a_child(tmp_path: Path, accelerator: str) -> tuple[list[dict], str]:
+    """``launch/train.py`` on a tiny MoE model in its own process, as the recipe runs it.
+
+    Its own process: building a MoE model leaves a one-process gloo group behind, and the trainer
+    must make its own (NCCL on a GPU) group, as it does after ``init_model`` in the recipe.
+    """
+    import subprocess
+    import sys
+
     from trainer.fixtures import make_model, make_tokenizer, write_shards
-    from trainer.train.config import TrainConfig
-    from trainer.train.engine import train
 
     tok = make_tokenizer(tmp_path / "tok")
     model = make_model(tmp_path / "model", tok, use_moe=True, num_experts=4, hidden=64)
-    data = write_shards(tmp_path / "data", {"train": [64, 64], "val": [16]})
-    torch.cuda.reset_peak_memory_stats()
-    result = train(
-        TrainConfig(
-            model=str(model),
-            data=str(data),
-            output=str(tmp_path / "run"),
-            max_steps=30,
-            micro_batch_size=8,
-            lr=1e-3,
-            warmup_steps=2,
-            save_every=0,
-            eval_every=0,
-            export=False,
-            bf16=True,
-        )
-    )
-    rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert result.steps == 30 and len(rows) == 30
+    data = write_shards(tmp_path / "data", {"train": [64, 64]})
+    run = tmp_path / "run"
+    flags = {"max_steps": 30, "micro_batch_size": 8, "lr": 1e-3, "warmup_steps": 2,
+             "save_every": 0, "eval_every": 0, "decode_every": 0, "num_workers": 0}  # fmt: skip
+    cmd = [sys.executable, str(Path(__file__).parents[1] / "launch" / "train.py"),
+           "--model", str(model), "--data", str(data), "--output", str(run), "--no_export",
+           *(x for k, v in flags.items() for x in (f"--{k}", str(v)))]  # fmt: skip
+    env = {**os.environ, "DS_ACCELERATOR": accelerator}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    return rows, res.stderr
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_trainer_runs_zero2_bf16_on_cuda(tmp_path: Path) -> None:
+    """The DeepSpeed trainer (ZeRO-2, bf16) on one GPU: finite losses that fall, FLOPs logged."""
+    rows, log = train_in_a_child(tmp_path, "cuda")
+    assert "accelerator=cuda" in log
+    assert len(rows) == 30
     assert all(math.isfinite(r["loss"]) and not r["skipped"] for r in rows)
     assert all(r["flops"] > 0 for r in rows)
     first, last = sum(r["loss"] for r in rows[:5]) / 5, sum(r["loss"] for r in rows[-5:]) / 5
     assert last < first
-    assert torch.cuda.max_memory_allocated() > 0
