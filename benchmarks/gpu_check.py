@@ -328,7 +328,7 @@ def train_args(
         shape = ["--hidden", "768", "--layers", "12", "--heads", "12", "--experts", "8",
                  "--micro_batch", str(args.micro_batch), "--window", "2400",
                  "--max_src_tokens", "512", "--steps", str(args.train_steps or 300),
-                 "--warmup", "20", "--samples", "4096", "--workers", "4"]  # fmt: skip
+                 "--warmup", "20", "--samples", "4096", "--workers", "8"]  # fmt: skip
     extra = ["--tokenizer", str(tokenizer)] if tokenizer else []
     return [*shape, *extra, "--trainer_only", "--workdir", str(workdir), "--json", str(js)]
 
