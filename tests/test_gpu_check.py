@@ -59,8 +59,10 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     assert math.isfinite(train["loss_first"]) and math.isfinite(train["loss_last"])
     assert train["mfu"] is None and train["peak_memory_gib"] is None  # no GPU: no MFU, no memory
 
-    ann = parts["annotate"]
-    assert ann["bp"] == 20_000 and ann["scope"] == "prefix" and ann["device"] == "cpu"
+    ann = parts["annotate"]  # a 10 kbp probe, then the whole genome since it fits the time box
+    assert ann["probe"]["bp"] == 10_000 < ann["genome_bp"] == ann["bp"]
+    assert ann["scope"] == "genome" and ann["device"] == "cpu"
+    assert ann["probe"]["seconds_total"] < ann["whole_genome_estimate_s"]
     assert ann["windows"] > 0 and ann["mbp_per_min"] > 0 and ann["prodigal_mbp_per_min"] > 0
     assert ann["ratio_annotate_prodigal"] == pytest.approx(
         ann["mbp_per_min"] / ann["prodigal_mbp_per_min"], rel=1e-3
