@@ -59,6 +59,8 @@ PARTS = ("tests", "train", "annotate")
 GPU_BUDGET = {"tests": 90.0, "train": 210.0, "annotate": 150.0}
 SMOKE_BUDGET = {"tests": 60.0, "train": 90.0, "annotate": 90.0}
 TAIL_CHARS = 2000
+#: A part is not started with less time than this left in the whole budget.
+MIN_PART_S = 5.0
 
 
 # ------------------------------------------------------------------------------ running a part
@@ -96,20 +98,23 @@ def run_command(
     try:
         out, err = proc.communicate(timeout=max(timeout, 0.1))
         timed_out = False
+        _kill_group(proc.pid, (signal.SIGKILL,))  # whatever it left behind dies with it
     except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
+        _kill_group(proc.pid, (signal.SIGTERM, signal.SIGKILL))
         out, err = proc.communicate()
         timed_out = True
     return Command(proc.returncode, out, err, time.perf_counter() - t0, timed_out)
 
 
-def _kill_group(pid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _kill_group(pid: int, signals: Sequence[signal.Signals]) -> None:
+    """Send each signal to the process group ``pid`` leads, a second apart, until it is gone."""
+    for i, sig in enumerate(signals):
+        if i:
+            time.sleep(1.0)
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
             return
-        time.sleep(1.0)
 
 
 def tail(text: str, chars: int = TAIL_CHARS) -> str:
@@ -139,7 +144,7 @@ class Check:
         """
         box = min(budget, self.left())
         t0 = time.perf_counter()
-        if box < 5:
+        if box < MIN_PART_S:
             rec: dict[str, Any] = {"status": "skipped", "reason": "no time left in the budget"}
         else:
             try:
@@ -182,6 +187,8 @@ def environment(smoke: bool) -> dict:
         "cpus": os.cpu_count(),
         "smoke": smoke,
     }
+    from importlib.metadata import PackageNotFoundError, version
+
     versions: dict[str, str | None] = {}
     for name in (
         "torch",
@@ -195,10 +202,8 @@ def environment(smoke: bool) -> dict:
         "pytest",
     ):
         try:
-            from importlib.metadata import version
-
             versions[name] = version(name)
-        except Exception:
+        except PackageNotFoundError:
             versions[name] = None
     info["packages"] = versions
     info["missing"] = [k for k, v in versions.items() if v is None]

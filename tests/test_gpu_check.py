@@ -73,23 +73,33 @@ def _check(tmp_path: Path, budget: float = 60.0) -> gpu_check.Check:
     return gpu_check.Check(smoke=True, budget_s=budget, work=tmp_path, env=dict(os.environ))
 
 
-def test_a_child_past_its_time_is_killed_with_its_children(tmp_path: Path) -> None:
-    marker = tmp_path / "grandchild-alive"
-    grandchild = f"import time; time.sleep(3); open({str(marker)!r}, 'w').close()"
-    # the child starts a grandchild (as the trainer starts loader workers) and outlives its time
-    script = (
+def _spawner(marker: Path, then: str, quiet: bool = False) -> str:
+    """A child that starts a grandchild (as the trainer starts loader workers), then ``then``.
+
+    ``quiet``: the grandchild does not hold the child's output pipes, so the child's end is seen
+    at once (one that holds them is waited for, up to the time box, and killed there).
+    """
+    grandchild = f"import time; time.sleep(4); open({str(marker)!r}, 'w').close()"
+    pipes = ", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL" if quiet else ""
+    return (
         "import subprocess, sys, time\n"
-        f"subprocess.Popen([sys.executable, '-c', {grandchild!r}])\n"
-        "print('started', flush=True)\n"
-        "time.sleep(60)\n"
+        f"subprocess.Popen([sys.executable, '-c', {grandchild!r}]{pipes})\n"
+        f"print('started', flush=True)\n{then}\n"
     )
+
+
+def test_a_part_s_children_die_with_it_whether_it_overruns_or_ends(tmp_path: Path) -> None:
     t0 = time.perf_counter()
-    res = gpu_check.run_command([sys.executable, "-c", script], timeout=1.0)
+    late, done = tmp_path / "late-grandchild", tmp_path / "done-grandchild"
+    res = gpu_check.run_command([sys.executable, "-c", _spawner(late, "time.sleep(60)")], 1.0)
     assert res.timed_out and res.stdout == "started\n" and res.seconds < 4
     rec = gpu_check.command_failure(res, "sleeper")
     assert rec["status"] == "timeout" and "sleeper ran past its time box" in rec["error"]
-    time.sleep(max(0.0, t0 + 4 - time.perf_counter()))  # past the grandchild's 3 s
-    assert not marker.exists(), "the timed-out child's own child outlived it"
+    ended = gpu_check.run_command([sys.executable, "-c", _spawner(done, "pass", True)], 10.0)
+    assert not ended.timed_out and ended.returncode == 0
+    time.sleep(max(0.0, t0 + 6 - time.perf_counter()))  # past both grandchildren's 4 s
+    assert not late.exists(), "the timed-out child's own child outlived it"
+    assert not done.exists(), "a finished child's leftover child outlived it"
 
 
 def test_a_failing_part_is_recorded_and_the_next_still_runs(tmp_path: Path) -> None:
