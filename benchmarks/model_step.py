@@ -2,7 +2,8 @@
 """Forward+backward throughput of the full-size model (DNABERT-2-117M encoder, 12+12 layers).
 
 Prints tokens/s (source + target) and, on a GPU, model FLOPs utilisation (MFU). FLOPs are counted
-from the shapes, per step, forward x 3 for forward+backward:
+from the shapes, per step, forward x 3 for forward+backward, by the trainer's own count
+(``trainer.train.monitor.train_flops``, checked against torch's FLOP counter in tests/test_gpu.py):
 
 - encoder, per source token and layer: 8 H^2 (Wqkv 6 H^2 + dense 2 H^2) + 6 H I (gated 4 H I + wo 2 H I)
   + 4 S H (scores and weighted sum against S keys);
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from trainer.model import Dna2GffConfig, Dna2GffModel  # noqa: E402
+from trainer.train.monitor import train_flops  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
@@ -52,17 +54,8 @@ def model_config(moe: bool, vocab: int) -> Dna2GffConfig:
 
 
 def step_flops(cfg: Dna2GffConfig, batch: int, src: int, tgt: int) -> float:
-    """Forward+backward FLOPs of one step, counted from the shapes (see the module docstring)."""
-    h, i, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-    enc_tok = cfg.num_encoder_layers * (8 * h * h + 6 * h * i + 4 * src * h)
-    experts = cfg.moe_top_k if cfg.use_moe else 1
-    router = 2 * h * cfg.num_experts if cfg.use_moe else 0
-    dec_tok = cfg.num_decoder_layers * (
-        8 * h * h + 4 * tgt * h + 4 * h * h + 4 * src * h + experts * 6 * h * i + router
-    )
-    cross_kv = cfg.num_decoder_layers * 4 * h * h * src
-    forward = batch * (src * enc_tok + cross_kv + tgt * (dec_tok + 2 * h * v))
-    return 3.0 * forward
+    """Forward+backward FLOPs of one step: the trainer's own count (the module docstring)."""
+    return train_flops(cfg, batch * src, batch * tgt, src, tgt)
 
 
 def peak_tflops(device: torch.device, override: float | None) -> float | None:

@@ -12,6 +12,10 @@ FLOPs counted from the batches' shapes (``trainer.train.monitor.train_flops``).
     python benchmarks/train_throughput.py --hidden 768 --layers 12 --heads 12 --window 2400 \\
         --tokenizer ../shared/data/dnabert2/DNABERT-2-117M --micro_batch 32 --no_moe  # GPU, 117M
 
+``--trainer_only`` times the trainer alone (no plain loop) and ``--json`` writes its figures
+(tokens/s, MFU from the FLOPs the trainer logs per step, peak GPU memory) for
+``benchmarks/gpu_check.py``; ``--samples`` caps the windows written (the loader cycles over them).
+
 Target: ratio >= 0.9 on CPU; MFU >= 45% on one H100 for the 117M encoder at seq 512.
 """
 
@@ -23,6 +27,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def parse() -> argparse.Namespace:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -65,7 +70,24 @@ def parse() -> argparse.Namespace:
         "OpenMP barriers make multi-threaded timings swing by 10x or more)",
     )
     p.add_argument("--workdir", help="keep files here (default: a temporary folder)")
-    return p.parse_args()
+    p.add_argument(
+        "--trainer_only", action="store_true", help="time the trainer alone (no plain loop)"
+    )
+    p.add_argument("--json", help="also write the figures as JSON to this path")
+    p.add_argument("--build_only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=0,
+        help="training windows to write (0: one per timed sample); the loader cycles over them",
+    )
+    p.add_argument(
+        "--max_src_tokens",
+        type=int,
+        default=4096,
+        help="encoder tokens per window, [CLS] and [SEP] included (longer windows are cut)",
+    )
+    return p.parse_args(argv)
 
 
 def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
@@ -82,7 +104,7 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
         save_tokenizer(t, tok)
     else:
         make_tokenizer(tok, window_len=args.window)
-    n = (args.warmup + args.steps) * args.micro_batch
+    n = args.samples or (args.warmup + args.steps) * args.micro_batch
     data = write_shards(work / "data", {"train": [n // 2 + 1, n // 2 + 1]}, window_len=args.window)
     model = work / "model"
     make_model(
@@ -98,8 +120,8 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     return model, data
 
 
-def trainer_run(args, model: Path, data: Path, out: Path) -> list[tuple[float, float]]:
-    """(tokens, seconds) of each timed trainer step, from RUN_DIR/metrics.jsonl."""
+def trainer_run(args, model: Path, data: Path, out: Path) -> list[dict]:
+    """The timed trainer steps' rows of RUN_DIR/metrics.jsonl (tokens, flops, seconds, loss)."""
     from trainer.train.config import TrainConfig
     from trainer.train.engine import train
 
@@ -115,13 +137,13 @@ def trainer_run(args, model: Path, data: Path, out: Path) -> list[tuple[float, f
         export=False,
         bf16=not args.fp32,
         warmup_steps=2,
-        max_src_tokens=4096,
+        max_src_tokens=args.max_src_tokens,
         pad_multiple=args.pad_multiple,
         log_every=args.log_every,
     )
     train(cfg)
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    return [(r["tokens"], r["seconds"]) for r in rows[args.warmup :]]
+    return rows[args.warmup :]
 
 
 def same_batches(args, model: Path, data: Path) -> list[dict]:
@@ -133,7 +155,7 @@ def same_batches(args, model: Path, data: Path) -> list[dict]:
     ids = TokenIds(mc.bos_token_id, mc.eos_token_id, mc.pad_token_id)
     ds = ShardBatches(
         split_shards(data, "train"),
-        SampleEncoder(str(model), ids, 4096, 512, args.pad_multiple),
+        SampleEncoder(str(model), ids, args.max_src_tokens, 512, args.pad_multiple),
         rank=0,
         world_size=1,
         num_workers=args.workers,
@@ -193,19 +215,88 @@ def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[list,
     return steps, flops
 
 
-def main() -> None:
-    args = parse()
+def trainer_figures(args, rows: list[dict], device, cfg) -> dict:
+    """The trainer's steady-state figures: rates over the timed steps, MFU, peak memory, loss."""
+    import torch
+
+    from trainer.train.monitor import peak_flops
+
+    tokens = sum(r["tokens"] for r in rows)
+    seconds = sum(r["seconds"] for r in rows)
+    flops = sum(r["flops"] for r in rows)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = peak_flops(name) if device.type == "cuda" else None
+    losses = [r["loss"] for r in rows if not r["skipped"]]
+    return {
+        "device": name,
+        "dtype": "fp32" if args.fp32 else "bf16",
+        "zero_stage": 2,
+        "hidden": cfg.hidden_size,
+        "layers": [cfg.num_encoder_layers, cfg.num_decoder_layers],
+        "experts": cfg.num_experts if cfg.use_moe else 0,
+        "top_k": cfg.moe_top_k if cfg.use_moe else 0,
+        "vocab": cfg.vocab_size,
+        "micro_batch": args.micro_batch,
+        "window_bp": args.window,
+        "max_src_tokens": args.max_src_tokens,
+        "src_tokens_per_window": sum(r["src_tokens"] for r in rows)
+        / (len(rows) * args.micro_batch),
+        "timed_steps": len(rows),
+        "warmup_steps": args.warmup,
+        "tokens_per_s": tokens / seconds,
+        "median_tokens_per_s": statistics.median(r["tokens"] / r["seconds"] for r in rows),
+        "samples_per_s": len(rows) * args.micro_batch / seconds,
+        "step_ms_median": 1000 * statistics.median(r["seconds"] for r in rows),
+        "model_tflops_per_s": flops / seconds / 1e12,
+        "peak_tflops": peak / 1e12 if peak else None,
+        "mfu": flops / seconds / peak if peak else None,
+        "peak_memory_gib": (
+            torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        ),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "skipped_steps": sum(bool(r["skipped"]) for r in rows),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
     logging.basicConfig(level=logging.WARNING)
     from trainer.train.dsconfig import use_cpu_accelerator_if_no_gpu
 
     accel = use_cpu_accelerator_if_no_gpu()
     import torch
 
+    from trainer.model.config import Dna2GffConfig
     from trainer.train.monitor import peak_flops
 
     device = torch.device("cuda" if accel == "cuda" else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+    if args.build_only:  # the child of a GPU run (below)
+        build(args, Path(args.workdir))
+        return
+    if args.trainer_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(args.workdir or tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            if device.type == "cuda":
+                # built in a child: a MoE model's construction leaves a one-process gloo group,
+                # and the trainer must make its own (NCCL) one, as after init_model in the recipe
+                own = list(sys.argv[1:] if argv is None else argv)
+                child = [sys.executable, __file__, *own, "--build_only", "--workdir", str(work)]
+                subprocess.run(child, check=True)
+                model, data = work / "model", work / "data"
+            else:
+                model, data = build(args, work)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            rows = trainer_run(args, model, data, work / f"run-{time.time_ns()}")
+            figures = trainer_figures(args, rows, device, Dna2GffConfig.load(model))
+        print(json.dumps(figures, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -219,7 +310,9 @@ def main() -> None:
         if not args.cold:
             plain_run(args, model, batches, device)
         plain1, flops = plain_run(args, model, batches, device)
-        trainer = trainer_run(args, model, data, out)
+        rows = trainer_run(args, model, data, out)
+        trainer = [(r["tokens"], r["seconds"]) for r in rows]
+        model_cfg = Dna2GffConfig.load(model)
         plain2, _ = plain_run(args, model, batches, device)
     if [t for t, _ in trainer] != [t for t, _ in plain1]:
         print("warning: the trainer's batches differ from the plain loop's")
@@ -251,6 +344,11 @@ def main() -> None:
             f"MFU trainer={per_token * t_rate / peak:.1%} plain={per_token * p_med / peak:.1%} "
             f"(peak {peak / 1e12:.0f} TFLOP/s bf16)"
         )
+    if args.json:
+        figures = trainer_figures(args, rows, device, model_cfg)
+        figures["plain_median_tokens_per_s"] = p_med
+        figures["ratio_trainer_plain"] = t_med / p_med
+        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -592,6 +592,10 @@ def _record_step(run: _Run, stats: StepStats, lr: float, dt: float) -> None:
         log.warning("non-finite loss: step=%d skipped (total=%d)", state.step, state.nan_steps)
     step_loss = stats.loss
     run.result.losses.append(step_loss)
+    # model FLOPs of the step over all ranks (MFU's numerator; benchmarks read it back)
+    flops = train_flops(
+        run.model_cfg, int(stats.src_tokens), int(stats.tgt_tokens), *run.last_shapes
+    )
     if run.rank == 0:
         with open(run.metrics_file, "a") as f:
             f.write(
@@ -602,6 +606,8 @@ def _record_step(run: _Run, stats: StepStats, lr: float, dt: float) -> None:
                         "lr": lr,
                         "skipped": stats.skipped,
                         "tokens": int(stats.tokens),
+                        "src_tokens": int(stats.src_tokens),
+                        "flops": flops,
                         "seconds": round(dt, 6),
                     }
                 )
@@ -624,9 +630,6 @@ def _record_step(run: _Run, stats: StepStats, lr: float, dt: float) -> None:
         if run.model_cfg.base_aux_weight > 0:
             values["train/base_aux_loss"] = stats.base_aux / run.world
         if run.peak:
-            flops = train_flops(
-                run.model_cfg, int(stats.src_tokens), int(stats.tgt_tokens), *run.last_shapes
-            )
             values["perf/mfu"] = flops / dt / (run.peak * run.world)
         run.monitor.scalars(state.step, values)
     if state.nan_steps > cfg.max_nan_steps:

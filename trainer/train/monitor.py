@@ -33,24 +33,31 @@ def peak_flops(device_name: str) -> float | None:
 
 
 def train_flops(cfg: Any, src_tokens: int, tgt_tokens: int, src_len: int, tgt_len: int) -> float:
-    """Forward+backward FLOPs of one batch, counted from shapes (x3 for backward).
+    """Model FLOPs of one batch's forward + backward, counted from shapes (backward = 2x forward).
 
-    Per token and layer: 2 x (weights touched) for matmuls, plus attention scores and values
-    (4 x length x hidden). Encoder layers see source tokens, decoder layers target tokens (self
-    attention over the target, cross attention over the source). With MoE the MLP counts
-    ``moe_top_k`` experts. Embedding lookups are free; the output projection is counted.
+    What MFU divides by, so it counts the model's arithmetic and nothing else: 2 FLOPs per weight a
+    token passes through, plus attention scores and weighted values (4 x length x hidden per token
+    and layer, over the padded length the kernel computes). Only non-pad tokens pay the weights.
+    Encoder layers see source tokens (Wqkv + dense 4 H^2, gated MLP 3 H I). Decoder layers see
+    target tokens (self-attention 4 H^2, cross-attention query and output 2 H^2, the MLP once per
+    routed expert, ``moe_top_k`` of them, plus the router H x E); the cross-attention keys and
+    values (2 H^2) are projected once per layer from the *source* tokens. The output projection
+    (H x V) is counted for every target token. Embedding lookups, norms, softmax, the MoE's
+    dispatch and combine, and padding are not counted (they are work the model does not need).
+    ``tests/test_gpu.py`` checks the dense count against torch's own FLOP counter.
     """
     h = cfg.hidden_size
     i = cfg.intermediate_size
-    mlp = 3 * h * i  # gated: h -> 2i, then i -> h
-    if getattr(cfg, "use_moe", False):
-        mlp *= getattr(cfg, "moe_top_k", 1)
-    enc_layer = 4 * h * h + mlp
-    dec_layer = 4 * h * h + 4 * h * h + mlp  # self + cross attention projections
-    enc = src_tokens * (2 * enc_layer + 4 * src_len * h) * cfg.num_encoder_layers
-    dec = tgt_tokens * (2 * dec_layer + 4 * tgt_len * h + 4 * src_len * h) * cfg.num_decoder_layers
-    head = tgt_tokens * 2 * h * cfg.vocab_size
-    return 3.0 * (enc + dec + head)
+    use_moe = bool(getattr(cfg, "use_moe", False))
+    experts = getattr(cfg, "moe_top_k", 1) if use_moe else 1
+    router = h * getattr(cfg, "num_experts", 0) if use_moe else 0
+    enc_layer = 2 * (4 * h * h + 3 * h * i) + 4 * src_len * h
+    dec_layer = 2 * (4 * h * h + 2 * h * h + experts * 3 * h * i + router)
+    dec_layer += 4 * tgt_len * h + 4 * src_len * h  # self- and cross-attention scores + values
+    cross_kv = 2 * (2 * h * h)  # per source token and decoder layer
+    enc = src_tokens * (enc_layer * cfg.num_encoder_layers + cross_kv * cfg.num_decoder_layers)
+    dec = tgt_tokens * (dec_layer * cfg.num_decoder_layers + 2 * h * cfg.vocab_size)
+    return 3.0 * (enc + dec)
 
 
 class Monitor:
