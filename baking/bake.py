@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from baking.bake_config import (
@@ -427,6 +427,7 @@ def _bake_and_publish(
         )
     except BaseException:
         sweep_temps(out, answerable)
+        _remove_empty_splits(out)
         raise
     if comm is not None:
         error = comm.bcast(error, root=0)
@@ -435,6 +436,14 @@ def _bake_and_publish(
             raise (OutputError(*error) if len(error) == 2 else InputError(*error))
         raise Dna2GffError(error)
     return manifest, results if rank == 0 else []
+
+
+def _remove_empty_splits(out: Path) -> None:
+    """``train/``/``val/`` folders a failed run created and left empty (``rmdir`` refuses any
+    folder that holds a file, so an earlier bake's are safe)."""
+    for split in SPLITS:
+        with suppress(OSError):
+            (out / split).rmdir()
 
 
 def _publish(
@@ -471,6 +480,7 @@ def _publish(
     fatal = next((r for r in failed if r.output_error is not None), None)
     if fatal is not None or (failed and (cfg.on_error == "stop" or len(failed) == len(specs))):
         sweep_temps(out, {safe_name(s.name) for s in specs})
+        _remove_empty_splits(out)
         if fatal is not None:
             return fatal.output_error, None
         if len(failed) > 1:

@@ -4,6 +4,7 @@ into a folder removes every stale temporary, not only its own genomes'."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -172,3 +173,27 @@ def test_stale_temporaries_of_any_genome_are_swept(tmp_path: Path) -> None:
         "train/notes.tmp",
         "train/small-00000.tar",
     ]
+
+
+def test_full_disk_at_the_manifest_publishes_no_shard(tmp_path: Path, small_disk: Path) -> None:
+    """The manifest is written before the shards are renamed: when the disk fills up exactly at
+    the manifest, the shards are still temporaries and go, instead of published shards that no
+    manifest describes (a trainer would read an older manifest over newer shards)."""
+    from baking.common.errors import OutputError
+
+    fna, gff = small_genome(tmp_path / "in")
+    spec = [GenomeSpec("small", str(fna), str(gff))]
+    cfg = BakeConfig(window_len=200, shard_size=65536, progress=False)
+    bake(spec, cfg, tmp_path / "probe")
+    pages = sum(-(-p.stat().st_size // 4096) for p in (tmp_path / "probe").rglob("*.tar"))
+    free = os.statvfs(small_disk).f_bavail
+    (small_disk / "filler").write_bytes(bytes(4096 * (free - pages - 1)))  # 1: the lock file
+    out = small_disk / "out"
+    with pytest.raises(OutputError) as exc:
+        bake(spec, cfg, out)
+    assert (exc.value.path, exc.value.reason) == (
+        str(out / "manifest.json"),
+        "no space left on device",
+    )
+    assert output_files(out) == []  # no published shard, no temporary
+    assert sorted(os.listdir(out)) == []  # nor an empty split folder
