@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from baking.bake import bake, format_summary
 from baking.bake_config import DEFAULT_WINDOW, RC_MODES, UNANNOTATED, BakeConfig, GenomeSpec
 from baking.common.errors import ConfigError, InputError
+from baking.common.files import input_problem
 from baking.target.grammar import DEFAULT_FEATURE_TYPES
 from launch._cli import check_outputs, run_cli, setup_logging
 
@@ -129,8 +130,9 @@ def read_genome_list(path: str | Path) -> list[GenomeSpec]:
     """``name<TAB>fasta<TAB>gff`` lines (``#`` comments, blank lines skipped); relative paths are
     relative to the list's folder."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
+    problem = input_problem(path)
+    if problem is not None:
+        raise InputError(path, problem)
     base = path.parent
     specs = []
     for lineno, line in enumerate(

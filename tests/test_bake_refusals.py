@@ -176,6 +176,8 @@ def test_fifo_is_not_a_regular_file(tmp_path: Path, phage) -> None:
     assert err == f"error: {fifo}: not a regular file (a FIFO)"
     err = _error(_bake(fna, tmp_path / "in", tmp_path / "out"))
     assert err == f"error: {tmp_path / 'in'}: not a regular file (a directory)"
+    err = _error(run_bake("--genomes", fifo, tmp_path / "out"))
+    assert err == f"error: {fifo}: not a regular file (a FIFO)"
 
 
 def test_seqid_version_mismatch_names_what_the_fasta_has(tmp_path: Path, phage) -> None:
