@@ -95,6 +95,22 @@ def test_append_refuses_a_missing_earlier_shard(tmp_path: Path) -> None:
     )
 
 
+def test_append_refuses_a_damaged_earlier_entry(tmp_path: Path) -> None:
+    pairs = _pairs(tmp_path)
+    out = tmp_path / "out"
+    assert run_bake(*pairs["g1"], out, "--name", "g1", "--window", "1000").returncode == 0
+    m = json.loads((out / "manifest.json").read_text())
+    del m["genomes"]["g1"]["bp"]
+    m["genomes"]["g1"]["samples"] = 8
+    (out / "manifest.json").write_text(json.dumps(m))
+    run = run_bake(*pairs["g2"], out, "--name", "g2", "--window", "1000", "--append")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert (
+        f"error: {out}/manifest.json: genome 'g1': missing or malformed samples, bp (damaged "
+        "manifest; --overwrite replaces it)" in run.stderr
+    )
+
+
 @pytest.mark.parametrize(
     "path, problem",
     [("../../etc/passwd", "contains '..'"), ("/etc/passwd", "absolute path")],

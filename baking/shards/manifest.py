@@ -265,6 +265,7 @@ def plan_rerun(
             "use the same options, another folder, or --overwrite"
         )
     for n in others:
+        _check_entry(path, n, genomes[n])
         for p in _shards_of(genomes[n]):
             if p not in listed or not (out / p).is_file():
                 raise InputError(
@@ -273,6 +274,34 @@ def plan_rerun(
                     "or use --overwrite",
                 )
     return Rerun(keep=prev)
+
+
+# What ``assemble_manifest`` reads of a genome entry kept by ``--append``
+_ENTRY = {
+    "status": str,
+    "shards": list,
+    "samples": dict,
+    "features": dict,
+    "window_features": dict,
+    "bp": int,
+    "windows": int,
+    "target_tokens": int,
+}
+
+
+def _check_entry(path: Path, name: str, entry: object) -> None:
+    """``InputError`` unless an earlier genome's entry has what a merged manifest is made of."""
+    bad = [
+        k
+        for k, kind in _ENTRY.items()
+        if not isinstance(entry, dict) or not isinstance(entry.get(k), kind)
+    ]
+    if bad:
+        raise InputError(
+            path,
+            f"genome {name!r}: missing or malformed {', '.join(bad)} (damaged manifest; "
+            "--overwrite replaces it)",
+        )
 
 
 def _listed_shards(manifest: dict) -> dict[str, dict]:
