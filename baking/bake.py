@@ -4,7 +4,9 @@ Stages per genome (``bake_genome``): read GFF3 (and check its cross-line rules: 
 multi-feature IDs, CDS phases) and FASTA -> choose features -> plan windows ->
 clip features into each window (and its reverse complement) -> ``encode_target`` -> shard writer.
 All input checks happen before the first sample is written, and shards stay under temporary names
-until the whole run has succeeded (``bake``), so bad input never leaves a half-written output.
+until the whole run has succeeded (``bake``), so bad input never leaves a half-written output. A
+run that fails or is stopped (SIGINT, SIGTERM; pool workers included) deletes its temporaries;
+one killed outright leaves them to the next run into the folder, which sweeps them under its lock.
 
 Parallelism: genomes are independent. ``--workers N`` runs them on a process pool; under
 ``mpirun -n K`` (mpi4py importable, world size > 1) rank r takes genomes r, r+K, ...; rank 0
@@ -26,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from baking.bake_config import (
     SPLITS,
@@ -49,6 +52,9 @@ from baking.target.windows import (
     sample_dna,
     window_features,
 )
+
+if TYPE_CHECKING:
+    from baking.shards.manifest import Rerun
 
 log = logging.getLogger(__name__)
 
@@ -376,8 +382,8 @@ def bake(
             busy = comm.bcast(busy, root=0)
         if busy is not None:
             raise ConfigError(busy)
-        return _bake_and_publish(specs, cfg, out, comm, extract_tokens, argv, rerun)
-    raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
+        done = _bake_and_publish(specs, cfg, out, comm, extract_tokens, argv, rerun)
+    return done
 
 
 def _sweep_stale(out: Path) -> None:
@@ -399,7 +405,7 @@ def _bake_and_publish(
     comm,
     extract_tokens: str | Path | None,
     argv: Sequence[str] | None,
-    rerun,
+    rerun: Rerun,
 ) -> tuple[dict | None, list[GenomeResult]]:
     """``bake`` once the output folder is locked: bake this rank's genomes, then publish.
 
@@ -431,8 +437,8 @@ def _bake_and_publish(
         raise
     if comm is not None:
         error = comm.bcast(error, root=0)
-    if error is not None:
-        if isinstance(error, tuple):
+    if error is not None:  # rebuilt here: the project's exceptions do not survive a bcast
+        if isinstance(error, tuple):  # (path, reason): OutputError; (path, reason, line): input
             raise (OutputError(*error) if len(error) == 2 else InputError(*error))
         raise Dna2GffError(error)
     return manifest, results if rank == 0 else []
@@ -453,7 +459,7 @@ def _publish(
     out: Path,
     extract_tokens: str | Path | None,
     argv: Sequence[str] | None,
-    rerun,
+    rerun: Rerun,
 ) -> tuple[str | tuple | None, dict | None]:
     """Rank 0: rename the shards, write ``manifest.json`` and the token file, or, when the run
     failed, delete its temporaries. Returns (the error to raise on every rank, the manifest).
