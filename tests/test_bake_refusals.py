@@ -77,7 +77,7 @@ def test_genome_without_a_feature_of_the_types_is_refused(tmp_path: Path, phage,
     assert output_files(out) == []
     run = _bake(fna, gff, out, "--unannotated", "keep")
     assert run.returncode == 0, run.stderr
-    assert "have no feature of --types and are baked as gene-free" in run.stderr
+    assert "have no feature of --types (pseudogenes aside) and are baked as gene-free" in run.stderr
     assert load_manifest(out)["genomes"]["phage"]["gene_free_sequences"] == [PHAGE_ID]
 
 
@@ -120,7 +120,7 @@ def test_a_record_the_gff_declares_without_genes_bakes_with_a_warning(tmp_path, 
     )
     run = _bake(fna, gff, tmp_path / "out")
     assert run.returncode == 0, run.stderr
-    assert "1 of 2 sequences (700 bp) have no feature of --types" in run.stderr
+    assert "1 of 2 sequences (700 bp) have no feature of --types (pseudogenes aside)" in run.stderr
     assert load_manifest(tmp_path / "out")["genomes"]["phage"]["gene_free_sequences"] == ["contig2"]
 
 

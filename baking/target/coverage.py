@@ -98,8 +98,8 @@ def check_coverage(
             "taught as gene-free: --unannotated skip leaves them out, keep bakes them gene-free",
         )
     log.warning(
-        "%s: %d of %d sequences (%d bp) have no feature of --types and are baked as gene-free "
-        "windows: %s",
+        "%s: %d of %d sequences (%d bp) have no feature of --types (pseudogenes aside) and are "
+        "baked as gene-free windows: %s",
         gff_path,
         len(bare),
         len(lengths),
