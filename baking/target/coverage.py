@@ -8,8 +8,9 @@ real gene would be taught as gene-free). Those baked without a word before. The 
 
 ``refuse`` (default)  a genome with no feature of the types at all, or with FASTA records that no
                       GFF3 line mentions, is an ``InputError`` naming the GFF3 and what it holds;
-                      a record the GFF3 mentions (a ``region`` line) but gives no such feature is
-                      baked gene-free with a warning (draft assemblies' short contigs);
+                      a record the GFF3 declares (a ``region`` or ``##sequence-region`` line)
+                      but gives no such feature is baked gene-free with a warning (draft
+                      assemblies' short contigs);
 ``skip``              every sequence without a feature of the types is left out (warned, counted);
 ``keep``              every sequence is baked; those without features are warned about, counted.
 
