@@ -4,7 +4,9 @@ Stages per genome (``bake_genome``): read GFF3 (and check its cross-line rules: 
 multi-feature IDs, CDS phases) and FASTA -> choose features -> plan windows ->
 clip features into each window (and its reverse complement) -> ``encode_target`` -> shard writer.
 All input checks happen before the first sample is written, and shards stay under temporary names
-until the whole run has succeeded (``bake``), so bad input never leaves a half-written output.
+until the whole run has succeeded (``bake``), so bad input never leaves a half-written output. A
+run that fails or is stopped (SIGINT, SIGTERM; pool workers included) deletes its temporaries;
+one killed outright leaves them to the next run into the folder, which sweeps them under its lock.
 
 Parallelism: genomes are independent. ``--workers N`` runs them on a process pool; under
 ``mpirun -n K`` (mpi4py importable, world size > 1) rank r takes genomes r, r+K, ...; rank 0
@@ -18,11 +20,15 @@ import hashlib
 import logging
 import multiprocessing as mp
 import os
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from baking.bake_config import (
     SPLITS,
@@ -30,12 +36,13 @@ from baking.bake_config import (
     GenomeResult,
     GenomeSpec,
 )
-from baking.common.errors import ConfigError, Dna2GffError, InputError
+from baking.common.errors import ConfigError, Dna2GffError, InputError, OutputError
 from baking.formats.fasta import read_fasta
 from baking.formats.gff3 import read_gff3
 from baking.formats.gff3_semantics import check_gff3_semantics
 from baking.shards.lock import output_lock
-from baking.shards.writer import ShardWriter, safe_name, sample_fields
+from baking.shards.writer import ShardWriter, safe_name, sample_fields, sweep_temps
+from baking.target.coverage import check_coverage
 from baking.target.features import SequenceInfo, select_features, sequence_infos
 from baking.target.grammar import encode_target
 from baking.target.windows import (
@@ -45,6 +52,9 @@ from baking.target.windows import (
     sample_dna,
     window_features,
 )
+
+if TYPE_CHECKING:
+    from baking.shards.manifest import Rerun
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +92,19 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
     seqs = dict(read_fasta(spec.fasta))
     infos = sequence_infos(doc, {k: len(v) for k, v in seqs.items()}, spec.gff)
     feats, stats = select_features(doc, infos, cfg.types, spec.gff, cfg.include_pseudo, attrs)
+    coverage = check_coverage(
+        spec.gff,
+        cfg.types,
+        Counter(f.type for f in doc.features),
+        {s: len(v) for s, v in feats.items()},
+        {f.seqid for f in doc.features} | set(doc.sequence_regions),
+        {s: i.length for s, i in infos.items()},
+        cfg.unannotated,
+    )
     del doc, attrs
+    for seqid in coverage.skipped:
+        del infos[seqid], feats[seqid]
+    res.gene_free_sequences, res.skipped_sequences = coverage.gene_free, coverage.skipped
     res.features = stats.kept
     res.pseudo_dropped, res.duplicates_dropped = stats.pseudo_dropped, stats.duplicates_dropped
     res.sequences = [
@@ -90,9 +112,6 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
     ]
     res.bp = sum(i.length for i in infos.values())
     prefix = safe_name(spec.name)
-    for split in SPLITS:  # temporary shards of an interrupted earlier run of this genome
-        for stale in Path(out_dir, split).glob(f".{prefix}-*.tar.tmp"):
-            stale.unlink(missing_ok=True)
     writers = {s: ShardWriter(out_dir, s, prefix, cfg.shard_size) for s in SPLITS}
     split_all = "val" if spec.name in cfg.val_genomes else None
     window_len, stride = cfg.window_len, cfg.stride
@@ -186,6 +205,8 @@ def bake_genome_safe(spec: GenomeSpec, cfg: BakeConfig, out_dir: str) -> GenomeR
         res = GenomeResult(spec.name, spec.fasta, spec.gff, status="failed", error=str(exc))
         if isinstance(exc, InputError):  # rebuilt by the caller: exceptions cross processes badly
             res.input_error = (exc.path, exc.reason, exc.line)
+        if isinstance(exc, OutputError):  # a full disk is no genome's fault: the run stops
+            res.output_error = (exc.path, exc.reason)
         return res
 
 
@@ -194,19 +215,24 @@ def bake_local(
 ) -> list[GenomeResult]:
     """Bake ``specs`` in this process or on a pool of ``cfg.workers`` processes (input order kept).
 
-    With ``on_error='stop'`` the first failure cancels genomes not yet started.
+    With ``on_error='stop'`` the first failure cancels genomes not yet started; an output error
+    (a full disk) always does.
     """
     out = str(out_dir)
     results: list[GenomeResult] = []
     if cfg.workers <= 1 or len(specs) <= 1:
         for spec in specs:
             results.append(bake_genome_safe(spec, cfg, out))
-            if results[-1].status != "ok" and cfg.on_error == "stop":
+            if _stops(results[-1], cfg):
                 break
         return results
     quiet = BakeConfig(**{**cfg.__dict__, "progress": False})
     ctx = mp.get_context("spawn" if _mpi_env() else "fork")
-    with ProcessPoolExecutor(max_workers=min(cfg.workers, len(specs)), mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=min(cfg.workers, len(specs)), mp_context=ctx, initializer=_worker_init
+    )
+    bar = None
+    try:
         futures = [pool.submit(bake_genome_safe, s, quiet, out) for s in specs]
         bar = _progress(cfg, "genomes", len(specs), unit="genome")  # after the workers forked
         stopping = False
@@ -217,13 +243,64 @@ def bake_local(
             results.append(r)
             if bar is not None:
                 bar.update(1)
-            if r.status != "ok" and cfg.on_error == "stop" and not stopping:
+            if _stops(r, cfg) and not stopping:
                 stopping = True
                 for f in futures:
                     f.cancel()
+    except BaseException:  # SIGINT, SIGTERM, a dead worker: no worker may write on after us
+        _stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
     if bar is not None:
         bar.close()
     return results
+
+
+def _stops(r: GenomeResult, cfg: BakeConfig) -> bool:
+    return r.status != "ok" and (cfg.on_error == "stop" or r.output_error is not None)
+
+
+def _worker_init() -> None:
+    """Pool workers leave SIGINT to the parent (a terminal's Ctrl-C reaches the whole group) and
+    end on SIGTERM by raising ``SystemExit``, so their shard writers delete their temporaries."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel genomes not started, SIGTERM the workers (each deletes its temporary shards, see
+    ``_worker_init``) and wait for them, so none writes after the caller's clean-up."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # no public API in 3.11
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=60)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch system's kill, ``timeout``) unwinds like Ctrl-C, so clean-up runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _mpi_env() -> bool:
@@ -267,6 +344,7 @@ def bake(
     out_dir: str | Path,
     extract_tokens: str | Path | None = None,
     argv: Sequence[str] | None = None,
+    existing: str = "refuse",
 ) -> tuple[dict | None, list[GenomeResult]]:
     """Bake every genome, then (rank 0) publish shards, ``manifest.json`` and the token file.
 
@@ -274,7 +352,13 @@ def bake(
     ``on_error='stop'`` any failure removes this run's temporary shards and raises
     ``Dna2GffError``; with ``'skip'`` failed genomes are listed in the manifest. A second run
     into the same folder while this one holds ``OUT_DIR/.bake.lock`` fails with ``ConfigError``.
+    ``existing`` says what happens to genomes of an earlier bake in the folder that this run
+    does not bake (``baking.shards.manifest.plan_rerun``: refuse, append or overwrite). Under
+    the lock, temporaries of a killed earlier run are deleted first; an interrupted run (SIGINT,
+    SIGTERM, an error) deletes its own.
     """
+    from baking.shards.manifest import Rerun, plan_rerun
+
     check_specs(specs)
     missing = [g for g in cfg.val_genomes if g not in {s.name for s in specs}]
     if missing:
@@ -284,17 +368,34 @@ def bake(
     comm = mpi_comm()
     rank = comm.Get_rank() if comm is not None else 0
     with ExitStack() as stack:
+        stack.enter_context(_sigterm_as_interrupt())
         busy: str | None = None
+        rerun = Rerun()
         if rank == 0:  # one lock per run: rank 0 publishes, the other ranks only write temporaries
             try:
                 stack.enter_context(output_lock(out))
-            except ConfigError as exc:
+                _sweep_stale(out)  # before any rank writes: every temporary here is stale
+                rerun = plan_rerun(out, [s.name for s in specs], cfg, existing)
+            except Dna2GffError as exc:
                 busy = str(exc)
         if comm is not None:
             busy = comm.bcast(busy, root=0)
         if busy is not None:
             raise ConfigError(busy)
-        return _bake_and_publish(specs, cfg, out, comm, extract_tokens, argv)
+        done = _bake_and_publish(specs, cfg, out, comm, extract_tokens, argv, rerun)
+    return done
+
+
+def _sweep_stale(out: Path) -> None:
+    """Delete every temporary of an earlier run that could not clean up (SIGKILL, power loss)."""
+    from baking.shards.manifest import MANIFEST
+
+    files, size = sweep_temps(out)
+    for p in out.glob(f".{MANIFEST}.*.tmp.json"):  # ``atomic_path``'s name for the manifest
+        files, size = files + 1, size + p.stat().st_size
+        p.unlink(missing_ok=True)
+    if files:
+        log.info("removed %d temporary files (%d bytes) left by an interrupted run", files, size)
 
 
 def _bake_and_publish(
@@ -304,57 +405,110 @@ def _bake_and_publish(
     comm,
     extract_tokens: str | Path | None,
     argv: Sequence[str] | None,
+    rerun: Rerun,
 ) -> tuple[dict | None, list[GenomeResult]]:
-    """``bake`` once the output folder is locked: bake this rank's genomes, then publish."""
-    from baking.formats.tokens_file import merge_tokens
-    from baking.shards.manifest import (
-        build_manifest,
-        stale_shards,
-        types_in_targets,
-        write_manifest,
-    )
-    from baking.shards.writer import finalise, remove_temps
-    from baking.target.grammar import target_vocabulary
+    """``bake`` once the output folder is locked: bake this rank's genomes, then publish.
 
+    Whatever ends it early (an error, SIGINT, SIGTERM) deletes the temporary shards of the
+    genomes this process is answerable for: its own while baking, every genome's once rank 0
+    has gathered them.
+    """
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     mine = list(specs[rank::size])
-    results = bake_local(mine, cfg, out)
+    answerable = {safe_name(s.name) for s in mine}
+    try:
+        results = bake_local(mine, cfg, out)
+        if comm is not None:
+            gathered = comm.gather(results, root=0)
+            if rank == 0:
+                order = {s.name: i for i, s in enumerate(specs)}
+                answerable = {safe_name(s.name) for s in specs}
+                results = sorted(
+                    (r for part in gathered for r in part), key=lambda r: order[r.name]
+                )
+        error, manifest = (
+            _publish(specs, results, cfg, out, extract_tokens, argv, rerun)
+            if rank == 0
+            else (None, None)
+        )
+    except BaseException:
+        sweep_temps(out, answerable)
+        _remove_empty_splits(out)
+        raise
     if comm is not None:
-        gathered = comm.gather(results, root=0)
-        if rank == 0:
-            order = {s.name: i for i, s in enumerate(specs)}
-            results = sorted((r for part in gathered for r in part), key=lambda r: order[r.name])
-    error: str | None = None
-    first_input_error: tuple[str, str, int | None] | None = None
-    manifest: dict | None = None
-    if rank == 0:
-        failed = [r for r in results if r.status != "ok"]
-        ok_shards = [s for r in results if r.status == "ok" for s in r.shards]
-        if failed and (cfg.on_error == "stop" or len(failed) == len(specs)):
-            remove_temps(out, ok_shards)
-            error = failed[0].error or f"genome {failed[0].name} failed"
-            first_input_error = failed[0].input_error
-            if len(failed) > 1:
-                error += f" (and {len(failed) - 1} more failed genomes)"
-                first_input_error = None
-        else:
-            for r in failed:
-                log.warning("skipped genome=%s error=%s", r.name, r.error)
-            finalise(out, ok_shards)
-            for p in stale_shards(out, [s.name for s in specs], {s.path for s in ok_shards}):
-                p.unlink()
-            manifest = build_manifest(results, cfg, argv)
-            write_manifest(out, manifest)
-            if extract_tokens is not None:
-                seen = types_in_targets(results, cfg.types)
-                merge_tokens(extract_tokens, target_vocabulary(seen, cfg.window_len))
-    if comm is not None:
-        error, first_input_error = comm.bcast((error, first_input_error), root=0)
-    if first_input_error is not None:
-        raise InputError(*first_input_error)
-    if error is not None:
+        error = comm.bcast(error, root=0)
+    if error is not None:  # rebuilt here: the project's exceptions do not survive a bcast
+        if isinstance(error, tuple):  # (path, reason): OutputError; (path, reason, line): input
+            raise (OutputError(*error) if len(error) == 2 else InputError(*error))
         raise Dna2GffError(error)
     return manifest, results if rank == 0 else []
+
+
+def _remove_empty_splits(out: Path) -> None:
+    """``train/``/``val/`` folders a failed run created and left empty (``rmdir`` refuses any
+    folder that holds a file, so an earlier bake's are safe)."""
+    for split in SPLITS:
+        with suppress(OSError):
+            (out / split).rmdir()
+
+
+def _publish(
+    specs: Sequence[GenomeSpec],
+    results: list[GenomeResult],
+    cfg: BakeConfig,
+    out: Path,
+    extract_tokens: str | Path | None,
+    argv: Sequence[str] | None,
+    rerun: Rerun,
+) -> tuple[str | tuple | None, dict | None]:
+    """Rank 0: rename the shards, write ``manifest.json`` and the token file, or, when the run
+    failed, delete its temporaries. Returns (the error to raise on every rank, the manifest).
+
+    The manifest is written to its temporary file *before* the shards are renamed: on a full
+    disk it is the write that fails, and the run then leaves its temporaries to the clean-up
+    instead of published shards that no manifest describes.
+    """
+    from baking.common.files import atomic_path
+    from baking.formats.tokens_file import merge_tokens
+    from baking.shards.manifest import (
+        MANIFEST,
+        build_manifest,
+        manifest_text,
+        merge_genomes,
+        stale_shards,
+        types_in_targets,
+    )
+    from baking.shards.writer import finalise
+    from baking.target.grammar import target_vocabulary
+
+    failed = [r for r in results if r.status != "ok"]
+    ok_shards = [s for r in results if r.status == "ok" for s in r.shards]
+    fatal = next((r for r in failed if r.output_error is not None), None)
+    if fatal is not None or (failed and (cfg.on_error == "stop" or len(failed) == len(specs))):
+        sweep_temps(out, {safe_name(s.name) for s in specs})
+        _remove_empty_splits(out)
+        if fatal is not None:
+            return fatal.output_error, None
+        if len(failed) > 1:
+            error = failed[0].error or f"genome {failed[0].name} failed"
+            return f"{error} (and {len(failed) - 1} more failed genomes)", None
+        return failed[0].input_error or failed[0].error or f"genome {failed[0].name} failed", None
+    for r in failed:
+        log.warning("skipped genome=%s error=%s", r.name, r.error)
+    manifest = build_manifest(results, cfg, argv)
+    if rerun.keep is not None:
+        manifest = merge_genomes(rerun.keep, manifest, cfg, argv)
+    with atomic_path(out / MANIFEST) as tmp:
+        tmp.write_text(manifest_text(manifest), encoding="utf-8")
+        finalise(out, ok_shards)
+        listed = {s.path for s in ok_shards}
+        for p in [*stale_shards(out, [s.name for s in specs], listed), *rerun.drop]:
+            if p.relative_to(out).as_posix() not in listed:  # a same-prefix earlier genome
+                p.unlink(missing_ok=True)
+    if extract_tokens is not None:
+        seen = types_in_targets(results, cfg.types)
+        merge_tokens(extract_tokens, target_vocabulary(seen, cfg.window_len))
+    return None, manifest
 
 
 def format_summary(results: Sequence[GenomeResult], seconds: float, types: Sequence[str]) -> str:

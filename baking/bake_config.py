@@ -16,6 +16,8 @@ from baking.target.grammar import DEFAULT_FEATURE_TYPES, type_token
 DEFAULT_WINDOW = 2000  # DNABERT-2 reads ~4.5-4.7 bp/token on bacteria: 2000 bp -> ~470 tokens max
 SPLITS = ("train", "val")
 RC_MODES = ("none", "both", "random")
+# What to do with sequences without a feature of the chosen types (docs/baking.md "Unannotated")
+UNANNOTATED = ("refuse", "skip", "keep")
 
 
 @dataclass
@@ -35,6 +37,7 @@ class BakeConfig:
     val_fraction: float = 0.0
     on_error: str = "stop"
     workers: int = 1
+    unannotated: str = "refuse"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -70,6 +73,8 @@ class BakeConfig:
             raise ConfigError(f"on_error must be 'stop' or 'skip', got {self.on_error!r}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.unannotated not in UNANNOTATED:
+            raise ConfigError(f"unannotated must be one of {UNANNOTATED}, got {self.unannotated!r}")
         self.val_genomes = tuple(self.val_genomes)
 
     def to_json(self) -> dict:
@@ -112,6 +117,9 @@ class GenomeResult:
     shards: list[ShardInfo] = field(default_factory=list)
     seconds: float = 0.0
     input_error: tuple[str, str, int | None] | None = None  # (path, reason, line) of an InputError
+    output_error: tuple[str, str] | None = None  # (path, reason) of an OutputError: stops the run
+    gene_free_sequences: list[str] = field(default_factory=list)  # baked, no feature of the types
+    skipped_sequences: list[str] = field(default_factory=list)  # left out (--unannotated skip)
 
     def to_json(self) -> dict:
         d = {
@@ -131,6 +139,8 @@ class GenomeResult:
             "target_tokens": self.target_tokens,
             "mean_target_tokens": round(self.target_tokens / max(1, sum(self.samples.values())), 2),
             "shards": [s.path for s in self.shards],
+            "gene_free_sequences": self.gene_free_sequences,
+            "skipped_sequences": self.skipped_sequences,
         }
         if self.error is not None:
             d["error"] = self.error

@@ -21,8 +21,9 @@ import time
 from collections.abc import Sequence
 
 from baking.bake import bake, format_summary
-from baking.bake_config import DEFAULT_WINDOW, RC_MODES, BakeConfig, GenomeSpec
+from baking.bake_config import DEFAULT_WINDOW, RC_MODES, UNANNOTATED, BakeConfig, GenomeSpec
 from baking.common.errors import ConfigError, InputError
+from baking.common.files import input_problem
 from baking.target.grammar import DEFAULT_FEATURE_TYPES
 from launch._cli import check_outputs, run_cli, setup_logging
 
@@ -73,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--genomes", metavar="LIST.tsv", help="lines: name<TAB>fasta<TAB>gff3")
     io.add_argument("--name", help="genome name for a single FASTA/GFF3 pair (default: FASTA stem)")
     io.add_argument("--extract_tokens", metavar="FILE", help="merge the target tokens into FILE")
+    again = io.add_mutually_exclusive_group()
+    again.add_argument(
+        "--append",
+        action="store_true",
+        help="OUT_DIR holds an earlier bake: keep its genomes and add this run's (same options)",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="OUT_DIR holds an earlier bake: drop its genomes that this run does not bake "
+        "(their shards are deleted)",
+    )
     io.add_argument("--shard_size", type=parse_size, default="256M", help="max bytes per shard")
     io.add_argument("--log_file", help="also write the (debug) log here")
     io.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -93,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="feature types, comma-separated",
     )
     win.add_argument("--include_pseudo", action="store_true", help="keep pseudogene features")
+    win.add_argument(
+        "--unannotated",
+        choices=UNANNOTATED,
+        default="refuse",
+        help="sequences without a feature of --types: refuse a genome with none or with FASTA "
+        "records its GFF3 never mentions, skip (leave them out) or keep (bake them gene-free)",
+    )
     sp = p.add_argument_group("splits")
     sp.add_argument("--val_genomes", type=_csv, default=(), help="genome names held out for val")
     sp.add_argument(
@@ -110,8 +130,9 @@ def read_genome_list(path: str | Path) -> list[GenomeSpec]:
     """``name<TAB>fasta<TAB>gff`` lines (``#`` comments, blank lines skipped); relative paths are
     relative to the list's folder."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
+    problem = input_problem(path)
+    if problem is not None:
+        raise InputError(path, problem)
     base = path.parent
     specs = []
     for lineno, line in enumerate(
@@ -170,6 +191,7 @@ def _main(argv: Sequence[str] | None) -> int:
         val_fraction=args.val_fraction,
         on_error=args.on_error,
         workers=args.workers,
+        unannotated=args.unannotated,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     log.info(
@@ -181,8 +203,14 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     log.debug("config %s genomes=%s", cfg.to_json(), [s.name for s in specs])
     t0 = time.perf_counter()
+    existing = "append" if args.append else "overwrite" if args.overwrite else "refuse"
     manifest, results = bake(
-        specs, cfg, out_dir, args.extract_tokens, list(sys.argv[1:] if argv is None else argv)
+        specs,
+        cfg,
+        out_dir,
+        args.extract_tokens,
+        list(sys.argv[1:] if argv is None else argv),
+        existing=existing,
     )
     if manifest is not None:
         print(format_summary(results, time.perf_counter() - t0, cfg.types))

@@ -17,11 +17,15 @@ import re
 from collections.abc import Sequence
 
 from baking.common.errors import ConfigError, InputError
+from baking.common.files import input_problem
 from baking.evaluate.genome_match import check_fasta_matches, check_same_genome, seqids_of
 from baking.evaluate.load import load_features
 from baking.evaluate.metrics import TypeReport, compare
 from baking.evaluate.report import format_json, format_table
+from baking.evaluate.types_check import check_types
 from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
+
+DEFAULT_TYPES = "CDS,tRNA,rRNA"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="region(s) to draw (default: the worst-scoring 10 kbp bins)",
     )
     sc = p.add_argument_group("Scoring")
-    sc.add_argument("--types", default="CDS,tRNA,rRNA", help="comma-separated feature types")
+    sc.add_argument(
+        "--types",
+        default=argparse.SUPPRESS,  # absent: the defaults, which may be missing from a genome
+        help=f"comma-separated feature types (default: {DEFAULT_TYPES}; a type named here must "
+        "occur in the reference or the prediction)",
+    )
     sc.add_argument(
         "--include_pseudo", action="store_true", help="keep pseudogenes (excluded by default)"
     )
@@ -69,8 +78,9 @@ def _parse_region(text: str) -> tuple[str, int, int]:
 
 
 def _need_file(path: str) -> None:
-    if not Path(path).is_file():
-        raise InputError(path, "no such file")
+    problem = input_problem(path)
+    if problem is not None:
+        raise InputError(path, problem)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -79,7 +89,8 @@ def _main(argv: Sequence[str] | None) -> int:
         files=[args.plot, args.log_file], inputs=[args.reference, args.prediction, args.fasta]
     )
     setup_logging(args.verbose, args.log_file)
-    types = [t for t in args.types.split(",") if t]
+    given = getattr(args, "types", None)
+    types = [t.strip() for t in (DEFAULT_TYPES if given is None else given).split(",") if t.strip()]
     if not types:
         raise ConfigError("--types is empty")
     regions = [_parse_region(r) for r in args.region or []]
@@ -96,6 +107,7 @@ def _main(argv: Sequence[str] | None) -> int:
         seqids_of(pred, pred_lengths),
         allow_disjoint=args.allow_disjoint,
     )
+    check_types(args.reference, ref, pred, types, explicit=given is not None)
     runs: dict[str, list[TypeReport]] = {"dna2gff": compare(ref, pred, types, lengths)}
     extra: dict[str, object] = {}
     if args.baseline == "prodigal":

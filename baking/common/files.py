@@ -57,6 +57,20 @@ def _kind(mode: int) -> str:
     return "an unknown kind of file"
 
 
+def input_problem(path: PathLike) -> str | None:
+    """Why ``path`` cannot be read as an input file, or None: missing, or not a regular file
+    (a FIFO would block the reader forever, a directory fails with a misleading message)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return _reason(exc)
+    if stat.S_ISREG(st.st_mode):
+        return None
+    return f"not a regular file ({_kind(st.st_mode)})"
+
+
 def _same(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)

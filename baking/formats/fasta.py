@@ -21,10 +21,21 @@ from pathlib import Path
 import pyfastx
 
 from baking.common.errors import InputError
+from baking.common.files import input_problem
 
 log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
+# Compressions and archives a genome file arrives in that we do not read: naming the format beats
+# "not a FASTA file" (the magic bytes are the formats' own; the suffix is not trusted).
+OTHER_MAGIC = (
+    (b"BZh", "bz2-compressed"),
+    (b"\xfd7zXZ\x00", "xz-compressed"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
+    (b"\x1f\x9d", "compress (.Z)-compressed"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"ustar", "a tar archive"),
+)
 _IUPAC = b"RYKMSWBDHVNU"
 # bytes.translate table: upper-case everything, IUPAC codes -> N (U, RNA's T, becomes N too).
 _TABLE = bytearray(range(256))
@@ -43,6 +54,25 @@ def is_gzip(path: str | Path) -> bool:
         return fh.read(2) == GZIP_MAGIC
 
 
+def check_readable(path: str | Path, what: str) -> None:
+    """``InputError`` for a file that is missing, not a regular file, empty, or compressed in a
+    format other than gzip (named, with what to do about it)."""
+    problem = input_problem(path)
+    if problem is not None:
+        raise InputError(path, problem)
+    with open(path, "rb") as fh:
+        head = fh.read(262)
+    if not head:
+        raise InputError(path, f"empty file (expected {what})")
+    for magic, kind in OTHER_MAGIC:
+        offset = 257 if magic == b"ustar" else 0
+        if head[offset : offset + len(magic)] == magic:
+            verb = "unpack" if "archive" in kind else "decompress"
+            raise InputError(
+                path, f"{kind}, not {what}: {verb} it (only plain text and gzip are read)"
+            )
+
+
 def check_gzip_complete(path: str | Path) -> None:
     """Decompress the whole file once, raising ``InputError`` if it is truncated or corrupt.
 
@@ -57,8 +87,11 @@ def check_gzip_complete(path: str | Path) -> None:
 
 
 def _open_text(path: str | Path):
+    """Text lines; a UTF-8 byte-order mark at the start is dropped (pyfastx skips it too)."""
     return (
-        gzip.open(path, "rt", errors="replace") if is_gzip(path) else open(path, errors="replace")
+        gzip.open(path, "rt", encoding="utf-8-sig", errors="replace")
+        if is_gzip(path)
+        else open(path, encoding="utf-8-sig", errors="replace")
     )
 
 
@@ -110,10 +143,7 @@ def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
     non-FASTA, truncated-gzip file, an empty record, a duplicate id or an invalid character.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise InputError(path, "empty file (expected FASTA)")
+    check_readable(path, "FASTA")
     if is_gzip(path):
         check_gzip_complete(path)
     with _open_text(path) as fh:

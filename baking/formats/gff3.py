@@ -34,7 +34,7 @@ from urllib.parse import unquote
 
 from baking.common.errors import InputError
 from baking.common.files import write_bytes
-from baking.formats.fasta import GZIP_MAGIC, normalise_sequence
+from baking.formats.fasta import GZIP_MAGIC, check_readable, normalise_sequence
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,8 @@ def _open_lines(path: Path) -> Iterator[str]:
     try:
         with raw:
             for lineno, bline in enumerate(raw, 1):  # noqa: B007 - lineno used in except
+                if lineno == 1 and bline.startswith(b"\xef\xbb\xbf"):
+                    bline = bline[3:]  # a UTF-8 byte-order mark (Windows editors write one)
                 try:
                     yield bline.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -436,10 +438,7 @@ def _directive(line: str, d: _Directives, seen: set[str], path: Path, lineno: in
 def iter_gff3(path: str | Path, directives: _Directives | None = None) -> Iterator[GFFFeature]:
     """Stream the features of a GFF3 file; directives are collected into ``directives``."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise InputError(path, "empty file (expected GFF3)")
+    check_readable(path, "GFF3")
     d = directives if directives is not None else _Directives()
     lines = _open_lines(path)
     header_seen = False

@@ -9,24 +9,35 @@ between runs: mtime 0, uid/gid 0, empty user/group names, mode 0644, members in 
 
 Each shard is written under a hidden temporary name in its final folder; ``finalise`` renames all
 shards of a run at once, so a failed run leaves no shard behind and never touches a previous run's.
+Temporary names follow one pattern (``TEMP_NAME``), so a run that was killed (SIGKILL, power loss)
+before it could delete its temporaries is cleaned up by the next run into the folder
+(``sweep_temps``, called under the folder's lock). A write that fails (a full disk) names the
+shard: a bare "no space left on device" would not say which file system.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
+import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from baking.common.errors import OutputError
 from baking.common.files import commit
 
 log = logging.getLogger(__name__)
 
 _BLOCK = 512
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+SPLIT_DIRS = ("train", "val")
+# ``.PREFIX-00000.tar.tmp``: the writer's temporary shard (PREFIX is a ``safe_name``)
+TEMP_NAME = re.compile(r"\.([A-Za-z0-9_-]+)-\d{5}\.tar\.tmp")
 
 
 def safe_name(name: str) -> str:
@@ -81,27 +92,42 @@ class ShardWriter:
         self._bytes = 0
         self._samples = 0
 
+    def _failed(self, exc: OSError) -> OutputError:
+        """``OutputError`` naming the shard being written (``exc`` often names no file)."""
+        final = self.out_dir / self.split / f"{self.prefix}-{len(self.shards):05d}.tar"
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return OutputError(final, f"cannot write shard: {reason[:1].lower()}{reason[1:]}")
+
     def _open(self) -> None:
         folder = self.out_dir / self.split
-        folder.mkdir(parents=True, exist_ok=True)
         name = f"{self.prefix}-{len(self.shards):05d}.tar"
         tmp = folder / f".{name}.tmp"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._fh = open(tmp, "wb")  # noqa: SIM115 - closed in _close
+        except OSError as exc:
+            raise self._failed(exc) from exc
         self.temp_paths.append(tmp)
-        self._fh = open(tmp, "wb")  # noqa: SIM115 - closed in _close
         self._hash = hashlib.sha256()
         self._bytes = 2 * _BLOCK  # end-of-archive blocks
         self._samples = 0
 
     def _emit(self, data: bytes) -> None:
         assert self._fh is not None
-        self._fh.write(data)
+        try:
+            self._fh.write(data)
+        except OSError as exc:
+            raise self._failed(exc) from exc
         self._hash.update(data)
 
     def _close(self) -> None:
         if self._fh is None:
             return
         self._emit(bytes(2 * _BLOCK))
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError as exc:
+            raise self._failed(exc) from exc
         self._fh = None
         tmp = self.temp_paths[-1]
         final = f"{self.split}/{tmp.name[1:-4]}"
@@ -133,7 +159,8 @@ class ShardWriter:
     def abort(self) -> None:
         """Close and delete every temporary shard of this writer."""
         if self._fh is not None:
-            self._fh.close()
+            with contextlib.suppress(OSError):  # fails again on a full disk: the file goes anyway
+                self._fh.close()
             self._fh = None
         for p in self.temp_paths:
             p.unlink(missing_ok=True)
@@ -175,6 +202,30 @@ def finalise(out_dir: str | Path, shards: list[ShardInfo]) -> None:
 def remove_temps(out_dir: str | Path, shards: list[ShardInfo]) -> None:
     for s in shards:
         temp_path(out_dir, s.path).unlink(missing_ok=True)
+
+
+def sweep_temps(out_dir: str | Path, prefixes: Collection[str] | None = None) -> tuple[int, int]:
+    """Delete temporary shards under ``out_dir/{train,val}``: those of ``prefixes`` (a run's own
+    genomes, on failure), or every one (``None``: a new run under the folder's lock, whose
+    predecessor may have been killed). Returns (files, bytes) removed."""
+    files = size = 0
+    for split in SPLIT_DIRS:
+        folder = Path(out_dir) / split
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for e in entries:
+            m = TEMP_NAME.fullmatch(e.name)
+            if m is None or (prefixes is not None and m.group(1) not in prefixes):
+                continue
+            try:
+                n = e.stat(follow_symlinks=False).st_size
+                os.unlink(e.path)
+            except FileNotFoundError:
+                continue
+            files, size = files + 1, size + n
+    return files, size
 
 
 def sample_fields(dna: str, target: list[str], meta: dict) -> dict[str, bytes]:

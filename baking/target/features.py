@@ -118,10 +118,32 @@ def sequence_infos(
     return {s: SequenceInfo(s, n, s in circular) for s, n in lengths.items()}
 
 
-def check_feature_bounds(f: GFFFeature, info: SequenceInfo | None, gff_path: str) -> None:
-    """``InputError`` for a feature on an unknown sequence or past the end of its sequence."""
+def fasta_ids_hint(seqid: str, known: Sequence[str], shown: int = 3) -> str:
+    """What the FASTA has instead of ``seqid``: the same accession in another version first
+    (``NC_1.2`` vs ``NC_1.1``, the usual mismatch of files fetched at different times), then the
+    first few ids, with the count."""
+    if not known:
+        return ""
+    base = seqid.rsplit(".", 1)[0]
+    twins = [k for k in known if k.rsplit(".", 1)[0] == base]
+    if twins:
+        return f" (the FASTA has {twins[0]!r}: another version of the same accession?)"
+    listed = ", ".join(repr(k) for k in known[:shown])
+    more = f", ... ({len(known)} in all)" if len(known) > shown else ""
+    return f" (the FASTA has {listed}{more})"
+
+
+def check_feature_bounds(
+    f: GFFFeature, info: SequenceInfo | None, gff_path: str, known: Sequence[str] = ()
+) -> None:
+    """``InputError`` for a feature on an unknown sequence (``known``: the FASTA's ids, named in
+    the message) or past the end of its sequence."""
     if info is None:
-        raise InputError(gff_path, f"seqid {f.seqid!r} is not in the FASTA file", f.line)
+        raise InputError(
+            gff_path,
+            f"seqid {f.seqid!r} is not in the FASTA file{fasta_ids_hint(f.seqid, known)}",
+            f.line,
+        )
     if f.end > info.length:
         if not info.circular:
             raise InputError(
@@ -160,7 +182,7 @@ def select_features(
     for f, attrs in zip(doc.features, attr_dicts):
         info = infos.get(f.seqid)
         if info is None or f.end > info.length:
-            check_feature_bounds(f, info, gff_path)
+            check_feature_bounds(f, info, gff_path, list(infos))
         if f.type not in wanted:
             stats.other_types[f.type] += 1
             continue
