@@ -25,10 +25,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from baking.bake_config import (
+    MIN_BP_PER_TOKEN,
     SPLITS,
+    TRAIN_MAX_SRC_TOKENS,
+    TRAIN_MAX_TGT_TOKENS,
     BakeConfig,
     GenomeResult,
     GenomeSpec,
+    encoder_tokens_estimate,
 )
 from baking.common.errors import ConfigError, Dna2GffError, InputError
 from baking.formats.fasta import read_fasta
@@ -137,6 +141,9 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
                 writers[split].write(key, sample_fields(dna, target, meta.to_json()))
                 res.samples[split] += 1
                 res.target_tokens += len(target)
+                res.max_target_tokens = max(res.max_target_tokens, len(target))
+                res.long_targets += len(target) + 1 > TRAIN_MAX_TGT_TOKENS
+                res.long_windows += encoder_tokens_estimate(dna) > TRAIN_MAX_SRC_TOKENS
                 for f in wf:
                     res.window_features[f.type] += 1
                     res.partial_window_features += f.cut_left or f.cut_right
@@ -345,6 +352,7 @@ def _bake_and_publish(
                 p.unlink()
             manifest = build_manifest(results, cfg, argv)
             write_manifest(out, manifest)
+            warn_lengths(manifest["totals"], cfg.window_len)
             if extract_tokens is not None:
                 seen = types_in_targets(results, cfg.types)
                 merge_tokens(extract_tokens, target_vocabulary(seen, cfg.window_len))
@@ -355,6 +363,31 @@ def _bake_and_publish(
     if error is not None:
         raise Dna2GffError(error)
     return manifest, results if rank == 0 else []
+
+
+def warn_lengths(totals: dict, window_len: int) -> None:
+    """Say which samples the trainer's default limits would refuse (it refuses, never cuts)."""
+    n = totals["samples"]
+    if totals["long_windows_estimate"]:
+        log.warning(
+            "%d of %d windows (%d bp) are likely over %d DNABERT-2 encoder tokens (estimated at "
+            "%.1f bp/token, every non-ACGT base a token): train refuses such a window unless "
+            "--max_src_tokens covers it; bake shorter windows (--window_len) to fit the default",
+            totals["long_windows_estimate"],
+            n,
+            window_len,
+            TRAIN_MAX_SRC_TOKENS,
+            MIN_BP_PER_TOKEN,
+        )
+    if totals["long_targets"]:
+        log.warning(
+            "%d of %d targets are over %d decoder tokens (longest %d): train refuses such a "
+            "target unless --max_tgt_tokens covers it; bake shorter windows (--window_len)",
+            totals["long_targets"],
+            n,
+            TRAIN_MAX_TGT_TOKENS,
+            totals["max_target_tokens"] + 1,
+        )
 
 
 def format_summary(results: Sequence[GenomeResult], seconds: float, types: Sequence[str]) -> str:

@@ -6,6 +6,7 @@ both, imports them from below instead of from the module that calls it.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -15,6 +16,25 @@ from baking.target.grammar import DEFAULT_FEATURE_TYPES, type_token
 
 DEFAULT_WINDOW = 2000  # DNABERT-2 reads ~4.5-4.7 bp/token on bacteria: 2000 bp -> ~470 tokens max
 SPLITS = ("train", "val")
+
+TRAIN_MAX_SRC_TOKENS = 512
+"""The trainer's ``--max_src_tokens`` default (``trainer.train.config``; baking imports no
+trainer): it refuses a longer window, never cuts it."""
+TRAIN_MAX_TGT_TOKENS = 512
+"""The trainer's ``--max_tgt_tokens`` default: it refuses a longer target, never cuts it."""
+MIN_BP_PER_TOKEN = 4.2
+"""Fewest bases per DNABERT-2 token measured on the project's genomes (C. crescentus, 67% GC:
+2000 bp windows are at most 468 tokens; low-GC genomes make fewer tokens, Carsonella at 14.6% GC
+at most 397). Bake has no tokenizer: it estimates a window's tokens from this, and counts every
+base other than ACGT as one token of its own (an ``N`` run is one ``[UNK]`` per base)."""
+
+
+def encoder_tokens_estimate(dna: str) -> int:
+    """An estimate on the high side of a window's DNABERT-2 encoder tokens with ``[CLS]``/``[SEP]``."""
+    acgt = sum(dna.count(c) for c in "ACGTacgt")
+    return math.ceil(acgt / MIN_BP_PER_TOKEN) + (len(dna) - acgt) + 2
+
+
 RC_MODES = ("none", "both", "random")
 
 
@@ -109,6 +129,11 @@ class GenomeResult:
     pseudo_dropped: int = 0
     duplicates_dropped: int = 0
     target_tokens: int = 0
+    max_target_tokens: int = 0
+    long_targets: int = 0
+    """Samples whose target with ``[CLS]`` exceeds ``TRAIN_MAX_TGT_TOKENS`` (exact)."""
+    long_windows: int = 0
+    """Samples whose DNA is estimated over ``TRAIN_MAX_SRC_TOKENS`` (``encoder_tokens_estimate``)."""
     shards: list[ShardInfo] = field(default_factory=list)
     seconds: float = 0.0
     input_error: tuple[str, str, int | None] | None = None  # (path, reason, line) of an InputError
@@ -130,6 +155,9 @@ class GenomeResult:
             "duplicates_dropped": self.duplicates_dropped,
             "target_tokens": self.target_tokens,
             "mean_target_tokens": round(self.target_tokens / max(1, sum(self.samples.values())), 2),
+            "max_target_tokens": self.max_target_tokens,
+            "long_targets": self.long_targets,
+            "long_windows_estimate": self.long_windows,
             "shards": [s.path for s in self.shards],
         }
         if self.error is not None:

@@ -81,6 +81,9 @@ def build_manifest(
             "samples": samples,
             "features": dict(sorted(features.items())),
             "mean_target_tokens": round(tokens / max(1, samples), 2),
+            "max_target_tokens": max((r.max_target_tokens for r in ok), default=0),
+            "long_targets": sum(r.long_targets for r in ok),
+            "long_windows_estimate": sum(r.long_windows for r in ok),
         },
     }
 

@@ -50,6 +50,7 @@ from trainer.inference.pointer_generate import (
     pointer_features_with_logprobs,
 )
 from trainer.inference.snap import complete_cds, genetic_code, snap_cds
+from trainer.tokens.tokenizer import count_long_windows
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,9 @@ class AnnotateSummary:
     snap: dict[str, int] = field(default_factory=dict)
     merge: dict[str, int] = field(default_factory=dict)
     truncated_windows: int = 0
+    long_windows: int = 0
+    """Windows over the encoder length the model was trained with (``config.max_src_tokens``)."""
+    longest_window_tokens: int = 0
 
     @property
     def bp_per_s(self) -> float:
@@ -257,8 +261,15 @@ def annotate_sequences(
         total=summary.bp, unit="bp", unit_scale=True, desc="annotate", disable=not options.progress
     )
     windows = iter_windows(seqs, window_len, stride, circular)
+    trained_len = getattr(getattr(model, "config", None), "max_src_tokens", None)
+    if trained_len is not None and window_len + 2 <= trained_len:
+        trained_len = None  # a token holds at least one base: no window can be longer
     with bar, autocast:
         for batch in _batches(windows, options.batch_size):
+            if trained_len is not None:
+                over, longest = count_long_windows(tokenizer, [d for _, _, d in batch], trained_len)
+                summary.long_windows += over
+                summary.longest_window_tokens = max(summary.longest_window_tokens, longest)
             targets = generate(
                 model,
                 tokenizer,
@@ -282,6 +293,15 @@ def annotate_sequences(
                     )
                 results[i].append((meta, feats))
             bar.update(min(bar.total - bar.n, stride * len(batch)))
+    if summary.long_windows:
+        log.warning(
+            "%d of %d windows are longer than the %d encoder tokens the model was trained with "
+            "(longest %d): the encoder sees them whole, as in training, but never saw one this long",
+            summary.long_windows,
+            summary.windows,
+            trained_len,
+            summary.longest_window_tokens,
+        )
     features, regions = _finish(seqs, circular, results, options, summary)
     summary.seconds = time.perf_counter() - t0
     log.info(
