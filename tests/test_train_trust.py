@@ -275,30 +275,45 @@ def test_train_and_annotate_encode_the_same_whole_window(setup):
 
 def test_annotate_counts_windows_longer_than_training_saw(setup, caplog):
     from trainer.inference.annotate import AnnotateOptions, annotate_sequences
-    from trainer.inference.generate import GeneratedTarget
+    from trainer.inference.generate import GeneratedTarget, generate_targets
+    from trainer.inference.pointer_generate import generate_pointer_targets
+    from trainer.model.seq2seq import Dna2GffModel
     from trainer.tokens.tokenizer import encode_sources, load_tokenizer
 
     tok = load_tokenizer(setup["tok"])
-    seqs = [("chr", "ACGT" * 1000)]
-    per_window = encode_sources(tok, ["ACGT" * 100])[0].length  # 400 bp windows, all alike
+    model = Dna2GffModel.from_pretrained(setup["model"])
+    dna = random_dna(random.Random(5), 400)
+    generate = generate_pointer_targets if model.config.pointer else generate_targets
+    whole = encode_sources(tok, [dna])[0].length
+    # the decoder reports the encoder length it used: the whole window, as training saw it
+    (out,) = generate(model, tok, [dna], 96, ["CDS", "tRNA"], max_new_tokens=2)
+    assert out.source_tokens == whole
+
+    seqs = [("chr", random_dna(random.Random(6), 4000))]
+    lengths = {}
 
     def nothing(model, tokenizer, windows_dna, window_len, types, **kw):
-        return [GeneratedTarget([], []) for _ in windows_dna]
+        sizes = [s.length for s in encode_sources(tokenizer, windows_dna)]
+        lengths.update(zip(windows_dna, sizes))
+        return [GeneratedTarget([], [], source_tokens=n) for n in sizes]
 
     def run(limit: int):
-        model = SimpleNamespace(config=SimpleNamespace(max_src_tokens=limit, min_orf_codons=None))
-        return annotate_sequences(
-            model, tok, seqs, AnnotateOptions(progress=False), 400, ["CDS"], generate=nothing
-        )[2]
+        stub = SimpleNamespace(config=SimpleNamespace(max_src_tokens=limit, min_orf_codons=None))
+        opts = AnnotateOptions(progress=False)
+        return annotate_sequences(stub, tok, seqs, opts, 400, ["CDS"], generate=nothing)[2]
 
+    run(10_000)
+    sizes = sorted(lengths.values())
+    limit = sizes[len(sizes) // 2]
     with caplog.at_level("WARNING"):
-        summary = run(per_window - 1)
-    assert summary.long_windows == summary.windows > 0
-    assert summary.longest_window_tokens == per_window
-    assert f"longer than the {per_window - 1} encoder tokens the model was trained with" in (
+        summary = run(limit)
+    over = sum(n > limit for n in sizes)
+    assert summary.long_windows == over > 0 and summary.windows == len(sizes)
+    assert summary.longest_window_tokens == sizes[-1]
+    assert f"{over} of {len(sizes)} windows are longer than the {limit} encoder tokens" in (
         caplog.text
     )
-    assert run(per_window).long_windows == 0
+    assert run(sizes[-1]).long_windows == 0
 
 
 def test_the_export_records_the_encoder_length(setup, tmp_path):

@@ -50,7 +50,6 @@ from trainer.inference.pointer_generate import (
     pointer_features_with_logprobs,
 )
 from trainer.inference.snap import complete_cds, genetic_code, snap_cds
-from trainer.tokens.tokenizer import count_long_windows
 
 log = logging.getLogger(__name__)
 
@@ -262,14 +261,8 @@ def annotate_sequences(
     )
     windows = iter_windows(seqs, window_len, stride, circular)
     trained_len = getattr(getattr(model, "config", None), "max_src_tokens", None)
-    if trained_len is not None and window_len + 2 <= trained_len:
-        trained_len = None  # a token holds at least one base: no window can be longer
     with bar, autocast:
         for batch in _batches(windows, options.batch_size):
-            if trained_len is not None:
-                over, longest = count_long_windows(tokenizer, [d for _, _, d in batch], trained_len)
-                summary.long_windows += over
-                summary.longest_window_tokens = max(summary.longest_window_tokens, longest)
             targets = generate(
                 model,
                 tokenizer,
@@ -283,6 +276,11 @@ def annotate_sequences(
             for (i, meta, _), target in zip(batch, targets):
                 summary.windows += 1
                 summary.truncated_windows += not target.complete
+                if trained_len is not None and target.source_tokens > trained_len:
+                    summary.long_windows += 1  # seen whole, as in training, but never this long
+                summary.longest_window_tokens = max(
+                    summary.longest_window_tokens, target.source_tokens
+                )
                 if pointer:
                     feats = pointer_features_with_logprobs(
                         target.tokens, target.token_logprobs, meta.length

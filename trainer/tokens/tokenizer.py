@@ -258,23 +258,6 @@ def check_source_length(source: SourceTokens, bases: int, max_len: int) -> None:
     raise WindowTooLong(bases, source.length, max_len, bases - seen)
 
 
-def count_long_windows(
-    tokenizer: Tokenizer, windows_dna: Sequence[str], max_len: int
-) -> tuple[int, int]:
-    """How many windows exceed ``max_len`` encoder positions, and the longest (with specials).
-
-    For annotate, which encodes every window whole (as training did) and reports the windows
-    longer than any the model was trained on instead of refusing a genome for a few of them.
-    """
-    if not windows_dna:
-        return 0, 0
-    sizes = [
-        len(e.ids) + 2
-        for e in tokenizer.encode_batch([d.upper() for d in windows_dna], add_special_tokens=False)
-    ]
-    return sum(n > max_len for n in sizes), max(sizes)
-
-
 def encode_dna(tokenizer: Tokenizer, dna: str, add_special_tokens: bool = True) -> list[int]:
     """Token ids of a DNA string, upper-cased first (``[CLS] ... [SEP]`` with special tokens)."""
     return tokenizer.encode(dna.upper(), add_special_tokens=add_special_tokens).ids
