@@ -274,6 +274,7 @@ def _bad_shard(tmp_path: Path, field: str, value: bytes | None) -> Path:
         ("dna.txt", None, "no dna.txt in this sample"),
         ("dna.txt", "ACGTé".encode(), "dna.txt: not ascii text"),
         ("json", b"{not json", "json: not valid JSON"),
+        ("json", b"[" * 100_000 + b"]" * 100_000, "json: nested too deeply"),
         (
             "target.txt",
             b"<CDS> <no_such_token>",

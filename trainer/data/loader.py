@@ -390,6 +390,8 @@ class SampleEncoder:
                 meta = json.loads(sample["json"])
             except (ValueError, UnicodeDecodeError) as exc:
                 raise sample_error(sample, f"json: not valid JSON ({exc})") from None
+            except RecursionError:
+                raise sample_error(sample, "json: nested too deeply (damaged?)") from None
             if not isinstance(meta, dict):
                 raise sample_error(sample, "json: must be an object")
         try:
