@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from baking.common.errors import ConfigError, Dna2GffError
@@ -27,6 +28,17 @@ MIN_BP_PER_TOKEN = 4.2
 2000 bp windows are at most 468 tokens; low-GC genomes make fewer tokens, Carsonella at 14.6% GC
 at most 397). Bake has no tokenizer: it estimates a window's tokens from this, and counts every
 base other than ACGT as one token of its own (an ``N`` run is one ``[UNK]`` per base)."""
+
+
+def length_totals(genomes: Iterable[GenomeResult | dict]) -> dict[str, int]:
+    """The manifest's length figures over genomes (results, or their ``to_json`` entries; an entry
+    written before these figures existed counts as 0)."""
+    entries = [g if isinstance(g, dict) else g.to_json() for g in genomes]
+    return {
+        "max_target_tokens": max((e.get("max_target_tokens", 0) for e in entries), default=0),
+        "long_targets": sum(e.get("long_targets", 0) for e in entries),
+        "long_windows_estimate": sum(e.get("long_windows_estimate", 0) for e in entries),
+    }
 
 
 def encoder_tokens_estimate(dna: str) -> int:

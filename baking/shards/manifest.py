@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from baking import __version__
-from baking.bake_config import BakeConfig, GenomeResult
+from baking.bake_config import BakeConfig, GenomeResult, length_totals
 from baking.common.errors import InputError
 from baking.common.files import read_json, write_json
 from baking.shards.writer import safe_name
@@ -81,9 +81,7 @@ def build_manifest(
             "samples": samples,
             "features": dict(sorted(features.items())),
             "mean_target_tokens": round(tokens / max(1, samples), 2),
-            "max_target_tokens": max((r.max_target_tokens for r in ok), default=0),
-            "long_targets": sum(r.long_targets for r in ok),
-            "long_windows_estimate": sum(r.long_windows for r in ok),
+            **length_totals(ok),
         },
     }
 
