@@ -25,7 +25,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from baking.bake_config import (
-    MIN_BP_PER_TOKEN,
     SPLITS,
     TRAIN_MAX_SRC_TOKENS,
     TRAIN_MAX_TGT_TOKENS,
@@ -33,6 +32,7 @@ from baking.bake_config import (
     GenomeResult,
     GenomeSpec,
     encoder_tokens_estimate,
+    warn_lengths,
 )
 from baking.common.errors import ConfigError, Dna2GffError, InputError
 from baking.formats.fasta import read_fasta
@@ -363,31 +363,6 @@ def _bake_and_publish(
     if error is not None:
         raise Dna2GffError(error)
     return manifest, results if rank == 0 else []
-
-
-def warn_lengths(totals: dict, window_len: int) -> None:
-    """Say which samples the trainer's default limits would refuse (it refuses, never cuts)."""
-    n = totals["samples"]
-    if totals["long_windows_estimate"]:
-        log.warning(
-            "%d of %d windows (%d bp) are likely over %d DNABERT-2 encoder tokens (estimated at "
-            "%.1f bp/token, every non-ACGT base a token): train refuses such a window unless "
-            "--max_src_tokens covers it; bake shorter windows (--window_len) to fit the default",
-            totals["long_windows_estimate"],
-            n,
-            window_len,
-            TRAIN_MAX_SRC_TOKENS,
-            MIN_BP_PER_TOKEN,
-        )
-    if totals["long_targets"]:
-        log.warning(
-            "%d of %d targets are over %d decoder tokens (longest %d): train refuses such a "
-            "target unless --max_tgt_tokens covers it; bake shorter windows (--window_len)",
-            totals["long_targets"],
-            n,
-            TRAIN_MAX_TGT_TOKENS,
-            totals["max_target_tokens"] + 1,
-        )
 
 
 def format_summary(results: Sequence[GenomeResult], seconds: float, types: Sequence[str]) -> str:

@@ -6,6 +6,7 @@ both, imports them from below instead of from the module that calls it.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -17,6 +18,8 @@ from baking.target.grammar import DEFAULT_FEATURE_TYPES, type_token
 
 DEFAULT_WINDOW = 2000  # DNABERT-2 reads ~4.5-4.7 bp/token on bacteria: 2000 bp -> ~470 tokens max
 SPLITS = ("train", "val")
+
+log = logging.getLogger(__name__)
 
 TRAIN_MAX_SRC_TOKENS = 512
 """The trainer's ``--max_src_tokens`` default (``trainer.train.config``; baking imports no
@@ -175,3 +178,28 @@ class GenomeResult:
         if self.error is not None:
             d["error"] = self.error
         return d
+
+
+def warn_lengths(totals: dict, window_len: int) -> None:
+    """Say which samples the trainer's default limits would refuse (it refuses, never cuts)."""
+    n = totals["samples"]
+    if totals["long_windows_estimate"]:
+        log.warning(
+            "%d of %d windows (%d bp) are likely over %d DNABERT-2 encoder tokens (estimated at "
+            "%.1f bp/token, every non-ACGT base a token): train refuses such a window unless "
+            "--max_src_tokens covers it; bake shorter windows (--window_len) to fit the default",
+            totals["long_windows_estimate"],
+            n,
+            window_len,
+            TRAIN_MAX_SRC_TOKENS,
+            MIN_BP_PER_TOKEN,
+        )
+    if totals["long_targets"]:
+        log.warning(
+            "%d of %d targets are over %d decoder tokens (longest %d): train refuses such a "
+            "target unless --max_tgt_tokens covers it; bake shorter windows (--window_len)",
+            totals["long_targets"],
+            n,
+            TRAIN_MAX_TGT_TOKENS,
+            totals["max_target_tokens"] + 1,
+        )
