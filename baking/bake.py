@@ -32,9 +32,13 @@ from typing import TYPE_CHECKING
 
 from baking.bake_config import (
     SPLITS,
+    TRAIN_MAX_SRC_TOKENS,
+    TRAIN_MAX_TGT_TOKENS,
     BakeConfig,
     GenomeResult,
     GenomeSpec,
+    encoder_tokens_estimate,
+    warn_lengths,
 )
 from baking.common.errors import ConfigError, Dna2GffError, InputError, OutputError
 from baking.formats.fasta import read_fasta
@@ -156,6 +160,9 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
                 writers[split].write(key, sample_fields(dna, target, meta.to_json()))
                 res.samples[split] += 1
                 res.target_tokens += len(target)
+                res.max_target_tokens = max(res.max_target_tokens, len(target))
+                res.long_targets += len(target) + 1 > TRAIN_MAX_TGT_TOKENS
+                res.long_windows += encoder_tokens_estimate(dna) > TRAIN_MAX_SRC_TOKENS
                 for f in wf:
                     res.window_features[f.type] += 1
                     res.partial_window_features += f.cut_left or f.cut_right
@@ -505,6 +512,7 @@ def _publish(
         for p in [*stale_shards(out, [s.name for s in specs], listed), *rerun.drop]:
             if p.relative_to(out).as_posix() not in listed:  # a same-prefix earlier genome
                 p.unlink(missing_ok=True)
+    warn_lengths(manifest["totals"], cfg.window_len)
     if extract_tokens is not None:
         seen = types_in_targets(results, cfg.types)
         merge_tokens(extract_tokens, target_vocabulary(seen, cfg.window_len))

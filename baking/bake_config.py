@@ -6,7 +6,10 @@ both, imports them from below instead of from the module that calls it.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from baking.common.errors import ConfigError, Dna2GffError
@@ -15,6 +18,38 @@ from baking.target.grammar import DEFAULT_FEATURE_TYPES, type_token
 
 DEFAULT_WINDOW = 2000  # DNABERT-2 reads ~4.5-4.7 bp/token on bacteria: 2000 bp -> ~470 tokens max
 SPLITS = ("train", "val")
+
+log = logging.getLogger(__name__)
+
+TRAIN_MAX_SRC_TOKENS = 512
+"""The trainer's ``--max_src_tokens`` default (``trainer.train.config``; baking imports no
+trainer): it refuses a longer window, never cuts it."""
+TRAIN_MAX_TGT_TOKENS = 512
+"""The trainer's ``--max_tgt_tokens`` default: it refuses a longer target, never cuts it."""
+MIN_BP_PER_TOKEN = 4.2
+"""Fewest bases per DNABERT-2 token measured on the project's genomes (C. crescentus, 67% GC:
+2000 bp windows are at most 468 tokens; low-GC genomes make fewer tokens, Carsonella at 14.6% GC
+at most 397). Bake has no tokenizer: it estimates a window's tokens from this, and counts every
+base other than ACGT as one token of its own (an ``N`` run is one ``[UNK]`` per base)."""
+
+
+def length_totals(genomes: Iterable[GenomeResult | dict]) -> dict[str, int]:
+    """The manifest's length figures over genomes (results, or their ``to_json`` entries; an entry
+    written before these figures existed counts as 0)."""
+    entries = [g if isinstance(g, dict) else g.to_json() for g in genomes]
+    return {
+        "max_target_tokens": max((e.get("max_target_tokens", 0) for e in entries), default=0),
+        "long_targets": sum(e.get("long_targets", 0) for e in entries),
+        "long_windows_estimate": sum(e.get("long_windows_estimate", 0) for e in entries),
+    }
+
+
+def encoder_tokens_estimate(dna: str) -> int:
+    """An estimate on the high side of a window's DNABERT-2 encoder tokens with ``[CLS]``/``[SEP]``."""
+    acgt = sum(dna.count(c) for c in "ACGTacgt")
+    return math.ceil(acgt / MIN_BP_PER_TOKEN) + (len(dna) - acgt) + 2
+
+
 RC_MODES = ("none", "both", "random")
 # What to do with sequences without a feature of the chosen types (docs/baking.md "Unannotated")
 UNANNOTATED = ("refuse", "skip", "keep")
@@ -114,6 +149,11 @@ class GenomeResult:
     pseudo_dropped: int = 0
     duplicates_dropped: int = 0
     target_tokens: int = 0
+    max_target_tokens: int = 0
+    long_targets: int = 0
+    """Samples whose target with ``[CLS]`` exceeds ``TRAIN_MAX_TGT_TOKENS`` (exact)."""
+    long_windows: int = 0
+    """Samples whose DNA is estimated over ``TRAIN_MAX_SRC_TOKENS`` (``encoder_tokens_estimate``)."""
     shards: list[ShardInfo] = field(default_factory=list)
     seconds: float = 0.0
     input_error: tuple[str, str, int | None] | None = None  # (path, reason, line) of an InputError
@@ -138,6 +178,9 @@ class GenomeResult:
             "duplicates_dropped": self.duplicates_dropped,
             "target_tokens": self.target_tokens,
             "mean_target_tokens": round(self.target_tokens / max(1, sum(self.samples.values())), 2),
+            "max_target_tokens": self.max_target_tokens,
+            "long_targets": self.long_targets,
+            "long_windows_estimate": self.long_windows,
             "shards": [s.path for s in self.shards],
             "gene_free_sequences": self.gene_free_sequences,
             "skipped_sequences": self.skipped_sequences,
@@ -145,3 +188,28 @@ class GenomeResult:
         if self.error is not None:
             d["error"] = self.error
         return d
+
+
+def warn_lengths(totals: dict, window_len: int) -> None:
+    """Say which samples the trainer's default limits would refuse (it refuses, never cuts)."""
+    n = totals["samples"]
+    if totals["long_windows_estimate"]:
+        log.warning(
+            "%d of %d windows (%d bp) are likely over %d DNABERT-2 encoder tokens (estimated at "
+            "%.1f bp/token, every non-ACGT base a token): train refuses such a window unless "
+            "--max_src_tokens covers it; bake shorter windows (--window_len) to fit the default",
+            totals["long_windows_estimate"],
+            n,
+            window_len,
+            TRAIN_MAX_SRC_TOKENS,
+            MIN_BP_PER_TOKEN,
+        )
+    if totals["long_targets"]:
+        log.warning(
+            "%d of %d targets are over %d decoder tokens (longest %d): train refuses such a "
+            "target unless --max_tgt_tokens covers it; bake shorter windows (--window_len)",
+            totals["long_targets"],
+            n,
+            TRAIN_MAX_TGT_TOKENS,
+            totals["max_target_tokens"] + 1,
+        )

@@ -28,6 +28,7 @@ from trainer.data.loader import (
     split_shards,
 )
 from trainer.fixtures import make_tokenizer, write_shards
+from trainer.tokens.tokenizer import WindowTooLong
 
 IDS = TokenIds(bos=1, eos=2, pad=3)
 
@@ -157,10 +158,14 @@ def test_collate_rounds_lengths_up_to_a_multiple():
 
 
 def test_encoder_uppercases_and_maps_targets(tok_dir):
-    enc = SampleEncoder(str(tok_dir), IDS, 8, 64)
+    enc = SampleEncoder(str(tok_dir), IDS, 64, 64)
     lower = enc.source_ids("acgtacgtacgtacgtacgtacgtacgtacgtacgtacgt")
     assert lower == enc.source_ids("ACGTACGTACGTACGTACGTACGTACGTACGTACGTACGT")
-    assert lower[0] == 1 and lower[-1] == 2 and len(lower) <= 8 and 0 not in lower  # no [UNK]
+    assert lower[0] == 1 and lower[-1] == 2 and 0 not in lower  # no [UNK]
+    with pytest.raises(
+        WindowTooLong, match=r"40 bp are \d+ encoder tokens.*over --max_src_tokens 8"
+    ):  # refused, not cut
+        SampleEncoder(str(tok_dir), IDS, 8, 64).source_ids("ACGT" * 10)
     ids = enc.target_ids("<CDS> <+>")
     assert len(ids) == 2 and all(i > 8 for i in ids)
     with pytest.raises(KeyError, match="<nope>"):
@@ -269,6 +274,7 @@ def _bad_shard(tmp_path: Path, field: str, value: bytes | None) -> Path:
         ("dna.txt", None, "no dna.txt in this sample"),
         ("dna.txt", "ACGTé".encode(), "dna.txt: not ascii text"),
         ("json", b"{not json", "json: not valid JSON"),
+        ("json", b"[" * 100_000 + b"]" * 100_000, "json: nested too deeply"),
         (
             "target.txt",
             b"<CDS> <no_such_token>",

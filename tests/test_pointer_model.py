@@ -24,6 +24,7 @@ from trainer.inference.pointer_generate import generate_pointer_ids, generate_po
 from trainer.model import Dna2GffConfig, Dna2GffModel
 from trainer.model.pointer import PointerMemory
 from trainer.model.seq2seq import PointerStep
+from trainer.tokens.tokenizer import WindowTooLong
 
 TYPES = ["CDS", "tRNA"]
 CODE = genetic_code(11)
@@ -91,29 +92,35 @@ def test_base_layout_maps_every_base_once(tok) -> None:
     assert short.length == enc.offsets[2][1]
 
 
-def test_truncated_window_keeps_an_exact_clipped_target(tok) -> None:
+def test_a_window_over_the_limit_is_refused_never_cut(tok) -> None:
     feats = [WindowFeature(10, 290, "-", "CDS", 1), WindowFeature(250, 299, "+", "tRNA")]
     clipped = clip_features(feats, 200)
     assert clipped == [WindowFeature(10, 199, "-", "CDS", (1 - 91) % 3, False, True)]
     rng = random.Random(2)
     dna = "".join(rng.choice("ACGT") for _ in range(300))
     ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
-    s = pointer_sample(
-        dna,
-        encode_target(feats, 300),
-        window_len=300,
-        tokenizer=tok,
-        token_ids=ids,
-        bos=1,
-        eos=2,
-        max_src=40,
-        vocab_size=1000,
-        with_encoder_labels=True,
-    )
-    n = s.layout.length
-    assert len(s.src) == 40 and n < 300
+
+    def sample(max_src: int):
+        return pointer_sample(
+            dna,
+            encode_target(feats, 300),
+            window_len=300,
+            tokenizer=tok,
+            token_ids=ids,
+            bos=1,
+            eos=2,
+            max_src=max_src,
+            vocab_size=1000,
+            with_encoder_labels=True,
+        )
+
+    n_tokens = len(tok.encode(dna, add_special_tokens=False).ids) + 2
+    with pytest.raises(WindowTooLong, match=rf"300 bp are {n_tokens} encoder tokens"):
+        sample(40)  # it used to keep 38 tokens and clip the target to the bases they cover
+    s = sample(n_tokens)  # exactly at the limit: the whole window and its whole target
+    assert s.layout.length == 300 and len(s.src) == n_tokens
     items = [lab - 1000 if lab >= 1000 else tok.id_to_token(lab) for lab in s.labels[:-1]]
-    assert decode_pointer_target(items, n) == clip_features(feats, n)
+    assert decode_pointer_target(items, 300) == feats
     assert s.enc_labels is not None and len(s.enc_labels) == len(s.src)
 
 

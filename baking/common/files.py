@@ -320,18 +320,58 @@ def replace_dir(tmp: PathLike, out: PathLike) -> Path:
 # ----------------------------------------------------------------------------------- reading
 
 
-def read_json(path: PathLike, what: str = "JSON") -> Any:
-    """Parse a JSON file; any problem is ``InputError`` located as ``PATH:LINE:COL: reason``."""
+MAX_JSON_BYTES = 64 << 20
+"""Largest JSON metadata file read (manifest, configs, checkpoint records are kilobytes; a 200-genome
+manifest is under 1 MB). Why a bound: a damaged or hostile multi-GB file would otherwise be read
+whole into memory (several times over while parsing) before it could be refused."""
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting accepted (ours is at most ~6 levels). Why: a few thousand ``[`` make the parser,
+or later any recursive walk (``deepcopy``, ``json.dumps``), raise ``RecursionError``."""
+
+
+def _too_deep(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` nests containers deeper than ``limit`` (an iterative walk: no recursion)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def read_json(path: PathLike, what: str = "JSON", max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Parse a JSON file; any problem is ``InputError`` located as ``PATH:LINE:COL: reason``.
+
+    At most ``max_bytes`` are read and containers may nest at most ``MAX_JSON_DEPTH`` deep: these
+    files are small metadata, so anything beyond is damaged (or hostile) and refused in one line.
+    """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
     except FileNotFoundError as exc:
         raise InputError(p, f"no such file (expected {what})") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(p, f"not {what}: not UTF-8 text") from exc
     except OSError as exc:
         raise InputError(p, _reason(exc)) from exc
+    if len(raw) > max_bytes:
+        raise InputError(p, f"not {what}: larger than {max_bytes >> 20} MiB (damaged?)")
     try:
-        return json.loads(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(p, f"not {what}: not UTF-8 text") from exc
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(p, f"not valid {what}: {exc.msg}", exc.lineno, exc.colno) from exc
+    except RecursionError:
+        data = None
+        deep = True
+    else:
+        deep = _too_deep(data, MAX_JSON_DEPTH)
+    if deep:
+        raise InputError(p, f"not {what}: nested more than {MAX_JSON_DEPTH} levels deep (damaged?)")
+    return data

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
 from baking import __version__
-from baking.bake_config import BakeConfig, GenomeResult
+from baking.bake_config import BakeConfig, GenomeResult, length_totals
 from baking.common.errors import ConfigError, InputError
 from baking.common.files import read_json, write_text
 from baking.shards.writer import safe_name
@@ -114,6 +114,7 @@ def assemble_manifest(
             "samples": samples,
             "features": dict(sorted(features.items())),
             "mean_target_tokens": round(tokens / max(1, samples), 2),
+            **length_totals(ok),
         },
     }
 

@@ -36,10 +36,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from baking.common.errors import InputError
+from baking.common.errors import ConfigError, InputError
 from baking.shards.manifest import load_manifest
 from trainer.model.seq2seq import IGNORE_INDEX
-from trainer.tokens.tokenizer import encode_sources
+from trainer.tokens.tokenizer import WindowTooLong, check_source_length, encode_sources
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,43 @@ def plan_slots(
         return [SlotPlan(tuple(sorted(d, key=lambda s: s.path)), 1, 0) for d in dealt]
     every = tuple(sorted(shards, key=lambda s: s.path))
     return [SlotPlan(every, num_slots, i) for i in range(num_slots)]
+
+
+def slot_samples(plans: Sequence[SlotPlan]) -> int:
+    """The fewest samples any slot reads in one pass (a slot with stride ``k`` of ``T`` samples
+    reads ``T // k`` or one more)."""
+    return min(p.total if p.stride == 1 else p.total // p.stride for p in plans)
+
+
+def check_batch_fits(
+    shards: Sequence[ShardEntry], world_size: int, num_workers: int, micro_batch_size: int
+) -> None:
+    """Refuse a micro-batch larger than what one loader slot reads per pass.
+
+    Why: a slot fills each batch from its own stream, which loops over its samples endlessly, so
+    a batch larger than the slot's share repeats samples inside one batch; and the batch's memory
+    grows with the request, not with the data (``--micro_batch_size 100000`` on 408 windows
+    built a 22.8 GB batch before the kernel killed the run).
+    """
+    workers = max(num_workers, 1)
+    total = sum(s.count for s in shards)
+    fits = slot_samples(plan_slots(shards, world_size * workers))
+    if micro_batch_size <= fits:
+        return
+    ranks = f"{world_size} rank{'s' if world_size > 1 else ''}"
+    if workers == 1:
+        where = f"each rank reads {fits} of the {total} train samples ({ranks})"
+        fix = f"use at most {fits}"
+    else:
+        where = (
+            f"each of the {workers} loader workers (--num_workers) of a rank reads {fits} of "
+            f"the {total} train samples ({ranks})"
+        )
+        fix = f"use at most {fits}, or fewer --num_workers"
+    raise ConfigError(
+        f"--micro_batch_size {micro_batch_size} is larger than the data: {where}, so one batch "
+        f"would repeat samples; {fix}"
+    )
 
 
 def batches_per_epoch(total_samples: int, world_size: int, micro_batch_size: int) -> int:
@@ -323,9 +360,20 @@ class SampleEncoder:
         return self._tok
 
     def source_ids(self, dna: str) -> list[int]:
-        return encode_sources(self.tokenizer, [dna], self.max_src)[0].ids(
-            self.ids.bos, self.ids.eos
-        )
+        """``[CLS] dna [SEP]`` of the whole window; ``WindowTooLong`` over ``max_src``."""
+        source = encode_sources(self.tokenizer, [dna])[0]
+        check_source_length(source, len(dna), self.max_src)
+        return source.ids(self.ids.bos, self.ids.eos)
+
+    def check_target_length(self, sample: dict[str, Any], positions: int) -> None:
+        """Refuse a target longer than the decoder's limit (it was cut silently before)."""
+        if positions > self.max_tgt:
+            raise sample_error(
+                sample,
+                f"target.txt: {positions} decoder positions with [CLS], over --max_tgt_tokens "
+                f"{self.max_tgt} (a cut would drop the window's last features): raise "
+                "--max_tgt_tokens or bake shorter windows (bake_data --window_len)",
+            )
 
     def target_ids(self, target: str) -> list[int]:
         from trainer.tokens.tokenizer import target_to_ids
@@ -342,13 +390,20 @@ class SampleEncoder:
                 meta = json.loads(sample["json"])
             except (ValueError, UnicodeDecodeError) as exc:
                 raise sample_error(sample, f"json: not valid JSON ({exc})") from None
+            except RecursionError:
+                raise sample_error(sample, "json: nested too deeply (damaged?)") from None
             if not isinstance(meta, dict):
                 raise sample_error(sample, "json: must be an object")
         try:
             tgt = self.target_ids(target)
         except KeyError as exc:
             raise sample_error(sample, f"target.txt: {exc.args[0]}") from None
-        return self.source_ids(dna), tgt
+        self.check_target_length(sample, len(tgt) + 1)
+        try:
+            src = self.source_ids(dna)
+        except WindowTooLong as exc:
+            raise sample_error(sample, f"dna.txt: {exc}") from None
+        return src, tgt
 
     def collate(self, samples: Sequence[Any]) -> dict:
         """Pad a micro-batch of ``encode`` results (the digit form's layout)."""
@@ -379,6 +434,8 @@ def collate(
     pairs: Sequence[tuple[list[int], list[int]]], ids: TokenIds, max_tgt: int, multiple: int = 1
 ) -> dict:
     """Pad a batch: encoder ``[CLS] dna [SEP]``; decoder in ``[CLS] t``; labels ``t [SEP]``.
+
+    ``max_tgt`` only caps the padding: ``SampleEncoder.encode`` refuses longer targets.
 
     Lengths are rounded up to ``multiple``: fewer distinct shapes means fewer kernel compilations
     (oneDNN JIT on CPUs, autotuning on GPUs) and tensor-core friendly sizes, for a few pad tokens.
@@ -443,6 +500,9 @@ def pad_decoder(
 class ShardBatches(IterableDataset):
     """Endless padded micro-batches for one rank; workers are slots ``rank * W + logical``.
 
+    A micro-batch larger than a slot's share of the data is refused (``check_batch_fits``) unless
+    ``repeats_ok``, so a batch's memory is bounded by the data, never by the request.
+
     ``start_batch`` (batches this rank already consumed) makes the loader resume exactly: the
     DataLoader hands out batches round-robin from worker 0, so worker ``w`` plays logical worker
     ``(w + start_batch) % W`` and skips what that logical worker already produced.
@@ -460,9 +520,12 @@ class ShardBatches(IterableDataset):
         seed: int,
         shuffle_buffer: int,
         start_batch: int = 0,
+        repeats_ok: bool = False,
     ) -> None:
         super().__init__()
         self.workers = max(num_workers, 1)
+        if not repeats_ok:  # validation may repeat a small split; its batch is the train batch
+            check_batch_fits(shards, world_size, num_workers, micro_batch_size)
         self.plans = plan_slots(shards, world_size * self.workers)
         self.encoder = encoder
         self.rank = rank
@@ -528,6 +591,22 @@ def _own_process_group(worker_id: int) -> None:
     parent's SIGTERM) and which it watches anyway, so it cannot outlive the trainer.
     """
     os.setpgid(0, 0)
+
+
+def preflight(encoder: SampleEncoder, shards: Sequence[ShardEntry], per_shard: int = 4) -> None:
+    """Encode the first samples of every shard: a window or target over the limits fails now.
+
+    Why: the loader refuses such a sample where it meets it, which may be hours into a run; the
+    usual cause (windows baked longer than ``--max_src_tokens`` allows, or a dense annotation's
+    long targets) shows in the first windows of a genome's shard, so it is caught before any
+    work. Reads a few tar headers per shard (no hashing: the loader checks whole shards).
+    """
+    for shard in shards:
+        for n, sample in enumerate(_iter_tar(ShardEntry(shard.path, shard.count))):
+            if n == per_shard:
+                break
+            sample["__shard__"] = shard.path
+            encoder.encode(sample)
 
 
 def first_samples(shards: Sequence[ShardEntry], n: int) -> list[dict[str, Any]]:

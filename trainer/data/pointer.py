@@ -31,7 +31,7 @@ from baking.target.pointers import (
 from trainer.data.loader import SampleEncoder, TokenIds, sample_error, text_field
 from trainer.model.pointer import NO_CODON
 from trainer.model.seq2seq import IGNORE_INDEX
-from trainer.tokens.tokenizer import encode_sources
+from trainer.tokens.tokenizer import WindowTooLong, check_source_length, encode_sources
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,8 @@ def pointer_sample(
     ``constrain`` (a genetic code, or ``True`` for the plain grammar) also records the allowed
     set at every step (``PointerSample.allowed``) for a constrained loss."""
     dna = dna.upper()
-    source = encode_sources(tokenizer, [dna], max_src)[0]
+    source = encode_sources(tokenizer, [dna])[0]
+    check_source_length(source, len(dna), max_src)  # the whole window, or refused
     body = source.body
     layout = base_layout(dna, source.offsets, len(body))
     length = layout.length
@@ -441,7 +442,7 @@ class PointerEncoder(SampleEncoder):
         dna = text_field(sample, "dna.txt", "ascii")
         target = text_field(sample, "target.txt", "utf-8")
         try:
-            return pointer_sample(
+            out = pointer_sample(
                 dna,
                 target.split(),
                 window_len=self.window_len,
@@ -455,8 +456,12 @@ class PointerEncoder(SampleEncoder):
                 constrain=self.constrain,
                 feature_types=self.feature_types,
             )
+        except WindowTooLong as exc:
+            raise sample_error(sample, f"dna.txt: {exc}") from None
         except (GrammarError, KeyError, ValueError) as exc:
             raise sample_error(sample, f"target.txt: {exc}") from None
+        self.check_target_length(sample, len(out.labels))
+        return out
 
     def collate(self, samples: Sequence[Any]) -> dict:
         vocab = self.vocab_size if self.constrain is not None else None

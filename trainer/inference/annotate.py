@@ -151,6 +151,9 @@ class AnnotateSummary:
     snap: dict[str, int] = field(default_factory=dict)
     merge: dict[str, int] = field(default_factory=dict)
     truncated_windows: int = 0
+    long_windows: int = 0
+    """Windows over the encoder length the model was trained with (``config.max_src_tokens``)."""
+    longest_window_tokens: int = 0
 
     @property
     def bp_per_s(self) -> float:
@@ -257,6 +260,7 @@ def annotate_sequences(
         total=summary.bp, unit="bp", unit_scale=True, desc="annotate", disable=not options.progress
     )
     windows = iter_windows(seqs, window_len, stride, circular)
+    trained_len = getattr(getattr(model, "config", None), "max_src_tokens", None)
     with bar, autocast:
         for batch in _batches(windows, options.batch_size):
             targets = generate(
@@ -272,6 +276,11 @@ def annotate_sequences(
             for (i, meta, _), target in zip(batch, targets):
                 summary.windows += 1
                 summary.truncated_windows += not target.complete
+                if trained_len is not None and target.source_tokens > trained_len:
+                    summary.long_windows += 1  # seen whole, as in training, but never this long
+                summary.longest_window_tokens = max(
+                    summary.longest_window_tokens, target.source_tokens
+                )
                 if pointer:
                     feats = pointer_features_with_logprobs(
                         target.tokens, target.token_logprobs, meta.length
@@ -282,6 +291,15 @@ def annotate_sequences(
                     )
                 results[i].append((meta, feats))
             bar.update(min(bar.total - bar.n, stride * len(batch)))
+    if summary.long_windows:
+        log.warning(
+            "%d of %d windows are longer than the %d encoder tokens the model was trained with "
+            "(longest %d): the encoder sees them whole, as in training, but never saw one this long",
+            summary.long_windows,
+            summary.windows,
+            trained_len,
+            summary.longest_window_tokens,
+        )
     features, regions = _finish(seqs, circular, results, options, summary)
     summary.seconds = time.perf_counter() - t0
     log.info(

@@ -50,6 +50,9 @@ class GeneratedTarget:
     tokens: list[str]
     token_logprobs: list[float]
     complete: bool = True
+    source_tokens: int = 0
+    """Encoder positions of the window (``[CLS]``/``[SEP]`` included), so annotate can compare
+    them with the model's training limit without tokenising twice; 0 when unknown (an oracle)."""
 
 
 @dataclass
@@ -347,7 +350,7 @@ def generate_targets(
     was_training = model.training
     model.eval()
     try:
-        return generate_ids(
+        out = generate_ids(
             model,
             ids.to(device),
             mask.to(device),
@@ -358,5 +361,8 @@ def generate_targets(
             max_new_tokens=max_new_tokens,
             num_beams=num_beams,
         )
+        for target, n in zip(out, mask.sum(dim=1).tolist()):
+            target.source_tokens = int(n)
+        return out
     finally:
         model.train(was_training)

@@ -306,7 +306,7 @@ def generate_pointer_targets(
     was_training = model.training
     model.eval()
     try:
-        return generate_pointer_ids(
+        out = generate_pointer_ids(
             model,
             input_ids.to(device),
             mask.to(device),
@@ -316,6 +316,9 @@ def generate_pointer_targets(
             max_new_tokens=max_new_tokens,
             num_beams=num_beams,
         )
+        for target, row in zip(out, rows):
+            target.source_tokens = len(row)
+        return out
     finally:
         model.train(was_training)
 

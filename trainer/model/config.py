@@ -65,6 +65,10 @@ class Dna2GffConfig:
     """Window length (bp) the model was trained on; written by the trainer, read by annotate."""
     feature_types: list[str] | None = None
     """Feature types of the target grammar the model was trained on (trainer / annotate)."""
+    max_src_tokens: int | None = None
+    """Longest encoder input (tokens with ``[CLS]``/``[SEP]``) training accepted; written by the
+    trainer. The encoder always sees whole windows (``tokenizer.encode_sources``); annotate counts
+    and reports its windows longer than this, which the model never saw in training."""
     coordinate_form: str = "digits"
     """How the decoder writes coordinates: ``digits`` (digit tokens, ``baking.grammar``) or
     ``pointer`` (it points at an encoder token and a base inside it, ``baking.target.pointers``)."""

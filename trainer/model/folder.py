@@ -182,9 +182,27 @@ def load_model_folder(
     with torch.device("meta"):  # no random init of weights about to be overwritten
         model = model_class(config, ep_size=ep_size, ep_rank=ep_rank)
     state = load_weights(weights, map_location)
+    check_finite(state, weights)
     load_canonical_state_dict(model, state, source=str(weights), assign=True)
     _rebuild_derived_state(model, torch.device(map_location))
     return model
+
+
+def check_finite(state: dict[str, Tensor], source: str | Path) -> None:
+    """``CheckpointError`` naming the file and the first tensor holding NaN or inf.
+
+    Why at load: such weights load and run, and only fail far away (annotate's decoder met a
+    NaN logit as "item '<cut>' not allowed", naming no file). One pass over the weights (~0.1 s
+    for the 117M model) names the culprit instead.
+    """
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(
+                source,
+                f"tensor {name} holds {bad} NaN/inf value(s) of {t.numel()}: damaged weights "
+                "(a diverged run?)",
+            )
 
 
 def _rebuild_derived_state(model: FolderModel, device: torch.device) -> None:
@@ -203,6 +221,7 @@ __all__ = [
     "HEAD_KEY",
     "WEIGHTS_NAME",
     "canonical_state_dict",
+    "check_finite",
     "copy_tokenizer",
     "expected_canonical_shapes",
     "load_canonical_state_dict",

@@ -205,7 +205,7 @@ class SourceTokens:
     """A window's DNA as the encoder reads it: BPE ids and the bases each one covers."""
 
     body: list[int]
-    """BPE ids of the DNA (no special tokens), cut to ``max_len - 2`` when a limit was given."""
+    """BPE ids of the whole window's DNA (no special tokens): never cut (``check_source_length``)."""
     offsets: list[tuple[int, int]]
     """``(start, end)`` base span of each id in ``body`` (what pointer coordinates need)."""
 
@@ -213,20 +213,49 @@ class SourceTokens:
         """Encoder input ``[CLS] dna [SEP]``."""
         return [bos_id, *self.body, eos_id]
 
+    @property
+    def length(self) -> int:
+        """Encoder positions with ``[CLS]`` and ``[SEP]``."""
+        return len(self.body) + 2
 
-def encode_sources(
-    tokenizer: Tokenizer, windows_dna: Sequence[str], max_len: int | None = None
-) -> list[SourceTokens]:
-    """The one DNA -> encoder-tokens path, for training and inference alike.
+
+class WindowTooLong(Exception):
+    """A window's DNA is more encoder tokens than the limit (``--max_src_tokens``)."""
+
+    def __init__(self, bases: int, tokens: int, limit: int, unseen: int) -> None:
+        self.bases, self.tokens, self.limit, self.unseen = bases, tokens, limit, unseen
+        share = round(100 * unseen / max(1, bases))
+        super().__init__(
+            f"{bases} bp are {tokens} encoder tokens with [CLS]/[SEP], over --max_src_tokens "
+            f"{limit} (a cut would hide {share}% of the window from the encoder): raise "
+            "--max_src_tokens or bake shorter windows (bake_data --window_len)"
+        )
+
+
+def encode_sources(tokenizer: Tokenizer, windows_dna: Sequence[str]) -> list[SourceTokens]:
+    """The one DNA -> encoder-tokens path, for training and inference alike: the whole window.
+
+    The length rule: the encoder sees every base of its window, in training and in annotate, so
+    both see exactly the same bases. A window over the trainer's limit is refused
+    (``check_source_length``), never cut: a cut hid the window's tail from the encoder while its
+    target still described it (a 3000 bp window is 540-690 DNABERT-2 tokens on bacteria; cut at 512 the
+    model was taught features it could not see, and annotate then fed it all of them).
 
     Upper-cased first (the vocabulary is upper-case); the tokenizer adds no special tokens, the
-    caller wraps ``body`` in ``[CLS] .. [SEP]`` with ``ids()``. ``max_len`` counts the two special
-    tokens (the trainer's ``--max_src_tokens``); ``None`` keeps every token (annotate's windows are
-    sized to fit). ``encode_batch`` runs on the tokenizer's Rust threads.
+    caller wraps ``body`` in ``[CLS] .. [SEP]`` with ``ids()``. ``encode_batch`` runs on the
+    tokenizer's Rust threads.
     """
-    keep = None if max_len is None else max(0, max_len - 2)
     encoded = tokenizer.encode_batch([d.upper() for d in windows_dna], add_special_tokens=False)
-    return [SourceTokens(list(e.ids[:keep]), list(e.offsets[:keep])) for e in encoded]
+    return [SourceTokens(list(e.ids), list(e.offsets)) for e in encoded]
+
+
+def check_source_length(source: SourceTokens, bases: int, max_len: int) -> None:
+    """``WindowTooLong`` when ``source`` (a window of ``bases`` bp) exceeds ``max_len`` positions."""
+    if source.length <= max_len:
+        return
+    keep = max(0, max_len - 2)
+    seen = source.offsets[keep - 1][1] if keep else 0
+    raise WindowTooLong(bases, source.length, max_len, bases - seen)
 
 
 def encode_dna(tokenizer: Tokenizer, dna: str, add_special_tokens: bool = True) -> list[int]:

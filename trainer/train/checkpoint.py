@@ -218,11 +218,22 @@ def _record_problem(folder: Path, rank: int, world: int) -> str | None:
     return None
 
 
+def _older_marker(path: Path) -> bool:
+    """Whether ``path`` is an older trainer's marker (``ok``, before markers held a record)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8).strip() == b"ok"
+    except OSError:
+        return False
+
+
 def _size_plan(folder: Path) -> dict[str, Any] | str | None:
     """Rank 0's half of the check: the record's files if they exist with their sizes, else why not."""
     try:
         record = read_json(folder / COMPLETE)
-    except InputError:
+    except InputError as exc:
+        if not _older_marker(folder / COMPLETE):  # damaged: fall back like any bad checkpoint
+            return f"{COMPLETE}: {exc.reason}"
         record = None
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
         log.warning("checkpoint %s has no file record (older trainer): not verified", folder.name)

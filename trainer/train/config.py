@@ -52,9 +52,10 @@ class TrainConfig:
     restrict_loss_vocab: bool = True
     """Softmax only over the target vocabulary (annotation tokens + [SEP]) in the loss."""
     max_src_tokens: int = 512
-    """Encoder input is cut to this many tokens ([CLS] and [SEP] included)."""
+    """Longest window in encoder tokens ([CLS] and [SEP] included): a longer one is refused,
+    never cut (the encoder sees whole windows, as in annotate)."""
     max_tgt_tokens: int = 512
-    """Decoder input is cut to this many tokens ([CLS] included)."""
+    """Longest target in decoder tokens ([CLS] included): a longer one is refused, never cut."""
     pad_multiple: int = 8
     """Batch lengths are padded up to a multiple of this (fewer shapes: fewer kernel compiles)."""
     num_workers: int = 1

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from baking.common.errors import ConfigError, InputError
+from baking.common.errors import ConfigError, Dna2GffError, InputError
 from baking.common.files import write_text
 from trainer.data.loader import (
     SampleEncoder,
@@ -37,8 +37,10 @@ from trainer.data.loader import (
     ShardEntry,
     TokenIds,
     batches_per_epoch,
+    check_batch_fits,
     iter_batches,
     make_loader,
+    preflight,
     read_manifest,
     split_shards,
 )
@@ -54,6 +56,7 @@ from trainer.train.dsconfig import (
 from trainer.train.export import export_model
 from trainer.train.hooks import TrainHooks
 from trainer.train.monitor import Monitor, peak_flops, train_flops
+from trainer.train.run_lock import RunLock, check_not_running, take_run_lock
 from trainer.train.step import StepInputs, StepStats, TrainingError, engine_scalars, run_step
 from trainer.train.validation import decode_metric, validation_loss
 
@@ -234,6 +237,8 @@ class _Run:
     result: TrainResult
     log_handler: logging.Handler | None
     """This rank's ``train.rank{R}.log`` (removed again when ``train`` returns)."""
+    run_lock: RunLock | None
+    """Rank 0's lock on the run folder (released when ``train`` returns); None on other ranks."""
     tokenizer: Any
     grammar: DataGrammar
     vocab: torch.Tensor | None
@@ -312,6 +317,23 @@ def _open_run_folder(cfg: TrainConfig, out: Path, rank: int) -> logging.Handler:
     return handler
 
 
+def _on_rank0(rank: int, check: Any) -> Any:
+    """``check()`` on rank 0 only; its refusal is raised on every rank (none waits for the others).
+
+    Returns ``check``'s value on rank 0, None elsewhere.
+    """
+    value, problem = None, None
+    if rank == 0:
+        try:
+            value = check()
+        except Dna2GffError as exc:
+            problem = str(exc)
+    problem = from_rank0(problem)
+    if problem is not None:
+        raise ConfigError(problem)
+    return value
+
+
 def _close_log(handler: logging.Handler | None) -> None:
     if handler is not None:
         logging.getLogger().removeHandler(handler)
@@ -377,6 +399,7 @@ def _set_up(cfg: TrainConfig) -> _Run:
     # rank 0 looks at the folder and tells the others (a network filesystem may lag on other nodes)
     latest = from_rank0(ckpt.latest_checkpoint(out / "checkpoints") if rank == 0 else None)
     if not (cfg.resume or cfg.export_only) and latest is not None:
+        _on_rank0(rank, lambda: check_not_running(out))  # a live run: say so, not "--resume"
         raise ConfigError(
             f"{out} already holds checkpoints of a run: pass --resume to continue "
             "it, or choose another --output"
@@ -391,9 +414,11 @@ def _set_up(cfg: TrainConfig) -> _Run:
         total_steps = min(total_steps, max(1, math.ceil(cfg.epochs * steps_per_epoch)))
     ds = resolve_ds_config(ds_raw, cfg, world, total_steps)
     mb, ga = ds.micro_batch_size, ds.grad_accum
+    check_batch_fits(train_shards, world, cfg.num_workers, mb)
     tokenizer = load_tokenizer(str(cfg.model))
     grammar = data_grammar(manifest, tokenizer)
     model_cfg.record_target(grammar.window_len, grammar.feature_types)
+    model_cfg.max_src_tokens = cfg.max_src_tokens  # annotate compares its windows with it
     vocab = None
     target_tokens = grammar.tokens
     if model_cfg.pointer:
@@ -407,15 +432,25 @@ def _set_up(cfg: TrainConfig) -> _Run:
         target_tokens = pointer_vocabulary(model_cfg.feature_types)
     if cfg.restrict_loss_vocab:
         vocab = target_vocab_ids(tokenizer, target_tokens, model_cfg.eos_token_id).to(device)
+    ids = TokenIds(model_cfg.bos_token_id, model_cfg.eos_token_id, model_cfg.pad_token_id)
+    preflight(make_encoder(cfg, model_cfg, str(cfg.model), ids), [*train_shards, *val_shards])
 
-    # every option has passed its checks: only now does the run folder appear
-    log_handler = _open_run_folder(cfg, out, rank)
+    # every option has passed its checks: only now does the run folder appear, this job's alone
+    run_lock = _on_rank0(rank, lambda: take_run_lock(out))
+    try:
+        log_handler = _open_run_folder(cfg, out, rank)
+    except BaseException:
+        if run_lock is not None:
+            run_lock.release()
+        raise
     log.debug("deepspeed config %s", json.dumps(ds.config, sort_keys=True))
     log.debug("train config %s", json.dumps(cfg.to_dict(), sort_keys=True))
     try:
         engine = _build_engine(cfg, ds, rank, model_cfg)
     except BaseException:
         _close_log(log_handler)
+        if run_lock is not None:
+            run_lock.release()
         raise
     log.info(
         "train start rank=%d world=%d ep_size=%d micro_batch=%d grad_accum=%d steps=%d "
@@ -453,6 +488,7 @@ def _set_up(cfg: TrainConfig) -> _Run:
         manifest=manifest,
         result=TrainResult(steps=0),
         log_handler=log_handler,
+        run_lock=run_lock,
         tokenizer=tokenizer,
         grammar=grammar,
         vocab=vocab,
@@ -723,6 +759,8 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         return _run(run, hooks)
     finally:
         _close_log(run.log_handler)
+        if run.run_lock is not None:
+            run.run_lock.release()
 
 
 def _run(run: _Run, hooks: TrainHooks) -> TrainResult:

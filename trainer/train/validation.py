@@ -53,6 +53,7 @@ def validation_loss(
         micro_batch_size=micro_batch_size,
         seed=seed,
         shuffle_buffer=1,
+        repeats_ok=True,  # a val split smaller than the train batch is still worth a loss
     )
     it = iter(data)
     total = count = 0.0
