@@ -1,0 +1,108 @@
+"""Checkpoints under hostile conditions (issue 19, cases 7 and 8), through the ``train`` CLI.
+
+A full disk during a save is one ``error:`` line, exit 2, no partial folder, and the previous
+checkpoint still resumes. ``--resume`` checks what it resumes: another model, other data or another
+target spec is one error line before any DeepSpeed load; a changed learning rate or schedule is
+stated in the log and TensorBoard; ``--max_steps`` at or below the checkpoint's step exits 0
+without training (never ``loss=nan``) with the export brought up to date.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.fixtures import make_model, make_tokenizer, write_shards
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("resume_checks")
+    tok = make_tokenizer(root / "tok")
+    return {
+        "root": root,
+        "tok": tok,
+        "model": make_model(root / "dense", tok, use_moe=False),
+        "data": write_shards(root / "data", {"train": [60, 50], "val": [8]}),
+    }
+
+
+def _train(
+    fx: dict[str, Path], out: Path, *extra: str, **paths: Path
+) -> subprocess.CompletedProcess:
+    args = {"model": fx["model"], "data": fx["data"], **paths}
+    cmd = [
+        sys.executable,
+        str(REPO / "launch/train.py"),
+        "--model",
+        str(args["model"]),
+        "--data",
+        str(args["data"]),
+        "--output",
+        str(out),
+        "--micro_batch_size",
+        "4",
+        "--num_workers",
+        "0",
+        "--save_every",
+        "2",
+        "--eval_every",
+        "0",
+        "--decode_every",
+        "0",
+        "--warmup_steps",
+        "1",
+        "--lr",
+        "1e-3",
+        *extra,
+    ]
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+
+
+def _one_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]
+
+
+def _mount_small_tmpfs(where: Path, size: str) -> None:
+    where.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command: cannot make a small filesystem to fill")
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {proc.stderr.strip()}")
+
+
+@pytest.mark.slow
+def test_full_disk_during_a_checkpoint_save_is_one_error_line(fx, tmp_path):
+    """A 1.3 MB filesystem: step_2 (0.8 MB) fits, step_4 does not."""
+    small = tmp_path / "small"
+    _mount_small_tmpfs(small, "1300k")
+    try:
+        proc = _train(fx, small / "run", "--max_steps", "4", "--no_export")
+        line = _one_error(proc)
+        assert line.startswith(f"error: {small / 'run' / 'checkpoints' / 'step_4'}: "), line
+        assert "no space left on device" in line and "continues from step_2" in line, line
+        left = sorted(p.name for p in (small / "run" / "checkpoints").iterdir() if p.is_dir())
+        assert left == ["step_2"]
+        shutil.copytree(small / "run", tmp_path / "run")
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+    resumed = _train(fx, tmp_path / "run", "--max_steps", "3", "--no_export", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "checkpoint loaded step=2" in resumed.stderr
