@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import types
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,30 @@ def test_marker_without_record_is_accepted_unverified(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert ck.choose_checkpoint(tmp_path, rank=0, world=1) == folder
     assert "has no file record" in caplog.text
+
+
+def test_load_keeps_this_runs_clipping_and_weight_decay(tmp_path):
+    """DeepSpeed's ZeRO load puts back the saved ``clip_grad`` and groups; the run's own win."""
+
+    class Zero:
+        def __init__(self) -> None:
+            self.clip_grad = 0.5
+            self.optimizer = types.SimpleNamespace(
+                param_groups=[{"weight_decay": 0.05}, {"weight_decay": 0.0}]
+            )
+
+    class Loading(FakeEngine):
+        def load_checkpoint(self, load_dir: str, tag: str, **kw) -> tuple[str | None, dict]:
+            self.optimizer.clip_grad = 1.0  # what the checkpoint had
+            self.optimizer.optimizer.param_groups = [
+                {"weight_decay": 0.01},
+                {"weight_decay": 0.0},
+            ]
+            return super().load_checkpoint(load_dir, tag, **kw)
+
+    engine = Loading()
+    engine.optimizer = Zero()
+    _save(tmp_path, 3)
+    ck.load_checkpoint(engine, tmp_path / "step_3", rank=0)
+    assert engine.optimizer.clip_grad == 0.5
+    assert [g["weight_decay"] for g in engine.optimizer.optimizer.param_groups] == [0.05, 0.0]

@@ -9,6 +9,7 @@ without training (never ``loss=nan``) with the export brought up to date.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -106,3 +107,85 @@ def test_full_disk_during_a_checkpoint_save_is_one_error_line(fx, tmp_path):
     resumed = _train(fx, tmp_path / "run", "--max_steps", "3", "--no_export", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "checkpoint loaded step=2" in resumed.stderr
+
+
+@pytest.fixture(scope="module")
+def base_run(fx) -> Path:
+    """A dense run checkpointed at step 2 (no export)."""
+    out = fx["root"] / "base"
+    proc = _train(fx, out, "--max_steps", "2", "--no_export")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+@pytest.mark.slow
+def test_resume_with_another_model_is_refused_before_deepspeed_loads(fx, base_run, tmp_path):
+    wide = make_model(tmp_path / "wide", fx["tok"], use_moe=False, hidden=64)
+    proc = _train(fx, _copy(base_run, tmp_path), "--max_steps", "4", "--resume", model=wide)
+    line = _one_error(proc)
+    assert line.startswith(f"error: {wide / 'config.json'}: not the model of checkpoint step_2 ")
+    assert "hidden_size 32 -> 64" in line, line
+    assert "checkpoint loaded" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_resume_with_other_data_is_refused(fx, base_run, tmp_path):
+    other = write_shards(tmp_path / "other", {"train": [60, 70], "val": [8]})
+    proc = _train(fx, _copy(base_run, tmp_path), "--max_steps", "4", "--resume", data=other)
+    line = _one_error(proc)
+    assert line.startswith(f"error: {other / 'manifest.json'}: not the data of checkpoint step_2")
+    assert "110 samples in 2 shards, this one 130 in 2" in line, line
+
+
+@pytest.mark.slow
+def test_resume_with_another_target_spec_is_refused(fx, base_run, tmp_path):
+    """Same train shards, but the manifest's grammar now says only CDS."""
+    data = Path(shutil.copytree(fx["data"], tmp_path / "cds_only"))
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["grammar"]["feature_types"] = ["CDS"]
+    manifest["grammar"]["tokens"].remove("<tRNA>")
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    proc = _train(fx, _copy(base_run, tmp_path), "--max_steps", "4", "--resume", data=data)
+    line = _one_error(proc)
+    assert "the target spec differs from checkpoint step_2's" in line, line
+    assert 'feature_types ["CDS", "tRNA"] -> ["CDS"]' in line, line
+
+
+@pytest.mark.slow
+def test_changed_lr_is_stated_in_the_log_and_tensorboard(fx, base_run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = _copy(base_run, tmp_path)
+    proc = _train(fx, run, "--max_steps", "3", "--resume", "--no_export", "--lr", "5e-4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        "resume from step_2 with changed settings: lr 0.001 -> 0.0005, total_steps 2 -> 3 "
+        "(applied from step 3 on)"
+    ) in proc.stderr
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0})
+    acc.Reload()
+    texts = [t for t in acc.Tags()["tensors"] if t.startswith("resume/changed")]
+    assert texts, acc.Tags()
+    entry = acc.Tensors(texts[0])[0]
+    assert entry.step == 2 and b"lr 0.001 -> 0.0005" in entry.tensor_proto.string_val[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_steps", ["2", "1"])
+def test_max_steps_at_or_below_the_checkpoint_exits_0_with_the_export(
+    fx, base_run, tmp_path, max_steps
+):
+    run = _copy(base_run, tmp_path)
+    proc = _train(fx, run, "--max_steps", max_steps, "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nan" not in proc.stdout, proc.stdout
+    assert "steps=2 stopped_by=max_steps loss=none" in proc.stdout
+    assert (
+        f"nothing to train: checkpoint step_2 is at step 2 and this run ends at step {max_steps}"
+    ) in proc.stderr
+    assert (run / "export" / "config.json").is_file()
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_2"]

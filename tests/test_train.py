@@ -205,7 +205,9 @@ def test_fresh_run_refuses_a_run_folder_and_resume_checks_world_size(setup):
     state = json.loads(state_file.read_text())
     state_file.write_text(json.dumps({**state, "world_size": 2}))
     _rerecord(state_file.parent)  # as if 2 ranks had saved it (not a damaged file)
-    with pytest.raises(ConfigError, match="saved by 2 ranks but this job has 1"):
+    with pytest.raises(
+        ConfigError, match="saved by 2 ranks with ep_size 1 but this job has 1 ranks"
+    ):
         train(_cfg(setup, "twice", max_steps=2, resume=True))
 
 

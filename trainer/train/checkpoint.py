@@ -64,6 +64,10 @@ class TrainerState:
     num_workers: int = 0
     micro_batch_size: int = 1
     seed: int = 0
+    ep_size: int = 1
+    grad_accum: int = 1
+    record: dict[str, Any] | None = None
+    """What this checkpoint resumes (model, data, target spec, settings): ``resume_check``."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainerState:
@@ -484,6 +488,7 @@ def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerSta
     if not (folder / COMPLETE).is_file():
         raise InputError(folder, "checkpoint is incomplete (no COMPLETE marker)")
     _safe_deepspeed_loads(engine)
+    own = _own_optimizer_settings(engine)
     load_path, _ = engine.load_checkpoint(
         str(folder.parent),
         tag=folder.name,
@@ -492,6 +497,7 @@ def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerSta
     )
     if load_path is None:
         raise InputError(folder, "DeepSpeed could not load this checkpoint")
+    _restore_optimizer_settings(engine, own)
     state = read_state(folder)
     path = rng_file(folder, rank)
     if path.is_file():
@@ -510,6 +516,31 @@ def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerSta
         )
     log.info("checkpoint loaded step=%d path=%s", state.step, folder)
     return state
+
+
+def _own_optimizer_settings(engine: Any) -> tuple[float | None, list[float]]:
+    """This run's clipping norm and per-group weight decay, before a checkpoint overwrites them.
+
+    DeepSpeed's ZeRO load puts back the *saved* ``clip_grad`` and the saved optimizer groups
+    (weight decay included), so a changed ``--grad_clip`` or ``--weight_decay`` would be ignored
+    without a word; the learning rate is set by the scheduler from this run's settings anyway.
+    """
+    opt = getattr(engine, "optimizer", None)
+    base = getattr(opt, "optimizer", None)
+    groups = getattr(base, "param_groups", None) or []
+    return getattr(opt, "clip_grad", None), [g.get("weight_decay", 0.0) for g in groups]
+
+
+def _restore_optimizer_settings(engine: Any, own: tuple[float | None, list[float]]) -> None:
+    """Apply this run's clipping and weight decay again after the checkpoint's were loaded."""
+    clip, decays = own
+    opt = getattr(engine, "optimizer", None)
+    if clip is not None and opt is not None:
+        opt.clip_grad = clip
+    groups = getattr(getattr(opt, "optimizer", None), "param_groups", None) or []
+    if len(groups) == len(decays):
+        for group, decay in zip(groups, decays, strict=True):
+            group["weight_decay"] = decay
 
 
 # ------------------------------------------------------------------------- DeepSpeed's files
