@@ -498,6 +498,7 @@ def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerSta
     if load_path is None:
         raise InputError(folder, "DeepSpeed could not load this checkpoint")
     _restore_optimizer_settings(engine, own)
+    apply_schedule(engine)
     state = read_state(folder)
     path = rng_file(folder, rank)
     if path.is_file():
@@ -543,6 +544,20 @@ def _restore_optimizer_settings(engine: Any, own: tuple[float | None, list[float
             group["weight_decay"] = decay
 
 
+def apply_schedule(engine: Any) -> None:
+    """Set the optimizer's learning rates from the (just loaded) scheduler position.
+
+    DeepSpeed's load restores the *saved* group learning rates, which the old settings computed;
+    re-applying the scheduler at its position makes a changed ``--lr`` / schedule count from the
+    first resumed step, and gives the very same rates when nothing changed.
+    """
+    sched = getattr(engine, "lr_scheduler", None)
+    position = getattr(sched, "last_batch_iteration", None)
+    if sched is None or position is None:
+        return
+    sched.step(position)
+
+
 # ------------------------------------------------------------------------- DeepSpeed's files
 
 
@@ -578,17 +593,24 @@ def _safe_deepspeed_loads(engine: Any) -> None:
             type(ce).__name__,
         )
         return
-    allowed = _deepspeed_globals()
 
     def load(self: Any, path: str, map_location: Any = None) -> Any:
-        try:
-            with torch.serialization.safe_globals(allowed):
-                return torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError as exc:
-            why = str(exc).split("\n")
-            hint = next((ln.strip() for ln in why if "GLOBAL" in ln or "Unsupported" in ln), why[0])
-            raise InputError(
-                path, f"refused to unpickle (not plain checkpoint data): {hint}"
-            ) from None
+        return safe_torch_load(path, map_location)
 
     ce.load = types.MethodType(load, ce)
+
+
+def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` of one of DeepSpeed's files, allowing its plain-data classes.
+
+    A file that needs anything else is an ``InputError`` naming it (nothing in it has run).
+    """
+    try:
+        with torch.serialization.safe_globals(_deepspeed_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        why = str(exc).split("\n")
+        hint = next((ln.strip() for ln in why if "GLOBAL" in ln or "Unsupported" in ln), why[0])
+        raise InputError(path, f"refused to unpickle (not plain checkpoint data): {hint}") from None
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise InputError(path, f"unreadable checkpoint file: {str(exc).splitlines()[0]}") from None

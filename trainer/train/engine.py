@@ -517,13 +517,27 @@ def _resume(run: _Run) -> None:
     )
     saved_ep = saved.ep_size if saved.record is not None else cfg.ep_size  # older: unknown
     if (saved.world_size, saved_ep) != (run.world, cfg.ep_size):
-        raise ConfigError(
-            f"{latest} was saved by {saved.world_size} ranks with ep_size {saved_ep} but "
-            f"this job has {run.world} ranks with ep_size {cfg.ep_size}: ZeRO cannot "
-            f"re-partition its optimizer state; run with {saved.world_size} ranks and "
-            f"--ep_size {saved_ep}, or start a new run from the exported model folder"
+        from trainer.train.reshard import load_elastic
+
+        run.state = load_elastic(
+            run.engine,
+            latest,
+            rank=run.rank,
+            world=run.world,
+            ep_size=cfg.ep_size,
+            micro_batch=run.micro_batch,
+            num_workers=cfg.num_workers,
         )
-    run.state = ckpt.load_checkpoint(run.engine, latest, rank=run.rank)
+    else:
+        run.state = ckpt.load_checkpoint(run.engine, latest, rank=run.rank)
+        if (run.state.num_workers, run.state.micro_batch_size) != (
+            cfg.num_workers,
+            run.micro_batch,
+        ):
+            log.warning(
+                "workers or micro batch changed since the checkpoint: "
+                "the data order continues from a new plan"
+            )
     run.resume_note = resume_check.changed_settings(saved.record, run.record)
     if run.resume_note and run.rank == 0:
         log.warning(
@@ -532,15 +546,12 @@ def _resume(run: _Run) -> None:
             run.resume_note,
             run.state.step + 1,
         )
-    run.state.record = run.record
-    run.state.ep_size, run.state.grad_accum = cfg.ep_size, run.grad_accum
+    state = run.state  # from here on it describes this run's topology
+    state.record, state.world_size, state.ep_size = run.record, run.world, cfg.ep_size
+    state.num_workers, state.micro_batch_size = cfg.num_workers, run.micro_batch
+    state.grad_accum = run.grad_accum
     if run.rank == 0:
         _truncate_metrics(run.metrics_file, run.state.step)
-    if (run.state.num_workers, run.state.micro_batch_size) != (cfg.num_workers, run.micro_batch):
-        log.warning(
-            "workers or micro batch changed since the checkpoint: "
-            "the data order continues from a new plan"
-        )
 
 
 def make_encoder(
