@@ -202,27 +202,82 @@ def _lose_moments(folder: Path) -> None:
     (folder / ck.COMPLETE).write_text(json.dumps({"format": ck.RECORD_FORMAT, "files": files}))
 
 
-def test_moe_two_ranks_ep2_resumed_on_one_rank(fx, tmp_path):
-    straight = tmp_path / "two"
+@pytest.fixture(scope="module")
+def moe_two(fx) -> Path:
+    """The uninterrupted MoE run on 2 ranks, ep_size 2 (checkpoints at steps 3 and 6)."""
+    straight = fx["root"] / "moe_two"
     _train(_torchrun(), fx["moe"], fx["data"], straight, *TWO_RANKS)
-    resumed = _resumable_copy(straight, tmp_path / "one")
+    return straight
+
+
+def test_moe_two_ranks_ep2_resumed_on_one_rank(fx, moe_two, tmp_path):
+    resumed = _resumable_copy(moe_two, tmp_path / "one")
     log = _train(ONE, fx["moe"], fx["data"], resumed, *ONE_RANK, "--resume")
     assert "elastic resume step=3 from world=2 ep_size=2 to world=1 ep_size=1" in log
     assert "the data continues from a new plan" not in log
-    _within(_compare(straight, resumed, 4))
+    _within(_compare(moe_two, resumed, 4))
 
 
-def test_elastic_tolerances_catch_lost_moments(fx, tmp_path):
+def test_elastic_tolerances_catch_lost_moments(fx, moe_two, tmp_path):
     """The same comparison, the resumed run's Adam moments zeroed: far outside the tolerances."""
-    straight = tmp_path / "two"
-    _train(_torchrun(), fx["moe"], fx["data"], straight, *TWO_RANKS)
-    resumed = _resumable_copy(straight, tmp_path / "one")
+    resumed = _resumable_copy(moe_two, tmp_path / "one")
     _lose_moments(resumed / "checkpoints" / "step_3")
     _train(ONE, fx["moe"], fx["data"], resumed, *ONE_RANK, "--resume")
-    figures = _compare(straight, resumed, 4)
+    figures = _compare(moe_two, resumed, 4)
     assert figures["param_rel"] > 4 * PARAM_RTOL, figures
     assert figures["param_median"] > 10 * PARAM_MEDIAN_RTOL, figures
     assert figures["moment_rel"] > 4 * MOMENT_RTOL, figures
+
+
+def test_resharded_state_is_exactly_the_saved_one(fx, moe_two, tmp_path):
+    """Load the 2-rank checkpoint into a 1-rank engine and save it again: every fp32 master and
+    Adam moment comes back bit for bit, and the bf16 module weights are the masters rounded."""
+    from trainer.train import checkpoint as ck
+    from trainer.train import engine as eng
+    from trainer.train.config import TrainConfig
+    from trainer.train.reshard import read_full_state
+
+    resumed = _resumable_copy(moe_two, tmp_path / "one")
+    cfg = TrainConfig(
+        model=str(fx["moe"]),
+        data=str(fx["data"]),
+        output=str(resumed),
+        deepspeed_config=MOE_JSON,
+        max_steps=6,
+        micro_batch_size=2,
+        grad_accum=2,
+        num_workers=2,
+        lr=1e-2,
+        warmup_steps=1,
+        resume=True,
+    )
+    saved_env, threads = dict(os.environ), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = eng._set_up(cfg)
+        try:
+            run.record = run.state.record = eng._resume_record(run)
+            eng._resume(run)
+            ck.save_checkpoint(run.engine, tmp_path / "again", run.state, rank=0, keep_last=1)
+            module = {n: p.detach().clone() for n, p in run.engine.module.named_parameters()}
+            shard = run.engine.module.expert_shard()
+        finally:
+            eng._close_log(run.log_handler)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(threads)
+    before = read_full_state(resumed / "checkpoints" / "step_3", num_experts=4)
+    after = read_full_state(tmp_path / "again" / "step_3", num_experts=4)
+    assert (before.world_size, before.ep_size, after.world_size, after.ep_size) == (2, 2, 1, 1)
+    assert before.step is not None and after.step is not None and float(after.step) == 3
+    assert sorted(before.fp32) == sorted(after.fp32)
+    for n in before.fp32:
+        for kind in ("fp32", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(getattr(before, kind)[n], getattr(after, kind)[n]), (kind, n)
+    for n, p in module.items():
+        want = before.fp32[shard.to_global(n)].view_as(p).to(p.dtype)
+        assert torch.equal(p, want), n
 
 
 def test_moe_one_rank_resumed_on_two_ranks_ep2(fx, tmp_path):
