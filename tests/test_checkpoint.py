@@ -258,3 +258,18 @@ def test_load_keeps_this_runs_clipping_and_weight_decay(tmp_path):
     ck.load_checkpoint(engine, tmp_path / "step_3", rank=0)
     assert engine.optimizer.clip_grad == 0.5
     assert [g["weight_decay"] for g in engine.optimizer.optimizer.param_groups] == [0.05, 0.0]
+
+
+def test_full_disk_while_writing_our_own_files_is_the_same_error(tmp_path, monkeypatch):
+    """The atomic writer reports ENOSPC as an ``OutputError``: caught like DeepSpeed's failures."""
+    _save(tmp_path, 10)
+
+    def full(path, data, inputs=()):
+        raise OutputError(path, "no space left on device")
+
+    monkeypatch.setattr(ck, "write_bytes", full)
+    with pytest.raises(
+        OutputError, match=r"step_20: checkpoint not saved: rng_rank0\.safetensors: "
+    ):
+        _save(tmp_path, 20)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_10"]

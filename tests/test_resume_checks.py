@@ -109,6 +109,66 @@ def test_full_disk_during_a_checkpoint_save_is_one_error_line(fx, tmp_path):
     assert "checkpoint loaded step=2" in resumed.stderr
 
 
+@pytest.mark.slow
+def test_full_disk_on_two_ranks_every_rank_agrees_and_cleans_up(fx, tmp_path):
+    """2 ranks, MoE ep_size 2: one rank's files fail, the other's fit; neither waits forever."""
+    small = tmp_path / "small"
+    _mount_small_tmpfs(small, "2400k")  # step_2 of both ranks: 1.4 MB
+    moe = make_model(tmp_path / "moe", fx["tok"])
+    cmd = [
+        sys.executable,
+        str(REPO / "launch/torchrun.py"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        str(REPO / "launch/train.py"),
+        "--model",
+        str(moe),
+        "--data",
+        str(fx["data"]),
+        "--output",
+        str(small / "run"),
+        "--deepspeed_config",
+        str(REPO / "ds_configs" / "zero2_bf16_moe.json"),
+        "--ep_size",
+        "2",
+        "--max_steps",
+        "4",
+        "--micro_batch_size",
+        "2",
+        "--num_workers",
+        "0",
+        "--save_every",
+        "2",
+        "--eval_every",
+        "0",
+        "--decode_every",
+        "0",
+        "--no_export",
+    ]
+    try:
+        proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
+        left = sorted(p.name for p in (small / "run" / "checkpoints").iterdir() if p.is_dir())
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    ranks = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: /")]
+    assert len(ranks) == 2 and ranks[0] == ranks[1], proc.stderr[-3000:]  # one line per rank
+    assert ranks[0].startswith(f"error: {small / 'run' / 'checkpoints' / 'step_4'}: checkpoint")
+    assert "no space left on device" in ranks[0] and "continues from step_2" in ranks[0]
+    assert left == ["step_2"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture(scope="module")
 def base_run(fx) -> Path:
     """A dense run checkpointed at step 2 (no export)."""

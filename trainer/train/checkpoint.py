@@ -312,7 +312,7 @@ def save_checkpoint(
             write_bytes(rng_file(tmp, rank), rng_to_safetensors(capture_rng()))
             if rank == 0:
                 write_bytes(tmp / STATE_FILE, json.dumps(asdict(state), indent=2).encode())
-    except OSError as exc:
+    except (OSError, OutputError) as exc:  # the atomic writer reports an OSError as OutputError
         problem = _describe_failure(tmp / "?", exc)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -328,7 +328,7 @@ def save_checkpoint(
                 (folder / COMPLETE).unlink(missing_ok=True)
                 shutil.rmtree(folder)
             tmp.rename(folder)
-        except OSError as exc:
+        except (OSError, OutputError) as exc:
             problem = _describe_failure(tmp / COMPLETE, exc)
     _agree_or_fail(from_rank0(problem), tmp, folder, root, world, gathered=True)
     if rank == 0:
@@ -396,6 +396,8 @@ def _describe_failure(path: Path, exc: BaseException) -> str:
     beside the file then asks the OS, which answers ``No space left on device`` (or a quota, or
     a read-only filesystem) -- the reason a user can act on.
     """
+    if isinstance(exc, OutputError):
+        return f"{Path(exc.path).name}: {exc.reason}"
     if isinstance(exc, OSError) and exc.strerror:
         name = Path(str(exc.filename)).name if exc.filename else path.name
         return f"{name}: {exc.strerror.lower()}"
