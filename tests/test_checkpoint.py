@@ -273,3 +273,30 @@ def test_full_disk_while_writing_our_own_files_is_the_same_error(tmp_path, monke
     ):
         _save(tmp_path, 20)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_10"]
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ("[1, 2]", "trainer state is not a JSON object"),
+        ('{"step": "7"}', "trainer state field 'step' is malformed: '7'"),
+        ('{"step": 7, "world_size": -2}', "trainer state field 'world_size' is malformed: -2"),
+        ('{"step": 7, "record": [1]}', "trainer state field 'record' is malformed: [1]"),
+    ],
+)
+def test_hostile_trainer_state_is_one_input_error(tmp_path, content, reason):
+    (tmp_path / ck.STATE_FILE).write_text(content)
+    with pytest.raises(InputError) as err:
+        ck.read_state(tmp_path)
+    assert err.value.reason == reason
+
+
+def test_malformed_resume_record_is_refused_naming_the_state_file(tmp_path):
+    from trainer.train import resume_check as rc
+
+    current = rc.make_record(model={"config": {}}, data={}, target={}, settings={})
+    with pytest.raises(InputError, match="malformed resume record") as err:
+        rc.check_identity(
+            {"model": 5}, current, checkpoint=tmp_path / "step_3", model_path="m", manifest_path="d"
+        )
+    assert err.value.path == str(tmp_path / "step_3" / "trainer_state.json")

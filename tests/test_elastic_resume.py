@@ -235,7 +235,7 @@ def test_resharded_state_is_exactly_the_saved_one(fx, moe_two, tmp_path):
     from trainer.train import checkpoint as ck
     from trainer.train import engine as eng
     from trainer.train.config import TrainConfig
-    from trainer.train.reshard import read_full_state
+    from trainer.train.reshard import checkpoint_ep_size, read_full_state
 
     resumed = _resumable_copy(moe_two, tmp_path / "one")
     cfg = TrainConfig(
@@ -267,6 +267,7 @@ def test_resharded_state_is_exactly_the_saved_one(fx, moe_two, tmp_path):
         os.environ.clear()
         os.environ.update(saved_env)
         torch.set_num_threads(threads)
+    assert checkpoint_ep_size(resumed / "checkpoints" / "step_3") == 2  # for unrecorded ones
     before = read_full_state(resumed / "checkpoints" / "step_3", num_experts=4)
     after = read_full_state(tmp_path / "again" / "step_3", num_experts=4)
     assert (before.world_size, before.ep_size, after.world_size, after.ep_size) == (2, 2, 1, 1)

@@ -481,7 +481,20 @@ def read_state(folder: str | Path) -> TrainerState:
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         raise InputError(path, "checkpoint has no trainer state")
-    return TrainerState.from_dict(read_json(path, "trainer state JSON"))
+    data = read_json(path, "trainer state JSON")
+    if not isinstance(data, dict):
+        raise InputError(path, "trainer state is not a JSON object")
+    for f in fields(TrainerState):
+        value = data.get(f.name)
+        if value is None:
+            continue
+        if f.name == "record":
+            ok = isinstance(value, dict)
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if not ok:
+            raise InputError(path, f"trainer state field {f.name!r} is malformed: {value!r:.60}")
+    return TrainerState.from_dict(data)
 
 
 def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerState:

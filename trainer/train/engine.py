@@ -44,7 +44,7 @@ from trainer.data.loader import (
 )
 from trainer.distributed import from_rank0, join_launcher_group
 from trainer.train import checkpoint as ckpt
-from trainer.train import resume_check
+from trainer.train import reshard, resume_check
 from trainer.train.config import TrainConfig
 from trainer.train.dsconfig import (
     check_ep_size,
@@ -511,15 +511,15 @@ def _resume(run: _Run) -> None:
     resume_check.check_identity(
         saved.record,
         run.record,
-        checkpoint=latest.name,
+        checkpoint=latest,
         model_path=str(Path(cfg.model) / "config.json"),
         manifest_path=str(Path(cfg.data) / "manifest.json"),
     )
-    saved_ep = saved.ep_size if saved.record is not None else cfg.ep_size  # older: unknown
+    saved_ep = saved.ep_size
+    if saved.record is None and run.model_cfg.use_moe:  # an older trainer did not record it
+        saved_ep = reshard.checkpoint_ep_size(latest)
     if (saved.world_size, saved_ep) != (run.world, cfg.ep_size):
-        from trainer.train.reshard import load_elastic
-
-        run.state = load_elastic(
+        run.state = reshard.load_elastic(
             run.engine,
             latest,
             rank=run.rank,

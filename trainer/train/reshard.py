@@ -79,6 +79,22 @@ def _saved_ep_size(osd: dict[str, Any]) -> int:
     return 1
 
 
+def checkpoint_ep_size(folder: str | Path) -> int:
+    """The ``ep_size`` a checkpoint was saved with, from its rank-0 optimizer file.
+
+    For checkpoints of trainers that did not record it in ``trainer_state.json``.
+    """
+    from trainer.train.checkpoint import safe_torch_load
+
+    files = optimizer_files(Path(folder))
+    if 0 not in files:
+        raise InputError(folder, "no ZeRO optimizer file of rank 0")
+    try:
+        return _saved_ep_size(safe_torch_load(files[0])["optimizer_state_dict"])
+    except (KeyError, TypeError) as exc:
+        raise InputError(files[0], f"not a ZeRO-1/2 optimizer state ({exc})") from None
+
+
 def read_full_state(
     folder: str | Path,
     *,

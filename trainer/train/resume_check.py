@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from baking.common.errors import ConfigError, InputError
@@ -89,40 +90,46 @@ def check_identity(
     saved: dict[str, Any] | None,
     current: dict[str, Any],
     *,
-    checkpoint: str,
+    checkpoint: Path,
     model_path: str,
     manifest_path: str,
 ) -> None:
     """Refuse a resume whose model, data or target spec is not the checkpoint's (one error).
 
+    ``checkpoint``: its folder (named in the messages).
     ``saved`` None (a checkpoint from before this record existed) passes with a warning.
     """
+    if saved is not None and not all(
+        isinstance(saved.get(k, {}), dict) for k in ("model", "data", "target", "settings")
+    ):
+        raise InputError(checkpoint / "trainer_state.json", "malformed resume record")
     if not saved:
         log.warning(
             "checkpoint %s has no resume record (older trainer): model, data and target spec "
             "not verified",
-            checkpoint,
+            checkpoint.name,
         )
         return
+    name = checkpoint.name
     old, new = saved.get("model") or {}, current["model"]
     diff = _dict_diff(old.get("config") or {}, new["config"])
     if diff:
         raise InputError(
             model_path,
-            f"not the model of checkpoint {checkpoint} ({diff}): resume with the run's --model, "
+            f"not the model of checkpoint {name} ({diff}): resume with the run's --model, "
             "or start a new run",
         )
     if old.get("vocab_sha256") != new["vocab_sha256"]:
         raise InputError(
             model_path,
-            f"the tokenizer differs from the one checkpoint {checkpoint} was trained with "
+            f"the tokenizer differs from the one checkpoint {name} was trained with "
             "(token ids would change meaning): resume with the run's --model",
         )
     old_data, new_data = saved.get("data") or {}, current["data"]
     if old_data.get("train_sha256") != new_data["train_sha256"]:
         raise InputError(
             manifest_path,
-            f"not the data of checkpoint {checkpoint}: its train split had "
+            f"not the data of checkpoint {name}: its train split had "
             f"{old_data.get('train_samples')} samples in {old_data.get('train_shards')} shards, "
             f"this one {new_data['train_samples']} in {new_data['train_shards']} (or other "
             "shard contents); the saved data position means nothing here: resume with the run's "
@@ -131,14 +138,14 @@ def check_identity(
     diff = _dict_diff(saved.get("target") or {}, current["target"])
     if diff:
         raise ConfigError(
-            f"the target spec differs from checkpoint {checkpoint}'s ({diff}): the decoder was "
+            f"the target spec differs from checkpoint {name}'s ({diff}): the decoder was "
             "trained for the other one; resume with the run's --data"
         )
 
 
 def changed_settings(saved: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
     """``lr 0.001 -> 0.0005, total_steps 8 -> 12`` for the stated settings that differ, else None."""
-    old = (saved or {}).get("settings") or {}
+    old = (saved or {}).get("settings") or {}  # a checked record (``check_identity``)
     parts = [
         f"{k} {old[k]} -> {current['settings'][k]}"
         for k in STATED
