@@ -229,9 +229,11 @@ def test_elastic_tolerances_catch_lost_moments(fx, moe_two, tmp_path):
     assert figures["moment_rel"] > 4 * MOMENT_RTOL, figures
 
 
-def test_resharded_state_is_exactly_the_saved_one(fx, moe_two, tmp_path):
+def test_resharded_state_is_exactly_the_saved_one(fx, moe_two, tmp_path, caplog):
     """Load the 2-rank checkpoint into a 1-rank engine and save it again: every fp32 master and
-    Adam moment comes back bit for bit, and the bf16 module weights are the masters rounded."""
+    Adam moment comes back bit for bit, the bf16 module weights are the masters rounded, and the
+    export (``--export_only`` at another topology) writes the masters. With 1 loader slot instead
+    of 2 the data position is samples seen (12) over the new micro batch x world, with a warning."""
     from trainer.train import checkpoint as ck
     from trainer.train import engine as eng
     from trainer.train.config import TrainConfig
@@ -246,7 +248,7 @@ def test_resharded_state_is_exactly_the_saved_one(fx, moe_two, tmp_path):
         max_steps=6,
         micro_batch_size=2,
         grad_accum=2,
-        num_workers=2,
+        num_workers=0,
         lr=1e-2,
         warmup_steps=1,
         resume=True,
@@ -257,8 +259,12 @@ def test_resharded_state_is_exactly_the_saved_one(fx, moe_two, tmp_path):
         run = eng._set_up(cfg)
         try:
             run.record = run.state.record = eng._resume_record(run)
-            eng._resume(run)
+            with caplog.at_level("WARNING"):
+                eng._resume(run)
+            assert (run.state.step, run.state.samples, run.state.micro_batches) == (3, 12, 6)
+            assert "the data continues from a new plan at sample 12" in caplog.text
             ck.save_checkpoint(run.engine, tmp_path / "again", run.state, rank=0, keep_last=1)
+            run.export()
             module = {n: p.detach().clone() for n, p in run.engine.module.named_parameters()}
             shard = run.engine.module.expert_shard()
         finally:
@@ -279,6 +285,10 @@ def test_resharded_state_is_exactly_the_saved_one(fx, moe_two, tmp_path):
     for n, p in module.items():
         want = before.fp32[shard.to_global(n)].view_as(p).to(p.dtype)
         assert torch.equal(p, want), n
+    from safetensors.torch import load_file
+
+    exported = load_file(str(resumed / "export" / "model.safetensors"))
+    assert all(torch.equal(exported[n].flatten().float(), before.fp32[n]) for n in before.fp32)
 
 
 def test_moe_one_rank_resumed_on_two_ranks_ep2(fx, tmp_path):
@@ -287,6 +297,7 @@ def test_moe_one_rank_resumed_on_two_ranks_ep2(fx, tmp_path):
     resumed = _resumable_copy(straight, tmp_path / "two")
     log = _train(_torchrun(), fx["moe"], fx["data"], resumed, *TWO_RANKS, "--resume")
     assert "elastic resume step=3 from world=1 ep_size=1 to world=2 ep_size=2" in log
+    assert "the data continues from a new plan" not in log
     _within(_compare(straight, resumed, 4))
 
 
