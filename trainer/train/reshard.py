@@ -135,18 +135,20 @@ def read_full_state(
                     canonical = shard.to_global(name)
                     if wanted is not None and canonical not in wanted:
                         continue
-                    part = {"fp32": flat.narrow(0, frag.start, frag.numel)}
+                    # copies, not views: the rest of this file is freed before the next one
+                    part = {"fp32": flat.narrow(0, frag.start, frag.numel).clone()}
                     for m in MOMENTS:
                         moment = adam.get(m)
                         part[m] = (
-                            moment.narrow(0, frag.start, frag.numel)
+                            moment.narrow(0, frag.start, frag.numel).clone()
                             if moment is not None
                             else torch.zeros(frag.numel)
                         )
                     pieces.setdefault(canonical, []).append(part)
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, AttributeError, RuntimeError) as exc:
+            why = (str(exc).splitlines() or [""])[0][:160]
             raise InputError(
-                path, f"not a ZeRO-1/2 optimizer state ({type(exc).__name__}: {exc})"
+                path, f"not a ZeRO-1/2 optimizer state ({type(exc).__name__}: {why})"
             ) from None
         state.ep_size = ep
     for name, parts in pieces.items():
