@@ -216,14 +216,16 @@ def test_resume_with_another_target_spec_is_refused(fx, base_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_changed_lr_is_stated_in_the_log_and_tensorboard(fx, base_run, tmp_path):
+def test_changed_lr_is_stated_in_the_log_and_tensorboard_and_applied(fx, base_run, tmp_path):
+    import torch
+    from deepspeed.runtime.lr_schedules import WarmupCosineLR
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = _copy(base_run, tmp_path)
-    proc = _train(fx, run, "--max_steps", "3", "--resume", "--no_export", "--lr", "5e-4")
+    proc = _train(fx, run, "--max_steps", "5", "--resume", "--no_export", "--lr", "5e-4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (
-        "resume from step_2 with changed settings: lr 0.001 -> 0.0005, total_steps 2 -> 3 "
+        "resume from step_2 with changed settings: lr 0.001 -> 0.0005, total_steps 2 -> 5 "
         "(applied from step 3 on)"
     ) in proc.stderr
     acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0})
@@ -232,6 +234,18 @@ def test_changed_lr_is_stated_in_the_log_and_tensorboard(fx, base_run, tmp_path)
     assert texts, acc.Tags()
     entry = acc.Tensors(texts[0])[0]
     assert entry.step == 2 and b"lr 0.001 -> 0.0005" in entry.tensor_proto.string_val[0]
+    # steps 3-5 run at the new schedule's rates, step 3 included (DeepSpeed's load would have
+    # kept the saved rate for it); step k's rate is the scheduler's at iteration k - 2
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=5e-4)
+    sched = WarmupCosineLR(
+        opt, total_num_steps=5, warmup_num_steps=1, cos_min_ratio=0.0, warmup_type="linear"
+    )
+    want = []
+    for it in (1, 2, 3):
+        sched.step(it)
+        want.append(opt.param_groups[0]["lr"])
+    lrs = [json.loads(ln)["lr"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lrs) == 5 and lrs[2:] == pytest.approx(want, rel=1e-9) and min(want) > 0
 
 
 @pytest.mark.slow
