@@ -137,9 +137,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
     result = train(cfg)
     if int(rank) == 0:
+        loss = f"{result.losses[-1]:.4f}" if result.losses else "none"  # no step in this run
         print(
             f"steps={result.steps} stopped_by={result.stopped_by} "
-            f"loss={result.losses[-1] if result.losses else float('nan'):.4f} "
+            f"loss={loss} "
             f"val_loss={result.val_loss} checkpoint={result.checkpoint} export={result.export_dir}"
         )
     return 0

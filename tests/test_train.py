@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from baking.common.errors import ConfigError
+from baking.common.errors import ConfigError, InputError
 from trainer.fixtures import TYPES, WINDOW, make_model, make_tokenizer, write_shards
 from trainer.train.config import TrainConfig
 from trainer.train.hooks import ENV as FAULTS
@@ -205,8 +205,8 @@ def test_fresh_run_refuses_a_run_folder_and_resume_checks_world_size(setup):
     state = json.loads(state_file.read_text())
     state_file.write_text(json.dumps({**state, "world_size": 2}))
     _rerecord(state_file.parent)  # as if 2 ranks had saved it (not a damaged file)
-    with pytest.raises(ConfigError, match="saved by 2 ranks but this job has 1"):
-        train(_cfg(setup, "twice", max_steps=2, resume=True))
+    with pytest.raises(InputError, match="says 2 ranks saved this checkpoint, but it holds"):
+        train(_cfg(setup, "twice", max_steps=2, resume=True))  # elastic resume checks the files
 
 
 def test_cli_missing_data_exits_2(setup, tmp_path):

@@ -4,8 +4,10 @@ Layout: ``RUN_DIR/checkpoints/step_N/`` holds DeepSpeed's own files (model, opti
 per-rank ZeRO and expert partitions), our ``trainer_state.json`` (step, data position, counters), one
 ``rng_rank{r}.safetensors`` per rank (python, numpy, torch CPU and CUDA generators: DeepSpeed's top-2
 gate draws from the global torch RNG, so a resume without them diverges), and last a ``COMPLETE``
-marker written atomically by rank 0 after every rank has finished. Only folders with the marker
-count, so a crash in the middle of a save leaves the previous checkpoint as the latest one.
+marker written atomically by rank 0 after every rank has finished. The ranks write into
+``step_N.partial/``, which rank 0 renames to ``step_N/`` once ``COMPLETE`` is in it: a crash in the
+middle of a save leaves the previous checkpoint as the latest one, and a failed save (a full disk)
+removes its partial folder on every rank and says why in one line.
 
 ``COMPLETE`` records the size and sha256 of every other file of the folder; resume checks them
 (``choose_checkpoint``) and falls back to the newest intact checkpoint, naming the bad file.
@@ -17,9 +19,11 @@ allow-list of the three DeepSpeed classes its ZeRO-2 files hold (``_safe_deepspe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import pickle
 import random
 import re
@@ -32,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from baking.common.errors import InputError
+from baking.common.errors import InputError, OutputError
 from baking.common.files import read_json, write_bytes, write_json
 from trainer.distributed import all_gather, barrier, from_rank0
 
@@ -60,6 +64,10 @@ class TrainerState:
     num_workers: int = 0
     micro_batch_size: int = 1
     seed: int = 0
+    ep_size: int = 1
+    grad_accum: int = 1
+    record: dict[str, Any] | None = None
+    """What this checkpoint resumes (model, data, target spec, settings): ``resume_check``."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainerState:
@@ -288,29 +296,177 @@ def save_checkpoint(
     world: int = 1,
     keep_last: int,
 ) -> Path:
-    """Save on every rank (collective); rank 0 records the files, marks it complete, rotates."""
+    """Save on every rank (collective) into ``step_N.partial``; rank 0 renames it once complete.
+
+    Every rank writes into the temporary folder; the ranks then agree on whether all of them
+    succeeded. On any failure (a full disk, a quota, a read-only mount) every rank removes the
+    partial folder and raises one ``OutputError`` naming the checkpoint, the file and the OS's
+    reason, so ``--resume`` finds the previous checkpoint and nothing half-written is left. The
+    record and ``COMPLETE`` are written inside the temporary folder and the rename to ``step_N``
+    is the one atomic moment a checkpoint appears.
+    """
     root = Path(root)
     folder = step_dir(root, state.step)
+    tmp = partial_dir(root, state.step)
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        if folder.exists():  # an earlier, interrupted save of the same step (or a re-save)
-            shutil.rmtree(folder)
+        for left in root.glob(f"step_*{PARTIAL}"):  # a save killed earlier (SIGKILL, power)
+            shutil.rmtree(left, ignore_errors=True)
     barrier()
-    engine.save_checkpoint(str(root), tag=folder.name, save_latest=False)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_bytes(rng_file(folder, rank), rng_to_safetensors(capture_rng()))
+    problem: str | None = None
+    try:
+        with _SaveGuard(engine) as guard:
+            engine.save_checkpoint(str(root), tag=tmp.name, save_latest=False)
+        problem = guard.problem
+        if problem is None:
+            tmp.mkdir(parents=True, exist_ok=True)
+            write_bytes(rng_file(tmp, rank), rng_to_safetensors(capture_rng()))
+            if rank == 0:
+                write_bytes(tmp / STATE_FILE, json.dumps(asdict(state), indent=2).encode())
+    except (OSError, OutputError) as exc:  # the atomic writer reports an OSError as OutputError
+        problem = _describe_failure(tmp / "?", exc)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _agree_or_fail(problem, tmp, folder, root, world)
+    names = from_rank0(_checked_files(tmp) if rank == 0 else None)
+    files = _digest_files(tmp, names, rank, world)
+    problem = None
     if rank == 0:
-        write_bytes(folder / STATE_FILE, json.dumps(asdict(state), indent=2).encode())
-    barrier()
-    names = from_rank0(_checked_files(folder) if rank == 0 else None)
-    files = _digest_files(folder, names, rank, world)
+        try:
+            write_json(tmp / COMPLETE, {"format": RECORD_FORMAT, "files": files}, indent=1)
+            if folder.exists():  # the same step saved again: the new save replaces it
+                (folder / COMPLETE).unlink(missing_ok=True)
+                shutil.rmtree(folder)
+            tmp.rename(folder)
+        except (OSError, OutputError) as exc:
+            problem = _describe_failure(tmp / COMPLETE, exc)
+    _agree_or_fail(from_rank0(problem), tmp, folder, root, world, gathered=True)
     if rank == 0:
-        record = {"format": RECORD_FORMAT, "files": files}
-        write_json(folder / COMPLETE, record, indent=1)
         rotate(root, keep_last)
         log.info("checkpoint saved step=%d path=%s", state.step, folder)
     barrier()
     return folder
+
+
+PARTIAL = ".partial"
+
+
+def partial_dir(root: str | Path, step: int) -> Path:
+    """Where the ranks write step ``step`` before it is complete (never listed as a checkpoint)."""
+    return Path(root) / f"step_{step}{PARTIAL}"
+
+
+class _SaveGuard:
+    """Catch the first failing write inside DeepSpeed's ``save_checkpoint``; skip the rest.
+
+    DeepSpeed's save runs collectives (a barrier at its end): a rank that raised out of it would
+    leave the others waiting there. So its checkpoint engine's ``save`` is wrapped on the
+    instance for the duration: the first failure is recorded (``PATH: reason``), later writes of
+    this save are skipped, and every rank leaves ``save_checkpoint`` through the same collectives.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.ce = getattr(engine, "checkpoint_engine", None)
+        self.problem: str | None = None
+        self._had_own = False
+
+    def __enter__(self) -> _SaveGuard:
+        if self.ce is None or not hasattr(self.ce, "save"):
+            return self
+        self._had_own = "save" in vars(self.ce)
+        self._own = vars(self.ce).get("save")
+        original = self.ce.save
+
+        def save(state_dict: Any, path: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.problem is not None:
+                return None
+            try:
+                return original(state_dict, path, *args, **kwargs)
+            except Exception as exc:  # torch.save reports a full disk as a RuntimeError
+                self.problem = _describe_failure(Path(str(path)), exc)
+                return None
+
+        self.ce.save = save
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.ce is None or not hasattr(self.ce, "save"):
+            return
+        if self._had_own:
+            self.ce.save = self._own
+        else:
+            with contextlib.suppress(AttributeError):
+                del self.ce.save
+
+
+def _describe_failure(path: Path, exc: BaseException) -> str:
+    """``FILE: reason`` for a failed write of ``path``, the reason in the OS's words when it has one.
+
+    ``torch.save`` reports a full disk as ``RuntimeError: ... unexpected pos``; a small write
+    beside the file then asks the OS, which answers ``No space left on device`` (or a quota, or
+    a read-only filesystem) -- the reason a user can act on.
+    """
+    if isinstance(exc, OutputError):
+        return f"{Path(exc.path).name}: {exc.reason}"
+    if isinstance(exc, OSError) and exc.strerror:
+        name = Path(str(exc.filename)).name if exc.filename else path.name
+        return f"{name}: {exc.strerror.lower()}"
+    reason = _probe_write(path.parent)
+    if reason is None:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = f"write failed ({first[:200]})"
+    return f"{path.name}: {reason}"
+
+
+def _probe_write(folder: Path) -> str | None:
+    """The OS's reason why 1 MiB cannot be written in ``folder`` now, or None when it can."""
+    probe = folder / f".probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    try:
+        block = b"\0" * (1 << 16)
+        for _ in range(16):
+            os.write(fd, block)
+        os.fsync(fd)
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+    return None
+
+
+def _agree_or_fail(
+    problem: str | None,
+    tmp: Path,
+    folder: Path,
+    root: Path,
+    world: int,
+    *,
+    gathered: bool = False,
+) -> None:
+    """Every rank learns whether any rank failed; then all remove the partial folder and raise.
+
+    ``gathered``: ``problem`` is already the same on every rank (no all-gather needed).
+    """
+    problems = [problem] if gathered or world == 1 else all_gather(problem)
+    found = [p for p in problems if p is not None]
+    if not found:
+        return
+    shutil.rmtree(tmp, ignore_errors=True)
+    previous = latest_checkpoint(root)
+    after = (
+        f"--resume continues from {previous.name}"
+        if previous is not None
+        else "there is no earlier checkpoint"
+    )
+    raise OutputError(
+        folder,
+        f"checkpoint not saved: {found[0]}; the partial folder was removed, {after}",
+    )
 
 
 def rotate(root: str | Path, keep_last: int) -> list[Path]:
@@ -336,7 +492,20 @@ def read_state(folder: str | Path) -> TrainerState:
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         raise InputError(path, "checkpoint has no trainer state")
-    return TrainerState.from_dict(read_json(path, "trainer state JSON"))
+    data = read_json(path, "trainer state JSON")
+    if not isinstance(data, dict):
+        raise InputError(path, "trainer state is not a JSON object")
+    for f in fields(TrainerState):
+        value = data.get(f.name)
+        if value is None:
+            continue
+        if f.name == "record":
+            ok = isinstance(value, dict)
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if not ok:
+            raise InputError(path, f"trainer state field {f.name!r} is malformed: {value!r:.60}")
+    return TrainerState.from_dict(data)
 
 
 def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerState:
@@ -345,6 +514,7 @@ def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerSta
     if not (folder / COMPLETE).is_file():
         raise InputError(folder, "checkpoint is incomplete (no COMPLETE marker)")
     _safe_deepspeed_loads(engine)
+    own = _own_optimizer_settings(engine)
     load_path, _ = engine.load_checkpoint(
         str(folder.parent),
         tag=folder.name,
@@ -353,6 +523,8 @@ def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerSta
     )
     if load_path is None:
         raise InputError(folder, "DeepSpeed could not load this checkpoint")
+    _restore_optimizer_settings(engine, own)
+    apply_schedule(engine)
     state = read_state(folder)
     path = rng_file(folder, rank)
     if path.is_file():
@@ -371,6 +543,45 @@ def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerSta
         )
     log.info("checkpoint loaded step=%d path=%s", state.step, folder)
     return state
+
+
+def _own_optimizer_settings(engine: Any) -> tuple[float | None, list[float]]:
+    """This run's clipping norm and per-group weight decay, before a checkpoint overwrites them.
+
+    DeepSpeed's ZeRO load puts back the *saved* ``clip_grad`` and the saved optimizer groups
+    (weight decay included), so a changed ``--grad_clip`` or ``--weight_decay`` would be ignored
+    without a word; the learning rate is set by the scheduler from this run's settings anyway.
+    """
+    opt = getattr(engine, "optimizer", None)
+    base = getattr(opt, "optimizer", None)
+    groups = getattr(base, "param_groups", None) or []
+    return getattr(opt, "clip_grad", None), [g.get("weight_decay", 0.0) for g in groups]
+
+
+def _restore_optimizer_settings(engine: Any, own: tuple[float | None, list[float]]) -> None:
+    """Apply this run's clipping and weight decay again after the checkpoint's were loaded."""
+    clip, decays = own
+    opt = getattr(engine, "optimizer", None)
+    if clip is not None and opt is not None:
+        opt.clip_grad = clip
+    groups = getattr(getattr(opt, "optimizer", None), "param_groups", None) or []
+    if len(groups) == len(decays):
+        for group, decay in zip(groups, decays, strict=True):
+            group["weight_decay"] = decay
+
+
+def apply_schedule(engine: Any) -> None:
+    """Set the optimizer's learning rates from the (just loaded) scheduler position.
+
+    DeepSpeed's load restores the *saved* group learning rates, which the old settings computed;
+    re-applying the scheduler at its position makes a changed ``--lr`` / schedule count from the
+    first resumed step, and gives the very same rates when nothing changed.
+    """
+    sched = getattr(engine, "lr_scheduler", None)
+    position = getattr(sched, "last_batch_iteration", None)
+    if sched is None or position is None:
+        return
+    sched.step(position)
 
 
 # ------------------------------------------------------------------------- DeepSpeed's files
@@ -408,17 +619,24 @@ def _safe_deepspeed_loads(engine: Any) -> None:
             type(ce).__name__,
         )
         return
-    allowed = _deepspeed_globals()
 
     def load(self: Any, path: str, map_location: Any = None) -> Any:
-        try:
-            with torch.serialization.safe_globals(allowed):
-                return torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError as exc:
-            why = str(exc).split("\n")
-            hint = next((ln.strip() for ln in why if "GLOBAL" in ln or "Unsupported" in ln), why[0])
-            raise InputError(
-                path, f"refused to unpickle (not plain checkpoint data): {hint}"
-            ) from None
+        return safe_torch_load(path, map_location)
 
     ce.load = types.MethodType(load, ce)
+
+
+def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` of one of DeepSpeed's files, allowing its plain-data classes.
+
+    A file that needs anything else is an ``InputError`` naming it (nothing in it has run).
+    """
+    try:
+        with torch.serialization.safe_globals(_deepspeed_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        why = str(exc).split("\n")
+        hint = next((ln.strip() for ln in why if "GLOBAL" in ln or "Unsupported" in ln), why[0])
+        raise InputError(path, f"refused to unpickle (not plain checkpoint data): {hint}") from None
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise InputError(path, f"unreadable checkpoint file: {str(exc).splitlines()[0]}") from None

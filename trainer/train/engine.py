@@ -46,6 +46,7 @@ from trainer.data.loader import (
 )
 from trainer.distributed import from_rank0, join_launcher_group
 from trainer.train import checkpoint as ckpt
+from trainer.train import reshard, resume_check
 from trainer.train.config import TrainConfig
 from trainer.train.dsconfig import (
     check_ep_size,
@@ -253,6 +254,10 @@ class _Run:
     """(S, T) of the last micro-batch (for the MFU estimate)."""
     run_tokens: float = 0.0
     run_samples: float = 0.0
+    record: dict[str, Any] | None = None
+    """What a checkpoint of this run resumes (``resume_check``)."""
+    resume_note: str | None = None
+    """Settings changed since the resumed checkpoint (stated in the log and TensorBoard)."""
 
     @property
     def ckpt_root(self) -> Path:
@@ -466,7 +471,12 @@ def _set_up(cfg: TrainConfig) -> _Run:
         accelerator,
     )
     state = ckpt.TrainerState(
-        world_size=world, num_workers=cfg.num_workers, micro_batch_size=mb, seed=cfg.seed
+        world_size=world,
+        num_workers=cfg.num_workers,
+        micro_batch_size=mb,
+        seed=cfg.seed,
+        ep_size=cfg.ep_size,
+        grad_accum=ga,
     )
     return _Run(
         cfg=cfg,
@@ -495,10 +505,33 @@ def _set_up(cfg: TrainConfig) -> _Run:
     )
 
 
+def _resume_record(run: _Run) -> dict[str, Any]:
+    """What this run's checkpoints resume: model, data, target spec and the stated settings."""
+    cfg, g = run.cfg, run.grammar
+    return resume_check.make_record(
+        model=resume_check.model_identity(run.model_cfg.to_dict(), run.tokenizer),
+        data=resume_check.data_identity(run.manifest),
+        target=resume_check.target_identity(g.window_len, g.feature_types, g.tokens),
+        settings={
+            "lr": cfg.lr,
+            "min_lr": cfg.min_lr,
+            "warmup_steps": cfg.warmup_steps,
+            "weight_decay": cfg.weight_decay,
+            "grad_clip": cfg.grad_clip,
+            "total_steps": run.total_steps,
+            "global_batch": run.samples_per_step,
+            "max_src_tokens": cfg.max_src_tokens,
+            "max_tgt_tokens": cfg.max_tgt_tokens,
+        },
+    )
+
+
 def _resume(run: _Run) -> None:
     """Load the newest intact checkpoint into the engine and ``run.state`` (when asked to).
 
     Checkpoints whose files do not match their record are skipped with a warning naming the file.
+    Before any DeepSpeed file is read, the checkpoint's record is compared with this run: another
+    model, other data or another target spec is refused (``resume_check``).
     """
     cfg = run.cfg
     latest = run.latest = ckpt.choose_checkpoint(run.ckpt_root, rank=run.rank, world=run.world)
@@ -509,21 +542,52 @@ def _resume(run: _Run) -> None:
             "resume requested but no complete checkpoint in %s: starting fresh", run.ckpt_root
         )
         return
-    saved_world = ckpt.read_state(latest).world_size
-    if saved_world != run.world:
-        raise ConfigError(
-            f"{latest} was saved by {saved_world} ranks but this job has {run.world}: ZeRO "
-            f"cannot re-partition its optimizer state; run with {saved_world} ranks, or "
-            "start a new run from the exported model folder"
+    saved = ckpt.read_state(latest)
+    assert run.record is not None
+    resume_check.check_identity(
+        saved.record,
+        run.record,
+        checkpoint=latest,
+        model_path=str(Path(cfg.model) / "config.json"),
+        manifest_path=str(Path(cfg.data) / "manifest.json"),
+    )
+    saved_ep = saved.ep_size
+    if saved.record is None and run.model_cfg.use_moe:  # an older trainer did not record it
+        saved_ep = reshard.checkpoint_ep_size(latest)
+    if (saved.world_size, saved_ep) != (run.world, cfg.ep_size):
+        run.state = reshard.load_elastic(
+            run.engine,
+            latest,
+            rank=run.rank,
+            world=run.world,
+            ep_size=cfg.ep_size,
+            micro_batch=run.micro_batch,
+            num_workers=cfg.num_workers,
         )
-    run.state = ckpt.load_checkpoint(run.engine, latest, rank=run.rank)
+    else:
+        run.state = ckpt.load_checkpoint(run.engine, latest, rank=run.rank)
+        if (run.state.num_workers, run.state.micro_batch_size) != (
+            cfg.num_workers,
+            run.micro_batch,
+        ):
+            log.warning(
+                "workers or micro batch changed since the checkpoint: "
+                "the data order continues from a new plan"
+            )
+    run.resume_note = resume_check.changed_settings(saved.record, run.record)
+    if run.resume_note and run.rank == 0:
+        log.warning(
+            "resume from %s with changed settings: %s (applied from step %d on)",
+            latest.name,
+            run.resume_note,
+            run.state.step + 1,
+        )
+    state = run.state  # from here on it describes this run's topology
+    state.record, state.world_size, state.ep_size = run.record, run.world, cfg.ep_size
+    state.num_workers, state.micro_batch_size = cfg.num_workers, run.micro_batch
+    state.grad_accum = run.grad_accum
     if run.rank == 0:
         _truncate_metrics(run.metrics_file, run.state.step)
-    if (run.state.num_workers, run.state.micro_batch_size) != (cfg.num_workers, run.micro_batch):
-        log.warning(
-            "workers or micro batch changed since the checkpoint: "
-            "the data order continues from a new plan"
-        )
 
 
 def make_encoder(
@@ -722,6 +786,30 @@ def _loop(run: _Run, hooks: TrainHooks) -> None:
                 break
 
 
+def _nothing_to_train(run: _Run) -> TrainResult:
+    """The checkpoint is already at (or past) the last step: no step, no save; export refreshed."""
+    if run.rank == 0:
+        log.warning(
+            "nothing to train: checkpoint %s is at step %d and this run ends at step %d "
+            "(raise --max_steps to continue)%s",
+            run.latest.name if run.latest else "-",
+            run.state.step,
+            run.total_steps,
+            "; export/ brought up to date" if run.cfg.export else "",
+        )
+    export_dir = None
+    if run.cfg.export:
+        run.export()
+        export_dir = str(run.out / "export")
+    return TrainResult(
+        steps=run.state.step,
+        nan_steps=run.state.nan_steps,
+        stopped_by="max_steps",
+        checkpoint=str(run.latest) if run.latest else None,
+        export_dir=export_dir,
+    )
+
+
 def _finish(run: _Run, elapsed: float) -> TrainResult:
     """Final validation, checkpoint and export (not after a stop signal); the result."""
     assert run.monitor is not None
@@ -765,11 +853,16 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
 
 def _run(run: _Run, hooks: TrainHooks) -> TrainResult:
     cfg = run.cfg
+    run.record = run.state.record = _resume_record(run)
     if cfg.resume or cfg.export_only:
         _resume(run)
     _set_up_data(run)
     assert run.monitor is not None
+    if run.resume_note and run.monitor.writer is not None:
+        run.monitor.writer.add_text("resume/changed", run.resume_note, run.state.step)
     try:
+        if run.state.step >= run.total_steps and not cfg.export_only:
+            return _nothing_to_train(run)
         if cfg.export_only:
             run.export()
             return TrainResult(
