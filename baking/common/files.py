@@ -24,7 +24,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,25 @@ def _check_creatable_in(folder: Path, target: Path) -> None:
         raise OutputError(target, f"{probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputError(target, f"permission denied (cannot write in {probe})")
+    if probe != folder:
+        _probe_mkdir(folder, probe, target)
+
+
+def _probe_mkdir(folder: Path, existing: Path, target: Path) -> None:
+    """Create and remove the first missing folder under ``existing``: ``os.access`` says yes to
+    root everywhere, also in ``/proc`` or on a read-only mount, where the real ``mkdir`` after the
+    work would fail. Leaves nothing behind."""
+    first = folder
+    while first.parent != existing and first.parent != first:
+        first = first.parent
+    try:
+        first.mkdir()
+    except FileExistsError:  # made by someone else meanwhile: it exists, which is what we need
+        return
+    except OSError as exc:
+        raise OutputError(target, f"cannot create folder {first}: {_reason(exc)}") from exc
+    with suppress(OSError):
+        first.rmdir()
 
 
 def check_output(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
@@ -118,7 +137,7 @@ def check_output_dir(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> 
     try:
         st = os.stat(p)
     except FileNotFoundError:
-        _check_creatable_in(p.parent, p)
+        _check_creatable_in(p, p)  # the folder itself is the one to create
         return p
     except OSError as exc:
         _check_creatable_in(p.parent, p)
