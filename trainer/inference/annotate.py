@@ -249,11 +249,13 @@ def decode_windows(
     *,
     run_batch: Callable[[int], bool] | None = None,
     desc: str = "annotate",
+    nested: bool = False,
 ) -> list[WindowResult]:
     """Generate every window of ``seqs`` (or the batches ``run_batch(k)`` accepts) -> features.
 
     Batches are cut the same way whatever runs them, so a batch's result does not depend on how
-    many processes share the work (``annotate_many``). Arguments as ``annotate_sequences``.
+    many processes share the work (``annotate_many``). Arguments as ``annotate_sequences``;
+    ``desc`` names the progress bar, ``nested`` puts it under a bar over genomes.
     """
     if pointer is None:
         pointer = bool(getattr(getattr(model, "config", None), "pointer", False))
@@ -285,12 +287,14 @@ def decode_windows(
         unit_scale=True,
         desc=desc,
         disable=not options.progress,
-        leave=desc == "annotate",
+        leave=not nested,
+        position=1 if nested else None,
     )
     windows = enumerate(iter_windows(seqs, window_len, stride, circular))
     with bar, autocast:
         for k, batch in enumerate(_batches(windows, options.batch_size)):
-            if run_batch is not None and not run_batch(k):
+            if run_batch is not None and not run_batch(k):  # another rank's (in step with ours)
+                bar.update(min(bar.total - bar.n, stride * len(batch)))
                 continue
             targets = generate(
                 model,

@@ -156,6 +156,9 @@ def _run(
     results = [
         GenomeResult(j.name, str(j.fasta), _job_options(j, options).transl_table) for j in jobs
     ]
+    preread: dict[int, list[tuple[str, str]]] = {}
+    if len(jobs) == 1 and summary_tsv is None:  # one genome: a bad FASTA costs no model load
+        preread[0] = _read_checked(jobs[0], options, check_circular)
     model, tokenizer = load_model(model_dir, options.device)
     window_len, types = resolve_grammar(model, tokenizer, options)
     window_stride(options, window_len)  # fail before any work
@@ -175,6 +178,7 @@ def _run(
         unit="genome",
         desc="genomes",
         disable=not options.progress or len(jobs) < 2,
+        position=0,
     )
 
     def fail(i: int, exc: Dna2GffError) -> Dna2GffError:
@@ -200,6 +204,7 @@ def _run(
                 types,
                 run_batch=_share(g.first_batch, rank, world),
                 desc=jobs[g.index].name if len(jobs) > 1 else "annotate",
+                nested=len(jobs) > 1,
             )
         gathered = all_gather(mine)
         if rank != 0:
@@ -247,15 +252,8 @@ def _run(
             for i, job in enumerate(jobs):
                 opts = _job_options(job, options)
                 try:
-                    seqs = read_genome(job.fasta)
-                    ids = {sid for sid, _ in seqs}
-                    circular_seen |= ids & set(options.circular)
-                    unknown = sorted(set(options.circular) - {"all"} - ids)
-                    if check_circular and unknown:
-                        raise ConfigError(
-                            f"--circular names sequences not in {job.fasta.name}: "
-                            + ", ".join(unknown)
-                        )
+                    seqs = preread.pop(i, None) or _read_checked(job, options, check_circular)
+                    circular_seen |= {sid for sid, _ in seqs} & set(options.circular)
                     n_batches = count_batches(seqs, opts, window_len)
                 except Dna2GffError as exc:
                     fail(i, exc)
@@ -288,6 +286,19 @@ def _run(
             + f"; first: {first_error}"
         )
     return results
+
+
+def _read_checked(
+    job: GenomeJob, options: AnnotateOptions, check_circular: bool
+) -> list[tuple[str, str]]:
+    """A genome's records; with ``check_circular`` every ``--circular`` id must be among them."""
+    seqs = read_genome(job.fasta)
+    unknown = sorted(set(options.circular) - {"all"} - {sid for sid, _ in seqs})
+    if check_circular and unknown:
+        raise ConfigError(
+            f"--circular names sequences not in {job.fasta.name}: {', '.join(unknown)}"
+        )
+    return seqs
 
 
 class _SomeFailed(Dna2GffError):
