@@ -99,6 +99,7 @@ def test_proteins_equal_pyrodigal_under_genetic_code_4() -> None:
     assert sum(p.count("W") for p in proteins) > 1000
 
 
+@pytest.mark.shared
 def test_partial_genes_at_a_linear_edge_match_pyrodigal(genome_pair) -> None:
     """A gene cut by the sequence's end: no M for a cut 5' end, no * for a cut 3' end."""
     fna, _ = genome_pair("phage")

@@ -1,13 +1,17 @@
 """Genome FASTA -> windows -> constrained generation -> stitch/merge -> ORF snapping -> GFF3.
 
-``annotate(model_dir, fasta, out, options)`` is the whole command; ``annotate_sequences`` the
-in-memory core (tests, benchmarks). Windows of all sequences are batched together; every
+``annotate(model_dir, fasta, out, options)`` is the command on one genome (many genomes and
+``torchrun`` ranks: ``annotate_many``); ``annotate_sequences`` the in-memory core (tests,
+benchmarks), which is ``decode_windows`` (the model, batch by batch; a rank runs its share of
+the batches) then ``finish_sequences`` (no model). Windows of all sequences are batched together; every
 sequence's features are merged as described in ``merge.py``; CDS are snapped onto valid ORFs
 (``snap.py``) unless switched off. Output: ``##sequence-region`` and a ``region`` line per sequence
 (``Is_circular=true`` for circular ones, which lets origin-spanning features keep ``end > length``
 as the GFF3 specification writes them), then for each prediction a ``gene`` with its child (CDS,
 tRNA, ...) linked by ``ID``/``Parent``, source ``dna2gff``, score = the model's probability of the
-feature's tokens (under the constrained distribution). The file is written atomically.
+feature's tokens (under the constrained distribution), named by the attribute
+``score_type=model_probability``. The file is written atomically, and with it on request the
+proteins (``.faa``) and gene sequences (``.ffn``) of ``baking.gene_sequences``.
 """
 
 from __future__ import annotations

@@ -101,8 +101,13 @@ def _job_options(job: GenomeJob, options: AnnotateOptions) -> AnnotateOptions:
 
 
 def _device_for_rank(device: str, world: int, local_rank: int) -> str:
-    """``cuda`` under a multi-process launcher means each rank's own GPU (``cuda:LOCAL_RANK``)."""
-    return f"cuda:{local_rank}" if world > 1 and device == "cuda" else device
+    """``cuda`` under a multi-process launcher means each rank's own GPU (``cuda:LOCAL_RANK``;
+    more ranks than GPUs share them round robin)."""
+    if world == 1 or device != "cuda":
+        return device
+    import torch
+
+    return f"cuda:{local_rank % max(torch.cuda.device_count(), 1)}"
 
 
 def annotate_genomes(
