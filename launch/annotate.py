@@ -18,6 +18,8 @@ if __package__ in (None, ""):  # run as a script (python3 launch/X.py): import f
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
+import contextlib
+import io
 import os
 from collections.abc import Sequence
 
@@ -239,8 +241,22 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``dna2gff-annotate`` and ``launch/annotate.py``."""
-    return run_cli(_main, argv)
+    """Entry point of ``dna2gff-annotate`` and ``launch/annotate.py``.
+
+    Under ``torchrun`` every rank reads the same inputs and meets the same bad one, so only rank
+    0 says so: the other ranks' stderr is held back and dropped when they end with that same
+    ``error:`` (exit 2), shown otherwise (a crash of their own)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        return run_cli(_main, argv)
+    held = io.StringIO()
+    code = 1
+    try:
+        with contextlib.redirect_stderr(held):
+            code = run_cli(_main, argv)
+    finally:
+        if code != 2:
+            sys.stderr.write(held.getvalue())
+    return code
 
 
 if __name__ == "__main__":

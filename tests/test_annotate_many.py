@@ -293,6 +293,15 @@ def test_two_torchrun_ranks_write_what_one_process_writes(data, tmp_path: Path) 
         for ext in ("gff3", "faa", "ffn"):
             got, want = out / f"{name}.{ext}", data.out / f"{name}.{ext}"
             assert got.read_bytes() == want.read_bytes(), got
+    # every rank meets a bad genome; one of them says so
+    listed = data.dir / "bad_first.tsv"
+    listed.write_text("BAD\tgenomes/bad.fna\nA\tgenomes/a.fna\n")
+    res = _cli("--model", data.model, "--genomes", listed, "--outdir", out, launcher=torchrun)
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert res.returncode != 0 and errors == [
+        f"error: genome BAD: {data.genomes / 'bad.fna'}:3: record without a sequence id "
+        "(the id must follow '>' directly)"
+    ], res.stderr
 
 
 def test_decoding_a_share_of_the_batches_is_decoding_them_all() -> None:
