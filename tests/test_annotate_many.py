@@ -423,3 +423,27 @@ def test_library_refuses_a_share_outside_zero_one() -> None:
     for bad in (2.0, -1.0, float("nan")):
         with pytest.raises(ConfigError, match="min_votes"):
             AnnotateOptions(min_votes=bad)
+
+
+def test_preflight_of_hundreds_of_outputs_probes_a_new_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 genomes x 3 files used to cost 45 s before the model loaded (each output compared
+    with every input and every other output, each probing the same new folder)."""
+    import baking.common.files as files
+    from launch._cli import check_outputs
+
+    probes: list[Path] = []
+    real = files._probe_mkdir
+    monkeypatch.setattr(files, "_probe_mkdir", lambda *a: (probes.append(a[0]), real(*a)))
+    inputs = [tmp_path / f"in{i}.fna" for i in range(300)]
+    for p in inputs[:3]:
+        p.write_text(">a\nACGT\n")
+    outs = [tmp_path / "new" / f"g{i}.{ext}" for i in range(300) for ext in ("gff3", "faa")]
+    check_outputs(files=outs, inputs=inputs)
+    assert probes == [tmp_path / "new"] and not (tmp_path / "new").exists()
+    os.link(inputs[1], tmp_path / "hard.gff3")  # a hard link to an input is still that input
+    with pytest.raises(OutputError, match="is also an input"):
+        check_outputs(files=[*outs, tmp_path / "hard.gff3"], inputs=inputs)
+    with pytest.raises(OutputError, match="given twice"):
+        check_outputs(files=[*outs, tmp_path / "new" / ".." / "new" / "g7.faa"], inputs=inputs)
