@@ -405,6 +405,7 @@ def test_cli_refuses_bad_options_with_one_line_before_the_model(data, tmp_path: 
         (["--fasta", fasta, "--out", out, "--faa"], "--faa takes a path with --out"),
         (["--fasta", fasta, "--outdir", tmp_path / "o", "--ffn", "x.ffn"], "--ffn is a switch"),
         (["--genomes", data.list, "--fasta", fasta, "--outdir", tmp_path / "o"], "either --fasta"),
+        (["--fasta", fasta, data.dir / "zz.fna", "--outdir", tmp_path / "o"], "genome zz: "),
     ]
     for args, message in cases:
         res = _cli("--model", data.model, *args)

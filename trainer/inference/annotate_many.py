@@ -132,7 +132,8 @@ def annotate_genomes(
         raise ValueError("one GenomeOutputs per GenomeJob")
     for job in jobs:  # a cheap check before the model loads
         if on_error == "stop" and not job.fasta.is_file():
-            raise InputError(job.fasta, "no such file")
+            missing = InputError(job.fasta, "no such file")
+            raise missing if len(jobs) == 1 else GenomeError(f"genome {job.name}: {missing}")
     try:
         rank, world, local_rank = join_torchrun_group()
         options = replace(
