@@ -231,7 +231,7 @@ def _main(argv: Sequence[str] | None) -> int:
         summary_tsv=summary_tsv,
         check_circular=args.out is not None,
     )
-    if args.summary_json and os.environ.get("RANK", "0") == "0":
+    if args.summary_json and _launched_rank() == 0:
         if args.out:
             summary = results[0].summary
             write_json(args.summary_json, summary.as_dict() if summary else {})
@@ -240,13 +240,21 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
+def _launched_rank() -> int:
+    """This process's rank in a launcher's world of several (``torchrun``), else 0; a ``RANK``
+    left in the environment by something else does not count without a ``WORLD_SIZE`` > 1."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return 0
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dna2gff-annotate`` and ``launch/annotate.py``.
 
     Under ``torchrun`` every rank reads the same inputs and meets the same bad one, so only rank
     0 says so: the other ranks' stderr is held back and dropped when they end with that same
     ``error:`` (exit 2), shown otherwise (a crash of their own)."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    if _launched_rank() == 0:
         return run_cli(_main, argv)
     held = io.StringIO()
     code = 1
