@@ -157,6 +157,9 @@ class AnnotateSummary:
     snap: dict[str, int] = field(default_factory=dict)
     merge: dict[str, int] = field(default_factory=dict)
     truncated_windows: int = 0
+    long_windows: int = 0
+    """Windows over the encoder length the model was trained with (``config.max_src_tokens``)."""
+    longest_window_tokens: int = 0
 
     @property
     def bp_per_s(self) -> float:
@@ -224,6 +227,8 @@ class WindowResult:
     meta: WindowMeta
     features: list
     complete: bool
+    source_tokens: int = 0
+    """Encoder tokens of the window (``GeneratedTarget.source_tokens``; 0 where not known)."""
 
 
 def resolve_options(options: AnnotateOptions, model: Any) -> AnnotateOptions:
@@ -319,7 +324,8 @@ def decode_windows(
                     feats = features_with_logprobs(
                         target.tokens, target.token_logprobs, automaton, meta.length
                     )
-                decoded.append(WindowResult(w, i, meta, feats, target.complete))
+                n_src = int(getattr(target, "source_tokens", 0))  # an oracle may not count
+                decoded.append(WindowResult(w, i, meta, feats, target.complete, n_src))
             bar.update(min(bar.total - bar.n, stride * len(batch)))
     return decoded
 
@@ -346,7 +352,8 @@ def annotate_sequences(
     decoded = decode_windows(
         model, tokenizer, seqs, options, window_len, feature_types, generate, pointer
     )
-    return finish_sequences(seqs, decoded, resolve_options(options, model), t0)
+    trained_len = getattr(getattr(model, "config", None), "max_src_tokens", None)
+    return finish_sequences(seqs, decoded, resolve_options(options, model), t0, trained_len)
 
 
 def finish_sequences(
@@ -354,10 +361,12 @@ def finish_sequences(
     decoded: Sequence[WindowResult],
     options: AnnotateOptions,
     t0: float,
+    trained_len: int | None = None,
 ) -> tuple[list[GFFFeature], dict[str, tuple[int, int]], AnnotateSummary]:
     """Every window's features (from one process or gathered from several) -> GFF3 features.
 
-    ``options`` as ``resolve_options`` returns them; ``t0`` the ``perf_counter`` the run began at.
+    ``options`` as ``resolve_options`` returns them; ``t0`` the ``perf_counter`` the run began at;
+    ``trained_len`` the encoder length the model was trained with (windows over it are counted).
     """
     circular = [_is_circular(sid, options.circular) for sid, _ in seqs]
     results: list[list[tuple[WindowMeta, list]]] = [[] for _ in seqs]
@@ -365,7 +374,19 @@ def finish_sequences(
     for r in sorted(decoded, key=lambda r: r.index):
         summary.windows += 1
         summary.truncated_windows += not r.complete
+        if trained_len is not None and r.source_tokens > trained_len:
+            summary.long_windows += 1  # seen whole, as in training, but never this long
+        summary.longest_window_tokens = max(summary.longest_window_tokens, r.source_tokens)
         results[r.seq].append((r.meta, r.features))
+    if summary.long_windows:
+        log.warning(
+            "%d of %d windows are longer than the %d encoder tokens the model was trained with "
+            "(longest %d): the encoder sees them whole, as in training, but never saw one this long",
+            summary.long_windows,
+            summary.windows,
+            trained_len,
+            summary.longest_window_tokens,
+        )
     features, regions = _finish(seqs, circular, results, options, summary)
     summary.seconds = time.perf_counter() - t0
     log.info(

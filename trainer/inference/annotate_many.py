@@ -169,6 +169,7 @@ def _run(
     window_len, types = resolve_grammar(model, tokenizer, options)
     window_stride(options, window_len)  # fail before any work
     log_orf_layer(model, options)
+    trained_len = getattr(model.config, "max_src_tokens", None)
     log.info(
         "model=%s window_len=%d types=%s genomes=%d ranks=%d",
         model_dir,
@@ -226,7 +227,9 @@ def _run(
                 # t0 such that the summary's seconds are this genome's share of the round's
                 # decoding (by bp) plus its own merging and writing
                 share = decode_s * sum(len(s) for _, s in g.seqs) / round_bp
-                features, regions, summary = finish_sequences(g.seqs, decoded, opts, t1 - share)
+                features, regions, summary = finish_sequences(
+                    g.seqs, decoded, opts, t1 - share, trained_len
+                )
                 comment = header_comment(model_dir, model.config, window_len, g.options)
                 out = outputs[g.index]
                 write_outputs(
