@@ -50,16 +50,45 @@ class GeneticCode:
     table: int
     starts: frozenset[str]
     stops: frozenset[str]
+    amino_acids: str = ""
+    """One letter per codon in NCBI's order (TTT, TTC, TTA, TTG, TCT, ... GGG; ``*`` = stop), as
+    NCBI prints each table; what ``baking.translate`` reads proteins with."""
+
+    def amino_acid(self, codon: str) -> str:
+        """The one-letter amino acid of an upper-case codon (``*`` stop, ``X`` for any non-ACGT)."""
+        i = _NCBI_INDEX.get(codon)
+        return "X" if i is None else self.amino_acids[i]
+
+
+# NCBI's codon order: first, second, third base each running T, C, A, G.
+_NCBI_BASES = "TCAG"
+_NCBI_INDEX = {
+    a + b + c: 16 * i + 4 * j + k
+    for i, a in enumerate(_NCBI_BASES)
+    for j, b in enumerate(_NCBI_BASES)
+    for k, c in enumerate(_NCBI_BASES)
+}
+_STANDARD_AA = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"
+
+
+def _reassigned(changes: dict[str, str]) -> str:
+    """The standard table with ``changes`` (codon -> amino acid) applied."""
+    aa = list(_STANDARD_AA)
+    for codon, letter in changes.items():
+        aa[_NCBI_INDEX[codon]] = letter
+    return "".join(aa)
 
 
 _BACTERIAL_STARTS = frozenset({"ATG", "GTG", "TTG"})
 GENETIC_CODES: dict[int, GeneticCode] = {
-    1: GeneticCode(1, frozenset({"ATG", "TTG", "CTG"}), frozenset({"TAA", "TAG", "TGA"})),
+    1: GeneticCode(
+        1, frozenset({"ATG", "TTG", "CTG"}), frozenset({"TAA", "TAG", "TGA"}), _STANDARD_AA
+    ),
     # Mycoplasma/Spiroplasma: TGA is Trp.
-    4: GeneticCode(4, _BACTERIAL_STARTS, frozenset({"TAA", "TAG"})),
-    11: GeneticCode(11, _BACTERIAL_STARTS, frozenset({"TAA", "TAG", "TGA"})),
+    4: GeneticCode(4, _BACTERIAL_STARTS, frozenset({"TAA", "TAG"}), _reassigned({"TGA": "W"})),
+    11: GeneticCode(11, _BACTERIAL_STARTS, frozenset({"TAA", "TAG", "TGA"}), _STANDARD_AA),
     # Candidate division SR1 and Gracilibacteria: TGA is Gly.
-    25: GeneticCode(25, _BACTERIAL_STARTS, frozenset({"TAA", "TAG"})),
+    25: GeneticCode(25, _BACTERIAL_STARTS, frozenset({"TAA", "TAG"}), _reassigned({"TGA": "G"})),
 }
 
 

@@ -15,10 +15,17 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 from baking import __version__
 from baking.common.errors import Dna2GffError
-from baking.common.files import PathLike, check_distinct, check_output, check_output_dir
+from baking.common.files import (
+    PathLike,
+    check_distinct,
+    check_output,
+    check_output_dir,
+    input_keys,
+)
 
 log = logging.getLogger("dna2gff")
 
@@ -58,13 +65,15 @@ def check_outputs(
 
     ``None`` entries (options not given) are skipped. Raises ``OutputError`` (``PATH: reason``).
     """
-    files, folders, inputs = list(files), list(folders), list(inputs)
+    files, folders = list(files), list(folders)
+    keys = input_keys(inputs)  # once: a many-genome call checks hundreds against hundreds
+    probed: set[Path] = set()  # a new folder is proved makeable once, not once per file
     for f in files:
         if f is not None:
-            check_output(f, inputs)
+            check_output(f, keys, probed)
     for d in folders:
         if d is not None:
-            check_output_dir(d, inputs)
+            check_output_dir(d, keys)
     check_distinct([*files, *folders])
 
 

@@ -3,7 +3,10 @@
 
 Windows with overlap over every sequence, grammar-constrained generation (greedy or beam), features
 stitched across windows and merged, CDS snapped onto valid ORFs (joint start/stop), written
-atomically as GFF3.
+atomically as GFF3. Many genomes: ``--fasta A.fna B.fna ... --outdir DIR`` or ``--genomes
+LIST.tsv --outdir DIR`` (``name<TAB>fasta[<TAB>transl_table]``); the model loads once. Under
+``torchrun --nproc_per_node N`` the ranks share the genomes and the windows of each genome; the
+output is the one process's, byte for byte.
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ if __package__ in (None, ""):  # run as a script (python3 launch/X.py): import f
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
+import contextlib
+import io
+import os
 from collections.abc import Sequence
 
+from baking.common.errors import ConfigError
 from baking.common.files import write_json
 from baking.target.pointers import MIN_ORF_CODONS
 from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
@@ -28,8 +35,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     io = p.add_argument_group("Input / Output")
     io.add_argument("--model", required=True, help="model folder (config.json, model.safetensors)")
-    io.add_argument("--fasta", required=True, help="genome FASTA (plain or .gz)")
-    io.add_argument("--out", required=True, help="output GFF3 (.gz for gzip)")
+    io.add_argument(
+        "--fasta", nargs="+", help="genome FASTA(s) (plain or .gz); several need --outdir"
+    )
+    io.add_argument(
+        "--genomes",
+        help="genome list, name<TAB>fasta[<TAB>transl_table] a line (relative paths from the "
+        "list's folder); needs --outdir",
+    )
+    io.add_argument("--out", help="output GFF3 (.gz for gzip), one genome")
+    io.add_argument(
+        "--outdir", help="output folder: NAME.gff3 (and .faa, .ffn) per genome and summary.tsv"
+    )
+    io.add_argument(
+        "--faa",
+        nargs="?",
+        const=True,
+        help="proteins of the CDS (FASTA, Prodigal's -a): a path with --out, a switch with --outdir",
+    )
+    io.add_argument(
+        "--ffn",
+        nargs="?",
+        const=True,
+        help="gene sequences (FASTA, Prodigal's -d): a path with --out, a switch with --outdir",
+    )
+    io.add_argument(
+        "--on_error",
+        choices=("stop", "skip"),
+        default="stop",
+        help="a genome with bad input: stop the run, or skip it and finish the others (exit 2 "
+        "at the end either way)",
+    )
     io.add_argument("--summary_json", help="also write the run's figures as JSON here")
     dec = p.add_argument_group("Decoding")
     dec.add_argument(
@@ -91,20 +127,72 @@ def build_parser() -> argparse.ArgumentParser:
         help="with the ORF constraint: shortest whole CDS, codons incl. start/stop (default: "
         f"the N the model's config records from tune_orf, else {MIN_ORF_CODONS})",
     )
-    sn.add_argument("--transl_table", type=int, default=11, help="NCBI genetic code (1, 4, 11, 25)")
+    sn.add_argument(
+        "--transl_table",
+        type=int,
+        default=11,
+        help="NCBI genetic code (1, 4, 11, 25); a --genomes list's third column wins",
+    )
     lg = p.add_argument_group("Logging")
     add_logging_args(lg)
     lg.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
 
+def _plan(args: argparse.Namespace) -> tuple[list, list, Path | None]:
+    """Genome jobs and their outputs from the arguments, refusing combinations that make no sense."""
+    from baking.genome_list import (
+        SUMMARY_TSV,
+        GenomeOutputs,
+        jobs_from_fastas,
+        outputs_in,
+        read_genome_list,
+    )
+
+    if bool(args.fasta) == bool(args.genomes):
+        raise ConfigError("give either --fasta FILE(S) or --genomes LIST.tsv")
+    if bool(args.out) == bool(args.outdir):
+        raise ConfigError("give either --out FILE (one genome) or --outdir DIR")
+    if args.out == "-":
+        raise ConfigError(
+            "--out -: annotate does not write to standard output; name a file (--out pred.gff3)"
+        )
+    jobs = read_genome_list(args.genomes) if args.genomes else jobs_from_fastas(args.fasta)
+    if args.out:
+        if args.genomes or len(jobs) > 1:
+            raise ConfigError("--out names one file; several genomes need --outdir DIR")
+        for name in ("faa", "ffn"):
+            if getattr(args, name) is True:
+                raise ConfigError(f"--{name} takes a path with --out (e.g. --{name} genes.{name})")
+        return jobs, [GenomeOutputs(Path(args.out), _path(args.faa), _path(args.ffn))], None
+    for name in ("faa", "ffn"):
+        if getattr(args, name) not in (None, True):
+            raise ConfigError(
+                f"--{name} is a switch with --outdir (it writes NAME.{name} beside NAME.gff3)"
+            )
+    outdir = Path(args.outdir)
+    return jobs, outputs_in(outdir, jobs, bool(args.faa), bool(args.ffn)), outdir / SUMMARY_TSV
+
+
+def _path(value: str | bool | None) -> Path | None:
+    return Path(value) if isinstance(value, str) else None
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     model = Path(args.model)
+    jobs, outputs, summary_tsv = _plan(args)
     check_outputs(
-        files=[args.out, args.summary_json, args.log_file],
+        files=[
+            *(p for o in outputs for p in o.paths()),
+            summary_tsv,
+            args.summary_json,
+            args.log_file,
+        ],
+        folders=[args.outdir],
         inputs=[
-            args.fasta,
+            *(j.fasta for j in jobs),
+            args.genomes,
             model / "config.json",
             model / "model.safetensors",
             model / "tokenizer.json",
@@ -112,7 +200,8 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     setup_logging(args.verbose, args.log_file)
     # torch only now: a wrong output is reported in a fraction of a second, not after its import
-    from trainer.inference.annotate import AnnotateOptions, annotate
+    from trainer.inference.annotate import AnnotateOptions
+    from trainer.inference.annotate_many import annotate_genomes, summary_json
 
     options = AnnotateOptions(
         batch_size=args.batch_size,
@@ -133,15 +222,49 @@ def _main(argv: Sequence[str] | None) -> int:
         bf16=args.bf16,
         progress=not args.no_progress,
     )
-    summary = annotate(args.model, args.fasta, args.out, options)
-    if args.summary_json:
-        write_json(args.summary_json, summary.as_dict())
+    results = annotate_genomes(
+        args.model,
+        jobs,
+        outputs,
+        options,
+        on_error=args.on_error,
+        summary_tsv=summary_tsv,
+        check_circular=args.out is not None,
+    )
+    if args.summary_json and _launched_rank() == 0:
+        if args.out:
+            summary = results[0].summary
+            write_json(args.summary_json, summary.as_dict() if summary else {})
+        else:
+            write_json(args.summary_json, summary_json(results))
     return 0
 
 
+def _launched_rank() -> int:
+    """This process's rank in a launcher's world of several (``torchrun``), else 0; a ``RANK``
+    left in the environment by something else does not count without a ``WORLD_SIZE`` > 1."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return 0
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``dna2gff-annotate`` and ``launch/annotate.py``."""
-    return run_cli(_main, argv)
+    """Entry point of ``dna2gff-annotate`` and ``launch/annotate.py``.
+
+    Under ``torchrun`` every rank reads the same inputs and meets the same bad one, so only rank
+    0 says so: the other ranks' stderr is held back and dropped when they end with that same
+    ``error:`` (exit 2), shown otherwise (a crash of their own)."""
+    if _launched_rank() == 0:
+        return run_cli(_main, argv)
+    held = io.StringIO()
+    code = 1
+    try:
+        with contextlib.redirect_stderr(held):
+            code = run_cli(_main, argv)
+    finally:
+        if code != 2:
+            sys.stderr.write(held.getvalue())
+    return code
 
 
 if __name__ == "__main__":

@@ -21,7 +21,14 @@ PACKAGES = ("baking", "trainer", "launch")
 LAYERS: list[tuple[str, ...]] = [
     ("baking", "baking.common"),
     ("baking.formats",),
-    ("baking.target", "baking.synthetic", "baking.orfs"),
+    (
+        "baking.target",
+        "baking.synthetic",
+        "baking.orfs",
+        "baking.translate",
+        "baking.gene_sequences",
+        "baking.genome_list",
+    ),
     ("baking.evaluate",),
     ("baking.shards", "baking.shards.writer"),
     ("baking.bake_config",),

@@ -84,6 +84,31 @@ def join_launcher_group(accelerator: str) -> tuple[int, int, int]:
     return rank, world, local
 
 
+def join_torchrun_group() -> tuple[int, int, int]:
+    """Join ``torchrun``'s world when it has more than one process; ``(rank, world, local rank)``.
+
+    A light join for inference (no DeepSpeed): gloo over ``env://``, since only pickled Python
+    objects cross ranks, which gloo carries for CPU and GPU runs alike. Plain ``python`` (or a
+    one-process ``torchrun``) makes no group: ``(0, 1, 0)``.
+    """
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _initialized():
+        dist.init_process_group("gloo", init_method="env://")
+        log.debug("process_group=gloo world_size=%d joined", dist.get_world_size())
+    if not _initialized():
+        return 0, 1, 0
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def leave_process_group() -> None:
+    """Destroy the process group if there is one (a rank then exits without gloo's teardown)."""
+    import torch.distributed as dist
+
+    if _initialized():
+        dist.destroy_process_group()
+
+
 def world_rank() -> int:
     """This process's global rank (0 without a process group)."""
     import torch.distributed as dist

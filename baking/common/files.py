@@ -24,7 +24,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +78,34 @@ def _same(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
-def _refuse_inputs(path: Path, inputs: Iterable[PathLike | None]) -> None:
-    for src in inputs:
-        if src is not None and str(src) and _same(path, Path(src)):
-            raise OutputError(path, f"is also an input ({src}); choose another output")
+def path_key(path: PathLike) -> tuple:
+    """What ``_same`` compares, as a hashable key: an existing file's device and inode (hard
+    links and symlinks meet), else the path it resolves to. Lets a command with hundreds of
+    outputs check them against each other and its inputs in linear time."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError:
+        return ("path", str(p.resolve()))
+    return ("inode", st.st_dev, st.st_ino)
 
 
-def _check_creatable_in(folder: Path, target: Path) -> None:
+def input_keys(inputs: Iterable[PathLike | None]) -> dict[tuple, PathLike]:
+    """``path_key`` of each given input -> the input (for ``check_output``'s ``input_keys``)."""
+    return {path_key(src): src for src in inputs if src is not None and str(src)}
+
+
+def _refuse_inputs(path: Path, inputs: Iterable[PathLike | None] | dict[tuple, PathLike]) -> None:
+    keys = inputs if isinstance(inputs, dict) else input_keys(inputs)
+    src = keys.get(path_key(path))
+    if src is not None:
+        raise OutputError(path, f"is also an input ({src}); choose another output")
+
+
+def _check_creatable_in(folder: Path, target: Path, probed: set[Path] | None = None) -> None:
     """``folder`` (created if missing) can hold ``target``: its nearest existing ancestor is a
-    writable directory."""
+    writable directory, and the first missing folder can be made (``probed``: folders already
+    shown to be makeable in this check, so a hundred outputs in one new folder cost one probe)."""
     probe = folder
     while not probe.exists() and not probe.is_symlink():
         if probe.parent == probe:
@@ -96,13 +115,39 @@ def _check_creatable_in(folder: Path, target: Path) -> None:
         raise OutputError(target, f"{probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputError(target, f"permission denied (cannot write in {probe})")
+    if probe != folder and (probed is None or folder not in probed):
+        _probe_mkdir(folder, probe, target)
+        if probed is not None:
+            probed.add(folder)
 
 
-def check_output(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
+def _probe_mkdir(folder: Path, existing: Path, target: Path) -> None:
+    """Create and remove the first missing folder under ``existing``: ``os.access`` says yes to
+    root everywhere, also in ``/proc`` or on a read-only mount, where the real ``mkdir`` after the
+    work would fail. Leaves nothing behind."""
+    first = folder
+    while first.parent != existing and first.parent != first:
+        first = first.parent
+    try:
+        first.mkdir()
+    except FileExistsError:  # made by someone else meanwhile: it exists, which is what we need
+        return
+    except OSError as exc:
+        raise OutputError(target, f"cannot create folder {first}: {_reason(exc)}") from exc
+    with suppress(OSError):
+        first.rmdir()
+
+
+def check_output(
+    path: PathLike,
+    inputs: Iterable[PathLike | None] | dict[tuple, PathLike] = (),
+    probed: set[Path] | None = None,
+) -> Path:
     """Raise ``OutputError`` unless ``path`` can be written as a regular file.
 
     Refused: an existing non-regular target (directory, FIFO, symlink, device), a folder that
-    cannot be created or written, an output that is one of ``inputs``. Creates nothing.
+    cannot be created or written, an output that is one of ``inputs`` (paths, or the
+    ``input_keys`` of them when many outputs are checked against many inputs). Creates nothing.
     """
     p = Path(path)
     if not str(path):
@@ -111,7 +156,7 @@ def check_output(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path
     try:
         st = os.lstat(p)
     except FileNotFoundError:
-        _check_creatable_in(p.parent, p)
+        _check_creatable_in(p.parent, p, probed)
         return p
     except OSError as exc:  # e.g. ENOTDIR: a parent is a file; name that parent
         _check_creatable_in(p.parent, p)
@@ -123,7 +168,9 @@ def check_output(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path
     return p
 
 
-def check_output_dir(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
+def check_output_dir(
+    path: PathLike, inputs: Iterable[PathLike | None] | dict[tuple, PathLike] = ()
+) -> Path:
     """Raise ``OutputError`` unless ``path`` is, or can be created as, a writable folder."""
     p = Path(path)
     if not str(path):
@@ -132,7 +179,7 @@ def check_output_dir(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> 
     try:
         st = os.stat(p)
     except FileNotFoundError:
-        _check_creatable_in(p.parent, p)
+        _check_creatable_in(p, p)  # the folder itself is the one to create
         return p
     except OSError as exc:
         _check_creatable_in(p.parent, p)
@@ -146,15 +193,15 @@ def check_output_dir(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> 
 
 def check_distinct(paths: Iterable[PathLike | None]) -> None:
     """Two outputs of one command must not be the same file."""
-    seen: list[Path] = []
+    seen: dict[tuple, Path] = {}
     for raw in paths:
         if raw is None:
             continue
         p = Path(raw)
-        for other in seen:
-            if _same(p, other):
-                raise OutputError(p, f"given twice as an output (also as {other})")
-        seen.append(p)
+        key = path_key(p)
+        if key in seen:
+            raise OutputError(p, f"given twice as an output (also as {seen[key]})")
+        seen[key] = p
 
 
 # ----------------------------------------------------------------------------------- writing

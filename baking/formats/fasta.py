@@ -107,6 +107,15 @@ def _header_line(path: str | Path, seqid: str, occurrence: int = 1) -> int | Non
     return None
 
 
+def _empty_id_line(path: str | Path) -> int | None:
+    """The 1-based line of the first header without an id (errors only)."""
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.startswith(">") and not line[1:2].strip():  # '>' then nothing or a space
+                return lineno
+    return None
+
+
 def _bad_char_line(path: str | Path, seqid: str, bad: str) -> int | None:
     """The 1-based line of the first ``bad`` character inside record ``seqid`` (errors only)."""
     inside = False
@@ -163,6 +172,12 @@ def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
     try:
         for record in records:
             seqid, seq = record[0], record[1]
+            if not seqid:  # '>' or '> chr1': every output would name the sequence ''
+                raise InputError(
+                    path,
+                    "record without a sequence id (the id must follow '>' directly)",
+                    _empty_id_line(path),
+                )
             if seqid in seen:
                 raise InputError(
                     path, f"duplicate sequence id {seqid!r}", _header_line(path, seqid, 2)

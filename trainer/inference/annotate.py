@@ -1,13 +1,17 @@
 """Genome FASTA -> windows -> constrained generation -> stitch/merge -> ORF snapping -> GFF3.
 
-``annotate(model_dir, fasta, out, options)`` is the whole command; ``annotate_sequences`` the
-in-memory core (tests, benchmarks). Windows of all sequences are batched together; every
+``annotate(model_dir, fasta, out, options)`` is the command on one genome (many genomes and
+``torchrun`` ranks: ``annotate_many``); ``annotate_sequences`` the in-memory core (tests,
+benchmarks), which is ``decode_windows`` (the model, batch by batch; a rank runs its share of
+the batches) then ``finish_sequences`` (no model). Windows of all sequences are batched together; every
 sequence's features are merged as described in ``merge.py``; CDS are snapped onto valid ORFs
 (``snap.py``) unless switched off. Output: ``##sequence-region`` and a ``region`` line per sequence
 (``Is_circular=true`` for circular ones, which lets origin-spanning features keep ``end > length``
 as the GFF3 specification writes them), then for each prediction a ``gene`` with its child (CDS,
 tRNA, ...) linked by ``ID``/``Parent``, source ``dna2gff``, score = the model's probability of the
-feature's tokens (under the constrained distribution). The file is written atomically.
+feature's tokens (under the constrained distribution), named by the attribute
+``score_type=model_probability``. The file is written atomically, and with it on request the
+proteins (``.faa``) and gene sequences (``.ffn``) of ``baking.gene_sequences``.
 """
 
 from __future__ import annotations
@@ -105,6 +109,8 @@ class AnnotateOptions:
             )
         if self.snap_window < 0:
             raise ConfigError(f"snap_window must be >= 0, got {self.snap_window}")
+        if not 0.0 <= self.min_votes <= 1.0:  # a share of windows; also refuses NaN
+            raise ConfigError(f"min_votes must be a share in [0, 1], got {self.min_votes}")
         genetic_code(self.transl_table)  # raises ConfigError for an unknown table
         check_device(self.device)
 
@@ -211,6 +217,119 @@ def iter_windows(
             yield i, meta, window_dna(seq, start, end)
 
 
+@dataclass(frozen=True)
+class WindowResult:
+    """What generation wrote for one window: ``index`` is the window's place in the order
+    ``iter_windows`` gives (merging reads window numbers from it), ``seq`` its sequence's index."""
+
+    index: int
+    seq: int
+    meta: WindowMeta
+    features: list
+    complete: bool
+    source_tokens: int = 0
+    """Encoder tokens of the window (``GeneratedTarget.source_tokens``; 0 where not known)."""
+
+
+def resolve_options(options: AnnotateOptions, model: Any) -> AnnotateOptions:
+    """``options`` with the ORF layer's N fixed (one N for the ORF decoder and completed CDS)."""
+    return replace(options, min_orf_codons=min_orf_codons(options, getattr(model, "config", None)))
+
+
+def count_batches(
+    seqs: Sequence[tuple[str, str]], options: AnnotateOptions, window_len: int
+) -> int:
+    """How many batches ``decode_windows`` cuts ``seqs`` into (ranks share them by number)."""
+    stride = window_stride(options, window_len)
+    circular = [_is_circular(sid, options.circular) for sid, _ in seqs]
+    n = sum(1 for _ in iter_windows(seqs, window_len, stride, circular))
+    return -(-n // options.batch_size)
+
+
+def decode_windows(
+    model: Any,
+    tokenizer: Any,
+    seqs: Sequence[tuple[str, str]],
+    options: AnnotateOptions,
+    window_len: int,
+    feature_types: Sequence[str],
+    generate: Callable[..., list[GeneratedTarget]] | None = None,
+    pointer: bool | None = None,
+    *,
+    run_batch: Callable[[int], bool] | None = None,
+    desc: str = "annotate",
+    nested: bool = False,
+) -> list[WindowResult]:
+    """Generate every window of ``seqs`` (or the batches ``run_batch(k)`` accepts) -> features.
+
+    Batches are cut the same way whatever runs them, so a batch's result does not depend on how
+    many processes share the work (``annotate_many``). Arguments as ``annotate_sequences``;
+    ``desc`` names the progress bar, ``nested`` puts it under a bar over genomes.
+    """
+    if pointer is None:
+        pointer = bool(getattr(getattr(model, "config", None), "pointer", False))
+    options = resolve_options(options, model)
+    min_codons = min_orf_codons(options, None)
+    if generate is None:
+        if pointer:
+            code = genetic_code(options.transl_table) if options.orf_constraint else None
+            generate = functools.partial(
+                generate_pointer_targets,
+                orf_code=code,
+                min_orf_codons=min_codons,
+            )
+        else:
+            generate = generate_targets
+    stride = window_stride(options, window_len)
+    circular = [_is_circular(sid, options.circular) for sid, _ in seqs]
+    automaton = GrammarAutomaton(list(feature_types), window_len)
+    decoded: list[WindowResult] = []
+    use_bf16 = options.bf16 if options.bf16 is not None else str(options.device).startswith("cuda")
+    autocast = (
+        torch.autocast(device_type=torch.device(options.device).type, dtype=torch.bfloat16)
+        if use_bf16
+        else nullcontext()
+    )
+    bar = tqdm(
+        total=sum(len(s) for _, s in seqs),
+        unit="bp",
+        unit_scale=True,
+        desc=desc,
+        disable=not options.progress,
+        leave=not nested,
+        position=1 if nested else None,
+    )
+    windows = enumerate(iter_windows(seqs, window_len, stride, circular))
+    with bar, autocast:
+        for k, batch in enumerate(_batches(windows, options.batch_size)):
+            if run_batch is not None and not run_batch(k):  # another rank's (in step with ours)
+                bar.update(min(bar.total - bar.n, stride * len(batch)))
+                continue
+            targets = generate(
+                model,
+                tokenizer,
+                [dna for _, (_, _, dna) in batch],
+                window_len,
+                feature_types,
+                max_new_tokens=options.max_new_tokens,
+                num_beams=options.num_beams,
+                device=options.device,
+            )
+            for (w, (i, meta, _)), target in zip(batch, targets):
+                if pointer:
+                    feats = pointer_features_with_logprobs(
+                        target.tokens, target.token_logprobs, meta.length
+                    )
+                else:
+                    feats = features_with_logprobs(
+                        target.tokens, target.token_logprobs, automaton, meta.length
+                    )
+                n_src = int(getattr(target, "source_tokens", 0))  # an oracle may not count
+                decoded.append(WindowResult(w, i, meta, feats, target.complete, n_src))
+            bar.update(min(bar.total - bar.n, stride * len(batch)))
+    return decoded
+
+
 def annotate_sequences(
     model: Any,
     tokenizer: Any,
@@ -229,68 +348,36 @@ def annotate_sequences(
     ``generate`` writes; a pointer model's default decoder applies the ORF constraint unless
     ``options.orf_constraint`` is off.
     """
-    if pointer is None:
-        pointer = bool(getattr(getattr(model, "config", None), "pointer", False))
-    # one N for the ORF decoder and for completed CDS below
-    min_codons = min_orf_codons(options, getattr(model, "config", None))
-    options = replace(options, min_orf_codons=min_codons)
-    if generate is None:
-        if pointer:
-            code = genetic_code(options.transl_table) if options.orf_constraint else None
-            generate = functools.partial(
-                generate_pointer_targets,
-                orf_code=code,
-                min_orf_codons=min_codons,
-            )
-        else:
-            generate = generate_targets
     t0 = time.perf_counter()
-    stride = window_stride(options, window_len)
+    decoded = decode_windows(
+        model, tokenizer, seqs, options, window_len, feature_types, generate, pointer
+    )
+    trained_len = getattr(getattr(model, "config", None), "max_src_tokens", None)
+    return finish_sequences(seqs, decoded, resolve_options(options, model), t0, trained_len)
+
+
+def finish_sequences(
+    seqs: Sequence[tuple[str, str]],
+    decoded: Sequence[WindowResult],
+    options: AnnotateOptions,
+    t0: float,
+    trained_len: int | None = None,
+) -> tuple[list[GFFFeature], dict[str, tuple[int, int]], AnnotateSummary]:
+    """Every window's features (from one process or gathered from several) -> GFF3 features.
+
+    ``options`` as ``resolve_options`` returns them; ``t0`` the ``perf_counter`` the run began at;
+    ``trained_len`` the encoder length the model was trained with (windows over it are counted).
+    """
     circular = [_is_circular(sid, options.circular) for sid, _ in seqs]
-    automaton = GrammarAutomaton(list(feature_types), window_len)
     results: list[list[tuple[WindowMeta, list]]] = [[] for _ in seqs]
     summary = AnnotateSummary(sequences=len(seqs), bp=sum(len(s) for _, s in seqs))
-    use_bf16 = options.bf16 if options.bf16 is not None else str(options.device).startswith("cuda")
-    autocast = (
-        torch.autocast(device_type=torch.device(options.device).type, dtype=torch.bfloat16)
-        if use_bf16
-        else nullcontext()
-    )
-    bar = tqdm(
-        total=summary.bp, unit="bp", unit_scale=True, desc="annotate", disable=not options.progress
-    )
-    windows = iter_windows(seqs, window_len, stride, circular)
-    trained_len = getattr(getattr(model, "config", None), "max_src_tokens", None)
-    with bar, autocast:
-        for batch in _batches(windows, options.batch_size):
-            targets = generate(
-                model,
-                tokenizer,
-                [dna for _, _, dna in batch],
-                window_len,
-                feature_types,
-                max_new_tokens=options.max_new_tokens,
-                num_beams=options.num_beams,
-                device=options.device,
-            )
-            for (i, meta, _), target in zip(batch, targets):
-                summary.windows += 1
-                summary.truncated_windows += not target.complete
-                if trained_len is not None and target.source_tokens > trained_len:
-                    summary.long_windows += 1  # seen whole, as in training, but never this long
-                summary.longest_window_tokens = max(
-                    summary.longest_window_tokens, target.source_tokens
-                )
-                if pointer:
-                    feats = pointer_features_with_logprobs(
-                        target.tokens, target.token_logprobs, meta.length
-                    )
-                else:
-                    feats = features_with_logprobs(
-                        target.tokens, target.token_logprobs, automaton, meta.length
-                    )
-                results[i].append((meta, feats))
-            bar.update(min(bar.total - bar.n, stride * len(batch)))
+    for r in sorted(decoded, key=lambda r: r.index):
+        summary.windows += 1
+        summary.truncated_windows += not r.complete
+        if trained_len is not None and r.source_tokens > trained_len:
+            summary.long_windows += 1  # seen whole, as in training, but never this long
+        summary.longest_window_tokens = max(summary.longest_window_tokens, r.source_tokens)
+        results[r.seq].append((r.meta, r.features))
     if summary.long_windows:
         log.warning(
             "%d of %d windows are longer than the %d encoder tokens the model was trained with "
@@ -447,12 +534,22 @@ def region_line(seqid: str, length: int, circular: bool) -> GFFFeature:
     return GFFFeature(seqid, SOURCE, "region", 1, length, None, "+", None, attrs)
 
 
-def gene_lines(n: int, p: Prediction, snap_status: str) -> list[GFFFeature]:
+SCORE_TYPE = "model_probability"
+"""What column 6 holds (attribute ``score_type``): the model's probability of the feature, the
+mean over the windows that wrote it of the product of its tokens' probabilities (``merge.py``)."""
+
+
+def gene_lines(
+    n: int, p: Prediction, snap_status: str, score_type: str | None = SCORE_TYPE
+) -> list[GFFFeature]:
     """A ``gene`` and its child feature (CDS, tRNA, ...) for one prediction; shared by annotate and
-    the ORF-rule control so that both write the same GFF3."""
+    the ORF-rule control so that both write the same GFF3. ``score_type`` names what the score
+    column is (``None``: no attribute, for a score that is no model's)."""
     score = round(p.prob, 4)
     gene_id = f"gene{n}"
     extra: tuple[tuple[str, str], ...] = (("partial", "true"),) if p.partial else ()
+    if score_type:
+        extra += (("score_type", score_type),)
     gene = GFFFeature(
         p.seqid, SOURCE, "gene", p.start, p.end, score, p.strand, None, (("ID", gene_id), *extra)
     )
@@ -521,26 +618,59 @@ def model_feature_types(cfg: Any, tokenizer: Any) -> list[str]:
     return [t[1:-1] for _, t in tokens if t not in grammar and len(t) > 2]
 
 
-def annotate(
-    model_dir: str | Path, fasta: str | Path, out: str | Path, options: AnnotateOptions
-) -> AnnotateSummary:
-    """The ``annotate`` command: read FASTA, annotate every sequence, write GFF3 atomically."""
+def read_genome(fasta: str | Path) -> list[tuple[str, str]]:
+    """A genome FASTA's ``(seqid, DNA)`` records (``InputError`` for a file that is not one)."""
     from baking.formats.fasta import read_fasta
 
     fasta = Path(fasta)
-    folder = Path(model_dir)
-    check_output(out, [fasta, *(folder / n for n in ("config.json", "model.safetensors"))])
     if not fasta.is_file():
         raise InputError(fasta, "no such file")
     seqs = list(read_fasta(fasta))
     if not seqs:
         raise InputError(fasta, "no sequences (expected FASTA)")
-    unknown = sorted(set(options.circular) - {"all"} - {sid for sid, _ in seqs})
-    if unknown:
-        raise ConfigError(f"--circular names sequences not in {fasta.name}: {', '.join(unknown)}")
-    model, tokenizer = load_model(model_dir, options.device)
-    window_len, types = resolve_grammar(model, tokenizer, options)
-    window_stride(options, window_len)  # fail before any work
+    return seqs
+
+
+def header_comment(
+    model_dir: str | Path, config: Any, window_len: int, options: AnnotateOptions
+) -> str:
+    """The ``#`` line under the GFF3 version: model and the options that shape the calls."""
+    return (
+        f"dna2gff annotate model={Path(model_dir).name} window_len={window_len} "
+        f"beams={options.num_beams} snap={options.snap} transl_table={options.transl_table} "
+        f"coordinates={config.coordinate_form} orf_constraint={options.orf_constraint} "
+        f"min_orf_codons={min_orf_codons(options, config)}"
+    )
+
+
+def write_outputs(
+    seqs: Sequence[tuple[str, str]],
+    features: Sequence[GFFFeature],
+    regions: dict[str, tuple[int, int]],
+    comment: str,
+    transl_table: int,
+    out: str | Path,
+    faa: str | Path | None = None,
+    ffn: str | Path | None = None,
+) -> None:
+    """Write one genome's GFF3 (and proteins / gene sequences when asked), each atomically.
+
+    The FASTA files are written first and the GFF3 last, so a GFF3 that exists was written with
+    its companions."""
+    from baking.formats.fasta_out import write_fasta
+    from baking.gene_sequences import gene_records
+
+    if faa is not None or ffn is not None:
+        records = gene_records(features, dict(seqs), genetic_code(transl_table))
+        if faa is not None:
+            write_fasta(faa, records.proteins)
+        if ffn is not None:
+            write_fasta(ffn, records.genes)
+    write_gff3(out, features, regions, [comment])
+
+
+def log_orf_layer(model: Any, options: AnnotateOptions) -> None:
+    """Say which N the ORF layer uses and where it comes from."""
     if model.config.pointer and options.orf_constraint:
         n = min_orf_codons(options, model.config)
         source = (
@@ -551,17 +681,40 @@ def annotate(
             else "the default"
         )
         log.info("ORF layer: a whole CDS spans >= %d codons (%s)", n, source)
+
+
+def annotate(
+    model_dir: str | Path,
+    fasta: str | Path,
+    out: str | Path,
+    options: AnnotateOptions,
+    *,
+    faa: str | Path | None = None,
+    ffn: str | Path | None = None,
+) -> AnnotateSummary:
+    """The ``annotate`` command on one genome: read FASTA, annotate every sequence, write GFF3
+    (and ``faa`` proteins, ``ffn`` gene sequences) atomically. Many genomes, or several
+    processes: ``annotate_many.annotate_genomes``, which writes the same bytes."""
+    fasta = Path(fasta)
+    folder = Path(model_dir)
+    inputs = [fasta, *(folder / n for n in ("config.json", "model.safetensors"))]
+    for path in (out, faa, ffn):
+        if path is not None:
+            check_output(path, inputs)
+    seqs = read_genome(fasta)
+    unknown = sorted(set(options.circular) - {"all"} - {sid for sid, _ in seqs})
+    if unknown:
+        raise ConfigError(f"--circular names sequences not in {fasta.name}: {', '.join(unknown)}")
+    model, tokenizer = load_model(model_dir, options.device)
+    window_len, types = resolve_grammar(model, tokenizer, options)
+    window_stride(options, window_len)  # fail before any work
+    log_orf_layer(model, options)
     log.info(
         "model=%s window_len=%d types=%s options=%s", model_dir, window_len, types, asdict(options)
     )
     features, regions, summary = annotate_sequences(
         model, tokenizer, seqs, options, window_len, types
     )
-    comments = [
-        f"dna2gff annotate model={Path(model_dir).name} window_len={window_len} "
-        f"beams={options.num_beams} snap={options.snap} transl_table={options.transl_table} "
-        f"coordinates={model.config.coordinate_form} orf_constraint={options.orf_constraint} "
-        f"min_orf_codons={min_orf_codons(options, model.config)}"
-    ]
-    write_gff3(out, features, regions, comments)
+    comment = header_comment(model_dir, model.config, window_len, options)
+    write_outputs(seqs, features, regions, comment, options.transl_table, out, faa, ffn)
     return summary

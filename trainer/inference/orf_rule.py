@@ -121,7 +121,7 @@ def orf_rule_features(
         out.append(region_line(seqid, len(seq), "all" in circ or seqid in circ))
         for p in by_seq.get(seqid, []):
             n_gene += 1
-            out.extend(gene_lines(n_gene, p, ""))
+            out.extend(gene_lines(n_gene, p, "", score_type=None))
     return out, regions
 
 
