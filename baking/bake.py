@@ -49,6 +49,7 @@ from baking.shards.writer import ShardWriter, safe_name, sample_fields, sweep_te
 from baking.target.coverage import check_coverage
 from baking.target.features import SequenceInfo, select_features, sequence_infos
 from baking.target.grammar import encode_target
+from baking.target.transl_table import resolve_transl_table
 from baking.target.windows import (
     FeatureIndex,
     WindowMeta,
@@ -91,6 +92,9 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
     t0 = time.perf_counter()
     res = GenomeResult(spec.name, spec.fasta, spec.gff)
     doc = read_gff3(spec.gff)
+    res.transl_table, res.transl_table_source = resolve_transl_table(
+        spec.transl_table, doc.features, spec.gff
+    )
     attrs = [dict(f.attributes) for f in doc.features]
     check_gff3_semantics(doc, spec.gff, region_ranges=False, attrs=attrs)  # vs FASTA: below
     seqs = dict(read_fasta(spec.fasta))
@@ -151,7 +155,15 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
                 continue
             for strand in _strands(cfg, spec.name, seqid, ws):
                 meta = WindowMeta(
-                    spec.name, seqid, ws, we, strand, info.length, info.circular, window_len
+                    spec.name,
+                    seqid,
+                    ws,
+                    we,
+                    strand,
+                    info.length,
+                    info.circular,
+                    window_len,
+                    res.transl_table,
                 )
                 wf = window_features(index, ws, we, "-") if strand == "-" else plus
                 target = encode_target(wf, window_len, we - ws)
@@ -176,8 +188,10 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
         raise
     res.seconds = time.perf_counter() - t0
     log.info(
-        "genome=%s bp=%d windows=%d samples=%d shards=%d seconds=%.2f",
+        "genome=%s transl_table=%d (%s) bp=%d windows=%d samples=%d shards=%d seconds=%.2f",
         spec.name,
+        res.transl_table,
+        res.transl_table_source,
         res.bp,
         res.windows,
         sum(res.samples.values()),
@@ -523,7 +537,7 @@ def format_summary(results: Sequence[GenomeResult], seconds: float, types: Seque
     """The final table: one row per genome and a total (Mbp/s over the wall time)."""
     ok = [r for r in results if r.status == "ok"]
     type_cols = [t for t in types if any(r.features[t] for r in ok)]
-    head = ["genome", "Mbp", "windows", "samples", *type_cols, "shards", "seconds", "Mbp/s"]
+    head = ["genome", "code", "Mbp", "windows", "samples", *type_cols, "shards", "seconds", "Mbp/s"]
     rows = []
     for r in results:
         if r.status != "ok":
@@ -532,6 +546,7 @@ def format_summary(results: Sequence[GenomeResult], seconds: float, types: Seque
         rows.append(
             [
                 r.name,
+                str(r.transl_table),
                 f"{r.bp / 1e6:.3f}",
                 str(r.windows),
                 str(sum(r.samples.values())),
@@ -545,6 +560,7 @@ def format_summary(results: Sequence[GenomeResult], seconds: float, types: Seque
     rows.append(
         [
             f"TOTAL ({len(ok)})",
+            "",
             f"{bp / 1e6:.3f}",
             str(sum(r.windows for r in ok)),
             str(sum(sum(r.samples.values()) for r in ok)),

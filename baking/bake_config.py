@@ -122,11 +122,13 @@ class BakeConfig:
 
 @dataclass(frozen=True)
 class GenomeSpec:
-    """One genome to bake: a unique name and its FASTA and GFF3 files."""
+    """One genome to bake: a unique name, its FASTA and GFF3 files and, when its list names one,
+    its genetic code (None: the GFF3's ``transl_table=``, else 11; ``baking.target.transl_table``)."""
 
     name: str
     fasta: str
     gff: str
+    transl_table: int | None = None
 
 
 @dataclass
@@ -138,6 +140,8 @@ class GenomeResult:
     gff: str
     status: str = "ok"
     error: str | None = None
+    transl_table: int | None = None  # the genetic code baked under (None: the genome failed first)
+    transl_table_source: str | None = None  # "list", "gff" or "default"
     sequences: list[dict] = field(default_factory=list)
     bp: int = 0
     windows: int = 0
@@ -166,6 +170,8 @@ class GenomeResult:
             "fasta": self.fasta,
             "gff": self.gff,
             "status": self.status,
+            "transl_table": self.transl_table,
+            "transl_table_source": self.transl_table_source,
             "sequences": self.sequences,
             "bp": self.bp,
             "windows": self.windows,

@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 
 STARTS: dict[str, float] = {"ATG": 0.86, "GTG": 0.10, "TTG": 0.04}  # E. coli-like frequencies
 STOPS: dict[str, float] = {"TAA": 0.62, "TGA": 0.29, "TAG": 0.09}
+STOPS_BY_CODE: dict[int, dict[str, float]] = {
+    11: STOPS,
+    # Mycoplasma-like: TGA is Trp, so genes stop on TAA/TAG only and read through TGA.
+    4: {"TAA": 0.75, "TAG": 0.25},
+}
+TGA_BOOST_CODE4 = 1.5
+"""Code 4's TGA (Trp) is weighted up so that most genes read through at least one in-frame TGA
+(in Mycoplasma TGA is the usual Trp codon): a test of the genetic code then has TGAs to meet."""
 SOURCE = "dna2gff-synthetic"
 RBS_MOTIFS: tuple[str, ...] = ("AGGAGG", "AGGAGA", "GGAGG", "AGGAG", "GAGGT", "AGGA")
 _COMP = str.maketrans("ACGTacgtN", "TGCAtgcaN")
@@ -82,6 +90,9 @@ class SyntheticConfig:
     """Organism name in FASTA headers; default ``Synthetic bacterium <seed>``."""
     accession: str = ""
     """Sequence-id stem; default ``NZ_SYN<seed>`` (chromosome ``.1``, plasmids ``.2``, ...)."""
+    transl_table: int = 11
+    """Genetic code of the genes: 11, or 4 (TGA = Trp: genes read through in-frame TGA codons);
+    written as the CDS ``transl_table=`` attribute."""
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -89,6 +100,8 @@ class SyntheticConfig:
 
         if self.seed < 0:
             raise bad("seed", "must be >= 0")
+        if self.transl_table not in STOPS_BY_CODE:
+            raise bad("transl_table", f"must be one of {sorted(STOPS_BY_CODE)}")
         if not 0.2 <= self.gc <= 0.8:
             raise bad("gc", "must be within [0.2, 0.8]")
         if not 0.0 <= self.overlap_rate <= 1.0:
@@ -157,7 +170,9 @@ class _Species:
     rrna_templates: tuple[str, str, str]  # 16S, 23S, 5S
 
 
-def _species(species_seed: int, gc: float, rrna_lengths: Sequence[int]) -> _Species:
+def _species(
+    species_seed: int, gc: float, rrna_lengths: Sequence[int], transl_table: int = 11
+) -> _Species:
     """Codon usage skewed like a real genome (GC at the third position, a few favourite codons)."""
     rng = random.Random(f"species-{species_seed}")
     base_p = {"A": (1 - gc) / 2, "T": (1 - gc) / 2, "G": gc / 2, "C": gc / 2}
@@ -168,11 +183,15 @@ def _species(species_seed: int, gc: float, rrna_lengths: Sequence[int]) -> _Spec
         "G": third_gc / 2,
         "C": third_gc / 2,
     }
-    codons = tuple(c for c in _CODONS if c not in STOPS)
+    stops = STOPS_BY_CODE[transl_table]
+    codons = tuple(c for c in _CODONS if c not in STOPS)  # code 11's sense codons (same draws)
     weights = []
     for c in codons:
         w = base_p[c[0]] * base_p[c[1]] * third_p[c[2]] * rng.lognormvariate(0.0, 0.8)
         weights.append(w)
+    if "TGA" not in stops:  # no random draw: both codes share every other weight and template
+        codons = (*codons, "TGA")
+        weights.append(TGA_BOOST_CODE4 * sum(weights) / len(weights))  # ~2.4% of codons
     cum, total = [], 0.0
     for w in weights:
         total += w
@@ -285,7 +304,8 @@ class _Builder:
     def __init__(self, cfg: SyntheticConfig):
         self.cfg = cfg
         self.rng = random.Random(f"genome-{cfg.seed}")
-        self.species = _species(cfg.species_seed, cfg.gc, cfg.rrna_lengths)
+        self.species = _species(cfg.species_seed, cfg.gc, cfg.rrna_lengths, cfg.transl_table)
+        self.stops = STOPS_BY_CODE[cfg.transl_table]
         self.sense_weights = dict(
             zip(self.species.codons, _diff(self.species.cum_weights), strict=True)
         )
@@ -302,7 +322,7 @@ class _Builder:
         for k in range(codons + 2):  # cheap test of the locked codons before drawing anything
             pat = pattern[3 * k : 3 * k + 3]
             if pat != [None, None, None]:
-                opts = STARTS if k == 0 else STOPS if k == codons + 1 else self.sense_weights
+                opts = STARTS if k == 0 else self.stops if k == codons + 1 else self.sense_weights
                 if not any(all(p is None or p == b for p, b in zip(pat, c)) for c in opts):
                     return None
         rng, sp = self.rng, self.species
@@ -313,7 +333,7 @@ class _Builder:
             if k == 0:
                 codon = _choose_codon(rng, pat, STARTS)
             elif k == codons + 1:
-                codon = _choose_codon(rng, pat, STOPS)
+                codon = _choose_codon(rng, pat, self.stops)
             elif pat == [None, None, None]:
                 codon = free_run[k - 1]
             else:
@@ -491,7 +511,9 @@ def generate_genome(cfg: SyntheticConfig) -> SyntheticGenome:
         for seqid, left, n, strand, kind in mine:
             number += 1
             tag = f"{prefix}_{5 * number:05d}"
-            features.extend(_gene_pair(seqid, left + 1, left + n, strand, kind, tag))
+            features.extend(
+                _gene_pair(seqid, left + 1, left + n, strand, kind, tag, cfg.transl_table)
+            )
     log.debug(
         "synthetic seed=%d sequences=%d genes=%d bp=%d",
         cfg.seed,
@@ -503,7 +525,7 @@ def generate_genome(cfg: SyntheticConfig) -> SyntheticGenome:
 
 
 def _gene_pair(
-    seqid: str, start: int, end: int, strand: str, kind: str, tag: str
+    seqid: str, start: int, end: int, strand: str, kind: str, tag: str, transl_table: int = 11
 ) -> list[GFFFeature]:
     """The ``gene`` parent and its CDS/tRNA/rRNA child with NCBI's attribute names."""
     ftype, _, detail = kind.partition(":")
@@ -531,7 +553,7 @@ def _gene_pair(
             "gbkey": "CDS",
             "locus_tag": tag,
             "product": "hypothetical protein",
-            "transl_table": "11",
+            "transl_table": str(transl_table),
         }
         phase: int | None = 0
     else:
@@ -569,9 +591,10 @@ def feature_sequence(seq: str, start: int, end: int, strand: str) -> str:
 
 
 def orf_problems(sense: str, transl_table: int = 11) -> list[str]:
-    """Why ``sense`` is not a complete bacterial ORF (empty list: it is one)."""
-    if transl_table != 11:
-        raise ValueError(f"transl_table={transl_table}: only table 11 is known here")
+    """Why ``sense`` is not a complete bacterial ORF under code 11 or 4 (empty list: it is one)."""
+    if transl_table not in STOPS_BY_CODE:
+        raise ValueError(f"transl_table={transl_table}: only tables 11 and 4 are known here")
+    stops = STOPS_BY_CODE[transl_table]
     problems = []
     if len(sense) % 3:
         problems.append(f"length {len(sense)} is not a multiple of 3")
@@ -579,10 +602,10 @@ def orf_problems(sense: str, transl_table: int = 11) -> list[str]:
         return problems + ["shorter than a start and a stop codon"]
     if sense[:3] not in STARTS:
         problems.append(f"start codon {sense[:3]}")
-    if sense[-3:] not in STOPS:
+    if sense[-3:] not in stops:
         problems.append(f"stop codon {sense[-3:]}")
     for i in range(3, len(sense) - 3 - len(sense) % 3, 3):
-        if sense[i : i + 3] in STOPS:
+        if sense[i : i + 3] in stops:
             problems.append(f"in-frame stop {sense[i : i + 3]} at codon {i // 3}")
             break
     return problems

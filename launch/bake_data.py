@@ -25,6 +25,7 @@ from baking.bake_config import DEFAULT_WINDOW, RC_MODES, UNANNOTATED, BakeConfig
 from baking.common.errors import ConfigError, InputError
 from baking.common.files import input_problem
 from baking.target.grammar import DEFAULT_FEATURE_TYPES
+from baking.target.transl_table import parse_transl_table
 from launch._cli import check_outputs, run_cli, setup_logging
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,13 @@ def parse_size(text: str) -> int:
     if not m:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 268435456, 256M, 1G)")
     return int(float(m.group(1)) * _SUFFIXES[m.group(2).upper()])
+
+
+def _table(text: str) -> int:
+    try:
+        return parse_transl_table(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -71,8 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="FASTA GFF3 OUT_DIR for one genome, or OUT_DIR alone with --genomes",
     )
-    io.add_argument("--genomes", metavar="LIST.tsv", help="lines: name<TAB>fasta<TAB>gff3")
+    io.add_argument(
+        "--genomes",
+        metavar="LIST.tsv",
+        help="lines: name<TAB>fasta<TAB>gff3[<TAB>transl_table] (or a header naming the columns)",
+    )
     io.add_argument("--name", help="genome name for a single FASTA/GFF3 pair (default: FASTA stem)")
+    io.add_argument(
+        "--transl_table",
+        type=_table,
+        help="genetic code (NCBI table) of genomes whose list gives none (default: the GFF3's "
+        "transl_table= on CDS, else 11)",
+    )
     io.add_argument("--extract_tokens", metavar="FILE", help="merge the target tokens into FILE")
     again = io.add_mutually_exclusive_group()
     again.add_argument(
@@ -126,30 +144,67 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_genome_list(path: str | Path) -> list[GenomeSpec]:
-    """``name<TAB>fasta<TAB>gff`` lines (``#`` comments, blank lines skipped); relative paths are
-    relative to the list's folder."""
+_LIST_COLUMNS = ("name", "fasta", "gff", "transl_table")
+
+
+def read_genome_list(path: str | Path, transl_table: int | None = None) -> list[GenomeSpec]:
+    """``name<TAB>fasta<TAB>gff[<TAB>transl_table]`` lines (``#`` comments, blank lines skipped);
+    relative paths are relative to the list's folder.
+
+    A first line starting with the column ``name`` is a header: columns are then found by name
+    (``name``, ``fasta``, ``gff``, optional ``transl_table``) and other columns are left to other
+    tools (e.g. ``annotation``). An empty or ``-`` code cell, or no code column, leaves the code to
+    ``transl_table`` (``--transl_table``), else to the GFF3's ``transl_table=``, else 11."""
     path = Path(path)
     problem = input_problem(path)
     if problem is not None:
         raise InputError(path, problem)
     base = path.parent
-    specs = []
+    specs: list[GenomeSpec] = []
+    where: dict[str, int] | None = None  # column -> index, from a header
     for lineno, line in enumerate(
         path.read_text(encoding="utf-8", errors="replace").splitlines(), 1
     ):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        cols = line.split("\t") if "\t" in line else line.split()
-        if len(cols) != 3:
-            raise InputError(
-                path, f"expected 3 columns (name, fasta, gff), found {len(cols)}", lineno
-            )
-        name, fasta, gff = (c.strip() for c in cols)
-        specs.append(GenomeSpec(name, str(base / fasta), str(base / gff)))
+        cols = [c.strip() for c in (line.split("\t") if "\t" in line else line.split())]
+        if where is None and not specs and cols[0].lower() == "name":
+            where = _header(cols, path, lineno)
+            continue
+        if where is None:
+            if len(cols) not in (3, 4):
+                raise InputError(
+                    path,
+                    f"expected 3 columns (name, fasta, gff) or 4 (and transl_table), "
+                    f"found {len(cols)}",
+                    lineno,
+                )
+            row = dict(zip(_LIST_COLUMNS, cols))
+        else:
+            if len(cols) <= max(where[c] for c in _LIST_COLUMNS[:3]):
+                raise InputError(path, f"{len(cols)} columns: no name, fasta or gff", lineno)
+            row = {k: cols[i] if i < len(cols) else "" for k, i in where.items()}
+        code = transl_table
+        if row.get("transl_table", "") not in ("", "-"):
+            try:
+                code = parse_transl_table(row["transl_table"])
+            except ConfigError as exc:
+                raise InputError(path, str(exc), lineno) from None
+        specs.append(
+            GenomeSpec(row["name"], str(base / row["fasta"]), str(base / row["gff"]), code)
+        )
     if not specs:
         raise InputError(path, "no genomes listed")
     return specs
+
+
+def _header(cols: list[str], path: Path, lineno: int) -> dict[str, int]:
+    """Column indexes of a genome list's header line (``name``, ``fasta``, ``gff`` required)."""
+    names = [c.lower() for c in cols]
+    missing = [c for c in _LIST_COLUMNS[:3] if c not in names]
+    if missing:
+        raise InputError(path, f"header lacks column(s) {', '.join(missing)}", lineno)
+    return {c: names.index(c) for c in _LIST_COLUMNS if c in names}
 
 
 def default_name(fasta: str) -> str:
@@ -168,13 +223,13 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.genomes:
         if len(args.paths) != 1:
             raise ConfigError("with --genomes give only OUT_DIR as a positional argument")
-        specs = read_genome_list(args.genomes)
+        specs = read_genome_list(args.genomes, args.transl_table)
         out_dir = args.paths[0]
     else:
         if len(args.paths) != 3:
             raise ConfigError("give FASTA GFF3 OUT_DIR (or OUT_DIR with --genomes)")
         fasta, gff, out_dir = args.paths
-        specs = [GenomeSpec(args.name or default_name(fasta), fasta, gff)]
+        specs = [GenomeSpec(args.name or default_name(fasta), fasta, gff, args.transl_table)]
     inputs = [args.genomes, *(p for s in specs for p in (s.fasta, s.gff))]
     check_outputs(files=[args.extract_tokens], folders=[out_dir], inputs=inputs)
     cfg = BakeConfig(

@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--gc", type=float, default=d.gc, help="GC fraction")
     g.add_argument(
+        "--transl_table",
+        type=int,
+        choices=(11, 4),
+        default=d.transl_table,
+        help="genetic code of the genes (4: TGA = Trp, genes read through in-frame TGA)",
+    )
+    g.add_argument(
         "--species_seed",
         type=int,
         default=d.species_seed,
@@ -83,6 +90,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         overlap_rate=args.overlap_rate,
         trna_count=args.trna,
         rrna_operons=args.rrna_operons,
+        transl_table=args.transl_table,
     )
     for fna, gff in pairs:
         print(f"{fna}\t{gff}")

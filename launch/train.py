@@ -65,7 +65,13 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
         str,
         "pointer models: loss over what the decoder allows at each step: orf, grammar or none",
     ),
-    ("Data", "transl_table", int, "genetic code of the ORF layer in the constrained loss"),
+    (
+        "Data",
+        "transl_table",
+        int,
+        "genetic code of the ORF layer in the constrained loss for samples baked without one "
+        "(a sample's own code, recorded by bake_data, wins)",
+    ),
     ("Checkpoints", "save_every", int, "checkpoint every N steps (0 = only at the end)"),
     ("Checkpoints", "keep_last", int, "complete checkpoints to keep"),
     ("Checkpoints", "export_every", int, "export a model folder every N steps (0 = at the end)"),

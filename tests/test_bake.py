@@ -20,7 +20,17 @@ from baking.target.grammar import DEFAULT_FEATURE_TYPES, GrammarAutomaton, decod
 from baking.target.stitch import stitch
 from baking.target.windows import WindowMeta, mirror
 
-META_KEYS = ["genome", "seqid", "start", "end", "strand", "seq_length", "circular", "window_len"]
+META_KEYS = [
+    "genome",
+    "seqid",
+    "start",
+    "end",
+    "strand",
+    "seq_length",
+    "circular",
+    "window_len",
+    "transl_table",
+]
 
 
 def read_samples(out: Path, split: str = "train") -> list[dict]:

@@ -42,6 +42,8 @@ class WindowMeta:
     seq_length: int
     circular: bool
     window_len: int
+    transl_table: int = 11
+    """The genome's genetic code (NCBI table): the trainer's ORF layer reads the sample's own."""
 
     @property
     def length(self) -> int:
@@ -58,6 +60,7 @@ class WindowMeta:
             "seq_length": self.seq_length,
             "circular": self.circular,
             "window_len": self.window_len,
+            "transl_table": self.transl_table,
         }
 
     @classmethod
@@ -71,6 +74,7 @@ class WindowMeta:
             int(d["seq_length"]),
             bool(d["circular"]),
             int(d["window_len"]),
+            int(d.get("transl_table", 11)),  # samples baked before the code was recorded: 11
         )
 
 

@@ -385,15 +385,7 @@ class SampleEncoder:
         """Source and target ids; a bad field is an ``InputError`` naming shard and sample key."""
         dna = text_field(sample, "dna.txt", "ascii")
         target = text_field(sample, "target.txt", "utf-8")
-        if "json" in sample:
-            try:
-                meta = json.loads(sample["json"])
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise sample_error(sample, f"json: not valid JSON ({exc})") from None
-            except RecursionError:
-                raise sample_error(sample, "json: nested too deeply (damaged?)") from None
-            if not isinstance(meta, dict):
-                raise sample_error(sample, "json: must be an object")
+        sample_meta(sample)
         try:
             tgt = self.target_ids(target)
         except KeyError as exc:
@@ -408,6 +400,37 @@ class SampleEncoder:
     def collate(self, samples: Sequence[Any]) -> dict:
         """Pad a micro-batch of ``encode`` results (the digit form's layout)."""
         return collate(samples, self.ids, self.max_tgt, self.pad_multiple)
+
+
+def sample_meta(sample: dict[str, Any]) -> dict[str, Any]:
+    """The sample's ``json`` metadata (``{}`` when it has none); a damaged one is an
+    ``InputError`` naming shard and sample key."""
+    if "json" not in sample:
+        return {}
+    try:
+        meta = json.loads(sample["json"])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise sample_error(sample, f"json: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise sample_error(sample, "json: nested too deeply (damaged?)") from None
+    if not isinstance(meta, dict):
+        raise sample_error(sample, "json: must be an object")
+    return meta
+
+
+def sample_transl_table(sample: dict[str, Any]) -> int | None:
+    """The genetic code the baker recorded for the sample's genome (``json`` ``transl_table``);
+    None for a sample baked before codes were recorded. A value the ORF layer does not know is
+    an ``InputError`` naming the sample: training it under another code would teach wrong stops."""
+    table = sample_meta(sample).get("transl_table")
+    if table is None:
+        return None
+    from baking.orfs import GENETIC_CODES
+
+    if isinstance(table, bool) or not isinstance(table, int) or table not in GENETIC_CODES:
+        known = ", ".join(str(t) for t in sorted(GENETIC_CODES))
+        raise sample_error(sample, f"json: transl_table={table!r} is not a known code ({known})")
+    return table
 
 
 def sample_error(sample: dict[str, Any], reason: str) -> InputError:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from baking.orfs import GeneticCode, genetic_code
 from baking.target.grammar import PHASED_TYPES, GrammarError, WindowFeature, decode_target
 from baking.target.pointers import (
     CUT,
@@ -28,7 +29,13 @@ from baking.target.pointers import (
     encode_pointer_target,
     is_position,
 )
-from trainer.data.loader import SampleEncoder, TokenIds, sample_error, text_field
+from trainer.data.loader import (
+    SampleEncoder,
+    TokenIds,
+    sample_error,
+    sample_transl_table,
+    text_field,
+)
 from trainer.model.pointer import NO_CODON
 from trainer.model.seq2seq import IGNORE_INDEX
 from trainer.tokens.tokenizer import WindowTooLong, check_source_length, encode_sources
@@ -438,9 +445,19 @@ class PointerEncoder(SampleEncoder):
             self._token_ids = dict(zip(vocab, target_to_ids(self.tokenizer, vocab)))
         return self._token_ids
 
+    def sample_constraint(self, sample: dict[str, Any]) -> Any:
+        """The constraint of this sample's loss: with the ORF layer on, the genetic code of the
+        sample's own genome (its ``json``; the configured code for samples baked without one),
+        so a batch may mix codes and a code-4 genome is never trained under code 11."""
+        if not isinstance(self.constrain, GeneticCode):
+            return self.constrain
+        table = sample_transl_table(sample)
+        return self.constrain if table is None else genetic_code(table)
+
     def encode(self, sample: dict[str, Any]) -> PointerSample:  # type: ignore[override]
         dna = text_field(sample, "dna.txt", "ascii")
         target = text_field(sample, "target.txt", "utf-8")
+        constrain = self.sample_constraint(sample)
         try:
             out = pointer_sample(
                 dna,
@@ -453,7 +470,7 @@ class PointerEncoder(SampleEncoder):
                 max_src=self.max_src,
                 vocab_size=self.vocab_size,
                 with_encoder_labels=self.with_encoder_labels,
-                constrain=self.constrain,
+                constrain=constrain,
                 feature_types=self.feature_types,
             )
         except WindowTooLong as exc:

@@ -48,7 +48,8 @@ class TrainConfig:
     it allows there -- ``orf`` (pointer grammar + ORF layer, as annotate decodes), ``grammar``
     (pointer grammar only) or ``none`` (every base and target token)."""
     transl_table: int = 11
-    """Genetic code of the ORF layer in the constrained loss."""
+    """Genetic code of the ORF layer in the constrained loss for samples that carry none; each
+    sample baked with a code (its ``json`` ``transl_table``, see ``bake_data``) uses its own."""
     restrict_loss_vocab: bool = True
     """Softmax only over the target vocabulary (annotation tokens + [SEP]) in the loss."""
     max_src_tokens: int = 512

@@ -625,6 +625,12 @@ def _loss_constraint(cfg: TrainConfig) -> Any:
     return True if cfg.constrained_loss == "grammar" else None
 
 
+def _orf_code(cfg: TrainConfig) -> Any:
+    """The code val windows are decoded under by default (None: no ORF layer) -- only when the
+    loss is ORF-constrained; each window's own genome code wins (``decode_metric``)."""
+    return _loss_constraint(cfg) if cfg.constrained_loss == "orf" else None
+
+
 def _set_up_data(run: _Run) -> None:
     """The loader (from the resumed data position), the monitor, what every step needs."""
     cfg, model_cfg = run.cfg, run.model_cfg
@@ -756,6 +762,7 @@ def _periodic(run: _Run, stopping: bool) -> None:
             feature_types=run.model_cfg.feature_types,
             max_new_tokens=cfg.max_tgt_tokens,
             device=run.device,
+            orf_code=_orf_code(cfg),
         )
         if exact is not None:
             run.monitor.scalars(step, exact)

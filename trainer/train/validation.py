@@ -77,6 +77,50 @@ def exact_feature_counts(predicted: Sequence[Any], gold: Sequence[Any]) -> int:
     return sum((Counter(predicted) & Counter(gold)).values())
 
 
+def window_code(sample: dict[str, Any], default: Any) -> Any:
+    """The genetic code to decode a val window under: its genome's (the sample's ``json``), or
+    ``default`` when the sample names none; None (no ORF layer) when ``default`` is None."""
+    if default is None:
+        return None
+    from baking.orfs import genetic_code
+    from trainer.data.loader import sample_transl_table
+
+    table = sample_transl_table(sample)
+    return default if table is None else genetic_code(table)
+
+
+def _decode_by_code(
+    module: Any,
+    tokenizer: Any,
+    dna: Sequence[str],
+    codes: Sequence[Any],
+    window_len: int,
+    feature_types: Sequence[str],
+    max_new_tokens: int,
+    device: torch.device,
+) -> list[Any]:
+    """Pointer-decode ``dna`` windows, each under its own code (one batch per code, so a mixed
+    val split costs one call per code), results in the windows' order."""
+    from trainer.inference.pointer_generate import generate_pointer_targets
+
+    out: list[Any] = [None] * len(dna)
+    for code in dict.fromkeys(codes):
+        idx = [i for i, c in enumerate(codes) if c == code]
+        got = generate_pointer_targets(
+            module,
+            tokenizer,
+            [dna[i] for i in idx],
+            window_len,
+            list(feature_types),
+            max_new_tokens=max_new_tokens,
+            device=device,
+            orf_code=code,
+        )
+        for i, g in zip(idx, got):
+            out[i] = g
+    return out
+
+
 def decode_metric(
     engine: Any,
     tokenizer: Any,
@@ -87,8 +131,13 @@ def decode_metric(
     feature_types: Sequence[str] | None,
     max_new_tokens: int,
     device: torch.device,
+    orf_code: Any = None,
 ) -> dict[str, float] | None:
     """Greedy-decode the first ``windows`` val windows; fraction of gold features exactly right.
+
+    ``orf_code`` (a pointer model trained with the ORF-constrained loss): decode with the ORF
+    layer, as annotate does, each window under its own genome's code (the sample's ``json``;
+    ``orf_code`` for samples baked without one).
 
     Every rank decodes the same windows with the same weights, so every rank takes the same number
     of decoding steps (the MoE all-to-all stays matched). Returns None when the grammar-constrained
@@ -111,16 +160,9 @@ def decode_metric(
     try:
         with _fork_rng(device), torch.no_grad():
             if pointer:
-                from trainer.inference.pointer_generate import generate_pointer_targets
-
-                generated = generate_pointer_targets(
-                    module,
-                    tokenizer,
-                    dna,
-                    window_len,
-                    list(feature_types),
-                    max_new_tokens=max_new_tokens,
-                    device=device,
+                codes = [window_code(s, orf_code) for s in samples]
+                generated = _decode_by_code(
+                    module, tokenizer, dna, codes, window_len, feature_types, max_new_tokens, device
                 )
             else:
                 generated = generate_targets(
