@@ -326,12 +326,12 @@ def train_args(
     """``train_throughput.py`` flags: DNABERT-2-117M's shape on the GPU, tiny shapes in a smoke run."""
     if args.smoke:
         shape = ["--hidden", "32", "--layers", "2", "--heads", "2", "--experts", "4",
-                 "--micro_batch", "4", "--window", "300", "--max_src_tokens", "64",
+                 "--micro_batch", "4", "--window", "300", "--max_src_tokens", "96",
                  "--steps", str(args.train_steps or 6), "--warmup", "2", "--samples", "16",
                  "--workers", "1", "--threads", "1"]  # fmt: skip
     else:
         shape = ["--hidden", "768", "--layers", "12", "--heads", "12", "--experts", "8",
-                 "--micro_batch", str(args.micro_batch), "--window", "2400",
+                 "--micro_batch", str(args.micro_batch), "--window", "2200",
                  "--max_src_tokens", "512", "--steps", str(args.train_steps or 300),
                  "--warmup", "20", "--samples", "4096", "--workers", "8"]  # fmt: skip
     extra = ["--tokenizer", str(tokenizer)] if tokenizer else []

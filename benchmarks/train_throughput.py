@@ -9,7 +9,7 @@ Steady state only: the first ``--warmup`` steps of each are dropped. On a GPU it
 FLOPs counted from the batches' shapes (``trainer.train.monitor.train_flops``).
 
     python benchmarks/train_throughput.py                      # tiny MoE model, CPU (~2 min)
-    python benchmarks/train_throughput.py --hidden 768 --layers 12 --heads 12 --window 2400 \\
+    python benchmarks/train_throughput.py --hidden 768 --layers 12 --heads 12 --window 2200 \\
         --tokenizer ../shared/data/dnabert2/DNABERT-2-117M --micro_batch 32 --no_moe  # GPU, 117M
 
 ``--trainer_only`` times the trainer alone (no plain loop) and ``--json`` writes its figures

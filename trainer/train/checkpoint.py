@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from baking.common.errors import InputError, OutputError
-from baking.common.files import read_json, write_bytes, write_json
+from baking.common.files import read_json, replace_dir, write_bytes, write_json
 from trainer.distributed import all_gather, barrier, from_rank0
 
 log = logging.getLogger(__name__)
@@ -337,8 +337,7 @@ def save_checkpoint(
             write_json(tmp / COMPLETE, {"format": RECORD_FORMAT, "files": files}, indent=1)
             if folder.exists():  # the same step saved again: the new save replaces it
                 (folder / COMPLETE).unlink(missing_ok=True)
-                shutil.rmtree(folder)
-            tmp.rename(folder)
+            replace_dir(tmp, folder)
         except (OSError, OutputError) as exc:
             problem = _describe_failure(tmp / COMPLETE, exc)
     _agree_or_fail(from_rank0(problem), tmp, folder, root, world, gathered=True)
