@@ -170,7 +170,7 @@ def test_selection_obeys_its_rules_on_every_shared_genome() -> None:
             assert sel.total == pytest.approx(score[sel.chosen].sum())
             chosen_total += len(sel.chosen)
         assert chosen_total > 0, folder.name
-    assert program_s < 20, program_s  # 21 genomes, ~300k candidates
+    assert program_s < 20, program_s  # 21 genomes, ~375k candidates: ~4 s measured
     assert time.perf_counter() - t0 < 60
 
 
