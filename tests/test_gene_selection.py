@@ -14,15 +14,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_annotate import _validate, tiny_model  # noqa: F401  (a fixture, used by name)
+from test_annotate import (  # noqa: F401  (genome and tiny_model are fixtures, used by name)
+    TYPES,
+    PointerOracle,
+    W,
+    _as_features,
+    _validate,
+    genome,
+    tiny_model,
+)
 
 from baking.common.errors import ConfigError
+from baking.evaluate.metrics import compare
 from baking.formats.fasta import read_fasta
 from baking.formats.gff3 import read_gff3
 from baking.gene_selection import OverlapRules, select_genes, violations
 from baking.target.windows import WindowMeta
 from launch.annotate import main as annotate_main
 from trainer.fixtures import SHARED_GENOMES
+from trainer.inference.annotate import AnnotateOptions, annotate_sequences
 from trainer.inference.merge import Prediction
 from trainer.inference.orf_rule import _sequence_orfs
 from trainer.inference.select import candidate_scores, select_genome
@@ -229,3 +239,21 @@ def test_selection_genome_end_to_end(tiny_model: Path, genome_pair, tmp_path: Pa
     hi = np.array([f.end for f in cds], dtype=np.int64)
     plus = np.array([f.strand == "+" for f in cds], dtype=bool)
     assert not violations(lo, hi, plus, np.arange(len(cds)), length=n, circular=True)
+
+
+def test_genome_selection_keeps_a_perfect_oracle_exact(genome) -> None:  # noqa: F811
+    """On windows that are all right, selection changes nothing: every CDS, tRNA and rRNA of a
+    synthetic genome (circular, with a plasmid) comes back exactly, origin included."""
+    seqs = [(s.seqid, s.seq) for s in genome.sequences]
+    opts = AnnotateOptions(batch_size=8, circular=("all",), progress=False, selection="genome")
+    gff, _, summary = annotate_sequences(
+        None, None, seqs, opts, W, TYPES, generate=PointerOracle(genome), pointer=True
+    )
+    for rep in compare(_as_features(genome.features), _as_features(gff), TYPES):
+        assert rep.n_ref > 0 and rep.exact.f1 == 1.0, rep
+    assert summary.snap["selection_candidates"] > 0
+
+
+def test_unknown_selection_is_refused() -> None:
+    with pytest.raises(ConfigError, match="selection must be one of votes, genome"):
+        AnnotateOptions(selection="best")
