@@ -257,3 +257,18 @@ def test_genome_selection_keeps_a_perfect_oracle_exact(genome) -> None:  # noqa:
 def test_unknown_selection_is_refused() -> None:
     with pytest.raises(ConfigError, match="selection must be one of votes, genome"):
         AnnotateOptions(selection="best")
+
+
+def test_predictions_snapped_onto_one_orf_pool_their_windows() -> None:
+    """Two windows that wrote one gene with different starts, snapped onto the same ORF, are two
+    votes for it under ``--selection genome``; ``votes`` keeps the old single-prediction merge."""
+    from trainer.inference.annotate import _snap_all
+
+    seq = "CCC" * 10 + "ATG" + "GCA" * 60 + "TAA" + "CCC" * 10  # the ORF is 31..216
+    a, b = _pred(31, 216, {0}, prob=0.4), _pred(34, 216, {1}, prob=0.6)
+    pooled = _snap_all([a, b], seq, False, AnnotateOptions(selection="genome"), Counter())
+    votes = _snap_all([a, b], seq, False, AnnotateOptions(), Counter())
+    assert [(p.start, p.end, p.windows, p.prob) for p, _ in pooled] == [
+        (31, 216, frozenset({0, 1}), 0.6)
+    ]
+    assert [(p.start, p.windows) for p, _ in votes] == [(31, frozenset({1}))]

@@ -418,7 +418,8 @@ def finish_sequences(
 def _snap_all(
     preds: Sequence[Prediction], seq: str, circular: bool, options: AnnotateOptions, snaps: Counter
 ) -> list[tuple[Prediction, str]]:
-    """Snap complete CDS onto ORFs; two predictions landing on one ORF keep the more probable."""
+    """Snap complete CDS onto ORFs; two predictions landing on one ORF keep the more probable
+    (with ``--selection genome`` it also keeps both predictions' windows: they are its votes)."""
     code = genetic_code(options.transl_table)
     final: dict[tuple[int, int, str, str], tuple[Prediction, str]] = {}
     for p in preds:
@@ -465,7 +466,12 @@ def _snap_all(
         key = (p.start, p.end, p.strand, p.type)
         if key in final:
             snaps["merged"] += 1
-            if final[key][0].prob >= p.prob:
+            other = final[key][0]
+            if options.selection == "genome":  # one gene: every window that wrote it counts
+                windows = p.windows | other.windows
+                p, other = replace(p, windows=windows), replace(other, windows=windows)
+                final[key] = (other, final[key][1])
+            if other.prob >= p.prob:
                 continue
         final[key] = (p, status)
     return [final[k] for k in sorted(final)]
