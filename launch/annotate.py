@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of the windows holding a whole CDS that must predict it (0 = off)",
     )
     sn.add_argument(
+        "--selection",
+        choices=("votes", "genome"),
+        default="votes",
+        help="votes: --min_votes then one start per stop; genome: score every candidate CDS from "
+        "the windows and choose one consistent set per sequence under overlap rules "
+        "(docs/annotate-evaluate.md)",
+    )
+    sn.add_argument(
         "--min_orf_codons",
         type=int,
         default=None,
@@ -216,6 +224,7 @@ def _main(argv: Sequence[str] | None) -> int:
         orf_constraint=not args.no_orf_constraint,
         min_orf_codons=args.min_orf_codons,
         min_votes=args.min_votes,
+        selection=args.selection,
         transl_table=args.transl_table,
         circular=tuple(c for c in args.circular.split(",") if c),
         device=args.device,

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
         "baking.target",
         "baking.synthetic",
         "baking.orfs",
+        "baking.gene_selection",
         "baking.translate",
         "baking.gene_sequences",
         "baking.genome_list",

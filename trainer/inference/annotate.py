@@ -53,11 +53,13 @@ from trainer.inference.pointer_generate import (
     generate_pointer_targets,
     pointer_features_with_logprobs,
 )
+from trainer.inference.select import select_genome
 from trainer.inference.snap import complete_cds, genetic_code, snap_cds
 
 log = logging.getLogger(__name__)
 
 SOURCE = "dna2gff"
+SELECTIONS = ("votes", "genome")
 
 
 @dataclass
@@ -84,6 +86,10 @@ class AnnotateOptions:
     by this share of them (0 = off)."""
     one_start_per_stop: bool = True
     """Keep one CDS per stop codon (the best-supported start)."""
+    selection: str = "votes"
+    """How CDS are chosen after snapping: ``votes`` (``min_votes``, then ``one_start_per_stop``)
+    or ``genome`` (every candidate scored from the windows, one consistent set chosen over the
+    whole sequence under overlap rules; ``select.py``), which replaces both."""
     orf_constraint: bool = True
     """Pointer models: decode a CDS only as a valid ORF of the window (``--transl_table``)."""
     min_orf_codons: int | None = None
@@ -109,6 +115,10 @@ class AnnotateOptions:
             )
         if self.snap_window < 0:
             raise ConfigError(f"snap_window must be >= 0, got {self.snap_window}")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(
+                f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}"
+            )
         if not 0.0 <= self.min_votes <= 1.0:  # a share of windows; also refuses NaN
             raise ConfigError(f"min_votes must be a share in [0, 1], got {self.min_votes}")
         genetic_code(self.transl_table)  # raises ConfigError for an unknown table
@@ -408,7 +418,8 @@ def finish_sequences(
 def _snap_all(
     preds: Sequence[Prediction], seq: str, circular: bool, options: AnnotateOptions, snaps: Counter
 ) -> list[tuple[Prediction, str]]:
-    """Snap complete CDS onto ORFs; two predictions landing on one ORF keep the more probable."""
+    """Snap complete CDS onto ORFs; two predictions landing on one ORF keep the more probable
+    (with ``--selection genome`` it also keeps both predictions' windows: they are its votes)."""
     code = genetic_code(options.transl_table)
     final: dict[tuple[int, int, str, str], tuple[Prediction, str]] = {}
     for p in preds:
@@ -455,7 +466,12 @@ def _snap_all(
         key = (p.start, p.end, p.strand, p.type)
         if key in final:
             snaps["merged"] += 1
-            if final[key][0].prob >= p.prob:
+            other = final[key][0]
+            if options.selection == "genome":  # one gene: every window that wrote it counts
+                windows = p.windows | other.windows
+                p, other = replace(p, windows=windows), replace(other, windows=windows)
+                final[key] = (other, final[key][1])
+            if other.prob >= p.prob:
                 continue
         final[key] = (p, status)
     return [final[k] for k in sorted(final)]
@@ -484,6 +500,23 @@ def _one_start_per_stop(
     return [x for i, x in enumerate(snapped) if x[0].type != "CDS" or i in kept]
 
 
+def _vote(
+    snapped: list[tuple[Prediction, str]],
+    metas: Sequence[WindowMeta],
+    options: AnnotateOptions,
+    stats: MergeStats,
+    snaps: Counter,
+) -> list[tuple[Prediction, str]]:
+    """``--selection votes``: drop outvoted CDS, then keep one start per stop."""
+    if options.min_votes > 0:  # after completion: a completed orphan is voted on too
+        kept = drop_outvoted([p for p, _ in snapped], metas, options.min_votes, stats)
+        ids = {id(p) for p in kept}
+        snapped = [(p, s) for p, s in snapped if id(p) in ids]
+    if options.one_start_per_stop:  # after the votes: an outvoted start does not compete
+        snapped = _one_start_per_stop(snapped, snaps, metas)
+    return snapped
+
+
 def _finish(
     seqs: Sequence[tuple[str, str]],
     circular: Sequence[bool],
@@ -506,12 +539,10 @@ def _finish(
         preds, stats = merge_windows(results[i], keep_cds_orphans=options.complete_orfs)
         metas = [m for m, _ in results[i]]
         snapped = _snap_all(preds, seq, circular[i], options, snaps)
-        if options.min_votes > 0:  # after completion: a completed orphan is voted on too
-            kept = drop_outvoted([p for p, _ in snapped], metas, options.min_votes, stats)
-            ids = {id(p) for p in kept}
-            snapped = [(p, s) for p, s in snapped if id(p) in ids]
-        if options.one_start_per_stop:  # after the votes: an outvoted start does not compete
-            snapped = _one_start_per_stop(snapped, snaps, metas)
+        if options.selection == "genome":  # replaces the votes and one start per stop
+            snapped = select_genome(snapped, metas, len(seq), circular[i], snaps)
+        else:
+            snapped = _vote(snapped, metas, options, stats, snaps)
         for name, value in asdict(stats).items():
             setattr(merge_total, name, getattr(merge_total, name) + value)
         for p, status in snapped:
@@ -634,13 +665,19 @@ def read_genome(fasta: str | Path) -> list[tuple[str, str]]:
 def header_comment(
     model_dir: str | Path, config: Any, window_len: int, options: AnnotateOptions
 ) -> str:
-    """The ``#`` line under the GFF3 version: model and the options that shape the calls."""
-    return (
+    """The ``#`` line under the GFF3 version: model and the options that shape the calls.
+
+    ``selection=genome`` is written when chosen; no ``selection=`` means votes, so the default's
+    output stays byte for byte what it was before the option existed."""
+    comment = (
         f"dna2gff annotate model={Path(model_dir).name} window_len={window_len} "
         f"beams={options.num_beams} snap={options.snap} transl_table={options.transl_table} "
         f"coordinates={config.coordinate_form} orf_constraint={options.orf_constraint} "
         f"min_orf_codons={min_orf_codons(options, config)}"
     )
+    if options.selection != "votes":
+        comment += f" selection={options.selection}"
+    return comment
 
 
 def write_outputs(
