@@ -448,3 +448,27 @@ def test_preflight_of_hundreds_of_outputs_probes_a_new_folder_once(
         check_outputs(files=[*outs, tmp_path / "hard.gff3"], inputs=inputs)
     with pytest.raises(OutputError, match="given twice"):
         check_outputs(files=[*outs, tmp_path / "new" / ".." / "new" / "g7.faa"], inputs=inputs)
+
+
+def test_an_in_process_call_leaves_the_callers_process_group_alive(data, tmp_path: Path) -> None:
+    """annotate destroys only a group it made: a training run's group in the same process (which
+    DeepSpeed caches its sub-groups on) must survive, else the next ``train()`` there fails with
+    'Group ... is not registered' (seen when the suite ran annotate between two trainings)."""
+    import torch.distributed as dist
+
+    from baking.genome_list import GenomeJob, GenomeOutputs
+    from trainer.distributed import ensure_process_group
+    from trainer.inference.annotate import AnnotateOptions
+    from trainer.inference.annotate_many import annotate_genomes
+
+    made = ensure_process_group(init_deepspeed=False)
+    group = dist.group.WORLD
+    try:
+        out = tmp_path / "B.gff3"
+        job = GenomeJob("B", data.genomes / "b.fna", 11)
+        annotate_genomes(data.model, [job], [GenomeOutputs(out)], AnnotateOptions(progress=False))
+        assert out.is_file()
+        assert dist.is_initialized() and dist.group.WORLD is group
+    finally:
+        if made and dist.is_initialized():
+            dist.destroy_process_group()

@@ -84,28 +84,37 @@ def join_launcher_group(accelerator: str) -> tuple[int, int, int]:
     return rank, world, local
 
 
-def join_torchrun_group() -> tuple[int, int, int]:
-    """Join ``torchrun``'s world when it has more than one process; ``(rank, world, local rank)``.
+def join_torchrun_group() -> tuple[int, int, int, bool]:
+    """Join ``torchrun``'s world when it has more than one process;
+    ``(rank, world, local rank, created)``.
 
     A light join for inference (no DeepSpeed): gloo over ``env://``, since only pickled Python
     objects cross ranks, which gloo carries for CPU and GPU runs alike. Plain ``python`` (or a
-    one-process ``torchrun``) makes no group: ``(0, 1, 0)``.
+    one-process ``torchrun``) makes no group: ``(0, 1, 0, False)``. ``created`` says whether this
+    call made the group, so that only its maker destroys it (``leave_process_group``).
     """
     import torch.distributed as dist
 
+    created = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _initialized():
         dist.init_process_group("gloo", init_method="env://")
+        created = True
         log.debug("process_group=gloo world_size=%d joined", dist.get_world_size())
     if not _initialized():
-        return 0, 1, 0
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+        return 0, 1, 0, False
+    rank, world = dist.get_rank(), dist.get_world_size()
+    return rank, world, int(os.environ.get("LOCAL_RANK", "0")), created
 
 
-def leave_process_group() -> None:
-    """Destroy the process group if there is one (a rank then exits without gloo's teardown)."""
+def leave_process_group(created: bool) -> None:
+    """Destroy the process group this process made (a rank then exits without gloo's teardown).
+
+    Why only a group it made: a caller's own group (a training run's, which DeepSpeed caches its
+    sub-groups on) must outlive an annotate call made in the same process.
+    """
     import torch.distributed as dist
 
-    if _initialized():
+    if created and _initialized():
         dist.destroy_process_group()
 
 

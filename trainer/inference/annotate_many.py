@@ -134,8 +134,9 @@ def annotate_genomes(
         if on_error == "stop" and not job.fasta.is_file():
             missing = InputError(job.fasta, "no such file")
             raise missing if len(jobs) == 1 else GenomeError(f"genome {job.name}: {missing}")
+    created = False
     try:
-        rank, world, local_rank = join_torchrun_group()
+        rank, world, local_rank, created = join_torchrun_group()
         options = replace(
             options,
             device=_device_for_rank(options.device, world, local_rank),
@@ -145,7 +146,7 @@ def annotate_genomes(
             model_dir, jobs, outputs, options, on_error, summary_tsv, check_circular, rank, world
         )
     finally:
-        leave_process_group()
+        leave_process_group(created)
 
 
 def _run(
