@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 from baking.bake import bake, format_summary
 from baking.bake_config import DEFAULT_WINDOW, RC_MODES, UNANNOTATED, BakeConfig, GenomeSpec
-from baking.common.errors import ConfigError, InputError
-from baking.common.files import input_problem
+from baking.common.errors import ConfigError
+from baking.genome_list import BAKE_COLUMNS, read_list_rows
 from baking.target.grammar import DEFAULT_FEATURE_TYPES
 from baking.target.transl_table import parse_transl_table
 from launch._cli import check_outputs, run_cli, setup_logging
@@ -144,67 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_LIST_COLUMNS = ("name", "fasta", "gff", "transl_table")
-
-
 def read_genome_list(path: str | Path, transl_table: int | None = None) -> list[GenomeSpec]:
-    """``name<TAB>fasta<TAB>gff[<TAB>transl_table]`` lines (``#`` comments, blank lines skipped);
-    relative paths are relative to the list's folder.
-
-    A first line starting with the column ``name`` is a header: columns are then found by name
-    (``name``, ``fasta``, ``gff``, optional ``transl_table``) and other columns are left to other
-    tools (e.g. ``annotation``). An empty or ``-`` code cell, or no code column, leaves the code to
-    ``transl_table`` (``--transl_table``), else to the GFF3's ``transl_table=``, else 11."""
-    path = Path(path)
-    problem = input_problem(path)
-    if problem is not None:
-        raise InputError(path, problem)
-    base = path.parent
-    specs: list[GenomeSpec] = []
-    where: dict[str, int] | None = None  # column -> index, from a header
-    for lineno, line in enumerate(
-        path.read_text(encoding="utf-8", errors="replace").splitlines(), 1
-    ):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        cols = [c.strip() for c in (line.split("\t") if "\t" in line else line.split())]
-        if where is None and not specs and cols[0].lower() == "name":
-            where = _header(cols, path, lineno)
-            continue
-        if where is None:
-            if len(cols) not in (3, 4):
-                raise InputError(
-                    path,
-                    f"expected 3 columns (name, fasta, gff) or 4 (and transl_table), "
-                    f"found {len(cols)}",
-                    lineno,
-                )
-            row = dict(zip(_LIST_COLUMNS, cols))
-        else:
-            if len(cols) <= max(where[c] for c in _LIST_COLUMNS[:3]):
-                raise InputError(path, f"{len(cols)} columns: no name, fasta or gff", lineno)
-            row = {k: cols[i] if i < len(cols) else "" for k, i in where.items()}
-        code = transl_table
-        if row.get("transl_table", "") not in ("", "-"):
-            try:
-                code = parse_transl_table(row["transl_table"])
-            except ConfigError as exc:
-                raise InputError(path, str(exc), lineno) from None
-        specs.append(
-            GenomeSpec(row["name"], str(base / row["fasta"]), str(base / row["gff"]), code)
-        )
-    if not specs:
-        raise InputError(path, "no genomes listed")
-    return specs
-
-
-def _header(cols: list[str], path: Path, lineno: int) -> dict[str, int]:
-    """Column indexes of a genome list's header line (``name``, ``fasta``, ``gff`` required)."""
-    names = [c.lower() for c in cols]
-    missing = [c for c in _LIST_COLUMNS[:3] if c not in names]
-    if missing:
-        raise InputError(path, f"header lacks column(s) {', '.join(missing)}", lineno)
-    return {c: names.index(c) for c in _LIST_COLUMNS if c in names}
+    """``bake_data --genomes``: ``name fasta gff [transl_table]`` lines or a headed list
+    (``baking.genome_list``); a row without a code takes ``transl_table`` (``--transl_table``),
+    else the GFF3's ``transl_table=``, else 11."""
+    rows = read_list_rows(path, BAKE_COLUMNS, required=3)
+    return [
+        GenomeSpec(r.name, str(r.path("fasta")), str(r.path("gff")), r.transl_table(transl_table))
+        for r in rows
+    ]
 
 
 def default_name(fasta: str) -> str:

@@ -10,6 +10,7 @@ is its GFF3 CDS translated under its genome's code, and Prodigal's where the cal
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -339,7 +340,9 @@ def test_decoding_a_share_of_the_batches_is_decoding_them_all() -> None:
 def test_genome_list_format(tmp_path: Path) -> None:
     (tmp_path / "g").mkdir()
     listed = tmp_path / "g" / "list.tsv"
-    listed.write_text("# my genomes\nname\tfasta\n\nE1\te1.fna.gz\nMyco.G37\t/abs/m.fna\t4\n")
+    listed.write_text(
+        "# my genomes\nname\tfasta\ttransl_table\n\nE1\te1.fna.gz\nMyco.G37\t/abs/m.fna\t4\n"
+    )
     jobs = read_genome_list(listed)
     assert [(j.name, j.fasta, j.transl_table) for j in jobs] == [
         ("E1", tmp_path / "g" / "e1.fna.gz", None),
@@ -349,15 +352,18 @@ def test_genome_list_format(tmp_path: Path) -> None:
     assert outs[1].paths() == [tmp_path / "o" / "Myco.G37.gff3", tmp_path / "o" / "Myco.G37.faa"]
     bad = {
         "A\ta.fna\nA\tb.fna\n": (2, "already named on line 1"),
-        "A\ta.fna\t99\n": (1, "transl_table '99'"),
-        "A\ta.fna\tx\n": (1, "transl_table 'x'"),
-        "A a.fna\n": (1, "got 1 column"),
+        "A\ta.fna\t99\n": (1, "transl_table=99 is not supported"),
+        "A\ta.fna\tx\n": (1, "transl_table 'x' is not a number"),
+        "A\n": (1, "found 1 column"),
+        "A\ta.fna\t4\textra\n": (1, "found 4 column"),
+        "name\tgff\nA\ta.gff\n": (1, "header lacks column(s) fasta"),
+        "name\tfasta\nA\ta.fna\t4\n": (2, "3 columns, but the header names 2"),
         "../x\ta.fna\n": (1, "genome name '../x'"),
         "# nothing\n": (None, "no genomes listed"),
     }
     for text, (line, reason) in bad.items():
         listed.write_text(text)
-        with pytest.raises(InputError, match=reason.replace("(", r"\(")) as err:
+        with pytest.raises(InputError, match=re.escape(reason)) as err:
             read_genome_list(listed)
         assert err.value.line == line, text
     assert genome_name("x/GCF_1.2_ASM.fna.gz") == "GCF_1.2_ASM"

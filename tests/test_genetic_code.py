@@ -17,6 +17,7 @@ from baking.bake import bake
 from baking.bake_config import BakeConfig
 from baking.common.errors import InputError
 from baking.formats.gff3 import read_gff3
+from baking.genome_list import read_genome_list as annotate_genome_list
 from baking.orfs import genetic_code, is_valid_orf
 from baking.target.grammar import WindowFeature, decode_target
 from baking.target.pointers import OrfSites, decode_pointer_target
@@ -407,6 +408,11 @@ def test_mycoplasma_genitalium_bakes_under_code_4_and_its_cds_are_code4_orfs(
 @pytest.mark.shared
 def test_shared_corpus_list_is_complete_and_agrees_with_every_gff() -> None:
     specs = read_genome_list(CORPUS)
+    # annotate reads the same list (one reader): the same genomes, FASTA files and codes
+    jobs = annotate_genome_list(CORPUS)
+    assert [(j.name, str(j.fasta), j.transl_table) for j in jobs] == [
+        (s.name, s.fasta, s.transl_table) for s in specs
+    ]
     folders = sorted(p.name for p in SHARED_GENOMES.iterdir() if p.is_dir())
     if not folders:
         pytest.skip("../shared not available")
