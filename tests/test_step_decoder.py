@@ -123,3 +123,43 @@ def test_annotate_writes_the_same_gff3_on_either_path(tok, phage) -> None:
     )
     assert summary.features.get("CDS", 0) > 0
     assert fast_gff == ref_gff
+
+
+def test_pointer_memory_by_token_matches_the_model(tok, phage) -> None:
+    from trainer.data.pointer import layout_tensors
+    from trainer.inference.pointer_generate import window_layouts
+    from trainer.inference.step_decoder import pointer_memory_by_token
+
+    model = _model(tok)
+    cfg = model.config
+    windows = [phage[:W], phage[900:1000]]
+    ids, mask = encode_windows(
+        tok, windows, bos_id=cfg.bos_token_id, eos_id=cfg.eos_token_id, pad_id=cfg.pad_token_id
+    )
+    arrays = layout_tensors(window_layouts(tok, windows)[1], "cpu")
+    with torch.no_grad():
+        enc = model.encode(ids, mask)
+        ref = model.pointer_memory(enc, **arrays)
+        fast = pointer_memory_by_token(model, enc, **arrays)
+    torch.testing.assert_close(fast.keys, ref.keys, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast.inputs, ref.inputs, atol=1e-5, rtol=1e-5)
+    assert torch.equal(fast.base_mask, ref.base_mask)
+
+
+def test_threads_decode_what_one_thread_decodes(tok, phage) -> None:
+    from trainer.inference.pointer_generate import decode_workers
+
+    model = _model(tok)
+    windows = _windows(phage)
+    kw = dict(max_new_tokens=30, num_beams=2, orf_code=CODE)
+    one = generate_pointer_targets(model, tok, windows, W, TYPES, workers=1, **kw)
+    threads = torch.get_num_threads()
+    two = generate_pointer_targets(model, tok, windows, W, TYPES, workers=2, **kw)
+    assert torch.get_num_threads() == threads, "the process's thread count is restored"
+    for a, b in zip(one, two, strict=True):
+        assert b.tokens == a.tokens
+        assert b.token_logprobs == pytest.approx(a.token_logprobs, rel=1e-4, abs=1e-4)
+    assert model.training is False
+    # one thread where threads would change the computation or compete with the device
+    assert decode_workers(model, windows, "cuda") == 1
+    assert decode_workers(model, windows[:3], "cpu") == 1

@@ -250,13 +250,17 @@ def generate_pointer_ids_fast(
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    from trainer.inference.step_decoder import StepDecoder, encode_unpadded
+    from trainer.inference.step_decoder import (
+        StepDecoder,
+        encode_unpadded,
+        pointer_memory_by_token,
+    )
 
     cfg = model.config
     b, k = input_ids.shape[0], num_beams
     device = input_ids.device
     enc = encode_unpadded(model, input_ids, attention_mask)
-    memory = model.pointer_memory(enc, **layout_tensors(layouts, device))
+    memory = pointer_memory_by_token(model, enc, **layout_tensors(layouts, device))
     n_bases = memory.keys.shape[1]
     tokens = [t for t in token_ids if t != END] + [END]
     tok_cols = torch.tensor([token_ids[t] for t in tokens], dtype=torch.long, device=device)
@@ -382,6 +386,7 @@ def generate_pointer_targets(
     orf_code: Any = None,
     min_orf_codons: int = MIN_ORF_CODONS,
     reference: bool = False,
+    workers: int | None = None,
 ) -> list[GeneratedTarget]:
     """Generate each window's pointer target (items: token strings and base positions).
 
@@ -390,9 +395,38 @@ def generate_pointer_targets(
     ``reference`` decodes with ``generate_pointer_ids`` (the model's general ``decode`` step)
     instead of ``generate_pointer_ids_fast``: the same results, kept as the check and the
     benchmark's "before".
+
+    ``workers`` (default: ``decode_workers``) > 1 splits the batch into that many parts decoded
+    at once by as many threads, each running torch on one core: a CPU's intra-op threads help
+    little at these shapes (many small operations, and a busy core makes the others wait) while
+    whole windows are independent; the results are the same windows' (float rounding aside).
     """
     if not windows_dna:
         return []
+    n = decode_workers(model, windows_dna, device) if workers is None else workers
+    if n > 1 and not reference:
+        was_training = model.training
+        model.eval()  # before the threads: each restores the mode it found
+        try:
+            return _in_threads(
+                n,
+                windows_dna,
+                lambda part: generate_pointer_targets(
+                    model,
+                    tokenizer,
+                    part,
+                    window_len,
+                    feature_types,
+                    max_new_tokens=max_new_tokens,
+                    num_beams=num_beams,
+                    device=device,
+                    orf_code=orf_code,
+                    min_orf_codons=min_orf_codons,
+                    workers=1,
+                ),
+            )
+        finally:
+            model.train(was_training)
     cfg = model.config
     token_ids = pointer_token_ids(tokenizer, feature_types, cfg.eos_token_id)
     bodies, layouts = window_layouts(tokenizer, windows_dna)
@@ -434,6 +468,45 @@ def generate_pointer_targets(
             )
     finally:
         model.train(was_training)
+
+
+MIN_WINDOWS_PER_WORKER = 8
+"""Below this a thread's decoding batch is so small that per-step overhead eats the gain."""
+
+
+def decode_workers(model: Any, windows: Sequence[str], device: str | torch.device) -> int:
+    """Threads for one batch: torch's CPU thread count, when decoding may run in threads.
+
+    Not on an accelerator (its kernels already run in parallel), not under autocast (it is a
+    per-thread setting), not with MoE layers (expert parallelism communicates) and not inside a
+    torch.distributed job (the trainer's validation): there one thread decodes, as before.
+    """
+    from trainer.model import Dna2GffModel
+
+    if torch.device(device).type != "cpu" or not isinstance(model, Dna2GffModel):
+        return 1
+    if torch.is_autocast_enabled("cpu") or model.config.use_moe:
+        return 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return 1
+    return max(1, min(torch.get_num_threads(), len(windows) // MIN_WINDOWS_PER_WORKER))
+
+
+def _in_threads(n: int, windows: Sequence[str], run: Any) -> list[GeneratedTarget]:
+    """``run`` on ``n`` contiguous parts of ``windows`` in ``n`` threads, torch on one core each
+    meanwhile (the process-wide setting is restored after)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = -(-len(windows) // n)
+    parts = [windows[i : i + size] for i in range(0, len(windows), size)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            results = list(pool.map(run, parts))
+    finally:
+        torch.set_num_threads(threads)
+    return [t for part in results for t in part]
 
 
 def pointer_features_with_logprobs(

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from trainer.model.encoder import attention_bias, compute_dtype, masked_value, sdpa
 from trainer.model.moe import MoEMLP
-from trainer.model.pointer import PointerMemory, distance_bucket
+from trainer.model.pointer import MAX_OFFSET, PointerMemory, base_one_hot, distance_bucket
 
 
 def encode_unpadded(model: Any, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -58,6 +58,35 @@ def encode_unpadded(model: Any, input_ids: Tensor, attention_mask: Tensor) -> Te
             attended[i, :n] = sdpa(q[one], k[one], v[one], alibi[:, :, :n, :n], 0.0)[0]
         x = layer.mlp(att.output(attended, x))
     return x * attention_mask[..., None].to(x.dtype)
+
+
+def pointer_memory_by_token(
+    model: Any,
+    enc: Tensor,
+    base_token: Tensor,
+    base_offset: Tensor,
+    codon5: Tensor,
+    codon3: Tensor,
+    base_mask: Tensor,
+) -> PointerMemory:
+    """``model.pointer_memory`` with the key and input projections applied to the encoder's
+    tokens before they are gathered to bases (a linear map commutes with the gather): a window
+    has ~3x more bases than BPE tokens, so this saves two thirds of both projections."""
+    head = model.pointer_head
+    assert head is not None, "pointer_memory_by_token needs a pointer model"
+    h = enc.shape[-1]
+    index = base_token.unsqueeze(-1).expand(-1, -1, h)
+    key_e = torch.gather(head.key(enc), 1, index)  # (B, L, H) = key(gathered enc)
+    inp_e = torch.gather(head.inp(enc), 1, index)
+    feats = (
+        head.offset(base_offset.clamp(max=MAX_OFFSET - 1)) + head.codon5(codon5) + head.codon3(codon3)
+    )
+    if head.context is not None:
+        onehot = base_one_hot(codon5, codon3, base_mask, enc.dtype)
+        feats = feats + head.context(onehot).transpose(1, 2)
+    keys = head.key_norm(key_e + feats)
+    inputs = head.inp_norm(inp_e + feats)
+    return PointerMemory(keys, inputs, base_mask.bool())
 
 
 class StepDecoder:
