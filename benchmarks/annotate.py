@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time the reference decoding path (the code before the fast path)",
     )
     p.add_argument("--gff", help="reference GFF3 for CDS F1 (default: the shared genome's)")
+    p.add_argument(
+        "--before_threads",
+        type=int,
+        default=0,
+        help="torch CPU threads for the --before row (0 = --threads): e.g. 1 for the one-thread "
+        "figure the fast path is compared with, --threads 2 for the fast path on both cores",
+    )
     p.add_argument("--tokenizer", default=str(SHARED_DNABERT2), help="base tokenizer")
     return p
 
@@ -145,7 +152,10 @@ def main() -> None:
             min_orf_codons=min_orf_codons(opts, model.config),
         )
     gffs = {}
+    after_threads = torch.get_num_threads()
     for label, generate in reversed(paths.items()):  # the reference first: the slower one
+        before = generate is not None
+        torch.set_num_threads((args.before_threads or after_threads) if before else after_threads)
         t0, c0 = time.perf_counter(), time.process_time()
         feats, _, summary = annotate_sequences(
             model, tok, seqs, opts, window_len, types, generate=generate, pointer=None
