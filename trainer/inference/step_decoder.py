@@ -79,7 +79,9 @@ def pointer_memory_by_token(
     key_e = torch.gather(head.key(enc), 1, index)  # (B, L, H) = key(gathered enc)
     inp_e = torch.gather(head.inp(enc), 1, index)
     feats = (
-        head.offset(base_offset.clamp(max=MAX_OFFSET - 1)) + head.codon5(codon5) + head.codon3(codon3)
+        head.offset(base_offset.clamp(max=MAX_OFFSET - 1))
+        + head.codon5(codon5)
+        + head.codon3(codon3)
     )
     if head.context is not None:
         onehot = base_one_hot(codon5, codon3, base_mask, enc.dtype)
