@@ -122,7 +122,7 @@ class StepDecoder:
         self.cross_bias = cross_bias.masked_fill(pad, masked_value(dtype))
         self.cross_kv = [layer.crossattention.project_kv(enc) for layer in self.layers]
         self.memory = memory
-        # self-attention buffers: (rows, nh, max_len, hd) per layer, k and v
+        # self-attention K/V per layer: (rows, nh, capacity, hd), grown by doubling in ``step``
         rows = b * k
         self.self_k: list[Tensor] = []
         self.self_v: list[Tensor] = []
@@ -154,11 +154,9 @@ class StepDecoder:
         self.memory = self.memory.index_select(windows)
         self.self_k = [buf[:, :, : self.t].index_select(0, rows) for buf in self.self_k]
         self.self_v = [buf[:, :, : self.t].index_select(0, rows) for buf in self.self_v]
-
         self.rows = rows.numel()
-        self.window_of_row = torch.arange(windows.numel(), device=windows.device).repeat_interleave(
-            k
-        )
+        self.window_of_row = torch.arange(windows.numel(), device=windows.device)
+        self.window_of_row = self.window_of_row.repeat_interleave(k)
 
     def reorder(self, order: Tensor) -> None:
         """Beam step: row ``i`` continues the hypothesis of row ``order[i]`` (same window)."""
