@@ -186,8 +186,13 @@ def main() -> None:
     ours = bp / rows[-2][1]
     print(f"ratio annotate/prodigal={ours / prod.bp_per_s:.4f}")
     if len(gffs) == 2:
-        a, b = gffs.values()
-        print(f"same_gff3={a == b} differing_lines={len(set(map(str, a)) ^ set(map(str, b)))}")
+        a, b = gffs.values()  # before, after
+        only_a, only_b = set(map(str, a)) - set(map(str, b)), set(map(str, b)) - set(map(str, a))
+        print(f"same_gff3={a == b} differing_lines={len(only_a) + len(only_b)}")
+        for line in sorted(only_a)[:5]:
+            print(f"  only before: {line}")
+        for line in sorted(only_b)[:5]:
+            print(f"  only after: {line}")
     print(_table(rows, bp))
 
 
