@@ -4,24 +4,37 @@
     python benchmarks/annotate.py                        # tiny random model, CPU, phage genome
     python benchmarks/annotate.py --size base --device cuda --genome C.crescentus
 
+    python benchmarks/annotate.py --model MODEL --genome E.coli --circular --before \
+        --num_beams 3 --overlap 1024 --max_new_tokens 256 --min_orf_codons 210 --threads 1
+
 ``--size base`` builds a model with DNABERT-2-117M's encoder shape (768 x 12 layers) and a decoder
 of ``--decoder_layers`` layers, with random weights: throughput does not depend on the weights,
 except that an untrained model rarely says END and so decodes every window to ``max_new_tokens``
 (the worst case; the figures say how many windows ran out). Prints one key=value line per
 predictor and the ratio annotate/Prodigal (goal on one H100: >= 1).
+
+``--before`` also times the reference decoding path (``generate_pointer_targets(reference=True)``:
+the model's general cached ``decode`` step, the code annotate ran before the fast path) on the
+same genome and model in the same run, and says whether the two GFF3 are identical. With a
+shared genome's name (or ``--gff``) each row gets its CDS exact and stop F1 against the RefSeq
+annotation. The box is shared, so each row gives the process CPU seconds beside the wall clock.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from baking.evaluate.load import load_features  # noqa: E402
+from baking.evaluate.metrics import Feature, compare  # noqa: E402
 from baking.evaluate.prodigal import run_prodigal  # noqa: E402
 from baking.formats.fasta import read_fasta  # noqa: E402
 from baking.target.grammar import target_vocabulary  # noqa: E402
@@ -30,12 +43,16 @@ from trainer.inference.annotate import (  # noqa: E402
     AnnotateOptions,
     annotate_sequences,
     load_model,
+    min_orf_codons,
     resolve_grammar,
 )
+from trainer.inference.pointer_generate import generate_pointer_targets  # noqa: E402
+from trainer.inference.snap import genetic_code  # noqa: E402
 from trainer.model import Dna2GffConfig, Dna2GffModel  # noqa: E402
 from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer  # noqa: E402
 
 GENOMES = {name: fna for name, (fna, _gff) in SHARED_GENOME_PAIRS.items()}
+REFERENCE_GFF = {name: gff for name, (_fna, gff) in SHARED_GENOME_PAIRS.items()}
 TYPES = ["CDS", "tRNA", "rRNA"]
 SIZES = {
     "tiny": dict(hidden_size=32, num_encoder_layers=2, num_attention_heads=2, intermediate_size=64),
@@ -61,6 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_new_tokens", type=int, default=64)
     p.add_argument("--num_beams", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--min_orf_codons", type=int, default=None, help="annotate's option")
+    p.add_argument("--circular", action="store_true", help="every sequence is circular")
+    p.add_argument(
+        "--before",
+        action="store_true",
+        help="also time the reference decoding path (the code before the fast path)",
+    )
+    p.add_argument("--gff", help="reference GFF3 for CDS F1 (default: the shared genome's)")
+    p.add_argument(
+        "--before_threads",
+        type=int,
+        default=0,
+        help="torch CPU threads for the --before row (0 = --threads): e.g. 1 for the one-thread "
+        "figure the fast path is compared with, --threads 2 for the fast path on both cores",
+    )
     p.add_argument("--tokenizer", default=str(SHARED_DNABERT2), help="base tokenizer")
     return p
 
@@ -98,6 +130,8 @@ def main() -> None:
         num_beams=args.num_beams,
         max_new_tokens=args.max_new_tokens,
         overlap=args.overlap,
+        min_orf_codons=args.min_orf_codons,
+        circular=("all",) if args.circular else (),
         device=args.device,
         progress=False,
     )
@@ -105,26 +139,98 @@ def main() -> None:
         warm = [(seqs[0][0], seqs[0][1][:20_000])]
         annotate_sequences(model, tok, warm, opts, window_len, types)
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    _, _, summary = annotate_sequences(model, tok, seqs, opts, window_len, types)
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    prod = run_prodigal(seqs)
-    ours = bp / seconds
+    gff = args.gff or REFERENCE_GFF.get(args.genome)
+    ref = _reference(gff, seqs) if gff else None
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(
-        f"annotate genome={args.genome} bp={bp} size={args.size} params={params} "
-        f"device={device} threads={torch.get_num_threads()} window_len={window_len} "
-        f"windows={summary.windows} truncated={summary.truncated_windows} "
-        f"batch={args.batch_size} max_new_tokens={args.max_new_tokens} beams={args.num_beams} "
-        f"seconds={seconds:.2f} bp_per_s={ours:.0f} mbp_per_min={ours * 60 / 1e6:.3f}"
-    )
+    rows = []
+    paths: dict[str, Any] = {"after (fast path)": None}
+    if args.before and model.config.pointer:
+        paths["before (reference path)"] = functools.partial(
+            generate_pointer_targets,
+            reference=True,
+            orf_code=genetic_code(opts.transl_table) if opts.orf_constraint else None,
+            min_orf_codons=min_orf_codons(opts, model.config),
+        )
+    gffs = {}
+    after_threads = torch.get_num_threads()
+    for label, generate in reversed(paths.items()):  # the reference first: the slower one
+        before = generate is not None
+        torch.set_num_threads((args.before_threads or after_threads) if before else after_threads)
+        t0, c0 = time.perf_counter(), time.process_time()
+        feats, _, summary = annotate_sequences(
+            model, tok, seqs, opts, window_len, types, generate=generate, pointer=None
+        )
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        gffs[label] = feats
+        pred = [_feature(f) for f in feats if f.type == "CDS"]
+        rows.append((label, seconds, cpu, _f1(ref, pred)))
+        print(
+            f"annotate path={label.split()[0]} genome={args.genome} bp={bp} size={args.size} "
+            f"params={params} device={device} threads={torch.get_num_threads()} "
+            f"window_len={window_len} windows={summary.windows} "
+            f"truncated={summary.truncated_windows} batch={args.batch_size} "
+            f"max_new_tokens={args.max_new_tokens} beams={args.num_beams} "
+            f"seconds={seconds:.2f} cpu_seconds={cpu:.2f} bp_per_s={bp / seconds:.0f} "
+            f"mbp_per_min={bp / seconds * 60 / 1e6:.3f} cds={len(pred)}",
+            flush=True,
+        )
+    t0, c0 = time.perf_counter(), time.process_time()
+    prod = run_prodigal(seqs)
+    rows.append(("pyrodigal", prod.seconds, time.process_time() - c0, _f1(ref, prod.features)))
     print(
         f"prodigal genome={args.genome} bp={bp} seconds={prod.seconds:.2f} "
         f"bp_per_s={prod.bp_per_s:.0f} mbp_per_min={prod.bp_per_s * 60 / 1e6:.3f}"
     )
+    ours = bp / rows[-2][1]
     print(f"ratio annotate/prodigal={ours / prod.bp_per_s:.4f}")
+    if len(gffs) == 2:
+        a, b = gffs.values()  # before, after
+        only_a, only_b = set(map(str, a)) - set(map(str, b)), set(map(str, b)) - set(map(str, a))
+        print(f"same_gff3={a == b} differing_lines={len(only_a) + len(only_b)}")
+        for line in sorted(only_a)[:5]:
+            print(f"  only before: {line}")
+        for line in sorted(only_b)[:5]:
+            print(f"  only after: {line}")
+    print(_table(rows, bp))
+
+
+def _reference(gff: Any, seqs: list[tuple[str, str]]) -> list[Feature]:
+    """The reference CDS inside the annotated sequences (all of a ``--max_bp`` slice's)."""
+    lengths = {sid: len(s) for sid, s in seqs}
+    feats, _ = load_features(gff)
+    return [
+        f for f in feats if f.type == "CDS" and f.seqid in lengths and f.end <= lengths[f.seqid]
+    ]
+
+
+def _feature(f: Any) -> Feature:
+    return Feature(f.seqid, f.type, f.start, f.end, f.strand)
+
+
+def _f1(ref: list[Feature] | None, pred: list[Feature]) -> tuple[float, float] | None:
+    if ref is None:
+        return None
+    report = compare(ref, [f for f in pred if f.type == "CDS"], ["CDS"])[0]
+    return report.exact.f1, report.stop.f1
+
+
+def _table(rows: list[tuple[str, float, float, tuple[float, float] | None]], bp: int) -> str:
+    """Markdown: wall and CPU seconds, speed-up over the first (reference) row, vs pyrodigal."""
+    prod_s = rows[-1][1]
+    first = rows[0][1]
+    lines = [
+        "| path | seconds | CPU seconds | kbp/s | speed-up | x pyrodigal | CDS exact F1 | CDS stop F1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, seconds, cpu, f1 in rows:
+        exact, stop = (f"{f1[0]:.3f}", f"{f1[1]:.3f}") if f1 else ("", "")
+        lines.append(
+            f"| {label} | {seconds:.1f} | {cpu:.1f} | {bp / seconds / 1e3:.1f} | "
+            f"{first / seconds:.2f} | {prod_s / seconds:.4f} | {exact} | {stop} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

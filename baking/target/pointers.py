@@ -437,15 +437,17 @@ class PointerState:
         promising value first: the largest start or end beats the previous feature soonest)."""
         if self._done(items):
             return self._acceptable(items)
-        values = self._values(items)
+        values: Iterable[Item] = self._values(items)
         k = len(items)
         prev = self.previous
+        # lazily, so that ``any`` stops at the first completable value without first filtering
+        # every start of the window (annotate asks this for each type at every feature)
         if prev is not None and k == START_SLOT:
             pstart = _start_value(prev[2])
-            values = [v for v in values if _start_value(v) >= pstart][::-1]
+            values = (v for v in reversed(values) if _start_value(v) >= pstart)  # type: ignore[call-overload]
         elif prev is not None and k == END_SLOT and not self._greater_start(items[2]):
             pend = _end_value(prev[3])
-            values = [v for v in values if _end_value(v) >= pend][::-1]
+            values = (v for v in reversed(values) if _end_value(v) >= pend)  # type: ignore[call-overload]
         return any(self._completable((*items, v)) for v in values)
 
     # ----------------------------------------------------------------------------- public

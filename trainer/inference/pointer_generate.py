@@ -13,6 +13,7 @@ choice (the stop of a ``+`` CDS whose start is chosen) costs nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,6 +206,113 @@ def generate_pointer_ids(
     return out
 
 
+class _MaskRows:
+    """``_Masks`` with one row tensor per distinct allowed set, built once: a state's ``Allowed``
+    is computed once and shared by every hypothesis in that state, so a step stacks cached rows
+    instead of filling a (rows, K + L) tensor item by item."""
+
+    def __init__(self, tokens: Sequence[str], n_bases: int, device: torch.device) -> None:
+        self.build = _Masks(tokens, n_bases, device)
+        self._rows: dict[int, tuple[Any, Tensor]] = {}  # id(Allowed) -> (Allowed, row)
+        end = torch.full((self.build.k + n_bases,), NEG_INF)
+        end[self.build.column_of[END]] = 0.0
+        self._end = end.to(device)
+
+    def __call__(self, hyps: Sequence[_Hyp]) -> Tensor:
+        rows = []
+        for h in hyps:
+            if h.done:
+                rows.append(self._end)
+                continue
+            allowed = h.state.allowed()
+            hit = self._rows.get(id(allowed))
+            if hit is None:  # the Allowed is kept alive with its row, so its id stays unique
+                hit = self._rows[id(allowed)] = (allowed, self.build([h])[0])
+            rows.append(hit[1])
+        return torch.stack(rows)
+
+
+def generate_pointer_ids_fast(
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    layouts: Sequence[BaseLayout],
+    start_states: Sequence[PointerState],
+    token_ids: dict[str, int],
+    *,
+    max_new_tokens: int = 256,
+    num_beams: int = 1,
+) -> list[GeneratedTarget]:
+    """``generate_pointer_ids`` (the reference: same arguments, same search, same results) with
+    the decoder run by ``StepDecoder``: per-window cross-attention and pointer memory, buffers
+    allocated once, finished windows leaving the batch. Annotate's default."""
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    from trainer.inference.step_decoder import (
+        StepDecoder,
+        encode_unpadded,
+        pointer_memory_by_token,
+    )
+
+    cfg = model.config
+    b, k = input_ids.shape[0], num_beams
+    device = input_ids.device
+    enc = encode_unpadded(model, input_ids, attention_mask)
+    memory = pointer_memory_by_token(model, enc, **layout_tensors(layouts, device))
+    n_bases = memory.keys.shape[1]
+    tokens = [t for t in token_ids if t != END] + [END]
+    tok_cols = torch.tensor([token_ids[t] for t in tokens], dtype=torch.long, device=device)
+    v = cfg.vocab_size
+    masks = _MaskRows(tokens, n_bases, device)
+    beams = [[_Hyp(st, [], []) for _ in range(k)] for st in start_states]
+    dec = StepDecoder(model, enc, attention_mask, memory, k, max_new_tokens)
+    active = list(range(b))  # windows still decoding, in batch order
+    rows = b * k
+    start = torch.full((rows,), -1, dtype=torch.long, device=device)
+    bos = torch.full((rows,), cfg.bos_token_id, dtype=torch.long, device=device)
+    logits = dec.step(bos, start, start)
+    for step in range(max_new_tokens):
+        sub = [beams[w] for w in active]
+        hyps = [h for row in sub for h in row]
+        joint = torch.cat([logits.index_select(-1, tok_cols), logits[:, v : v + n_bases]], dim=-1)
+        logp = torch.log_softmax(joint + masks(hyps), dim=-1)  # (rows, K + L)
+        order: Tensor | None = None
+        if k == 1:
+            best_lp, best = logp.max(dim=-1)
+            sub = [
+                [h if h.done else h.extended(_item_of(int(c), tokens), float(lp))]
+                for h, c, lp in zip(hyps, best.tolist(), best_lp.tolist())
+            ]
+        else:
+            sub, order = _beam_step(sub, logp, k, tokens, step)
+        for w, row in zip(active, sub):
+            beams[w] = row
+        if all(h.done for row in sub for h in row) or step + 1 == max_new_tokens:
+            break
+        if order is not None:
+            dec.reorder(order.to(device))
+        still = [i for i, row in enumerate(sub) if not all(h.done for h in row)]
+        if len(still) < len(sub) and not dec.has_moe:  # MoE capacity depends on the batch
+            dec.keep(torch.tensor(still, dtype=torch.long, device=device))
+            active = [active[i] for i in still]
+            sub = [sub[i] for i in still]
+        flat = [h for row in sub for h in row]
+        newest: list[Item] = [h.items[-1] if h.items and not h.done else END for h in flat]
+        ids, pos, anchors = _inputs(newest, [h.anchor for h in flat], token_ids, cfg.eos_token_id)
+        logits = dec.step(
+            torch.tensor(ids, dtype=torch.long, device=device),
+            torch.tensor(pos, dtype=torch.long, device=device),
+            torch.tensor(anchors, dtype=torch.long, device=device),
+        )
+    out = []
+    for row in beams:
+        best_hyp = max(row, key=lambda h: (h.done, h.score / max(1, len(h.items) + h.done)))
+        out.append(best_hyp.result())
+    return out
+
+
 def _beam_step(
     beams: list[list[_Hyp]], logp: Tensor, k: int, tokens: Sequence[str], step: int
 ) -> tuple[list[list[_Hyp]], Tensor]:
@@ -277,14 +385,48 @@ def generate_pointer_targets(
     device: str | torch.device = "cpu",
     orf_code: Any = None,
     min_orf_codons: int = MIN_ORF_CODONS,
+    reference: bool = False,
+    workers: int | None = None,
 ) -> list[GeneratedTarget]:
     """Generate each window's pointer target (items: token strings and base positions).
 
     ``orf_code`` (``starts``/``stops`` codon sets, e.g. ``snap.genetic_code(11)``) turns on the
     ORF constraint for CDS; a CDS closed at both ends then spans at least ``min_orf_codons``.
+    ``reference`` decodes with ``generate_pointer_ids`` (the model's general ``decode`` step)
+    instead of ``generate_pointer_ids_fast``: the same results, kept as the check and the
+    benchmark's "before".
+
+    ``workers`` (default: ``decode_workers``) > 1 splits the batch into that many parts decoded
+    at once by as many threads, each running torch on one core: a CPU's intra-op threads help
+    little at these shapes (many small operations, and a busy core makes the others wait) while
+    whole windows are independent; the results are the same windows' (float rounding aside).
     """
     if not windows_dna:
         return []
+    n = decode_workers(model, windows_dna, device) if workers is None else workers
+    if n > 1 and not reference:
+        was_training = model.training
+        model.eval()  # before the threads: each restores the mode it found
+        try:
+            return _in_threads(
+                n,
+                windows_dna,
+                lambda part: generate_pointer_targets(
+                    model,
+                    tokenizer,
+                    part,
+                    window_len,
+                    feature_types,
+                    max_new_tokens=max_new_tokens,
+                    num_beams=num_beams,
+                    device=device,
+                    orf_code=orf_code,
+                    min_orf_codons=min_orf_codons,
+                    workers=1,
+                ),
+            )
+        finally:
+            model.train(was_training)
     cfg = model.config
     token_ids = pointer_token_ids(tokenizer, feature_types, cfg.eos_token_id)
     bodies, layouts = window_layouts(tokenizer, windows_dna)
@@ -305,22 +447,69 @@ def generate_pointer_targets(
         states.append(automaton.start(length, orf))
     was_training = model.training
     model.eval()
+    from trainer.model import Dna2GffModel
+
+    # the fast path runs the model's own modules; a stand-in model (tests) has only ``decode``
+    fast = not reference and isinstance(model, Dna2GffModel)
+    run = generate_pointer_ids_fast if fast else generate_pointer_ids
+    # the reference runs as it always did (its own no_grad): the "before" of the benchmark
+    mode = torch.inference_mode() if fast else nullcontext()
     try:
-        out = generate_pointer_ids(
-            model,
-            input_ids.to(device),
-            mask.to(device),
-            layouts,
-            states,
-            token_ids,
-            max_new_tokens=max_new_tokens,
-            num_beams=num_beams,
-        )
+        with mode:
+            out = run(
+                model,
+                input_ids.to(device),
+                mask.to(device),
+                layouts,
+                states,
+                token_ids,
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+            )
         for target, row in zip(out, rows):
             target.source_tokens = len(row)
         return out
     finally:
         model.train(was_training)
+
+
+MIN_WINDOWS_PER_WORKER = 8
+"""Below this a thread's decoding batch is so small that per-step overhead eats the gain."""
+
+
+def decode_workers(model: Any, windows: Sequence[str], device: str | torch.device) -> int:
+    """Threads for one batch: torch's CPU thread count, when decoding may run in threads.
+
+    Not on an accelerator (its kernels already run in parallel), not under autocast (it is a
+    per-thread setting), not with MoE layers (expert parallelism communicates) and not inside a
+    torch.distributed job (the trainer's validation): there one thread decodes, as before.
+    """
+    from trainer.model import Dna2GffModel
+
+    if torch.device(device).type != "cpu" or not isinstance(model, Dna2GffModel):
+        return 1
+    if torch.is_autocast_enabled("cpu") or model.config.use_moe:
+        return 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return 1
+    return max(1, min(torch.get_num_threads(), len(windows) // MIN_WINDOWS_PER_WORKER))
+
+
+def _in_threads(n: int, windows: Sequence[str], run: Any) -> list[GeneratedTarget]:
+    """``run`` on ``n`` contiguous parts of ``windows`` in ``n`` threads, torch on one core each
+    meanwhile (the process-wide setting is restored after)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = -(-len(windows) // n)
+    parts = [windows[i : i + size] for i in range(0, len(windows), size)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            results = list(pool.map(run, parts))
+    finally:
+        torch.set_num_threads(threads)
+    return [t for part in results for t in part]
 
 
 def pointer_features_with_logprobs(

@@ -1,0 +1,165 @@
+"""The fast decoding path (``StepDecoder``, ``encode_unpadded``) computes the reference's function.
+
+``generate_pointer_ids_fast`` replaces the model's general cached ``decode`` step with one built
+for annotate's shapes; these tests hold it to the reference path (``reference=True``, the code
+annotate ran before) on a real genome's windows with a tiny random model: the same items for
+greedy and beam search, with and without the ORF layer, log-probabilities equal up to float
+rounding (the per-window products sum in another order), and the same GFF3 out of annotate.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import pytest
+import torch
+
+from baking.formats.fasta import read_fasta
+from baking.orfs import genetic_code
+from baking.target.pointers import pointer_vocabulary
+from trainer.inference.annotate import AnnotateOptions, annotate_sequences
+from trainer.inference.generate import encode_windows
+from trainer.inference.pointer_generate import generate_pointer_targets
+from trainer.inference.step_decoder import encode_unpadded
+from trainer.model import Dna2GffConfig, Dna2GffModel
+
+TYPES = ["CDS", "tRNA"]
+W = 300
+CODE = genetic_code(11)
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    from trainer.tokens.tokenizer import add_annotation_tokens, train_dna_tokenizer
+
+    rng = random.Random(0)
+    seqs = ["".join(rng.choice("ACGT") for _ in range(5000)) for _ in range(4)]
+    tok = train_dna_tokenizer(seqs, 64, tmp_path_factory.mktemp("tok"))
+    add_annotation_tokens(tok, pointer_vocabulary(TYPES))
+    return tok
+
+
+def _model(tok, seed: int = 0) -> Dna2GffModel:
+    torch.manual_seed(seed)
+    cfg = Dna2GffConfig(
+        vocab_size=tok.get_vocab_size(True),
+        hidden_size=32,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        coordinate_form="pointer",
+        pointer_context_bp=5,
+        window_len=W,
+        feature_types=TYPES,
+    )
+    model = Dna2GffModel(cfg).eval()
+    with torch.no_grad():  # sharper pointer logits: the untrained model then writes features
+        assert model.pointer_head is not None
+        model.pointer_head.query.weight.mul_(40)
+    return model
+
+
+@pytest.fixture(scope="module")
+def phage() -> str:
+    """The shared phage genome's sequence (skips when ../shared is absent)."""
+    from trainer.fixtures import SHARED_GENOME_PAIRS
+
+    fna, _ = SHARED_GENOME_PAIRS["phage"]
+    if not fna.exists():
+        pytest.skip(f"shared data absent: {fna}")
+    return next(iter(read_fasta(fna)))[1]
+
+
+def _windows(seq: str) -> list[str]:
+    """Full windows, short ones (a sequence's last) and lower case: rows that finish at
+    different steps, so finished windows leave the fast path's batch mid-way."""
+    out = [seq[s : s + W] for s in range(0, 4000, 300)]
+    return [*out, seq[5000:5120], seq[6000:6040].lower(), seq[7000 : 7000 + W]]
+
+
+@pytest.mark.parametrize(("beams", "orf"), [(1, True), (3, False)])  # annotate's (3, True) below
+def test_fast_path_decodes_what_the_reference_decodes(tok, phage, beams: int, orf: bool) -> None:
+    model = _model(tok)
+    windows = _windows(phage)
+    kw = dict(max_new_tokens=40, num_beams=beams, orf_code=CODE if orf else None)
+    ref = generate_pointer_targets(model, tok, windows, W, TYPES, reference=True, **kw)
+    fast = generate_pointer_targets(model, tok, windows, W, TYPES, **kw)
+    lengths = {len(r.tokens) for r in ref}
+    assert len(lengths) > 2, "windows should finish at different steps"
+    assert sum(len(r.tokens) for r in ref) > 5 * len(windows), "the model should write features"
+    for r, f in zip(ref, fast):
+        assert f.tokens == r.tokens
+        assert f.complete == r.complete
+        assert f.token_logprobs == pytest.approx(r.token_logprobs, rel=1e-4, abs=1e-4)
+
+
+def test_fast_encoder_matches_the_model_encoder(tok, phage) -> None:
+    model = _model(tok)
+    cfg = model.config
+    windows = [phage[:W], phage[900:1000], phage[2000 : 2000 + W]]
+    ids, mask = encode_windows(
+        tok, windows, bos_id=cfg.bos_token_id, eos_id=cfg.eos_token_id, pad_id=cfg.pad_token_id
+    )
+    assert mask.sum(1).min() < mask.shape[1], "one window should be padded"
+    with torch.no_grad():
+        ref = model.encode(ids, mask)
+        fast = encode_unpadded(model, ids, mask)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    assert torch.equal(fast[~mask.bool()], torch.zeros_like(fast[~mask.bool()]))
+
+
+def test_annotate_writes_the_same_gff3_on_either_path(tok, phage) -> None:
+    model = _model(tok, seed=1)
+    seqs = [("phage", phage[:3000])]
+    opts = AnnotateOptions(batch_size=8, num_beams=3, max_new_tokens=30, progress=False)
+    reference = functools.partial(
+        generate_pointer_targets, reference=True, orf_code=CODE, min_orf_codons=30
+    )
+    fast_gff, _, _ = annotate_sequences(model, tok, seqs, opts, W, TYPES)
+    ref_gff, _, summary = annotate_sequences(
+        model, tok, seqs, opts, W, TYPES, generate=reference, pointer=True
+    )
+    assert summary.features.get("CDS", 0) > 0
+    assert fast_gff == ref_gff
+
+
+def test_pointer_memory_by_token_matches_the_model(tok, phage) -> None:
+    from trainer.data.pointer import layout_tensors
+    from trainer.inference.pointer_generate import window_layouts
+    from trainer.inference.step_decoder import pointer_memory_by_token
+
+    model = _model(tok)
+    cfg = model.config
+    windows = [phage[:W], phage[900:1000]]
+    ids, mask = encode_windows(
+        tok, windows, bos_id=cfg.bos_token_id, eos_id=cfg.eos_token_id, pad_id=cfg.pad_token_id
+    )
+    arrays = layout_tensors(window_layouts(tok, windows)[1], "cpu")
+    with torch.no_grad():
+        enc = model.encode(ids, mask)
+        ref = model.pointer_memory(enc, **arrays)
+        fast = pointer_memory_by_token(model, enc, **arrays)
+    torch.testing.assert_close(fast.keys, ref.keys, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast.inputs, ref.inputs, atol=1e-5, rtol=1e-5)
+    assert torch.equal(fast.base_mask, ref.base_mask)
+
+
+def test_threads_decode_what_one_thread_decodes(tok, phage) -> None:
+    from trainer.inference.pointer_generate import decode_workers
+
+    model = _model(tok)
+    windows = _windows(phage)
+    kw = dict(max_new_tokens=30, num_beams=2, orf_code=CODE)
+    one = generate_pointer_targets(model, tok, windows, W, TYPES, workers=1, **kw)
+    threads = torch.get_num_threads()
+    two = generate_pointer_targets(model, tok, windows, W, TYPES, workers=2, **kw)
+    assert torch.get_num_threads() == threads, "the process's thread count is restored"
+    for a, b in zip(one, two, strict=True):
+        assert b.tokens == a.tokens
+        assert b.token_logprobs == pytest.approx(a.token_logprobs, rel=1e-4, abs=1e-4)
+    assert model.training is False
+    # one thread where threads would change the computation or compete with the device
+    assert decode_workers(model, windows, "cuda") == 1
+    assert decode_workers(model, windows[:3], "cpu") == 1

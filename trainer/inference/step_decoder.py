@@ -1,0 +1,221 @@
+"""The pointer model's decoder run one position at a time, for inference only.
+
+``Dna2GffModel.decode`` with ``past_key_values`` is the general step (training shares its code),
+and at annotate's shapes (windows x beams rows, one new position, a 1,536-base window) it spends
+most of its time on work that does not change between steps. ``StepDecoder`` computes the same
+function from the same modules, with that work done once:
+
+- the cross-attention keys/values and padding bias are computed once per *window*, not per beam
+  row, and never reordered: a beam step only reorders hypotheses inside a window, which all
+  attend to the same source (the general cache copies them for every row at every step: a third
+  of annotate's time);
+- the pointer memory (per-base keys and inputs) stays one per window; the beams of a window are
+  its queries (one ``(K, H) x (H, L)`` product per window instead of K);
+- self-attention keys/values go into buffers allocated once (no growing ``torch.cat``), the
+  causal ALiBi row of each step comes from a table built once;
+- windows whose hypotheses have all finished leave the batch (``keep``): the slowest window of a
+  batch no longer makes the others decode to its length.
+
+``encode_unpadded`` is the encoder with each window's attention run on its own tokens: the
+padded batch otherwise builds a (windows, heads, S, S) padding-masked ALiBi bias for every
+batch, the largest single cost of the encoder at these shapes.
+
+Equivalence with the reference step (``trainer.inference.pointer_generate.generate_pointer_ids``)
+is tested in ``tests/test_step_decoder.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from trainer.model.encoder import attention_bias, compute_dtype, masked_value, sdpa
+from trainer.model.moe import MoEMLP
+from trainer.model.pointer import MAX_OFFSET, PointerMemory, base_one_hot, distance_bucket
+
+
+def encode_unpadded(model: Any, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """``model.encode`` (same modules, same result up to float rounding) with self-attention run
+    window by window on the real tokens, under the unmasked ALiBi bias sliced from one table.
+
+    The projections and MLP still run on the padded batch (one matrix product each); padding rows
+    attend to nothing (zeros) and, as in ``DNABert2Encoder``, come out as 0.
+    """
+    encoder = model.encoder
+    x = model.embeddings(input_ids)  # (b, S, H)
+    b, s, h = x.shape
+    lengths = attention_mask.sum(dim=1).tolist()
+    alibi = attention_bias(encoder.alibi_slopes, s, s, causal=False, dtype=compute_dtype(x))
+    for layer in encoder.layers():
+        att = layer.attention
+        q, k, v = att.self(x, att.num_heads)  # (b, nh, S, hd)
+        attended = x.new_zeros(b, s, h)
+        for i, n in enumerate(lengths):
+            one = slice(i, i + 1), slice(None), slice(0, n)
+            attended[i, :n] = sdpa(q[one], k[one], v[one], alibi[:, :, :n, :n], 0.0)[0]
+        x = layer.mlp(att.output(attended, x))
+    return x * attention_mask[..., None].to(x.dtype)
+
+
+def pointer_memory_by_token(
+    model: Any,
+    enc: Tensor,
+    base_token: Tensor,
+    base_offset: Tensor,
+    codon5: Tensor,
+    codon3: Tensor,
+    base_mask: Tensor,
+) -> PointerMemory:
+    """``model.pointer_memory`` with the key and input projections applied to the encoder's
+    tokens before they are gathered to bases (a linear map commutes with the gather): a window
+    has ~3x more bases than BPE tokens, so this saves two thirds of both projections."""
+    head = model.pointer_head
+    assert head is not None, "pointer_memory_by_token needs a pointer model"
+    h = enc.shape[-1]
+    index = base_token.unsqueeze(-1).expand(-1, -1, h)
+    key_e = torch.gather(head.key(enc), 1, index)  # (B, L, H) = key(gathered enc)
+    inp_e = torch.gather(head.inp(enc), 1, index)
+    feats = (
+        head.offset(base_offset.clamp(max=MAX_OFFSET - 1))
+        + head.codon5(codon5)
+        + head.codon3(codon3)
+    )
+    if head.context is not None:
+        onehot = base_one_hot(codon5, codon3, base_mask, enc.dtype)
+        feats = feats + head.context(onehot).transpose(1, 2)
+    keys = head.key_norm(key_e + feats)
+    inputs = head.inp_norm(inp_e + feats)
+    return PointerMemory(keys, inputs, base_mask.bool())
+
+
+class StepDecoder:
+    """Incremental decoding state of ``b`` windows x ``k`` beam rows (row ``r*k + j``: beam j of
+    window r) for at most ``max_len`` decoder positions."""
+
+    def __init__(
+        self,
+        model: Any,
+        enc: Tensor,
+        attention_mask: Tensor,
+        memory: PointerMemory,
+        k: int,
+        max_len: int,
+    ) -> None:
+        """``enc`` (b, S, H) encoder output, ``attention_mask`` (b, S), ``memory`` one per window."""
+        self.model = model
+        self.layers = model.decoder.layers()
+        self.has_moe = any(isinstance(layer.mlp, MoEMLP) for layer in self.layers)
+        head = model.pointer_head
+        assert head is not None, "StepDecoder needs a pointer model"
+        self.head = head
+        self.k = k
+        self.nh = model.config.num_attention_heads
+        b, _, h = enc.shape
+        self.hd = h // self.nh
+        dtype = compute_dtype(enc)
+        device = enc.device
+        pad = ~attention_mask.bool()[:, None, None, :]  # (b, 1, 1, S)
+        cross_bias = torch.zeros(pad.shape, dtype=dtype, device=device)
+        self.cross_bias = cross_bias.masked_fill(pad, masked_value(dtype))
+        self.cross_kv = [layer.crossattention.project_kv(enc) for layer in self.layers]
+        self.memory = memory
+        # self-attention K/V per layer: (rows, nh, capacity, hd), grown by doubling in ``step``
+        rows = b * k
+        self.self_k: list[Tensor] = []
+        self.self_v: list[Tensor] = []
+        self.rows, self.max_len, self.t = rows, max_len, 0
+        # causal ALiBi: bias[h, t, j] = -slope_h * (t - j) for j <= t (attention_bias' formula)
+        slopes = model.encoder.alibi_slopes
+        pos = torch.arange(max_len, device=device)
+        dist = pos[:, None] - pos[None, :]
+        alibi = -slopes.float()[:, None, None] * dist.clamp(min=0)
+        self.alibi = alibi.masked_fill(dist < 0, masked_value(dtype)).to(dtype)  # (nh, T, T)
+        length = memory.keys.shape[1]
+        self.length = length
+        span = torch.arange(-length - 1, length + 1, device=device)
+        self.buckets = distance_bucket(span)  # bucket of (base - anchor) at index + length + 1
+        self.base_pos = torch.arange(length, device=device)
+        self.scale = 1.0 / math.sqrt(head.hidden)
+        self.window_of_row = torch.arange(b, device=device).repeat_interleave(k)
+
+    # ------------------------------------------------------------------ batch bookkeeping
+    def keep(self, windows: Tensor) -> None:
+        """Keep only these windows (indices into the current ones, ascending), with all their
+        beam rows: the finished ones leave the batch."""
+        k = self.k
+        rows = (windows[:, None] * k + torch.arange(k, device=windows.device)).reshape(-1)
+        self.cross_kv = [
+            (a.index_select(0, windows), v.index_select(0, windows)) for a, v in self.cross_kv
+        ]
+        self.cross_bias = self.cross_bias.index_select(0, windows)
+        self.memory = self.memory.index_select(windows)
+        self.self_k = [buf[:, :, : self.t].index_select(0, rows) for buf in self.self_k]
+        self.self_v = [buf[:, :, : self.t].index_select(0, rows) for buf in self.self_v]
+        self.rows = rows.numel()
+        self.window_of_row = torch.arange(windows.numel(), device=windows.device)
+        self.window_of_row = self.window_of_row.repeat_interleave(k)
+
+    def reorder(self, order: Tensor) -> None:
+        """Beam step: row ``i`` continues the hypothesis of row ``order[i]`` (same window)."""
+        t = self.t
+        for buf in (*self.self_k, *self.self_v):
+            buf[:, :, :t] = buf[:, :, :t].index_select(0, order)
+
+    def _grown(self, buf: Tensor, t: int) -> Tensor:
+        """``buf`` (rows, nh, cap, hd) with room for position ``t`` (its first ``t`` kept)."""
+        cap = min(self.max_len, max(16, 2 * buf.shape[2]))
+        out = buf.new_empty((buf.shape[0], buf.shape[1], cap, buf.shape[3]))
+        out[:, :, :t] = buf[:, :, :t]
+        return out
+
+    # ------------------------------------------------------------------------ one step
+    def step(self, ids: Tensor, positions: Tensor, anchors: Tensor) -> Tensor:
+        """Joint logits (rows, V + L) of the next position for decoder inputs ``ids`` (rows,),
+        pointed bases ``positions`` (rows,; -1 for a token) and distance anchors (rows,)."""
+        model, head = self.model, self.head
+        x = model.embeddings(ids[:, None])  # (rows, 1, H)
+        inputs = self.memory.inputs[self.window_of_row, positions.clamp(min=0)]  # (rows, H)
+        x = torch.where((positions >= 0)[:, None, None], inputs[:, None, :].to(x.dtype), x)
+        rows, t = self.rows, self.t
+        if t >= self.max_len:
+            raise ValueError(f"StepDecoder holds {self.max_len} positions")
+        bias = self.alibi[None, :, t : t + 1, : t + 1]  # (1, nh, 1, t + 1)
+        nh, hd, k = self.nh, self.hd, self.k
+        for i, layer in enumerate(self.layers):
+            att = layer.attention
+            q, kk, vv = att.self(x, nh)  # (rows, nh, 1, hd)
+            if len(self.self_k) <= i:
+                self.self_k.append(kk.new_empty((rows, nh, 0, hd)))
+                self.self_v.append(vv.new_empty((rows, nh, 0, hd)))
+            if t >= self.self_k[i].shape[2]:  # grow by doubling: most windows stop early
+                self.self_k[i] = self._grown(self.self_k[i], t)
+                self.self_v[i] = self._grown(self.self_v[i], t)
+            self.self_k[i][:, :, t : t + 1] = kk
+            self.self_v[i][:, :, t : t + 1] = vv
+            keys, values = self.self_k[i][:, :, : t + 1], self.self_v[i][:, :, : t + 1]
+            x = att.output(sdpa(q, keys, values, bias, 0.0), x)
+            cross = layer.crossattention
+            h = x.shape[-1]
+            cq = cross.q(x).view(rows // k, k, nh, hd).transpose(1, 2)  # (b, nh, k, hd)
+            ck, cv = self.cross_kv[i]
+            out = torch.nn.functional.scaled_dot_product_attention(
+                cq, ck, cv, attn_mask=self.cross_bias.to(cq.dtype)
+            )  # (b, nh, k, hd)
+            x = cross.output(out.transpose(1, 2).reshape(rows, 1, h), x)
+            mlp_out = layer.mlp(x)
+            x = mlp_out[0] if isinstance(layer.mlp, MoEMLP) else mlp_out
+        self.t = t + 1
+        logits = model.lm_head(x)[:, 0].float()  # (rows, V)
+        # pointer logits: the K beam queries of a window against its base keys
+        q = head.query(x).view(rows // k, k, -1)  # (b, k, H)
+        scores = torch.matmul(q, self.memory.keys.transpose(1, 2)) * self.scale  # (b, k, L)
+        n = self.length
+        bucket = self.buckets[self.base_pos[None, :] - anchors.view(-1, 1) + n + 1]  # (rows, L)
+        qd = torch.matmul(q, head.distance.weight.t()) * self.scale  # (b, k, 2*DIST_BINS)
+        scores = scores + torch.gather(qd, -1, bucket.view(rows // k, k, n))
+        masked = torch.finfo(scores.dtype).min / 2
+        scores = scores.masked_fill(~self.memory.base_mask[:, None, :], masked)
+        return torch.cat([logits, scores.reshape(rows, n).float()], dim=-1)
