@@ -483,3 +483,17 @@ def test_nan_weights_are_refused_naming_the_file_and_tensor(setup, tmp_path, cap
         Dna2GffModel.from_pretrained(model)
     line = _refused(setup, capsys, tmp_path / "run", model=model, folder_ok=True)
     assert line.startswith(f"error: {weights}: tensor {name} holds 2 NaN/inf value(s)")
+
+
+def test_a_torn_metrics_line_is_dropped_on_resume_not_a_traceback(tmp_path, caplog):
+    """A run SIGKILLed mid-write leaves half a JSON line in metrics.jsonl; resume used to die on it
+    with a JSONDecodeError traceback. Steps after the checkpoint go too, as before."""
+    from trainer.train.engine import _truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (1, 2, 3, 4)]
+    path.write_text("\n".join(rows) + '\n{"step": 5, "lo')  # killed mid-line
+    with caplog.at_level(logging.WARNING):
+        _truncate_metrics(path, step=3)
+    assert [json.loads(ln)["step"] for ln in path.read_text().splitlines()] == [1, 2, 3]
+    assert "1 line(s) that are no step record dropped" in caplog.text

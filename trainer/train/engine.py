@@ -181,10 +181,27 @@ def data_grammar(manifest: dict[str, Any], tokenizer: Any) -> DataGrammar:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines logged after ``step`` (by a run that died after its last checkpoint)."""
+    """Drop lines logged after ``step`` (by a run that died after its last checkpoint).
+
+    A run killed mid-write leaves a torn last line: it, like any line that is not a step's
+    record, is dropped with a warning rather than stopping the resume (the checkpoint, not this
+    log, is what the run continues from)."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    keep, torn = [], 0
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not ln:
+            continue
+        try:
+            row = json.loads(ln)
+            logged_step = int(row["step"])
+        except (ValueError, TypeError, KeyError, RecursionError):
+            torn += 1
+            continue
+        if logged_step <= step:
+            keep.append(ln)
+    if torn:
+        log.warning("%s: %d line(s) that are no step record dropped (a torn write?)", path, torn)
     write_text(path, "".join(ln + "\n" for ln in keep))
 
 
