@@ -163,3 +163,69 @@ def test_threads_decode_what_one_thread_decodes(tok, phage) -> None:
     # one thread where threads would change the computation or compete with the device
     assert decode_workers(model, windows, "cuda") == 1
     assert decode_workers(model, windows[:3], "cpu") == 1
+
+
+def test_split_batch_decodes_in_forked_processes(tok, phage, monkeypatch, tmp_path) -> None:
+    """Two workers run in two processes (threads of one process shared one core's worth: the
+    decoding loop holds the GIL) and return what one worker returns; a child's error reaches
+    the caller."""
+    import multiprocessing
+    import os
+
+    from trainer.inference import pointer_generate as pg
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform (threads are used)")
+    model = _model(tok)
+    windows = _windows(phage)
+    log = tmp_path / "pids"  # a child's memory is its own: it reports through a file
+    real = pg.generate_pointer_targets
+
+    def spy(*args, **kw):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pg, "generate_pointer_targets", spy)
+    kw = dict(max_new_tokens=30, num_beams=2, orf_code=CODE)
+    one = real(model, tok, windows, W, TYPES, workers=1, **kw)
+    two = real(model, tok, windows, W, TYPES, workers=2, **kw)
+    pids = set(map(int, log.read_text().split()))
+    assert len(pids) == 2 and os.getpid() in pids, "one part here, one in a forked child"
+    assert [t.tokens for t in two] == [t.tokens for t in one]
+
+    def boom(part):
+        if part is not windows_parts[0]:
+            raise ValueError("child failed")
+        return []
+
+    windows_parts = [windows[:2], windows[2:]]
+    with pytest.raises(ValueError, match="child failed"):
+        pg._in_forks(windows_parts, boom)
+    assert pg._FORK_JOB is None
+
+
+def test_unsplit_batch_runs_on_one_core(tok, phage, monkeypatch) -> None:
+    """A batch too small to split (a genome's last) does not run on torch's intra-op threads,
+    which made it 5x slower than one thread on the 2-core box."""
+    from trainer.inference import pointer_generate as pg
+
+    model = _model(tok)
+    windows = _windows(phage)[:3]
+    seen: list[int] = []
+    real = pg.generate_pointer_ids_fast
+
+    def spy(*args, **kw):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pg, "generate_pointer_ids_fast", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert pg.decode_workers(model, windows, "cpu") == 1
+        generate_pointer_targets(model, tok, windows, W, TYPES, max_new_tokens=20, orf_code=CODE)
+        assert seen == [1]
+        assert torch.get_num_threads() == 2, "the process's thread count is restored"
+    finally:
+        torch.set_num_threads(threads)
