@@ -220,6 +220,9 @@ def test_unsplit_batch_runs_on_one_core(tok, phage, monkeypatch) -> None:
         return real(*args, **kw)
 
     monkeypatch.setattr(pg, "generate_pointer_ids_fast", spy)
+    # a plain annotate has no process group; an in-process training test earlier in the suite
+    # leaves one (inside a torch.distributed job the batch is never split: another rule)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -12,6 +12,7 @@ functions: ``free_port`` serves launchers (the demo) that never load torch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -237,4 +238,19 @@ def exit_process(code: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    leave_all_groups()
     sys.exit(code)
+
+
+def leave_all_groups() -> None:
+    """Destroy every process group before a clean exit.
+
+    Why: a gloo group still alive at interpreter teardown can abort the rank after its work is
+    done (``terminate called without an active exception``, exit -6; seen once in 700 test runs of
+    a 2-rank training that had finished and saved), and the launcher then reports a crash.
+    """
+    import torch.distributed as dist
+
+    if _initialized():
+        with contextlib.suppress(Exception):  # teardown only: the work is already saved
+            dist.destroy_process_group()
