@@ -127,6 +127,14 @@ def _inputs(
     return ids, pos, list(anchors)
 
 
+def _check_search(num_beams: int, max_new_tokens: int) -> None:
+    """The arguments both decoding paths share must describe a search that can run."""
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+
+
 @torch.no_grad()
 def generate_pointer_ids(
     model: Any,
@@ -141,10 +149,7 @@ def generate_pointer_ids(
 ) -> list[GeneratedTarget]:
     """Decode a batch under the pointer grammar; ``token_ids`` maps every target token and END
     (to the EOS id) to vocabulary ids."""
-    if num_beams < 1:
-        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    _check_search(num_beams, max_new_tokens)
     from trainer.model.seq2seq import PointerStep
 
     cfg = model.config
@@ -247,10 +252,7 @@ def generate_pointer_ids_fast(
     """``generate_pointer_ids`` (the reference: same arguments, same search, same results) with
     the decoder run by ``StepDecoder``: per-window cross-attention and pointer memory, buffers
     allocated once, finished windows leaving the batch. Annotate's default."""
-    if num_beams < 1:
-        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    _check_search(num_beams, max_new_tokens)
     from trainer.inference.step_decoder import (
         StepDecoder,
         encode_unpadded,
