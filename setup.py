@@ -25,6 +25,7 @@ setup(
     install_requires=[
         "torch>=2.4,<3",
         "deepspeed>=0.16,<0.20",
+        "transformers>=4.50,<6",  # the model is a PreTrainedModel: save_pretrained, Auto classes, hub
         "tokenizers>=0.20",
         "safetensors>=0.4",
         "huggingface_hub>=0.24",

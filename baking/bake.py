@@ -46,11 +46,11 @@ from baking.formats.gff3 import read_gff3
 from baking.formats.gff3_semantics import check_gff3_semantics
 from baking.shards.lock import output_lock
 from baking.shards.writer import ShardWriter, safe_name, sample_fields, sweep_temps
-from baking.target.coverage import check_coverage
-from baking.target.features import SequenceInfo, select_features, sequence_infos
-from baking.target.grammar import encode_target
-from baking.target.transl_table import resolve_transl_table
-from baking.target.windows import (
+from baking.target_format.coverage import check_coverage
+from baking.target_format.features import SequenceInfo, select_features, sequence_infos
+from baking.target_format.grammar import encode_target
+from baking.target_format.transl_table import resolve_transl_table
+from baking.target_format.windows import (
     FeatureIndex,
     WindowMeta,
     plan_windows,
@@ -500,7 +500,7 @@ def _publish(
         types_in_targets,
     )
     from baking.shards.writer import finalise
-    from baking.target.grammar import target_vocabulary
+    from baking.target_format.grammar import target_vocabulary
 
     failed = [r for r in results if r.status != "ok"]
     ok_shards = [s for r in results if r.status == "ok" for s in r.shards]

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from baking.common.errors import ConfigError, Dna2GffError
 from baking.shards.writer import ShardInfo
-from baking.target.grammar import DEFAULT_FEATURE_TYPES, type_token
+from baking.target_format.grammar import DEFAULT_FEATURE_TYPES, type_token
 
 DEFAULT_WINDOW = 2000  # DNABERT-2 reads ~4.5-4.7 bp/token on bacteria: 2000 bp -> ~470 tokens max
 SPLITS = ("train", "val")
@@ -123,7 +123,7 @@ class BakeConfig:
 @dataclass(frozen=True)
 class GenomeSpec:
     """One genome to bake: a unique name, its FASTA and GFF3 files and, when its list names one,
-    its genetic code (None: the GFF3's ``transl_table=``, else 11; ``baking.target.transl_table``)."""
+    its genetic code (None: the GFF3's ``transl_table=``, else 11; ``baking.target_format.transl_table``)."""
 
     name: str
     fasta: str

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from baking.common.errors import ConfigError, InputError
 from baking.common.files import input_problem
-from baking.target.transl_table import parse_transl_table
+from baking.target_format.transl_table import parse_transl_table
 
 ON_ERROR = ("stop", "skip")
 SUMMARY_TSV = "summary.tsv"

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from baking.common.errors import ConfigError
 from baking.common.files import write_bytes
+from baking.formats.fasta import complement, reverse_complement
 from baking.formats.gff3 import GFFFeature, write_gff3
 
 log = logging.getLogger(__name__)
@@ -47,15 +48,9 @@ TGA_BOOST_CODE4 = 1.5
 (in Mycoplasma TGA is the usual Trp codon): a test of the genetic code then has TGAs to meet."""
 SOURCE = "dna2gff-synthetic"
 RBS_MOTIFS: tuple[str, ...] = ("AGGAGG", "AGGAGA", "GGAGG", "AGGAG", "GAGGT", "AGGA")
-_COMP = str.maketrans("ACGTacgtN", "TGCAtgcaN")
 _BASES = "ACGT"
 _CODONS = tuple(a + b + c for a in _BASES for b in _BASES for c in _BASES)
 _TRNA_AMINO = ("Ala", "Arg", "Asn", "Gly", "Ile", "Leu", "Lys", "Met", "Phe", "Ser", "Thr", "Val")
-
-
-def revcomp(seq: str) -> str:
-    """Reverse complement of an upper- or lower-case DNA string."""
-    return seq.translate(_COMP)[::-1]
 
 
 @dataclass(frozen=True)
@@ -221,18 +216,18 @@ def _trna_sequence(rng: random.Random) -> str:
         + d_stem
         + "AGC"
         + r(5)
-        + revcomp(d_stem)
+        + reverse_complement(d_stem)
         + "A"
         + ac_stem
         + "CT"
         + anticodon
         + "AA"
-        + revcomp(ac_stem)
+        + reverse_complement(ac_stem)
         + r(5)
         + t_stem
         + "TTCGAAT"
-        + revcomp(t_stem)
-        + revcomp(acceptor)
+        + reverse_complement(t_stem)
+        + reverse_complement(acceptor)
         + "A"
         + "CCA"
     )
@@ -272,10 +267,10 @@ class _Replicon:
         if not self.locked[pos]:
             return None
         b = chr(self.bases[pos])
-        return b if strand == "+" else b.translate(_COMP)
+        return b if strand == "+" else complement(b)
 
     def write(self, positions: Sequence[int], sense: str, strand: str, lock: bool = True) -> None:
-        text = sense if strand == "+" else sense.translate(_COMP)
+        text = sense if strand == "+" else complement(sense)
         for pos, b in zip(positions, text):
             self.bases[pos] = ord(b)
             if lock:
@@ -587,7 +582,7 @@ def feature_sequence(seq: str, start: int, end: int, strand: str) -> str:
     if start < 1 or end < start or start > n or end > 2 * n:
         raise ValueError(f"feature {start}..{end} does not fit a sequence of {n} bp")
     s = seq[start - 1 : end] if end <= n else seq[start - 1 :] + seq[: end - n]
-    return s if strand == "+" else revcomp(s)
+    return s if strand == "+" else reverse_complement(s)
 
 
 def orf_problems(sense: str, transl_table: int = 11) -> list[str]:

@@ -39,7 +39,7 @@ from baking.evaluate.load import load_features  # noqa: E402
 from baking.evaluate.metrics import Feature, compare  # noqa: E402
 from baking.evaluate.prodigal import run_prodigal  # noqa: E402
 from baking.formats.fasta import read_fasta  # noqa: E402
-from baking.target.grammar import target_vocabulary  # noqa: E402
+from baking.target_format.grammar import target_vocabulary  # noqa: E402
 from trainer.fixtures import SHARED_DNABERT2, SHARED_GENOME_PAIRS  # noqa: E402
 from trainer.inference.annotate import (  # noqa: E402
     AnnotateOptions,

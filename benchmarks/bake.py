@@ -100,7 +100,7 @@ def tokenizer_figures(window: int) -> str:
     from tokenizers import Tokenizer
 
     from baking.formats.fasta import read_fasta
-    from baking.target.windows import plan_windows, window_dna
+    from baking.target_format.windows import plan_windows, window_dna
 
     tok = Tokenizer.from_file(str(TOKENIZER))
     lines = []

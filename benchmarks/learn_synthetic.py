@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from baking.target.pointers import MIN_ORF_CODONS_CANDIDATES  # noqa: E402
+from baking.target_format.pointers import MIN_ORF_CODONS_CANDIDATES  # noqa: E402
 from launch._cli import setup_logging  # noqa: E402
 from trainer.demo import (  # noqa: E402
     DemoConfig,

@@ -26,19 +26,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from baking.evaluate.metrics import Feature, compare  # noqa: E402
+from baking.formats.fasta import reverse_complement  # noqa: E402
 from baking.orfs import OrfIndex  # noqa: E402
 from baking.synthetic import SyntheticConfig, generate_genome  # noqa: E402
-from baking.target.features import GenomeFeature, SequenceInfo  # noqa: E402
-from baking.target.grammar import WindowFeature  # noqa: E402
-from baking.target.pointers import encode_pointer_target  # noqa: E402
-from baking.target.windows import FeatureIndex, window_features  # noqa: E402
+from baking.target_format.features import GenomeFeature, SequenceInfo  # noqa: E402
+from baking.target_format.grammar import WindowFeature  # noqa: E402
+from baking.target_format.pointers import encode_pointer_target  # noqa: E402
+from baking.target_format.windows import FeatureIndex, window_features  # noqa: E402
 from trainer.inference.annotate import AnnotateOptions, annotate_sequences  # noqa: E402
 from trainer.inference.generate import GeneratedTarget  # noqa: E402
 
 TYPES = ["CDS", "tRNA", "rRNA"]
 WINDOW = 600
 STARTS = {"ATG", "GTG", "TTG"}
-COMPLEMENT = str.maketrans("ACGT", "TGCA")
 LEVELS = ((0.0, 0.0, 0.0), (0.1, 0.1, 0.15), (0.2, 0.2, 0.3), (0.3, 0.3, 0.6))
 
 
@@ -74,7 +74,7 @@ class NoisyOracle:
                     return replace(f, start=x)
         else:
             for x in range(f.end - 3, f.start + 90, -3):
-                if dna[x - 2 : x + 1].translate(COMPLEMENT)[::-1] in STARTS:
+                if reverse_complement(dna[x - 2 : x + 1]) in STARTS:
                     return replace(f, end=x)
         return f
 

@@ -91,7 +91,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
-    from baking.target.grammar import target_vocabulary
+    from baking.target_format.grammar import target_vocabulary
     from trainer.fixtures import TYPES, make_model, make_tokenizer, write_shards
 
     tok = work / "tok"

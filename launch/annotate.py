@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from baking.common.errors import ConfigError
 from baking.common.files import write_json
-from baking.target.pointers import MIN_ORF_CODONS
+from baking.target_format.pointers import MIN_ORF_CODONS
 from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 
 

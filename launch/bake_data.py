@@ -24,8 +24,8 @@ from baking.bake import bake, format_summary
 from baking.bake_config import DEFAULT_WINDOW, RC_MODES, UNANNOTATED, BakeConfig, GenomeSpec
 from baking.common.errors import ConfigError
 from baking.genome_list import BAKE_COLUMNS, read_list_rows
-from baking.target.grammar import DEFAULT_FEATURE_TYPES
-from baking.target.transl_table import parse_transl_table
+from baking.target_format.grammar import DEFAULT_FEATURE_TYPES
+from baking.target_format.transl_table import parse_transl_table
 from launch._cli import check_outputs, run_cli, setup_logging
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from baking.target.pointers import MIN_ORF_CODONS_CANDIDATES
+from baking.target_format.pointers import MIN_ORF_CODONS_CANDIDATES
 from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 
 

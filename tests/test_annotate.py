@@ -17,9 +17,14 @@ import torch
 from baking.evaluate.metrics import Feature, compare
 from baking.formats.gff3 import read_gff3, write_gff3
 from baking.synthetic import SyntheticConfig, generate_genome
-from baking.target.features import GenomeFeature, SequenceInfo
-from baking.target.grammar import WindowFeature, decode_target, encode_target, target_vocabulary
-from baking.target.windows import FeatureIndex, window_features
+from baking.target_format.features import GenomeFeature, SequenceInfo
+from baking.target_format.grammar import (
+    WindowFeature,
+    decode_target,
+    encode_target,
+    target_vocabulary,
+)
+from baking.target_format.windows import FeatureIndex, window_features
 from trainer.inference.annotate import AnnotateOptions, annotate_sequences
 from trainer.inference.generate import GeneratedTarget
 from trainer.inference.merge import MergeStats, Prediction, drop_near_duplicates, merge_windows
@@ -97,7 +102,7 @@ class PointerOracle(Oracle):
     """The oracle in the pointer form: each window's true features as pointer items."""
 
     def __call__(self, model, tokenizer, windows_dna: Sequence[str], window_len: int, types, **kw):
-        from baking.target.pointers import encode_pointer_target
+        from baking.target_format.pointers import encode_pointer_target
 
         out = []
         for target, dna in zip(
@@ -220,7 +225,7 @@ def test_orf_completion_recovers_genes_whose_continuations_were_lost(genome) -> 
 
 
 def _meta(start: int, end: int, n: int = 10_000, circular: bool = False):
-    from baking.target.windows import WindowMeta
+    from baking.target_format.windows import WindowMeta
 
     return WindowMeta("", "s", start, end, "+", n, circular, 1000)
 
@@ -399,7 +404,7 @@ def test_windows_vote_on_whole_cds_and_one_start_per_stop() -> None:
     it; of two CDS sharing a stop codon the one more windows predicted stays."""
     from collections import Counter
 
-    from baking.target.windows import WindowMeta
+    from baking.target_format.windows import WindowMeta
     from trainer.inference.annotate import _one_start_per_stop
     from trainer.inference.merge import drop_outvoted
 
@@ -429,7 +434,7 @@ def test_only_windows_that_saw_both_starts_choose_between_them() -> None:
     to keep the start more windows predicted)."""
     from collections import Counter
 
-    from baking.target.windows import WindowMeta
+    from baking.target_format.windows import WindowMeta
     from trainer.inference.annotate import _one_start_per_stop
     from trainer.inference.merge import judged_votes
 

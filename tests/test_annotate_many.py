@@ -47,7 +47,7 @@ def _need_shared() -> None:
 def data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A tiny pointer model and three small genomes (two phage pieces, one Mycoplasma piece)."""
     _need_shared()
-    from baking.target.pointers import pointer_vocabulary
+    from baking.target_format.pointers import pointer_vocabulary
     from trainer.model import Dna2GffConfig, Dna2GffModel
     from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer, save_tokenizer
 

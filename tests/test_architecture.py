@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("baking", "baking.common"),
     ("baking.formats",),
     (
-        "baking.target",
+        "baking.target_format",
         "baking.synthetic",
         "baking.orfs",
         "baking.gene_selection",

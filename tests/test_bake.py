@@ -15,10 +15,10 @@ from baking.bake_config import BakeConfig, GenomeSpec
 from baking.formats.fasta import read_fasta_dict, reverse_complement
 from baking.formats.gff3 import read_gff3
 from baking.shards.manifest import load_manifest
-from baking.target.features import select_features, sequence_infos
-from baking.target.grammar import DEFAULT_FEATURE_TYPES, GrammarAutomaton, decode_target
-from baking.target.stitch import stitch
-from baking.target.windows import WindowMeta, mirror
+from baking.target_format.features import select_features, sequence_infos
+from baking.target_format.grammar import DEFAULT_FEATURE_TYPES, GrammarAutomaton, decode_target
+from baking.target_format.stitch import stitch
+from baking.target_format.windows import WindowMeta, mirror
 
 META_KEYS = [
     "genome",

@@ -29,7 +29,7 @@ from baking.evaluate.metrics import compare
 from baking.formats.fasta import read_fasta
 from baking.formats.gff3 import read_gff3
 from baking.gene_selection import OverlapRules, select_genes, violations
-from baking.target.windows import WindowMeta
+from baking.target_format.windows import WindowMeta
 from launch.annotate import main as annotate_main
 from trainer.fixtures import SHARED_GENOMES
 from trainer.inference.annotate import AnnotateOptions, annotate_sequences

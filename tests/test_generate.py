@@ -147,7 +147,7 @@ def test_generate_targets_with_untrained_model_always_decodes(dnabert2_tokenizer
     """Whatever an untrained model prefers, the output is a valid target for its window."""
     import random
 
-    from baking.target.grammar import decode_target, target_vocabulary
+    from baking.target_format.grammar import decode_target, target_vocabulary
     from trainer.inference.generate import generate_targets
     from trainer.model import Dna2GffConfig, Dna2GffModel
     from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer
@@ -189,7 +189,7 @@ def test_batching_and_padding_do_not_change_the_output(dnabert2_tokenizer_dir) -
     reaches cross-attention and the KV cache keeps rows apart."""
     import random
 
-    from baking.target.grammar import target_vocabulary
+    from baking.target_format.grammar import target_vocabulary
     from trainer.inference.generate import generate_targets
     from trainer.model import Dna2GffConfig, Dna2GffModel
     from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer

@@ -16,12 +16,13 @@ from baking import synthetic
 from baking.bake import bake
 from baking.bake_config import BakeConfig
 from baking.common.errors import InputError
+from baking.formats.fasta import reverse_complement
 from baking.formats.gff3 import read_gff3
 from baking.genome_list import read_genome_list as annotate_genome_list
 from baking.orfs import genetic_code, is_valid_orf
-from baking.target.grammar import WindowFeature, decode_target
-from baking.target.pointers import OrfSites, decode_pointer_target
-from baking.target.transl_table import resolve_transl_table
+from baking.target_format.grammar import WindowFeature, decode_target
+from baking.target_format.pointers import OrfSites, decode_pointer_target
+from baking.target_format.transl_table import resolve_transl_table
 from launch.bake_data import read_genome_list
 from trainer.fixtures import SHARED_GENOMES
 
@@ -32,7 +33,7 @@ CORPUS = REPO / "benchmarks" / "shared_corpus.tsv"
 
 def _sense(dna: str, f: WindowFeature) -> str:
     s = dna[f.start : f.end + 1]
-    return s if f.strand == "+" else synthetic.revcomp(s)
+    return s if f.strand == "+" else reverse_complement(s)
 
 
 def _reads_through_tga(dna: str, f: WindowFeature) -> bool:

@@ -146,7 +146,7 @@ def test_bf16_forward_backward_matches_the_fp32_reference(device: str, moe: bool
 
 
 def _tiny_annotate_model(tmp_path: Path) -> Path:
-    from baking.target.grammar import target_vocabulary
+    from baking.target_format.grammar import target_vocabulary
     from trainer.fixtures import make_tokenizer
     from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer, save_tokenizer
 

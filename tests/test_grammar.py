@@ -1,4 +1,4 @@
-"""baking.target.grammar: canonical targets, exact decoding, and an automaton that allows exactly them."""
+"""baking.target_format.grammar: canonical targets, exact decoding, and an automaton that allows exactly them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from baking.target.grammar import (
+from baking.target_format.grammar import (
     CUT,
     DEFAULT_FEATURE_TYPES,
     END,

@@ -30,7 +30,7 @@ from baking.common.files import (
     read_json,
     write_text,
 )
-from baking.target.grammar import target_vocabulary
+from baking.target_format.grammar import target_vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, DS_ACCELERATOR="cpu", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))

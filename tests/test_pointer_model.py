@@ -10,8 +10,8 @@ import torch
 from test_pointers import _cut_piece_ok
 
 from baking.orfs import genetic_code
-from baking.target.grammar import WindowFeature, encode_target
-from baking.target.pointers import OrfSites, decode_pointer_target, pointer_vocabulary
+from baking.target_format.grammar import WindowFeature, encode_target
+from baking.target_format.pointers import OrfSites, decode_pointer_target, pointer_vocabulary
 from trainer.data.pointer import (
     base_labels,
     base_layout,
@@ -325,7 +325,7 @@ class _NoCache:
 @pytest.mark.parametrize("beams", [1, 3])
 def test_orf_constrained_decoding_never_emits_an_invalid_orf(tok, beams: int) -> None:
     from baking import synthetic
-    from baking.target.windows import sample_dna
+    from baking.target_format.windows import sample_dna
 
     genome = synthetic.generate_genome(synthetic.SyntheticConfig(seed=6, chromosome_length=20_000))
     seq = genome.sequences[0].seq
@@ -406,8 +406,8 @@ def test_constrained_loss_masks_keep_the_gold_and_force_orf_ends(tok) -> None:
     """On a synthetic genome's windows (both strands) the ORF layer allows every gold item,
     forces a '+' CDS's end after its start, and the masked loss is the constrained one."""
     from baking import synthetic
-    from baking.target.features import GenomeFeature, SequenceInfo
-    from baking.target.windows import FeatureIndex, sample_dna, window_features
+    from baking.target_format.features import GenomeFeature, SequenceInfo
+    from baking.target_format.windows import FeatureIndex, sample_dna, window_features
 
     genome = synthetic.generate_genome(synthetic.SyntheticConfig(seed=8, chromosome_length=20_000))
     s0 = genome.sequences[0]

@@ -1,4 +1,4 @@
-"""The pointer form of the target (baking.target.pointers): round trip, automaton, ORF constraint.
+"""The pointer form of the target (baking.target_format.pointers): round trip, automaton, ORF constraint.
 
 The ORF checks here are independent of ``OrfSites``: they read the codons off the DNA directly
 (``baking.orfs.is_valid_orf`` for whole genes, codon scans for cut pieces).
@@ -11,8 +11,8 @@ import random
 import pytest
 
 from baking.orfs import OrfIndex, genetic_code, is_valid_orf
-from baking.target.grammar import END, GrammarError, WindowFeature
-from baking.target.pointers import (
+from baking.target_format.grammar import END, GrammarError, WindowFeature
+from baking.target_format.pointers import (
     CUT,
     OrfSites,
     PointerAutomaton,

@@ -12,10 +12,15 @@ import pytest
 
 from baking.formats.fasta import read_fasta
 from baking.formats.gff3 import read_gff3
-from baking.target.features import GenomeFeature, SequenceInfo, select_features, sequence_infos
-from baking.target.grammar import DEFAULT_FEATURE_TYPES, decode_target, encode_target
-from baking.target.stitch import stitch
-from baking.target.windows import FeatureIndex, WindowMeta, plan_windows, window_features
+from baking.target_format.features import (
+    GenomeFeature,
+    SequenceInfo,
+    select_features,
+    sequence_infos,
+)
+from baking.target_format.grammar import DEFAULT_FEATURE_TYPES, decode_target, encode_target
+from baking.target_format.stitch import stitch
+from baking.target_format.windows import FeatureIndex, WindowMeta, plan_windows, window_features
 
 
 def round_trip(
@@ -185,8 +190,8 @@ def pointer_round_trip(
     pointer sample (positions as encoder token + offset from the real tokenizer's offsets) ->
     items read back from the joint labels and the base layout -> features -> stitched genome.
     Returns (windows, windows over 510 DNABERT-2 tokens)."""
-    from baking.target.pointers import decode_pointer_target, encode_pointer_target
-    from baking.target.windows import sample_dna
+    from baking.target_format.pointers import decode_pointer_target, encode_pointer_target
+    from baking.target_format.windows import sample_dna
     from trainer.data.pointer import pointer_sample
 
     vocab = 100_000  # joint label space: ids below are tokens, V + b is base b

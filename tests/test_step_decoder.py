@@ -17,7 +17,7 @@ import torch
 
 from baking.formats.fasta import read_fasta
 from baking.orfs import genetic_code
-from baking.target.pointers import pointer_vocabulary
+from baking.target_format.pointers import pointer_vocabulary
 from trainer.inference.annotate import AnnotateOptions, annotate_sequences
 from trainer.inference.generate import encode_windows
 from trainer.inference.pointer_generate import generate_pointer_targets

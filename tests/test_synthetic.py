@@ -14,7 +14,7 @@ import pyfastx
 import pytest
 
 from baking.common.errors import ConfigError
-from baking.formats.fasta import read_fasta
+from baking.formats.fasta import read_fasta, reverse_complement
 from baking.formats.gff3 import read_gff3
 from baking.synthetic import (
     RBS_MOTIFS,
@@ -23,7 +23,6 @@ from baking.synthetic import (
     generate_genome,
     iter_cds,
     orf_problems,
-    revcomp,
     write_genome,
 )
 
@@ -97,7 +96,7 @@ def test_ribosome_binding_motif_sits_upstream_of_most_starts(genome) -> None:
         if f.strand == "+":
             up = seq[max(0, f.start - 1 - 16) : f.start - 1 - 4]
         else:
-            up = revcomp(seq[f.end + 4 : f.end + 16])
+            up = reverse_complement(seq[f.end + 4 : f.end + 16])
         total += 1
         hits += any(m in up for m in RBS_MOTIFS)
     assert hits / total >= 0.75, (hits, total)

@@ -17,7 +17,7 @@ from baking.evaluate.load import load_features
 from baking.evaluate.metrics import compare
 from baking.formats.gff3 import read_gff3
 from baking.synthetic import SyntheticConfig, generate_genome, write_genome
-from baking.target.pointers import pointer_vocabulary
+from baking.target_format.pointers import pointer_vocabulary
 from trainer.inference.annotate import AnnotateOptions, annotate
 from trainer.inference.tune_orf import (
     TuneRow,

@@ -1,4 +1,4 @@
-"""baking.target.windows: placement covers every base, clipping keeps the reading frame, and reverse
+"""baking.target_format.windows: placement covers every base, clipping keeps the reading frame, and reverse
 complement transforms DNA and coordinates together."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import random
 import pytest
 
 from baking.formats.fasta import reverse_complement
-from baking.target.features import GenomeFeature, SequenceInfo
-from baking.target.grammar import WindowFeature
-from baking.target.windows import (
+from baking.target_format.features import GenomeFeature, SequenceInfo
+from baking.target_format.grammar import WindowFeature
+from baking.target_format.windows import (
     FeatureIndex,
     WindowMeta,
     clip_feature,

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 
 from baking.shards.manifest import FORMAT as MANIFEST_FORMAT
-from baking.target.grammar import WindowFeature, encode_target, target_vocabulary
+from baking.target_format.grammar import WindowFeature, encode_target, target_vocabulary
 
 # The real NCBI genomes of the project's ../shared folder (absent on a user's machine: callers
 # check ``.exists()`` and skip); one table for the tests' fixtures and the benchmarks.

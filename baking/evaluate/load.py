@@ -12,13 +12,13 @@ from pathlib import Path
 
 from baking.evaluate.metrics import Feature
 from baking.formats.gff3 import GFFFeature, read_gff3
-from baking.target.features import is_pseudo_marked, pseudo_ids
+from baking.target_format.features import is_pseudo_marked, pseudo_ids
 
 
 def pseudo_features(features: list[GFFFeature]) -> set[int]:
     """Indices of features that are pseudogenes or descend (via ``Parent``) from one.
 
-    The marks and the ``Parent`` walk are the baker's (``baking.target.features``), so training data and
+    The marks and the ``Parent`` walk are the baker's (``baking.target_format.features``), so training data and
     scoring agree on what a pseudogene is.
     """
     ids = pseudo_ids(features)

@@ -9,7 +9,7 @@ drops anyway) and which are biology a bacterial ORF model does not cover.
 Causes, first match wins, in this order (declared reasons before inferred ones):
 
 ``pseudogene``     ``pseudo=true`` / pseudogene biotype on the CDS or an ancestor (the marks of
-                   ``baking.target.features``, which baking and scoring share)
+                   ``baking.target_format.features``, which baking and scoring share)
 ``transl_except``  a declared translation exception (selenocysteine, a stop read through)
 ``exception``      ``exception=`` (ribosomal slippage, ...) or a CDS written as several pieces
 ``edge``           ``partial=true`` / ``start_range`` / ``end_range``, or a CDS touching the end of a
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from baking.formats.fasta import reverse_complement
 from baking.formats.gff3 import GFFFeature
 from baking.orfs import GeneticCode, OrfIndex, genetic_code
-from baking.target.features import is_pseudo_marked, pseudo_ids
+from baking.target_format.features import is_pseudo_marked, pseudo_ids
 
 CAUSES = ("pseudogene", "transl_except", "exception", "edge", "start_codon", "other")
 

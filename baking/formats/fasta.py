@@ -200,8 +200,18 @@ def read_fasta_dict(path: str | Path) -> dict[str, str]:
 
 
 def reverse_complement(seq: str) -> str:
-    """Reverse complement of an ``ACGTN`` string (``N`` stays ``N``)."""
-    return seq.translate(_RC)[::-1]
+    """Reverse complement of a DNA string, case kept (``N`` stays ``N``).
+
+    The project's one reverse complement: the baker, the target's ORF sites, the synthetic genomes,
+    the gene sequences and the benchmarks all read a minus-strand feature through this function, so
+    they cannot disagree about a base.
+    """
+    return complement(seq)[::-1]
 
 
-_RC = str.maketrans("ACGTN", "TGCAN")
+def complement(seq: str) -> str:
+    """Base-by-base complement, case kept (for a sequence whose positions are already reversed)."""
+    return seq.translate(_COMPLEMENT)
+
+
+_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")

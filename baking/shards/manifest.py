@@ -21,7 +21,7 @@ from baking.bake_config import BakeConfig, GenomeResult, length_totals
 from baking.common.errors import ConfigError, InputError
 from baking.common.files import read_json, write_text
 from baking.shards.writer import safe_name
-from baking.target.grammar import coordinate_width, target_vocabulary
+from baking.target_format.grammar import coordinate_width, target_vocabulary
 
 log = logging.getLogger(__name__)
 

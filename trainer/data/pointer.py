@@ -1,7 +1,7 @@
 """Samples of a pointer model: the shard's window -> encoder ids, base arrays, pointer target.
 
 The shards stay as the baker writes them (DNA + the digit target): the digit target is decoded to
-window features (``baking.grammar``), re-encoded in the pointer form (``baking.target.pointers``) and
+window features (``baking.grammar``), re-encoded in the pointer form (``baking.target_format.pointers``) and
 every position mapped to "this encoder token, this base inside it" with the tokenizer's offsets.
 So one bake serves both coordinate forms, and the pointer target is exact by construction (the
 round trip is tested on every window of the shared genomes).
@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from baking.orfs import GeneticCode, genetic_code
-from baking.target.grammar import PHASED_TYPES, GrammarError, WindowFeature, decode_target
-from baking.target.pointers import (
+from baking.target_format.grammar import PHASED_TYPES, GrammarError, WindowFeature, decode_target
+from baking.target_format.pointers import (
     CUT,
     END_SLOT,
     START_SLOT,
@@ -234,8 +234,8 @@ def allowed_steps(
     """What the decoder may write at each step of the gold target (and its END), under the
     pointer grammar with the ORF layer -- or without it when the gold target breaks the ORF rule
     (a reference CDS that is not an ORF of the window must stay learnable)."""
-    from baking.target.grammar import END
-    from baking.target.pointers import MIN_ORF_CODONS, OrfSites, PointerAutomaton
+    from baking.target_format.grammar import END
+    from baking.target_format.pointers import MIN_ORF_CODONS, OrfSites, PointerAutomaton
 
     automaton = PointerAutomaton(list(feature_types), length)
     orf = None
@@ -438,7 +438,7 @@ class PointerEncoder(SampleEncoder):
     @property
     def token_ids(self) -> dict[str, int]:
         if self._token_ids is None:
-            from baking.target.pointers import pointer_vocabulary
+            from baking.target_format.pointers import pointer_vocabulary
             from trainer.tokens.tokenizer import target_to_ids
 
             vocab = pointer_vocabulary(self.feature_types)

@@ -32,14 +32,14 @@ from tqdm import tqdm
 from baking.common.errors import ConfigError, InputError
 from baking.common.files import check_output
 from baking.formats.gff3 import GFFFeature, write_gff3
-from baking.target.grammar import (
+from baking.target_format.grammar import (
     DEFAULT_FEATURE_TYPES,
     PHASED_TYPES,
     GrammarAutomaton,
     target_vocabulary,
 )
-from baking.target.pointers import MIN_ORF_CODONS
-from baking.target.windows import WindowMeta, plan_windows, window_dna
+from baking.target_format.pointers import MIN_ORF_CODONS
+from baking.target_format.windows import WindowMeta, plan_windows, window_dna
 from trainer.inference.generate import GeneratedTarget, generate_targets
 from trainer.inference.merge import (
     MergeStats,
@@ -215,7 +215,7 @@ def iter_windows(
 ) -> Iterator[tuple[int, WindowMeta, str]]:
     """``(sequence index, window, + strand DNA)`` for every window, sequence by sequence.
 
-    Windows follow the baker's plan (``baking.target.windows.plan_windows``): on a circular sequence they
+    Windows follow the baker's plan (``baking.target_format.windows.plan_windows``): on a circular sequence they
     wrap over the origin, on a linear one the last window ends at the sequence end.
     """
     for i, (seqid, seq) in enumerate(seqs):

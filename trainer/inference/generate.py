@@ -1,7 +1,7 @@
 """Grammar-constrained batched decoding with the KV cache: greedy and beam search.
 
 At every step the logits of each row are masked to the tokens the target grammar allows next
-(``baking.target.grammar.GrammarAutomaton``), so even an untrained model can only write well-formed
+(``baking.target_format.grammar.GrammarAutomaton``), so even an untrained model can only write well-formed
 features with coordinates inside the window. The grammar's END marker maps to ``[SEP]``. A row
 that hits ``max_new_tokens`` before END is cut back to its last accepting point, so the output
 always decodes.
@@ -29,7 +29,7 @@ NEG_INF = float("-inf")
 
 
 class DecodingState(Protocol):
-    """What decoding needs of a grammar state (``baking.target.grammar``'s automaton states)."""
+    """What decoding needs of a grammar state (``baking.target_format.grammar``'s automaton states)."""
 
     @property
     def accepting(self) -> bool: ...
@@ -296,7 +296,7 @@ def grammar_token_ids(
     feature types or a shorter window).
     """
     from baking.common.errors import ConfigError
-    from baking.target.grammar import END, target_vocabulary
+    from baking.target_format.grammar import END, target_vocabulary
 
     out: dict[str, int] = {}
     missing = []
@@ -333,7 +333,7 @@ def generate_targets(
     The entry point the trainer's validation and ``annotate`` share; ``model`` is a
     ``Dna2GffModel`` (its config gives the special ids), ``tokenizer`` a ``tokenizers.Tokenizer``.
     """
-    from baking.target.grammar import END, GrammarAutomaton
+    from baking.target_format.grammar import END, GrammarAutomaton
 
     if not windows_dna:
         return []

@@ -1,6 +1,6 @@
 """Window predictions -> one set of genome features: stitch, score, drop what windows disagree on.
 
-Joining pieces across windows is ``baking.target.stitch.stitch``'s job (the baker's round trip proves it
+Joining pieces across windows is ``baking.target_format.stitch.stitch``'s job (the baker's round trip proves it
 inverts windowing, circular origin included); this module adds what model output needs on top:
 
 1. **Scores.** Every predicted window feature carries the log-probability of its tokens. A
@@ -28,9 +28,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from baking.target.grammar import END, GrammarAutomaton, WindowFeature, tokens_to_feature
-from baking.target.stitch import stitch
-from baking.target.windows import WindowMeta
+from baking.target_format.grammar import END, GrammarAutomaton, WindowFeature, tokens_to_feature
+from baking.target_format.stitch import stitch
+from baking.target_format.windows import WindowMeta
 
 MIN_SHARED = 0.5
 NO_EDGE = 1 << 40  # margin of a closed end lying on a linear sequence's own end

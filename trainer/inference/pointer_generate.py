@@ -2,7 +2,7 @@
 
 The pointer twin of ``generate.py``. At every step one distribution covers the target tokens
 (``<cut>``, strands, phases, types, ``[SEP]``) and every base of the window; the pointer grammar
-(``baking.target.pointers.PointerAutomaton``) masks it to what may come next, so the output always
+(``baking.target_format.pointers.PointerAutomaton``) masks it to what may come next, so the output always
 decodes. With ``orf_code`` (a genetic code: ``starts``/``stops`` codon sets) a CDS can only be
 decoded as a valid ORF of the window's DNA: the model only chooses *which* ORF is a gene.
 
@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from baking.target.grammar import END, PHASED_TYPES, WindowFeature
-from baking.target.pointers import (
+from baking.target_format.grammar import END, PHASED_TYPES, WindowFeature
+from baking.target_format.pointers import (
     CUT,
     END_SLOT,
     MIN_ORF_CODONS,

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from baking.gene_selection import DEFAULT_RULES, OverlapRules, select_genes
-from baking.target.windows import WindowMeta
+from baking.target_format.windows import WindowMeta
 from trainer.inference.merge import Prediction
 
 SILENT_PENALTY = 1.0

@@ -25,7 +25,7 @@ from baking.evaluate.load import load_features
 from baking.evaluate.metrics import compare
 from baking.formats.fasta import read_fasta
 from baking.formats.gff3 import write_gff3
-from baking.target.pointers import MIN_ORF_CODONS_CANDIDATES
+from baking.target_format.pointers import MIN_ORF_CODONS_CANDIDATES
 from trainer.inference.annotate import (
     AnnotateOptions,
     annotate_sequences,

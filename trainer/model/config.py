@@ -71,7 +71,7 @@ class Dna2GffConfig:
     and reports its windows longer than this, which the model never saw in training."""
     coordinate_form: str = "digits"
     """How the decoder writes coordinates: ``digits`` (digit tokens, ``baking.grammar``) or
-    ``pointer`` (it points at an encoder token and a base inside it, ``baking.target.pointers``)."""
+    ``pointer`` (it points at an encoder token and a base inside it, ``baking.target_format.pointers``)."""
     pointer_context_bp: int = 0
     """Bases each side of a base that the pointer's key sees directly (a small convolution over
     the window's bases); 0 = none, as in models made before it existed. A BPE token blurs the

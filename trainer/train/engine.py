@@ -172,7 +172,7 @@ def data_grammar(manifest: dict[str, Any], tokenizer: Any) -> DataGrammar:
     types = g.get("feature_types", args.get("types"))
     tokens = g.get("tokens")
     if types:
-        from baking.target.grammar import target_vocabulary, type_token
+        from baking.target_format.grammar import target_vocabulary, type_token
 
         types = [t for t in types if tokenizer.token_to_id(type_token(t)) is not None]
         if tokens is None and window and types:
@@ -449,7 +449,7 @@ def _set_up(cfg: TrainConfig) -> _Run:
                 "a pointer model needs the data's grammar (window_len, feature "
                 "types) in manifest.json"
             )
-        from baking.target.pointers import pointer_vocabulary
+        from baking.target_format.pointers import pointer_vocabulary
 
         target_tokens = pointer_vocabulary(model_cfg.feature_types)
     if cfg.restrict_loss_vocab:

@@ -146,7 +146,7 @@ def decode_metric(
     if not window_len or not feature_types:
         return None
     try:
-        from baking.target.grammar import decode_target
+        from baking.target_format.grammar import decode_target
         from trainer.inference.generate import generate_targets
     except ImportError:
         log.debug("decode metric skipped: trainer.inference.generate not available")
@@ -180,7 +180,7 @@ def decode_metric(
     for gen, ref, seq in zip(generated, gold, dna):
         try:
             if pointer:
-                from baking.target.pointers import decode_pointer_target
+                from baking.target_format.pointers import decode_pointer_target
 
                 pred = decode_pointer_target(gen.tokens, min(len(seq), window_len))
             else:

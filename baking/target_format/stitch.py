@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from baking.target.features import GenomeFeature
-from baking.target.grammar import WindowFeature
-from baking.target.windows import WindowMeta, mirror
+from baking.target_format.features import GenomeFeature
+from baking.target_format.grammar import WindowFeature
+from baking.target_format.windows import WindowMeta, mirror
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from baking.common.errors import InputError
 from baking.formats.gff3 import GFF3Document, GFFFeature
-from baking.target.grammar import PHASED_TYPES, type_token
+from baking.target_format.grammar import PHASED_TYPES, type_token
 
 log = logging.getLogger(__name__)
 

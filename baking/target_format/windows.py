@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from baking.formats.fasta import reverse_complement
-from baking.target.features import GenomeFeature, SequenceInfo
-from baking.target.grammar import WindowFeature
+from baking.target_format.features import GenomeFeature, SequenceInfo
+from baking.target_format.grammar import WindowFeature
 
 _FLIP = {"+": "-", "-": "+"}
 

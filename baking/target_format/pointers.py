@@ -28,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from baking.target.grammar import (
+from baking.formats.fasta import reverse_complement
+from baking.target_format.grammar import (
     CUT,
     END,
     MAX_COPIES,
@@ -55,7 +56,6 @@ CUT_RIGHT = 1 << 60  # the value of a cut END in the order key (after every posi
 _STRAND_OF = {v: k for k, v in STRAND_TOKENS.items()}
 _PHASE_OF = {t: i for i, t in enumerate(PHASE_TOKENS)}
 _STRAND_RANK = {"<+>": 0, "<->": 1}
-_COMP = str.maketrans("ACGT", "TGCA")
 
 # slots of a feature: 0 type, 1 strand, 2 start, 3 end, 4 phase (phased types only)
 TYPE_SLOT, STRAND_SLOT, START_SLOT, END_SLOT, PHASE_SLOT = range(5)
@@ -141,10 +141,6 @@ def pointer_vocabulary(feature_types: Sequence[str]) -> list[str]:
 # ----------------------------------------------------------------------------------- ORF sites
 
 
-def _revcomp(codon: str) -> str:
-    return codon.translate(_COMP)[::-1]
-
-
 class OrfSites:
     """Start/stop codons of one window's DNA (on the sample's strand) for ORF-constrained decoding.
 
@@ -162,8 +158,8 @@ class OrfSites:
         self.min_bp = 3 * min_codons
         self.length = n = len(dna)
         starts, stops = frozenset(starts), frozenset(stops)
-        rc_starts = frozenset(_revcomp(c) for c in starts)
-        rc_stops = frozenset(_revcomp(c) for c in stops)
+        rc_starts = frozenset(reverse_complement(c) for c in starts)
+        rc_stops = frozenset(reverse_complement(c) for c in stops)
         codons = [dna[i : i + 3] for i in range(max(0, n - 2))]
         self.plus_start = [c in starts for c in codons]
         self.plus_stop = [c in stops for c in codons]
