@@ -95,3 +95,22 @@ def test_train_refuses_an_old_bake_in_one_line(tmp_path: Path, capsys) -> None:
     assert code == 2 and "Traceback" not in "\n".join(err)
     assert err[-1].startswith(f"error: {out / 'manifest.json'}: manifest format version 1 ")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ({"splits": 3}, "'splits' must be a table of splits"),
+        ({"grammar": {"window_len": "x"}}, "grammar: window_len must be a positive integer"),
+        ({"genomes": []}, "'genomes' must be a table"),
+        ({"sample_fields": 5, "splits": {"train": {"shards": [None]}}}, "bad shard entry"),
+        ({"splits": {"train": 3}}, "split 'train' must list its shards"),
+    ],
+)
+def test_a_damaged_manifest_is_one_located_error(tmp_path: Path, body: dict, reason: str) -> None:
+    from baking.shards.manifest import FORMAT
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": FORMAT, **body}))
+    with pytest.raises(InputError, match=reason) as exc:
+        load_manifest(tmp_path).split("train")
+    assert exc.value.path == str(tmp_path / "manifest.json")

@@ -201,7 +201,7 @@ class Manifest:
             genomes=genomes,
             totals=data["totals"] if isinstance(data.get("totals"), dict) else {},
             package_version=data.get("version") if isinstance(data.get("version"), str) else None,
-            sample_fields=tuple(data.get("sample_fields") or ("dna.txt", "target.txt", "json")),
+            sample_fields=_strings(data.get("sample_fields")) or ("dna.txt", "target.txt", "json"),
             format_version=version,
             source=path,
         )

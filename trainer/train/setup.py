@@ -103,8 +103,6 @@ class RunSetup:
     """Target vocabulary of the loss (None: the whole vocabulary)."""
     record: dict[str, Any]
     """What a checkpoint of this run resumes (``resume_check``)."""
-    found_checkpoint: Path | None
-    """The newest complete checkpoint when set-up looked (rank 0's view, shared)."""
 
     @property
     def ckpt_root(self) -> Path:
@@ -271,7 +269,6 @@ def prepare(cfg: TrainConfig) -> RunSetup:
         grammar=grammar,
         vocab=vocab,
         record=_record(cfg, model_cfg, tokenizer, manifest, grammar, plan),
-        found_checkpoint=found,
     )
     encoder = make_encoder(cfg, model_cfg, str(cfg.model), setup.token_ids)
     preflight(encoder, [*train_shards, *val_shards])
