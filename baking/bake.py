@@ -59,7 +59,7 @@ from baking.target_format.windows import (
 )
 
 if TYPE_CHECKING:
-    from baking.shards.manifest import Rerun
+    from baking.shards.manifest import Manifest, Rerun
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +366,7 @@ def bake(
     extract_tokens: str | Path | None = None,
     argv: Sequence[str] | None = None,
     existing: str = "refuse",
-) -> tuple[dict | None, list[GenomeResult]]:
+) -> tuple[Manifest | None, list[GenomeResult]]:
     """Bake every genome, then (rank 0) publish shards, ``manifest.json`` and the token file.
 
     Returns ``(manifest, results)`` on rank 0 and ``(None, [])`` elsewhere. With
@@ -427,7 +427,7 @@ def _bake_and_publish(
     extract_tokens: str | Path | None,
     argv: Sequence[str] | None,
     rerun: Rerun,
-) -> tuple[dict | None, list[GenomeResult]]:
+) -> tuple[Manifest | None, list[GenomeResult]]:
     """``bake`` once the output folder is locked: bake this rank's genomes, then publish.
 
     Whatever ends it early (an error, SIGINT, SIGTERM) deletes the temporary shards of the
@@ -481,7 +481,7 @@ def _publish(
     extract_tokens: str | Path | None,
     argv: Sequence[str] | None,
     rerun: Rerun,
-) -> tuple[str | tuple | None, dict | None]:
+) -> tuple[str | tuple | None, Manifest | None]:
     """Rank 0: rename the shards, write ``manifest.json`` and the token file, or, when the run
     failed, delete its temporaries. Returns (the error to raise on every rank, the manifest).
 
@@ -526,7 +526,7 @@ def _publish(
         for p in [*stale_shards(out, [s.name for s in specs], listed), *rerun.drop]:
             if p.relative_to(out).as_posix() not in listed:  # a same-prefix earlier genome
                 p.unlink(missing_ok=True)
-    warn_lengths(manifest["totals"], cfg.window_len)
+    warn_lengths(manifest.totals, cfg.window_len)
     if extract_tokens is not None:
         seen = types_in_targets(results, cfg.types)
         merge_tokens(extract_tokens, target_vocabulary(seen, cfg.window_len))

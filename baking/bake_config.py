@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from baking.common.errors import ConfigError, Dna2GffError
-from baking.shards.writer import ShardInfo
 from baking.target_format.grammar import DEFAULT_FEATURE_TYPES, type_token
 
 DEFAULT_WINDOW = 2000  # DNABERT-2 reads ~4.5-4.7 bp/token on bacteria: 2000 bp -> ~470 tokens max
@@ -48,6 +47,24 @@ def encoder_tokens_estimate(dna: str) -> int:
     """An estimate on the high side of a window's DNABERT-2 encoder tokens with ``[CLS]``/``[SEP]``."""
     acgt = sum(dna.count(c) for c in "ACGTacgt")
     return math.ceil(acgt / MIN_BP_PER_TOKEN) + (len(dna) - acgt) + 2
+
+
+@dataclass
+class ShardInfo:
+    """A finished shard: path relative to the output folder, samples, bytes and sha256."""
+
+    path: str
+    samples: int
+    bytes: int
+    sha256: str
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "samples": self.samples,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
 
 
 RC_MODES = ("none", "both", "random")

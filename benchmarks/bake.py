@@ -63,9 +63,9 @@ def run_once(names: list[str], workers: int, window: int) -> dict:
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,
-        "bp": manifest["totals"]["bp"],
-        "windows": manifest["totals"]["windows"],
-        "mean_target_tokens": manifest["totals"]["mean_target_tokens"],
+        "bp": manifest.totals["bp"],
+        "windows": manifest.totals["windows"],
+        "mean_target_tokens": manifest.totals["mean_target_tokens"],
         "rss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib / 2**20,
         "rss_workers_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kib / 2**20,
     }

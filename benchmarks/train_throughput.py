@@ -171,16 +171,18 @@ def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[list,
     """Plain loop: fp32 weights, bf16 autocast, torch AdamW. (tokens, seconds) per step, FLOPs."""
     import torch
 
+    from baking.shards.manifest import load_manifest
     from trainer.model.seq2seq import Dna2GffModel
     from trainer.tokens.tokenizer import load_tokenizer
-    from trainer.train.engine import data_grammar, param_groups, target_vocab_ids
+    from trainer.train.ds_engine import param_groups
     from trainer.train.monitor import train_flops
     from trainer.train.step import token_loss
+    from trainer.train.targets import data_grammar, target_vocab_ids
 
     model = Dna2GffModel.from_pretrained(model_dir).to(device).train()
     opt = torch.optim.AdamW(param_groups(model, 0.01), lr=3e-4, betas=(0.9, 0.98), eps=1e-8)
     tok = load_tokenizer(model_dir)
-    manifest = json.loads((Path(args._data) / "manifest.json").read_text())
+    manifest = load_manifest(args._data)
     vocab = target_vocab_ids(tok, data_grammar(manifest, tok).tokens, model.config.eos_token_id)
     vocab = vocab.to(device)
     coef = model.config.moe_aux_loss_coef if model.config.use_moe else 0.0

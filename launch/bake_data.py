@@ -220,8 +220,8 @@ def _main(argv: Sequence[str] | None) -> int:
         log.info(
             "done manifest=%s samples=%d mean_target_tokens=%s",
             Path(out_dir) / "manifest.json",
-            manifest["totals"]["samples"],
-            manifest["totals"]["mean_target_tokens"],
+            manifest.totals["samples"],
+            manifest.totals["mean_target_tokens"],
         )
     return 0
 

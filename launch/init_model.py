@@ -5,7 +5,10 @@ The seed's command works as written (``--save_dir D --dnabert_path zhihan1996/DN
 --use_moe --num_experts 8 --moe_top_k 2 --tie_weights``; a hub id needs network or the HF cache, a
 local folder always works). ``--random_dnabert2 DIR`` first writes a random checkpoint in DNABERT-2's
 own layout plus a DNABERT-2-format tokenizer, for tests and demos; with ``--save_dir`` too, the model
-is then built from it through the real loading path.
+is then built from it through the real loading path. ``--data BAKED_DIR`` fits the model to a
+bake: the annotation tokens its targets use, the window length, feature types and genetic codes
+come from its ``manifest.json``, so bake -> init_model -> train needs no init_tk / append_tk /
+resize_model between them (those commands keep working).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from baking.common.errors import ConfigError
+from baking.common.errors import ConfigError, InputError
 from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 from trainer.model.build import build_from_dnabert2
 from trainer.model.config import COORDINATE_FORMS
@@ -47,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     io = p.add_argument_group("Input / Output")
     io.add_argument(
         "--save_dir", help="model folder to write (config.json, model.safetensors, tokenizer)"
+    )
+    io.add_argument(
+        "--data",
+        metavar="BAKED_DIR",
+        help="a bake_data output folder: add the annotation tokens its targets use to the "
+        "tokenizer, grow the model to them and record the window length, feature types and "
+        "genetic codes from its manifest.json (instead of init_tk / append_tk / resize_model)",
     )
     io.add_argument(
         "--dnabert_path",
@@ -163,7 +173,9 @@ def _main(argv: Sequence[str] | None) -> int:
     made_from = [args.tokenizer, *(args.tokenizer_fasta or ())]
     check_outputs(files=[args.log_file], folders=[args.random_dnabert2], inputs=made_from)
     # --random_dnabert2 D --dnabert_path D is the usual pair: D is written, then read
-    check_outputs(folders=[args.save_dir], inputs=[args.dnabert_path, args.random_dnabert2])
+    check_outputs(
+        folders=[args.save_dir], inputs=[args.dnabert_path, args.random_dnabert2, args.data]
+    )
     setup_logging(args.verbose, args.log_file)
     if not args.save_dir and not args.random_dnabert2:
         raise ConfigError("nothing to do: give --save_dir (and/or --random_dnabert2 DIR)")
@@ -175,6 +187,13 @@ def _main(argv: Sequence[str] | None) -> int:
             raise ConfigError(
                 f"--moe_layers={args.moe_layers!r} is not a comma-separated list of ints"
             ) from exc
+    manifest = None
+    if args.data:
+        if not args.save_dir:
+            raise ConfigError("--data needs --save_dir (the model folder to fit to the data)")
+        from baking.shards.manifest import load_manifest
+
+        manifest = load_manifest(args.data)  # refused before anything is built or written
     if args.random_dnabert2:
         out = write_random(args)
         print(f"random DNABERT-2 checkpoint: {out}")
@@ -200,7 +219,15 @@ def _main(argv: Sequence[str] | None) -> int:
         base_aux_class_weight=args.base_aux_class_weight,
     )
     has_tokenizer = (folder / TOKENIZER_NAME).is_file()
-    model.save_pretrained(args.save_dir, tokenizer_dir=folder if has_tokenizer else None)
+    if manifest is not None:
+        if not has_tokenizer:
+            raise InputError(folder, f"no {TOKENIZER_NAME}: --data grows the source's tokenizer")
+        from trainer.model.from_data import save_fitted_model
+
+        added = save_fitted_model(model, folder, manifest, args.save_dir)
+        print(f"fitted to {args.data}: {len(added)} annotation token(s) added")
+    else:
+        model.save_pretrained(args.save_dir, tokenizer_dir=folder if has_tokenizer else None)
     if not has_tokenizer:
         log.warning(
             "source=%s has no tokenizer.json; add one with init_tk --out %s", folder, args.save_dir

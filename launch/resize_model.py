@@ -38,7 +38,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_outputs(files=[args.log_file], folders=[args.out or args.model])
     setup_logging(args.verbose, args.log_file)
-    from trainer.tokens.resize import resize_model  # torch import only after argument parsing
+    from trainer.model.resize import resize_model  # torch import only after argument parsing
 
     added = resize_model(args.model, args.tokenizer, args.out)
     print(f"resized {args.out or args.model}: {added} new embedding row(s)")

@@ -23,10 +23,10 @@ import torch
 from trainer.model.moe import is_expert_key
 from trainer.train.config import TrainConfig
 from trainer.train.engine import train
-from trainer.train.hooks import TrainHooks
+from trainer.train.observe import TrainObserver
 
 
-class Recorder:
+class Recorder(TrainObserver):
     """Keeps everything in memory (tiny models, a few steps) and saves it at the end."""
 
     def __init__(self) -> None:
@@ -69,7 +69,7 @@ def main() -> int:
     cfg = TrainConfig.from_dict(json.loads(Path(sys.argv[1]).read_text()))
     out = Path(sys.argv[2])
     rec = Recorder()
-    result = train(cfg, hooks=TrainHooks(observer=rec))
+    result = train(cfg, observer=rec)
     rank = dist.get_rank()
     out.mkdir(parents=True, exist_ok=True)
     torch.save(

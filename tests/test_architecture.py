@@ -31,22 +31,22 @@ LAYERS: list[tuple[str, ...]] = [
         "baking.genome_list",
     ),
     ("baking.evaluate",),
-    ("baking.shards", "baking.shards.writer"),
     ("baking.bake_config",),
+    ("baking.shards", "baking.shards.writer"),
     ("baking.shards.manifest",),
     ("baking.bake",),
     ("trainer", "trainer.distributed"),
     ("trainer.tokens", "trainer.tokens.tokenizer"),
     ("trainer.model",),
-    ("trainer.model.random_checkpoint", "trainer.tokens.resize"),
+    ("trainer.model.random_checkpoint", "trainer.model.resize", "trainer.model.from_data"),
     ("trainer.data",),
     ("trainer.inference",),
     (
         "trainer.train.config",
         "trainer.train.dsconfig",
         "trainer.train.monitor",
-        "trainer.train.hooks",
         "trainer.train.observe",
+        "trainer.train.ds_engine",
     ),
     ("trainer.train.checkpoint", "trainer.train.step", "trainer.train.stats"),
     ("trainer.train.validation", "trainer.train.export"),
@@ -199,3 +199,82 @@ def test_stages_without_torch_import_none() -> None:
         and any(i.split(".")[0] == "torch" for i in imports_of(n, MODULES[n]))
     ]
     assert users == []
+
+
+def package_of(name: str) -> str:
+    """The unit a module belongs to for the package rule: its sub-package (``trainer.model``,
+    ``baking.shards``) or, for a module directly in a top package, the module itself
+    (``baking.bake_config``); a top package's ``__init__`` is its own unit."""
+    return ".".join(name.split(".")[:2])
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Components of more than one node (Tarjan), each sorted: the circles of ``graph``."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                circles.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return circles
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph folded onto packages (``package_of``), self-edges left out."""
+    folded: dict[str, set[str]] = {}
+    for src, dsts in graph.items():
+        a = package_of(src)
+        folded.setdefault(a, set()).update(b for b in map(package_of, dsts) if b != a)
+    return folded
+
+
+def test_no_package_level_circles() -> None:
+    # modules without a circle can still tie two packages together (``a.x -> b.y`` and
+    # ``b.z -> a.w``): then neither package can be read, tested or split off without the other
+    folded = package_graph(GRAPH)
+    circles = strongly_connected(folded)
+    detail = [
+        f"{src} -> {dst}"
+        for circle in circles
+        for src, dsts in sorted(GRAPH.items())
+        if package_of(src) in circle
+        for dst in sorted(dsts)
+        if package_of(dst) in circle and package_of(dst) != package_of(src)
+    ]
+    assert circles == [], f"package circles: {circles}\n" + "\n".join(detail)
+
+
+def test_the_package_rule_sees_a_circle() -> None:
+    # the rule on a graph with a package circle but no module circle (what the project had:
+    # bake_config -> shards.writer, shards.manifest -> bake_config), or it could pass vacuously
+    graph = {
+        "baking.bake_config": {"baking.shards.writer"},
+        "baking.shards.writer": set(),
+        "baking.shards.manifest": {"baking.bake_config"},
+    }
+    assert strongly_connected(graph) == []
+    assert strongly_connected(package_graph(graph)) == [["baking.bake_config", "baking.shards"]]

@@ -14,7 +14,7 @@ from baking.bake import bake
 from baking.bake_config import BakeConfig, GenomeSpec
 from baking.formats.fasta import read_fasta_dict, reverse_complement
 from baking.formats.gff3 import read_gff3
-from baking.shards.manifest import load_manifest
+from baking.shards.manifest import Manifest, load_manifest
 from baking.target_format.features import select_features, sequence_infos
 from baking.target_format.grammar import DEFAULT_FEATURE_TYPES, GrammarAutomaton, decode_target
 from baking.target_format.stitch import stitch
@@ -35,13 +35,13 @@ META_KEYS = [
 
 def read_samples(out: Path, split: str = "train") -> list[dict]:
     m = load_manifest(out)
-    urls = [str(out / s["path"]) for s in m["splits"][split]["shards"]]
+    urls = [str(out / s.path) for s in m.split(split)]
     if not urls:
         return []
     return list(wds.WebDataset(urls, shardshuffle=False).decode())
 
 
-def _bake(tmp_path: Path, name: str = "out", **kw) -> tuple[Path, dict]:
+def _bake(tmp_path: Path, name: str = "out", **kw) -> tuple[Path, Manifest]:
     fna, gff = small_genome(tmp_path / "in")
     out = tmp_path / name
     cfg = BakeConfig(**{"window_len": 1000, "progress": False, **kw})
@@ -59,13 +59,13 @@ def test_seed_command_on_the_phage(tmp_path: Path, genome_pair) -> None:
     assert run.returncode == 0, run.stderr
     assert "Mbp/s" in run.stdout and "TOTAL (1)" in run.stdout
     m = load_manifest(out)
-    assert m["totals"]["genomes"] == 1 and m["totals"]["features"] == {"CDS": 83, "tRNA": 3}
+    assert m.totals["genomes"] == 1 and m.totals["features"] == {"CDS": 83, "tRNA": 3}
     samples = read_samples(out)
-    assert len(samples) == m["splits"]["train"]["samples"] == 31
+    assert len(samples) == m.splits["train"].samples == 31
     assert tokens.read_text().split("\n")[:3] == ["<0>", "<1>", "<2>"]
     assert set(tokens.read_text().split()) >= {"<cut>", "<+>", "<->", "<p0>", "<CDS>", "<tRNA>"}
     seq = read_fasta_dict(fna)["NC_000902.1"]
-    automaton = GrammarAutomaton(m["grammar"]["types_in_targets"], m["grammar"]["window_len"])
+    automaton = GrammarAutomaton(m.grammar.types_in_targets, m.grammar.window_len)
     results = []
     for s in samples:
         meta = s["json"]
@@ -88,7 +88,7 @@ def test_seed_command_on_the_phage(tmp_path: Path, genome_pair) -> None:
 
 def test_small_genome_choices(tmp_path: Path) -> None:
     out, m = _bake(tmp_path)
-    g = m["genomes"]["small"]
+    g = m.genomes["small"]
     assert g["features"] == {"CDS": 4, "tRNA": 1}  # pseudogene CDS, gene, exon, region left out
     assert g["pseudo_dropped"] == 1
     assert g["sequences"] == [
@@ -105,7 +105,7 @@ def test_small_genome_choices(tmp_path: Path) -> None:
     assert first.startswith(
         "<cut> <2> <9> <9> <+> <CDS> <p1>"
     )  # the origin-spanning CDS: 200 bp cut
-    assert m["totals"]["mean_target_tokens"] == pytest.approx(
+    assert m.totals["mean_target_tokens"] == pytest.approx(
         sum(len(s["target.txt"].split()) for s in samples) / len(samples), abs=0.01
     )
 
@@ -114,8 +114,8 @@ def test_reruns_are_byte_identical(tmp_path: Path) -> None:
     out1, m1 = _bake(tmp_path, "a", rc="random", keep_empty=0.5, offset=7)
     out2, m2 = _bake(tmp_path, "b", rc="random", keep_empty=0.5, offset=7)
     assert m1 == m2
-    for s in m1["splits"]["train"]["shards"]:
-        assert (out1 / s["path"]).read_bytes() == (out2 / s["path"]).read_bytes()
+    for s in m1.split("train"):
+        assert (out1 / s.path).read_bytes() == (out2 / s.path).read_bytes()
     assert (out1 / "manifest.json").read_bytes() == (out2 / "manifest.json").read_bytes()
 
 
@@ -142,24 +142,22 @@ def test_val_fraction_blocks_never_overlap_train(tmp_path: Path) -> None:
     cut = {"chr": 4500, "plasmid": 1125}
     assert all(s["json"]["end"] <= cut[s["json"]["seqid"]] for s in train)
     assert all(s["json"]["start"] >= cut[s["json"]["seqid"]] for s in val)
-    assert m["splits"]["val"]["samples"] == len(val)
+    assert m.splits["val"].samples == len(val)
 
 
 def test_val_genomes_and_empty_windows(tmp_path: Path) -> None:
     out, m = _bake(tmp_path, val_genomes=("small",), keep_empty=0.0)
-    assert m["splits"]["train"]["shards"] == [] and m["splits"]["val"]["samples"] > 0
+    assert m.split("train") == () and m.splits["val"].samples > 0
     assert all(s["target.txt"] for s in read_samples(out, "val"))
-    assert m["genomes"]["small"]["empty_windows_dropped"] >= 1  # chr 3000..5000 has no gene
+    assert m.genomes["small"]["empty_windows_dropped"] >= 1  # chr 3000..5000 has no gene
 
 
 def test_shard_size_bound(tmp_path: Path) -> None:
     out, m = _bake(tmp_path, window_len=200, shard_size=16384)
-    shards = m["splits"]["train"]["shards"]
+    shards = m.split("train")
     assert len(shards) > 3
-    assert all(
-        s["bytes"] <= 16384 and (out / s["path"]).stat().st_size == s["bytes"] for s in shards
-    )
-    assert sum(s["samples"] for s in shards) == len(read_samples(out))
+    assert all(s.bytes <= 16384 and (out / s.path).stat().st_size == s.bytes for s in shards)
+    assert sum(s.samples for s in shards) == len(read_samples(out))
 
 
 def test_token_file_is_merged_in_stable_order(tmp_path: Path) -> None:
@@ -185,12 +183,12 @@ def test_token_file_is_merged_in_stable_order(tmp_path: Path) -> None:
 
 def test_rerun_over_a_partial_output_folder(tmp_path: Path) -> None:
     out, m = _bake(tmp_path, window_len=200, shard_size=16384)
-    n_before = len(m["splits"]["train"]["shards"])
+    n_before = len(m.split("train"))
     (out / "train" / ".small-00005.tar.tmp").write_bytes(b"half")  # a crashed run's leftovers
     (out / "train" / "small-00099.tar").write_bytes(b"stale")
     (out / "train" / "other-00000.tar").write_bytes(b"another genome")
     out, m = _bake(tmp_path, window_len=1000)
-    listed = {s["path"] for s in m["splits"]["train"]["shards"]}
+    listed = {s.path for s in m.split("train")}
     assert len(listed) == 1 < n_before
     files = output_files(out)
     assert not [f for f in files if "small-" in f and f not in listed]

@@ -150,10 +150,10 @@ def test_sigkilled_bake_is_cleaned_up_by_the_next_one(tmp_path: Path) -> None:
     run = run_bake(fna, gff, out, "--window", "1000", "--name", "other")
     assert run.returncode == 0, run.stderr
     m = load_manifest(out)
-    assert list(m["genomes"]) == ["other"]
+    assert list(m.genomes) == ["other"]
     assert output_files(out) == [
         "manifest.json",
-        *[s["path"] for s in m["splits"]["train"]["shards"]],
+        *[s.path for s in m.split("train")],
     ]
 
 

@@ -107,7 +107,7 @@ def test_crlf_and_soft_masked_dna_are_accepted(tmp_path: Path) -> None:
     out = tmp_path / "out"
     run = run_bake(fna, gff, out, "--window", "1000")
     assert run.returncode == 0, run.stderr
-    assert load_manifest(out)["totals"]["features"] == {"CDS": 1}
+    assert load_manifest(out).totals["features"] == {"CDS": 1}
 
 
 def test_on_error_skip_and_stop_with_many_genomes(tmp_path: Path) -> None:
@@ -122,12 +122,12 @@ def test_on_error_skip_and_stop_with_many_genomes(tmp_path: Path) -> None:
     run = run_bake("--genomes", listing, out, "--window", "1000", "--on_error", "skip")
     assert run.returncode == 0, run.stderr
     m = load_manifest(out)
-    assert m["genomes"]["bad"]["status"] == "failed"
-    assert m["genomes"]["bad"]["error"].endswith("end 10 < start 99")
-    assert m["totals"]["failed"] == ["bad"] and m["totals"]["genomes"] == 1
+    assert m.genomes["bad"]["status"] == "failed"
+    assert m.genomes["bad"]["error"].endswith("end 10 < start 99")
+    assert m.totals["failed"] == ["bad"] and m.totals["genomes"] == 1
     assert output_files(out) == [
         "manifest.json",
-        *[s["path"] for s in m["splits"]["train"]["shards"]],
+        *[s.path for s in m.split("train")],
     ]
 
 
@@ -211,5 +211,5 @@ def test_second_run_into_a_locked_folder_fails_fast_and_a_crashed_holder_does_no
     m = load_manifest(out)
     assert output_files(out) == [
         "manifest.json",
-        *[s["path"] for s in m["splits"]["train"]["shards"]],
+        *[s.path for s in m.split("train")],
     ]

@@ -25,8 +25,8 @@ def _genomes(tmp_path: Path, n: int = 3) -> Path:
 
 def _comparable(out: Path) -> tuple[dict, dict[str, bytes]]:
     m = load_manifest(out)
-    m["args"].pop("argv")
-    m["args"].pop("workers")
+    m.args.pop("argv")
+    m.args.pop("workers")
     files = {p: (out / p).read_bytes() for p in output_files(out) if p.endswith(".tar")}
     return m, files
 

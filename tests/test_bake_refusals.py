@@ -78,7 +78,7 @@ def test_genome_without_a_feature_of_the_types_is_refused(tmp_path: Path, phage,
     run = _bake(fna, gff, out, "--unannotated", "keep")
     assert run.returncode == 0, run.stderr
     assert "have no feature of --types (pseudogenes aside) and are baked as gene-free" in run.stderr
-    assert load_manifest(out)["genomes"]["phage"]["gene_free_sequences"] == [PHAGE_ID]
+    assert load_manifest(out).genomes["phage"]["gene_free_sequences"] == [PHAGE_ID]
 
 
 def test_fasta_record_the_gff_never_mentions(tmp_path: Path, phage) -> None:
@@ -96,12 +96,12 @@ def test_fasta_record_the_gff_never_mentions(tmp_path: Path, phage) -> None:
     assert output_files(out) == []
     run = _bake(fna, gff, out, "--unannotated", "skip")
     assert run.returncode == 0, run.stderr
-    g = load_manifest(out)["genomes"]["phage"]
+    g = load_manifest(out).genomes["phage"]
     assert g["skipped_sequences"] == ["plasmid"] and g["bp"] == len(dna)
     assert [s["seqid"] for s in g["sequences"]] == [PHAGE_ID]
     run = _bake(fna, gff, out, "--unannotated", "keep")
     assert run.returncode == 0, run.stderr
-    g = load_manifest(out)["genomes"]["phage"]
+    g = load_manifest(out).genomes["phage"]
     assert g["gene_free_sequences"] == ["plasmid"] and g["bp"] == len(dna) + 12000
 
 
@@ -121,7 +121,7 @@ def test_a_record_the_gff_declares_without_genes_bakes_with_a_warning(tmp_path, 
     run = _bake(fna, gff, tmp_path / "out")
     assert run.returncode == 0, run.stderr
     assert "1 of 2 sequences (700 bp) have no feature of --types (pseudogenes aside)" in run.stderr
-    assert load_manifest(tmp_path / "out")["genomes"]["phage"]["gene_free_sequences"] == ["contig2"]
+    assert load_manifest(tmp_path / "out").genomes["phage"]["gene_free_sequences"] == ["contig2"]
 
 
 # ------------------------------------------------------------ case 11: misleading input refusals
@@ -161,7 +161,7 @@ def test_byte_order_marks_are_read(tmp_path: Path, phage) -> None:
     run = _bake(fna, gff, out)
     assert run.returncode == 0, run.stderr
     m = load_manifest(out)
-    assert m["totals"]["features"] == {"CDS": 83, "tRNA": 3} and m["totals"]["bp"] == len(dna)
+    assert m.totals["features"] == {"CDS": 83, "tRNA": 3} and m.totals["bp"] == len(dna)
     gz = tmp_path / "in" / "bom.fna.gz"
     gz.write_bytes(gzip.compress(fna.read_bytes()))
     assert read_fasta_dict(gz) == {PHAGE_ID: dna}

@@ -13,7 +13,7 @@ import pytest
 from bake_helpers import REPO, output_files, run_bake, small_genome
 
 from baking.formats.tokens_file import read_tokens
-from baking.shards.manifest import load_manifest
+from baking.shards.manifest import Manifest, load_manifest
 
 
 def _pairs(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
@@ -24,17 +24,17 @@ def _snapshot(out: Path) -> dict[str, bytes]:
     return {p: (out / p).read_bytes() for p in output_files(out)}
 
 
-def _consistent(out: Path) -> dict:
+def _consistent(out: Path) -> Manifest:
     """The manifest lists exactly the shards on disk, with their true sizes and hashes."""
     m = load_manifest(out)
-    listed = [s for sp in m["splits"].values() for s in sp["shards"]]
-    assert sorted(["manifest.json", *(s["path"] for s in listed)]) == output_files(out)
+    listed = [s for sp in m.splits.values() for s in sp.shards]
+    assert sorted(["manifest.json", *(s.path for s in listed)]) == output_files(out)
     for s in listed:
-        data = (out / s["path"]).read_bytes()
-        assert (len(data), hashlib.sha256(data).hexdigest()) == (s["bytes"], s["sha256"])
-    for split, node in m["splits"].items():
-        assert node["samples"] == sum(s["samples"] for s in node["shards"]), split
-    assert m["totals"]["samples"] == sum(n["samples"] for n in m["splits"].values())
+        data = (out / s.path).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (s.bytes, s.sha256)
+    for split, node in m.splits.items():
+        assert node.samples == sum(s.samples for s in node.shards), split
+    assert m.totals["samples"] == sum(n.samples for n in m.splits.values())
     return m
 
 
@@ -57,12 +57,12 @@ def test_second_genome_into_a_folder_is_refused_appended_or_overwritten(tmp_path
     run = run_bake(*pairs["g2"], out, "--name", "g2", "--append", *base, "--val_genomes", "g2")
     assert run.returncode == 0, run.stderr
     m = _consistent(out)
-    assert list(m["genomes"]) == ["g1", "g2"] and m["totals"]["genomes"] == 2
-    assert m["args"]["val_genomes"] == ["g2"]
-    assert [s["path"] for s in m["splits"]["val"]["shards"]] == ["val/g2-00000.tar"]
+    assert list(m.genomes) == ["g1", "g2"] and m.totals["genomes"] == 2
+    assert m.args["val_genomes"] == ["g2"]
+    assert [s.path for s in m.split("val")] == ["val/g2-00000.tar"]
     assert all(before[p] == (out / p).read_bytes() for p in before if p != "manifest.json")
     one = json.loads(before["manifest.json"])
-    assert m["totals"]["bp"] == 2 * one["totals"]["bp"]
+    assert m.totals["bp"] == 2 * one["totals"]["bp"]
 
     assert run_bake(*pairs["g1"], out, "--name", "g1", *base).returncode == 2  # g2 would go
     g1_again = run_bake(*pairs["g1"], out, "--name", "g1", "--append", *base, "--rc", "both")
@@ -70,7 +70,7 @@ def test_second_genome_into_a_folder_is_refused_appended_or_overwritten(tmp_path
     g1_again = run_bake(*pairs["g1"], out, "--name", "g1", "--append", *base)
     assert g1_again.returncode == 0, g1_again.stderr
     m = _consistent(out)  # re-baked in place, g2 kept
-    assert list(m["genomes"]) == ["g1", "g2"] and m["args"]["val_genomes"] == ["g2"]
+    assert list(m.genomes) == ["g1", "g2"] and m.args["val_genomes"] == ["g2"]
 
     run = run_bake(*pairs["g3"], out, "--name", "g3", "--append", "--window", "500")
     assert run.returncode == 2
@@ -80,7 +80,7 @@ def test_second_genome_into_a_folder_is_refused_appended_or_overwritten(tmp_path
 
     run = run_bake(*pairs["g3"], out, "--name", "g3", "--overwrite", *base)
     assert run.returncode == 0, run.stderr
-    assert list(_consistent(out)["genomes"]) == ["g3"]  # g1's and g2's shards are gone
+    assert list(_consistent(out).genomes) == ["g3"]  # g1's and g2's shards are gone
 
 
 def test_append_refuses_a_missing_earlier_shard(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from baking.common.errors import InputError
+from baking.shards.manifest import FORMAT as MANIFEST_FORMAT
 from trainer.data.loader import (
     IGNORE_INDEX,
     SampleEncoder,
@@ -180,7 +181,7 @@ def test_manifest_errors(tmp_path):
     with pytest.raises(InputError, match=r"g-0000\.tar: shard listed in manifest\.json"):
         split_shards(tmp_path, "train")
     (tmp_path / "manifest.json").write_text(
-        '{"format": "dna2gff-shards/1", "splits": {"train": {"shards": [{"path": 3}]}}}'
+        json.dumps({"format": MANIFEST_FORMAT, "splits": {"train": {"shards": [{"path": 3}]}}})
     )
     with pytest.raises(InputError, match="bad shard entry"):
         split_shards(tmp_path, "train")

@@ -238,7 +238,9 @@ def test_resharded_state_is_exactly_the_saved_one(fx, moe_two, tmp_path, caplog)
     from trainer.train import checkpoint as ck
     from trainer.train import engine as eng
     from trainer.train.config import TrainConfig
+    from trainer.train.export import export_model
     from trainer.train.reshard import checkpoint_ep_size, read_full_state
+    from trainer.train.setup import open_run, prepare
 
     resumed = _resumable_copy(moe_two, tmp_path / "one")
     cfg = TrainConfig(
@@ -257,19 +259,16 @@ def test_resharded_state_is_exactly_the_saved_one(fx, moe_two, tmp_path, caplog)
     saved_env, threads = dict(os.environ), torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run = eng._set_up(cfg)
-        try:
-            run.record = run.state.record = eng._resume_record(run)
+        setup = prepare(cfg)
+        with open_run(setup) as engine:
             with caplog.at_level("WARNING"):
-                eng._resume(run)
-            assert (run.state.step, run.state.samples, run.state.micro_batches) == (3, 12, 6)
+                state = eng.resume_point(setup, engine).state
+            assert (state.step, state.samples, state.micro_batches) == (3, 12, 6)
             assert "the data continues from a new plan at sample 12" in caplog.text
-            ck.save_checkpoint(run.engine, tmp_path / "again", run.state, rank=0, keep_last=1)
-            run.export()
-            module = {n: p.detach().clone() for n, p in run.engine.module.named_parameters()}
-            shard = run.engine.module.expert_shard()
-        finally:
-            eng._close_log(run.log_handler)
+            ck.save_checkpoint(engine, tmp_path / "again", state, rank=0, keep_last=1)
+            export_model(engine, setup.out / "export", tokenizer_dir=cfg.model, rank=0)
+            module = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
+            shard = engine.module.expert_shard()
     finally:
         os.environ.clear()
         os.environ.update(saved_env)

@@ -158,7 +158,7 @@ def _bake_pair(tmp_path: Path) -> Path:
     manifest, _ = bake(read_genome_list(listing), cfg, out)
     assert manifest is not None
     assert {
-        n: (g["transl_table"], g["transl_table_source"]) for n, g in manifest["genomes"].items()
+        n: (g["transl_table"], g["transl_table_source"]) for n, g in manifest.genomes.items()
     } == {
         "syn4": (4, "gff"),
         "syn11": (11, "list"),
@@ -382,7 +382,7 @@ def test_mycoplasma_genitalium_bakes_under_code_4_and_its_cds_are_code4_orfs(
     out = tmp_path / "out"
     manifest, _ = bake([spec], BakeConfig(progress=False), out)
     assert manifest is not None
-    entry = manifest["genomes"][spec.name]
+    entry = manifest.genomes[spec.name]
     assert (entry["transl_table"], entry["transl_table_source"]) == (4, "list")
     samples = first_samples(split_shards(out, "train"), 10_000)
     assert samples and {json.loads(s["json"])["transl_table"] for s in samples} == {4}

@@ -273,7 +273,7 @@ def test_correct_multi_piece_cds_bakes_and_gt_agrees(tmp_path: Path) -> None:
     out = tmp_path / "out"
     run = run_bake(fna, gff, out, "--window", "500")
     assert run.returncode == 0, run.stderr
-    assert load_manifest(out)["totals"]["features"] == {"CDS": 6}
+    assert load_manifest(out).totals["features"] == {"CDS": 6}
     if GT is not None:
         assert _gt(gff).returncode == 0, _gt(gff).stderr
 
@@ -317,7 +317,7 @@ def test_negative_sequence_region_is_warned_and_ignored(
     run = run_bake(fna, gff, out, "--window", "500")
     assert run.returncode == 0, run.stderr
     assert f"{gff}:2: ##sequence-region chr -1 3000 has a negative coordinate" in run.stderr
-    assert load_manifest(out)["totals"]["features"] == {"CDS": 1}
+    assert load_manifest(out).totals["features"] == {"CDS": 1}
     if GT is not None:
         res = _gt(gff)
         assert res.returncode == 0 and "is negative" in res.stderr, res.stderr
@@ -339,12 +339,12 @@ def test_on_error_skip_skips_only_the_broken_genome(tmp_path: Path) -> None:
     run = run_bake("--genomes", listing, out, "--window", "500", "--on_error", "skip")
     assert run.returncode == 0, run.stderr
     m = load_manifest(out)
-    assert m["genomes"]["bad"]["status"] == "failed"
+    assert m.genomes["bad"]["status"] == "failed"
     assert (
-        m["genomes"]["bad"]["error"]
+        m.genomes["bad"]["error"]
         == f"{bad_gff}:5: Parent 'nope' is not defined (no feature has ID=nope)"
     )
-    assert m["genomes"]["good"]["status"] == "ok" and m["totals"]["features"] == {"CDS": 1}
+    assert m.genomes["good"]["status"] == "ok" and m.totals["features"] == {"CDS": 1}
 
 
 @pytest.mark.shared

@@ -15,10 +15,9 @@ import pytest
 import torch
 
 from baking.common.errors import ConfigError, InputError
+from tests.faults import Faults, train_with_faults
 from trainer.fixtures import TYPES, WINDOW, make_model, make_tokenizer, write_shards
 from trainer.train.config import TrainConfig
-from trainer.train.hooks import ENV as FAULTS
-from trainer.train.hooks import TrainHooks
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -134,10 +133,10 @@ def test_loss_falls_logs_scalars_and_exports(setup):
 def test_nan_steps_are_skipped_then_stop_the_run(setup):
     from safetensors.torch import load_file
 
-    from trainer.train.engine import TrainingError, train
+    from trainer.train.engine import TrainingError
 
-    result = train(
-        _cfg(setup, "nan", max_steps=3, max_nan_steps=5), TrainHooks(nan_at_steps=frozenset({2, 3}))
+    result = train_with_faults(
+        _cfg(setup, "nan", max_steps=3, max_nan_steps=5), Faults(nan_at_steps=frozenset({2, 3}))
     )
     assert result.nan_steps == 2
     flags = [json.loads(ln)["skipped"] for ln in (setup["root"] / "nan/metrics.jsonl").open()]
@@ -148,9 +147,9 @@ def test_nan_steps_are_skipped_then_stop_the_run(setup):
     after = load_file(str(setup["root"] / "nan/export/model.safetensors"))
     assert all(torch.equal(before[k].float(), after[k]) for k in before)
     with pytest.raises(TrainingError, match=r"2 steps had a NaN/inf loss \(max_nan_steps=1\)"):
-        train(
+        train_with_faults(
             _cfg(setup, "nan2", max_steps=4, max_nan_steps=1),
-            TrainHooks(nan_at_steps=frozenset({1, 2})),
+            Faults(nan_at_steps=frozenset({1, 2})),
         )
 
 
@@ -162,7 +161,7 @@ def test_resume_after_crash_gives_identical_losses(setup):
     )
     train(_cfg(setup, "straight", **kw))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(_cfg(setup, "crashed", **kw), TrainHooks(fail_at_step=5))
+        train_with_faults(_cfg(setup, "crashed", **kw), Faults(fail_at_step=5))
     assert [
         s
         for s, _ in __import__("trainer.train.checkpoint").train.checkpoint.list_checkpoints(
@@ -280,7 +279,9 @@ def test_a_crash_with_loader_workers_exits_instead_of_hanging(setup, tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "launch/train.py"),
+            str(REPO / "tests/faulty_train.py"),
+            "--faults",
+            "fail_at_step=1",
             "--model",
             str(setup["model"]),
             "--data",
@@ -296,7 +297,7 @@ def test_a_crash_with_loader_workers_exits_instead_of_hanging(setup, tmp_path):
         ],
         capture_output=True,
         text=True,
-        env={**ENV, FAULTS: "fail_at_step=1"},
+        env=ENV,
         timeout=120,
     )
     assert proc.returncode != 0 and "simulated crash" in proc.stderr

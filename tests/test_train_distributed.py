@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from trainer.fixtures import make_model, write_shards
-from trainer.train.hooks import ENV as FAULTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -68,9 +67,10 @@ def phage(tmp_path_factory) -> dict[str, Path]:
 def _train(
     launcher: list[str], args: list[str], timeout: int = 240, faults: str = ""
 ) -> subprocess.CompletedProcess:
-    cmd = [*launcher, str(REPO / "launch/train.py"), *args]
-    env = {**ENV, FAULTS: faults} if faults else ENV
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    # faults go through the tests' own wrapper of the train command (tests/faulty_train.py)
+    script = ["tests/faulty_train.py", "--faults", faults] if faults else ["launch/train.py"]
+    cmd = [*launcher, str(REPO / script[0]), *script[1:], *args]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
     return proc
 
 

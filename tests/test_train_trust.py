@@ -351,7 +351,7 @@ def test_bake_counts_long_windows_and_targets(tmp_path, caplog):
     spec = [GenomeSpec("g", str(fna), str(gff))]
     with caplog.at_level("WARNING"):
         manifest, _ = bake(spec, BakeConfig(window_len=3000, progress=False), tmp_path / "o")
-    totals = manifest["totals"]
+    totals = manifest.totals
     assert totals["long_windows_estimate"] == totals["samples"] == 2
     assert totals["long_targets"] == 2 and totals["max_target_tokens"] > 512
     assert "2 of 2 windows (3000 bp) are likely over 512 DNABERT-2 encoder tokens" in caplog.text
@@ -359,7 +359,7 @@ def test_bake_counts_long_windows_and_targets(tmp_path, caplog):
     caplog.clear()
     with caplog.at_level("WARNING"):
         manifest, _ = bake(spec, BakeConfig(window_len=1000, progress=False), tmp_path / "o2")
-    assert manifest["totals"]["long_windows_estimate"] == 0
+    assert manifest.totals["long_windows_estimate"] == 0
     assert "encoder tokens" not in caplog.text
 
 
@@ -488,12 +488,12 @@ def test_nan_weights_are_refused_naming_the_file_and_tensor(setup, tmp_path, cap
 def test_a_torn_metrics_line_is_dropped_on_resume_not_a_traceback(tmp_path, caplog):
     """A run SIGKILLed mid-write leaves half a JSON line in metrics.jsonl; resume used to die on it
     with a JSONDecodeError traceback. Steps after the checkpoint go too, as before."""
-    from trainer.train.engine import _truncate_metrics
+    from trainer.train.run_folder import truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     rows = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (1, 2, 3, 4)]
     path.write_text("\n".join(rows) + '\n{"step": 5, "lo')  # killed mid-line
     with caplog.at_level(logging.WARNING):
-        _truncate_metrics(path, step=3)
+        truncate_metrics(path, step=3)
     assert [json.loads(ln)["step"] for ln in path.read_text().splitlines()] == [1, 2, 3]
     assert "1 line(s) that are no step record dropped" in caplog.text

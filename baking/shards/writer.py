@@ -25,9 +25,9 @@ import logging
 import os
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
 
+from baking.bake_config import ShardInfo
 from baking.common.errors import OutputError
 from baking.common.files import commit
 
@@ -47,24 +47,6 @@ def safe_name(name: str) -> str:
     if len(out) > 60:  # tar member names must stay under 100 bytes
         out = out[:51] + "_" + hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
     return out
-
-
-@dataclass
-class ShardInfo:
-    """A finished shard: path relative to the output folder, samples, bytes and sha256."""
-
-    path: str
-    samples: int
-    bytes: int
-    sha256: str
-
-    def to_json(self) -> dict:
-        return {
-            "path": self.path,
-            "samples": self.samples,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-        }
 
 
 def _tar_size(payload: int) -> int:

@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from baking.common.errors import ConfigError, InputError
-from baking.shards.manifest import load_manifest
+from baking.shards.manifest import Manifest, load_manifest
 from trainer.model.seq2seq import IGNORE_INDEX
 from trainer.tokens.tokenizer import WindowTooLong, check_source_length, encode_sources
 
@@ -85,7 +85,7 @@ def _count_congruent(n: int, k: int, r: int) -> int:
 # --------------------------------------------------------------------------------------- manifest
 
 
-def read_manifest(data_dir: str | Path) -> dict[str, Any]:
+def read_manifest(data_dir: str | Path) -> Manifest:
     """The baker's manifest, read by the baker's own reader (it owns the format)."""
     return load_manifest(data_dir)
 
@@ -93,39 +93,13 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
 def split_shards(data_dir: str | Path, split: str) -> list[ShardEntry]:
     """The split's non-empty shards as absolute paths with counts, checked to exist."""
     root = Path(data_dir)
-    manifest = read_manifest(root)
-    entries = _split_entries(manifest, split, root / "manifest.json")
     shards: list[ShardEntry] = []
-    for entry in entries:
-        rel, count = entry.get("path"), entry.get("samples")
-        if not isinstance(rel, str) or not isinstance(count, int) or count < 0:
-            raise InputError(
-                root / "manifest.json", f"bad shard entry in split {split!r}: {entry!r}"
-            )
-        path = (root / rel).resolve()
+    for listed in read_manifest(root).split(split):
+        path = (root / listed.path).resolve()
         if not path.is_file():
             raise InputError(path, f"shard listed in manifest.json (split {split!r}) is missing")
-        sha, size = entry.get("sha256"), entry.get("bytes")
-        if count:
-            shards.append(
-                ShardEntry(
-                    str(path),
-                    count,
-                    sha if isinstance(sha, str) else None,
-                    size if isinstance(size, int) else None,
-                )
-            )
-    return shards
-
-
-def _split_entries(manifest: dict[str, Any], split: str, where: Path) -> list[dict[str, Any]]:
-    """``manifest["splits"][split]["shards"]`` (baking.shards.manifest's layout); [] when absent."""
-    node = (manifest.get("splits") or {}).get(split)
-    if node is None:
-        return []
-    shards = node.get("shards") if isinstance(node, dict) else None
-    if not isinstance(shards, list):
-        raise InputError(where, f"split {split!r} must list its shards")
+        if listed.samples:
+            shards.append(ShardEntry(str(path), listed.samples, listed.sha256, listed.bytes))
     return shards
 
 

@@ -39,6 +39,7 @@ import torch
 from baking.common.errors import InputError, OutputError
 from baking.common.files import read_json, replace_dir, write_bytes, write_json
 from trainer.distributed import all_gather, barrier, from_rank0
+from trainer.train.ds_engine import TrainEngine
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,7 @@ def choose_checkpoint(root: str | Path, *, rank: int, world: int) -> Path | None
 
 
 def save_checkpoint(
-    engine: Any,
+    engine: TrainEngine,
     root: str | Path,
     state: TrainerState,
     *,
@@ -365,7 +366,7 @@ class _SaveGuard:
     this save are skipped, and every rank leaves ``save_checkpoint`` through the same collectives.
     """
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: TrainEngine) -> None:
         self.ce = getattr(engine, "checkpoint_engine", None)
         self.problem: str | None = None
         self._had_own = False
@@ -507,7 +508,7 @@ def read_state(folder: str | Path) -> TrainerState:
     return TrainerState.from_dict(data)
 
 
-def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerState:
+def load_checkpoint(engine: TrainEngine, folder: str | Path, *, rank: int) -> TrainerState:
     """Restore DeepSpeed state, the trainer state and this rank's RNG from a complete checkpoint."""
     folder = Path(folder)
     if not (folder / COMPLETE).is_file():
@@ -544,7 +545,7 @@ def load_checkpoint(engine: Any, folder: str | Path, *, rank: int) -> TrainerSta
     return state
 
 
-def _own_optimizer_settings(engine: Any) -> tuple[float | None, list[float]]:
+def _own_optimizer_settings(engine: TrainEngine) -> tuple[float | None, list[float]]:
     """This run's clipping norm and per-group weight decay, before a checkpoint overwrites them.
 
     DeepSpeed's ZeRO load puts back the *saved* ``clip_grad`` and the saved optimizer groups
@@ -557,7 +558,7 @@ def _own_optimizer_settings(engine: Any) -> tuple[float | None, list[float]]:
     return getattr(opt, "clip_grad", None), [g.get("weight_decay", 0.0) for g in groups]
 
 
-def _restore_optimizer_settings(engine: Any, own: tuple[float | None, list[float]]) -> None:
+def _restore_optimizer_settings(engine: TrainEngine, own: tuple[float | None, list[float]]) -> None:
     """Apply this run's clipping and weight decay again after the checkpoint's were loaded."""
     clip, decays = own
     opt = getattr(engine, "optimizer", None)
@@ -569,7 +570,7 @@ def _restore_optimizer_settings(engine: Any, own: tuple[float | None, list[float
             group["weight_decay"] = decay
 
 
-def apply_schedule(engine: Any) -> None:
+def apply_schedule(engine: TrainEngine) -> None:
     """Set the optimizer's learning rates from the (just loaded) scheduler position.
 
     DeepSpeed's load restores the *saved* group learning rates, which the old settings computed;
@@ -599,7 +600,7 @@ def _deepspeed_globals() -> list[Any]:
     return [ZeroStageEnum, fragment_address, LossScaler, DynamicLossScaler]
 
 
-def _safe_deepspeed_loads(engine: Any) -> None:
+def _safe_deepspeed_loads(engine: TrainEngine) -> None:
     """Make DeepSpeed read its checkpoint files with ``torch.load(weights_only=True)``.
 
     deepspeed 0.19's ``TorchCheckpointEngine.load`` calls ``torch.load(weights_only=False)``,

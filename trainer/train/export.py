@@ -13,18 +13,18 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from baking.common.files import replace_dir
 from trainer.distributed import barrier
+from trainer.train.ds_engine import TrainEngine
 
 log = logging.getLogger(__name__)
 
 
 def export_model(
-    engine: Any,
+    engine: TrainEngine,
     out_dir: str | Path,
     *,
     tokenizer_dir: str | Path,

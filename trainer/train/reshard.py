@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from baking.common.errors import InputError
+from trainer.train.ds_engine import TrainEngine
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def read_full_state(
     return state
 
 
-def load_resharded(engine: Any, folder: str | Path) -> FullState:
+def load_resharded(engine: TrainEngine, folder: str | Path) -> FullState:
     """Put a checkpoint saved at another topology into ``engine`` (this rank's share of it).
 
     Local to this rank (no collective). Returns the full state it read (for logging and tests).
@@ -230,7 +231,7 @@ def _write_partitions(
 
 
 def load_elastic(
-    engine: Any,
+    engine: TrainEngine,
     folder: str | Path,
     *,
     rank: int,

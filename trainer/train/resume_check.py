@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from baking.common.errors import ConfigError, InputError
+from baking.shards.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,13 @@ def model_identity(model_cfg: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
     return {"config": arch, "vocab_sha256": _digest(vocab)}
 
 
-def data_identity(manifest: dict[str, Any]) -> dict[str, Any]:
+def data_identity(manifest: Manifest) -> dict[str, Any]:
     """The train split as baked: each shard's path, sample count and sha256 (what the position indexes)."""
-    shards = ((manifest.get("splits") or {}).get("train") or {}).get("shards") or []
-    rows = [
-        [s.get("path"), s.get("samples"), s.get("sha256")] for s in shards if isinstance(s, dict)
-    ]
+    rows = [[s.path, s.samples, s.sha256] for s in manifest.split("train")]
     return {
         "train_sha256": _digest(rows),
         "train_shards": len(rows),
-        "train_samples": sum(int(r[1]) for r in rows if isinstance(r[1], int)),
+        "train_samples": sum(s.samples for s in manifest.split("train")),
     }
 
 

@@ -19,6 +19,7 @@ from baking.common.errors import Dna2GffError
 from trainer.data.loader import pad_decoder
 from trainer.distributed import all_max, all_sum
 from trainer.model.seq2seq import IGNORE_INDEX
+from trainer.train.ds_engine import TrainEngine
 from trainer.train.observe import TrainObserver
 
 
@@ -199,10 +200,9 @@ class StepInputs:
 
 
 def run_step(
-    engine: Any,
+    engine: TrainEngine,
     batches: Iterator[dict],
     how: StepInputs,
-    poison: bool = False,
     observer: TrainObserver | None = None,
     step: int = 0,
 ) -> tuple[StepStats, tuple[int, int]]:
@@ -210,8 +210,8 @@ def run_step(
 
     Returns this rank's sums and the last batch's (S, T). A non-finite loss is still
     back-propagated: ZeRO sees the non-finite gradients and skips the step on every rank.
-    ``poison`` makes the loss NaN (tests of that path, see ``trainer.train.hooks``). ``observer``
-    (tests) sees each prepared micro-batch and the reduced gradients of optimizer step ``step``.
+    ``observer`` (tests) sees each prepared micro-batch and the reduced gradients of optimizer
+    step ``step``.
     """
     stats = StepStats()
     shapes = (0, 0)
@@ -223,8 +223,6 @@ def run_step(
         outputs = forward_batch(engine, batch)
         ce, n = token_loss(outputs.logits, batch["labels"], how.vocab, how.joint_from)
         aux = outputs.aux_loss.float() if torch.is_tensor(outputs.aux_loss) else torch.zeros(())
-        if poison:
-            ce = ce * float("nan")
         loss = ce + how.aux_coef * aux
         enc_aux = encoder_aux_loss(outputs, batch)
         if enc_aux is not None:
@@ -271,7 +269,7 @@ def expert_load_scalars(module: Any, device: torch.device, world_size: int) -> d
 
 
 def engine_scalars(
-    engine: Any, use_moe: bool, step: StepStats, device: torch.device, world: int
+    engine: TrainEngine, use_moe: bool, step: StepStats, device: torch.device, world: int
 ) -> dict[str, float]:
     """Gradient norm and, for MoE, aux loss and per-expert load (a collective when MoE).
 

@@ -17,6 +17,7 @@ import torch
 
 from trainer.data.loader import SampleEncoder, ShardBatches, ShardEntry, first_samples
 from trainer.distributed import all_sum
+from trainer.train.ds_engine import TrainEngine
 from trainer.train.step import forward_batch, prepare_batch, token_loss
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def _fork_rng(device: torch.device) -> Any:
 
 
 def validation_loss(
-    engine: Any,
+    engine: TrainEngine,
     shards: Sequence[ShardEntry],
     encoder: SampleEncoder,
     *,
@@ -122,7 +123,7 @@ def _decode_by_code(
 
 
 def decode_metric(
-    engine: Any,
+    engine: TrainEngine,
     tokenizer: Any,
     shards: Sequence[ShardEntry],
     *,
