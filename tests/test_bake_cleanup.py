@@ -77,6 +77,13 @@ def test_full_disk_names_the_shard_and_leaves_nothing(
     assert output_files(out) == []
 
 
+def _default_sigint() -> None:
+    """A child started from a background job inherits SIGINT ignored (POSIX shells do that to
+    asynchronous commands) and Python then leaves it ignored: the bake under test must get the
+    disposition a terminal gives it, whatever runs the suite."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 60.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end and proc.poll() is None:
@@ -107,6 +114,7 @@ def test_interrupted_bake_removes_its_temporaries(tmp_path: Path, sig: int, work
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        preexec_fn=_default_sigint,
     )
     try:
         hit = _wait_for(lambda: any("C_crescentus" in t for t in _temps(out)), proc)
