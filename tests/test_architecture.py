@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trainer", "trainer.distributed"),
     ("trainer.tokens", "trainer.tokens.tokenizer"),
     ("trainer.model",),
-    ("trainer.model.random_checkpoint", "trainer.tokens.resize"),
+    ("trainer.random_checkpoint", "trainer.tokens.resize"),
     ("trainer.data",),
     ("trainer.inference",),
     (

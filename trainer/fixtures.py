@@ -66,7 +66,7 @@ def make_model(
     """A random tiny DNABERT-2 checkpoint turned into our encoder-decoder folder."""
     from trainer.distributed import disable_cpu_shm_comm, ensure_process_group
     from trainer.model.build import build_from_dnabert2
-    from trainer.model.random_checkpoint import write_random_dnabert2
+    from trainer.random_checkpoint import write_random_dnabert2
     from trainer.tokens.tokenizer import load_tokenizer
 
     disable_cpu_shm_comm()  # no ~50 s compile of DeepSpeed's CPU shm op on a fresh machine

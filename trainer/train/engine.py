@@ -308,7 +308,13 @@ class _Run:
         )
 
     def export(self) -> None:
-        export_model(self.engine, self.out / "export", tokenizer_dir=self.cfg.model, rank=self.rank)
+        export_model(
+            self.engine,
+            self.out / "export",
+            tokenizer_dir=self.cfg.model,
+            rank=self.rank,
+            data_dir=self.cfg.data,
+        )
 
     def save(self) -> None:
         folder = ckpt.save_checkpoint(
