@@ -307,3 +307,29 @@ def test_model_card_facts_from_the_manifest(tmp_path) -> None:
     assert read_card_facts(tmp_path) == facts  # the facts ride in the card, for a later update
     assert read_card_facts(tmp_path / "none") is None
     assert CardFacts.from_json(json.loads(facts.to_json())) == facts
+
+
+def test_export_writes_the_card_from_the_data_manifest(folder, tmp_path, monkeypatch) -> None:
+    """The export (one process; ZeRO's fp32 gather stubbed out) carries a card naming the
+    training genomes the data folder's manifest counts, and the model's decoding settings."""
+    import deepspeed.utils
+
+    from trainer.train.export import export_model
+
+    monkeypatch.setattr(deepspeed.utils, "safe_get_full_fp32_param", lambda p: None)
+    data = tmp_path / "data"
+    data.mkdir()
+    genome = {"status": "ok", "bp": 9000, "transl_table": 4, "samples": {"train": 30, "val": 3}}
+    (data / "manifest.json").write_text(json.dumps({"genomes": {"syn5": genome}}))
+
+    class Engine:
+        module = Dna2GffModel.from_pretrained(folder)
+
+    Engine.module.decoding = DecodingSettings(num_beams=3)
+    out = export_model(Engine(), tmp_path / "export", tokenizer_dir=folder, rank=0, data_dir=data)
+    card = (out / "README.md").read_text()
+    assert "| syn5 | 9000 | 30 | 3 | 4 |" in card and "- num_beams: 3" in card
+    assert read_card_facts(out).genomes[0].transl_table == 4
+    assert load_decoding(out) == DecodingSettings(num_beams=3)
+    reloaded = Dna2GffModel.from_pretrained(out)
+    assert reloaded.card == read_card_facts(out)  # a later save keeps the card's facts

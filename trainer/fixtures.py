@@ -90,6 +90,11 @@ def make_model(
         tie_weights=True,
         seed=0,
         hidden_dropout=0.0,
+        # the tiny model the tests were written for: digit targets (``sample`` below), no
+        # pointer context or encoder head (the config's defaults are the recommended model)
+        coordinate_form="digits",
+        pointer_context_bp=0,
+        encoder_aux_weight=0.0,
     )
     model.save_pretrained(out_dir, tokenizer_dir=tok_dir)
     return out_dir
