@@ -118,6 +118,8 @@ def test_auto_classes_load_the_same_model(folder) -> None:
     assert written["model_type"] == "dna2gff" and "transformers_version" in written
     with pytest.raises(InputError, match="never run code"):
         transformers.AutoModel.from_pretrained(folder, trust_remote_code=True)
+    with pytest.raises(ConfigError, match="does not take device_map"):
+        Dna2GffModel.from_pretrained(folder, device_map="auto")
 
 
 def test_folders_written_before_load_as_they_were(folder, tmp_path) -> None:

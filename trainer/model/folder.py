@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import Tensor
 
-from baking.common.errors import InputError
+from baking.common.errors import ConfigError, InputError
 from baking.common.files import copy_file
 from trainer.distributed import world_rank
 from trainer.model.card import CARD_NAME, read_card_facts, write_card
@@ -208,6 +208,11 @@ def resolve_model_folder(model_dir: str | Path, hub_kwargs: dict[str, Any] | Non
     return resolve_folder(model_dir, MODEL_FILES, what="dna2gff model", hub_kwargs=hub_kwargs)
 
 
+AUTO_BOOKKEEPING = ("config", "trust_remote_code", "adapter_kwargs", "_from_auto", "_from_pipeline")
+"""What ``AutoModel.from_pretrained`` passes on besides the hub's arguments; ``config`` is the
+folder's own (read again here), the rest has no meaning for a dna2gff model."""
+
+
 def _hub_kwargs(hf_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Split HF's ``from_pretrained`` keyword arguments: the hub's go on, code is refused, the
     rest (``AutoModel``'s own bookkeeping) has nothing to change and is dropped."""
@@ -218,7 +223,20 @@ def _hub_kwargs(hf_kwargs: dict[str, Any]) -> dict[str, Any]:
     hub = {k: hf_kwargs[k] for k in HUB_KWARGS if hf_kwargs.get(k) is not None}
     config = hf_kwargs.get("config")
     if config is not None and not isinstance(config, Dna2GffConfig):
-        raise InputError("config", f"not a dna2gff config: {type(config).__name__}")
+        raise ConfigError(
+            f"from_pretrained: config is not a dna2gff config: {type(config).__name__}"
+        )
+    unused = sorted(
+        k
+        for k, v in hf_kwargs.items()
+        if k not in (*HUB_KWARGS, *AUTO_BOOKKEEPING) and v not in (None, {}, False)
+    )
+    if unused:  # e.g. dtype, device_map: silently ignoring them would surprise
+        raise ConfigError(
+            f"from_pretrained does not take {', '.join(unused)} for a dna2gff model "
+            "(it takes map_location, ep_size, ep_rank and the hub's revision, cache_dir, token, "
+            "local_files_only); convert after loading, e.g. model.to(torch.bfloat16)"
+        )
     return hub
 
 
