@@ -316,7 +316,7 @@ def test_export_writes_the_card_from_the_data_manifest(folder, tmp_path, monkeyp
     training genomes the data folder's manifest counts, and the model's decoding settings."""
     import deepspeed.utils
 
-    from trainer.train.export import export_model
+    from trainer.train.export import export_model, export_scores
 
     monkeypatch.setattr(deepspeed.utils, "safe_get_full_fp32_param", lambda p: None)
     data = tmp_path / "data"
@@ -328,8 +328,13 @@ def test_export_writes_the_card_from_the_data_manifest(folder, tmp_path, monkeyp
         module = Dna2GffModel.from_pretrained(folder)
 
     Engine.module.decoding = DecodingSettings(num_beams=3)
-    out = export_model(Engine(), tmp_path / "export", tokenizer_dir=folder, rank=0, data_dir=data)
+    scores = export_scores(30, 1.23456)
+    out = export_model(
+        Engine(), tmp_path / "export", tokenizer_dir=folder, rank=0, data_dir=data, scores=scores
+    )
     card = (out / "README.md").read_text()
+    assert "| validation loss (step 30) | 1.2346 |" in card
+    assert export_scores(30, None) == {}
     assert "| syn5 | 9000 | 30 | 3 | 4 |" in card and "- num_beams: 3" in card
     assert read_card_facts(out).genomes[0].transl_table == 4
     assert load_decoding(out) == DecodingSettings(num_beams=3)

@@ -54,7 +54,7 @@ from trainer.train.dsconfig import (
     resolve_ds_config,
     use_cpu_accelerator_if_no_gpu,
 )
-from trainer.train.export import export_model
+from trainer.train.export import export_model, export_scores
 from trainer.train.hooks import TrainHooks
 from trainer.train.monitor import Monitor, peak_flops, train_flops
 from trainer.train.run_lock import RunLock, check_not_running, take_run_lock
@@ -314,6 +314,7 @@ class _Run:
             tokenizer_dir=self.cfg.model,
             rank=self.rank,
             data_dir=self.cfg.data,
+            scores=export_scores(self.state.step, self.result.val_loss),
         )
 
     def save(self) -> None:

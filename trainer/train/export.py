@@ -34,13 +34,15 @@ def export_model(
     tokenizer_dir: str | Path,
     rank: int,
     data_dir: str | Path | None = None,
+    scores: dict[str, Any] | None = None,
 ) -> Path:
     """Write a consolidated fp32 model folder to ``out_dir``; every rank must call it.
 
     The module's config is written as it is: the trainer recorded the target spec in it at set-up
     (``Dna2GffConfig.record_target``), so nothing is patched here. ``data_dir`` (the baked data
-    trained on) gives the card its training genomes; scores measured later are added to the card
-    by ``tune_orf`` and the learning benchmark (``card.record_scores``).
+    trained on) gives the card its training genomes, ``scores`` what the run measured so far
+    (``export_scores``); scores measured later are added to the card by ``tune_orf`` and the
+    learning benchmark (``card.record_scores``).
     """
     from deepspeed.utils import safe_get_full_fp32_param
 
@@ -54,6 +56,8 @@ def export_model(
     module = engine.module
     if getattr(module, "card", None) is None or data_dir is not None:
         module.card = facts_from_manifest(data_dir) if data_dir is not None else CardFacts()
+    if scores:
+        module.card.scores.update(scores)
     saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
     for _, p in module.named_parameters():
         full = safe_get_full_fp32_param(p)  # collective over the param's data-parallel group
@@ -69,3 +73,10 @@ def export_model(
         log.info("exported model=%s", out)
     barrier()
     return out
+
+
+def export_scores(step: int, val_loss: float | None) -> dict[str, Any]:
+    """The run's own figures for the card: the last validation loss and the step it was taken at."""
+    if val_loss is None:
+        return {}
+    return {f"validation loss (step {step})": round(float(val_loss), 4)}
