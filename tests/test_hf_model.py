@@ -143,6 +143,9 @@ def test_folders_written_before_load_as_they_were(folder, tmp_path) -> None:
         0,
         0.0,
     )
+    # a dict that is not such a file (no ``extra``) gets today's defaults
+    partial = Dna2GffConfig.from_dict({"vocab_size": 100})
+    assert (partial.coordinate_form, partial.pointer_context_bp) == ("pointer", 20)
 
 
 def test_save_pretrained_then_annotate_writes_the_same_gff3(folder, genome, tmp_path) -> None:

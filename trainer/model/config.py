@@ -50,7 +50,8 @@ HF_KEYS = frozenset(
 
 #: What a ``config.json`` written before the defaults became the recommended model meant by a
 #: key it left out (it wrote every key it knew; these came later or changed default). Applied only
-#: to files without ``transformers_version``, i.e. written before the config was a HF config.
+#: to a file of that era: ``extra`` and ``model_type`` (the dataclass wrote both, always) and no
+#: ``transformers_version`` (every file since has it).
 LEGACY_DEFAULTS: dict[str, Any] = {
     "coordinate_form": "digits",
     "pointer_context_bp": 0,
@@ -304,10 +305,10 @@ class Dna2GffConfig(PreTrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
         """Build from a dict (HF's ``from_dict``; ``AutoConfig`` calls it too), refusing unknown
-        keys (``__post_init__``). A dict written before this was a HF config (no
-        ``transformers_version``) means the old defaults by a key it lacks (``LEGACY_DEFAULTS``)."""
+        keys (``__post_init__``). A file written before this was a HF config means the old
+        defaults by a key it lacks (``LEGACY_DEFAULTS``); any other dict, the current ones."""
         data = dict(config_dict)
-        if "transformers_version" not in data:
+        if "transformers_version" not in data and {"extra", "model_type"} <= set(data):
             data = {**LEGACY_DEFAULTS, **data}
         try:
             return super().from_dict(data, **kwargs)
