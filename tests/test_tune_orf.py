@@ -169,6 +169,9 @@ def test_cli_records_the_choice_and_refuses_bad_input(model_dir, genome, tmp_pat
     assert res.returncode == 0, res.stderr
     assert "<- chosen" in res.stdout
     assert load_decoding(model).min_orf_codons == table["chosen"]
+    assert load_decoding(model).overlap == 300  # the decoding it was tuned under, with it
+    card = (model / "README.md").read_text()
+    assert f"tune_orf CDS stop F1 on {fna.name} (N={table['chosen']})" in card
 
     res = _cli(*base, "--candidates", "1,40")
     assert res.returncode == 2 and "must be >= 2" in res.stderr
