@@ -16,8 +16,9 @@
 | ``state.py`` | strict state-dict checks, atomic weight files |
 
 Importing this package registers ``Dna2GffConfig`` / ``Dna2GffModel`` with ``transformers.AutoConfig``
-and ``AutoModel`` (model type ``dna2gff``), so after ``import trainer`` a model folder loads with
-``AutoModel.from_pretrained(FOLDER)``. ``AutoModelForSeq2SeqLM`` is deliberately not registered:
+and ``AutoModel`` (model type ``dna2gff``), so once any ``trainer.model`` module is imported a model
+folder loads with ``AutoModel.from_pretrained(FOLDER)`` (not at ``import trainer``: registering
+imports torch and transformers, and the torch-free ``trainer.tokens`` tools must stay fast). ``AutoModelForSeq2SeqLM`` is deliberately not registered:
 its contract is ``generate()``, and pointer decoding cannot be expressed there (``docs/model.md``).
 """
 
@@ -29,6 +30,7 @@ from trainer.model.decoder import KVCache
 from trainer.model.dnabert2 import DNABERT2_HUB_ID, load_dnabert2
 from trainer.model.encoder import DNABert2Encoder, DNABert2Model, alibi_slopes
 from trainer.model.folder import load_model_folder, save_model_folder
+from trainer.model.generation import DecodingSettings
 from trainer.model.seq2seq import Dna2GffModel, Seq2SeqOutput
 from trainer.model.state import CheckpointError
 
@@ -40,6 +42,7 @@ __all__ = [
     "CheckpointError",
     "DNABert2Encoder",
     "DNABert2Model",
+    "DecodingSettings",
     "Dna2GffConfig",
     "Dna2GffModel",
     "KVCache",
