@@ -122,6 +122,9 @@ def main() -> None:
             num_decoder_layers=min(args.decoder_layers, SIZES[args.size]["num_encoder_layers"]),
             window_len=window_len,
             feature_types=types,
+            coordinate_form="digits",  # the digit vocabulary above (the config's default: pointer)
+            pointer_context_bp=0,
+            encoder_aux_weight=0.0,
             **SIZES[args.size],
         )
         torch.manual_seed(0)

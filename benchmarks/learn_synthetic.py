@@ -384,12 +384,26 @@ class Scorer:
         scores = _score(self.lay, self.held, tag, self.idx, model, flags, self.a, n)
         self.idx += 2
         scores["min_orf_codons"] = n
+        if tune and not flags:  # the export's own decoding: its scores go into its model card
+            from trainer.model.card import record_scores
+
+            exact, stop = _cds(scores, "dna2gff")
+            held = self.held[0].name
+            record_scores(
+                model,
+                {
+                    f"CDS exact F1 on {held} (learn_synthetic)": round(exact, 4),
+                    f"CDS stop F1 on {held} (learn_synthetic)": round(stop, 4),
+                },
+            )
         return scores
 
     def tune(self, tag: str, model: Path, flags: tuple[str, ...]) -> int:
         """``tune_orf``'s choice, from the real annotate + evaluate commands; recorded in the
-        model folder so the exported model annotates with it by default."""
-        from trainer.inference.tune_orf import TuneRow, choose, record_min_orf_codons
+        model folder's ``generation_config.json`` with the decoding it was scored under (beams,
+        overlap), so the exported model annotates as the table says by default."""
+        from trainer.inference.tune_orf import TuneRow, choose
+        from trainer.model.generation import record_decoding
 
         assert self.tune_pair is not None
         tried, rows = {}, []
@@ -402,7 +416,9 @@ class Scorer:
             tried[n] = (round(stop, 3), round(exact, 3), n)
             rows.append(TuneRow(n, exact, stop, 0, 0, 0.0))
         best = choose(rows)
-        record_min_orf_codons(model, best)
+        record_decoding(
+            model, min_orf_codons=best, num_beams=self.a.num_beams, overlap=self.a.overlap
+        )
         self.tuned.append(
             {"tag": tag, "chosen": best, "tried": {str(k): v for k, v in tried.items()}}
         )

@@ -28,6 +28,11 @@ from baking.common.files import write_json
 from baking.target_format.pointers import MIN_ORF_CODONS
 from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 
+#: Options a model folder may set as its defaults (``trainer.model.generation``: the decoding
+#: settings it was tuned and scored with); a flag given on the command line wins.
+MODEL_DEFAULT = "(default: the model's generation_config.json, else "
+DECODING_FLAGS = ("num_beams", "overlap", "min_votes", "min_orf_codons", "selection")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -71,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument(
         "--batch_size", type=int, default=64, help="windows per forward pass (GPU: 256+)"
     )
-    dec.add_argument("--num_beams", type=int, default=1, help="1 = greedy")
+    dec.add_argument(
+        "--num_beams",
+        type=int,
+        default=None,
+        help=f"1 = greedy {MODEL_DEFAULT}1)",
+    )
     dec.add_argument("--max_new_tokens", type=int, default=256, help="target tokens per window")
     dec.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     dec.add_argument(
@@ -85,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap",
         type=int,
         default=None,
-        help="bases shared by neighbouring windows (default: window_len // 2)",
+        help=f"bases shared by neighbouring windows {MODEL_DEFAULT}window_len // 2)",
     )
     win.add_argument(
         "--window_len", type=int, default=None, help="only if the model config lacks window_len"
@@ -117,23 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument(
         "--min_votes",
         type=float,
-        default=0.5,
-        help="share of the windows holding a whole CDS that must predict it (0 = off)",
+        default=None,
+        help="share of the windows holding a whole CDS that must predict it (0 = off) "
+        f"{MODEL_DEFAULT}0.5)",
     )
     sn.add_argument(
         "--selection",
         choices=("votes", "genome"),
-        default="votes",
+        default=None,
         help="votes: --min_votes then one start per stop; genome: score every candidate CDS from "
         "the windows and choose one consistent set per sequence under overlap rules "
-        "(docs/annotate-evaluate.md)",
+        f"(docs/annotate-evaluate.md) {MODEL_DEFAULT}votes)",
     )
     sn.add_argument(
         "--min_orf_codons",
         type=int,
         default=None,
-        help="with the ORF constraint: shortest whole CDS, codons incl. start/stop (default: "
-        f"the N the model's config records from tune_orf, else {MIN_ORF_CODONS})",
+        help="with the ORF constraint: shortest whole CDS, codons incl. start/stop "
+        f"{MODEL_DEFAULT}{MIN_ORF_CODONS})",
     )
     sn.add_argument(
         "--transl_table",
@@ -208,12 +219,13 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     setup_logging(args.verbose, args.log_file)
     # torch only now: a wrong output is reported in a fraction of a second, not after its import
-    from trainer.inference.annotate import AnnotateOptions
+    from trainer.inference.annotate import AnnotateOptions, with_decoding
     from trainer.inference.annotate_many import annotate_genomes, summary_json
+    from trainer.model.generation import load_decoding
 
+    given = [name for name in DECODING_FLAGS if getattr(args, name) is not None]
     options = AnnotateOptions(
         batch_size=args.batch_size,
-        num_beams=args.num_beams,
         max_new_tokens=args.max_new_tokens,
         overlap=args.overlap,
         window_len=args.window_len,
@@ -223,14 +235,14 @@ def _main(argv: Sequence[str] | None) -> int:
         snap_window=args.snap_window,
         orf_constraint=not args.no_orf_constraint,
         min_orf_codons=args.min_orf_codons,
-        min_votes=args.min_votes,
-        selection=args.selection,
         transl_table=args.transl_table,
         circular=tuple(c for c in args.circular.split(",") if c),
         device=args.device,
         bf16=args.bf16,
         progress=not args.no_progress,
+        **{k: getattr(args, k) for k in ("num_beams", "min_votes", "selection") if k in given},
     )
+    options = with_decoding(options, load_decoding(model), given)
     results = annotate_genomes(
         args.model,
         jobs,

@@ -26,17 +26,13 @@ from collections.abc import Sequence
 from baking.common.errors import ConfigError, InputError
 from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 from trainer.model.build import build_from_dnabert2
-from trainer.model.config import COORDINATE_FORMS
+from trainer.model.config import COORDINATE_FORMS, Dna2GffConfig
 from trainer.model.dnabert2 import DNABERT2_HUB_ID, resolve_checkpoint
-from trainer.model.random_checkpoint import make_tiny_dnabert2
 from trainer.tokens.tokenizer import TOKENIZER_NAME
 
-#: What ``init_model`` builds unless told otherwise (measured in docs/learning.md).
-DEFAULT_COORDINATE_FORM = "pointer"
-DEFAULT_ENCODER_AUX_WEIGHT = 0.5
-DEFAULT_POINTER_CONTEXT_BP = 20
-DEFAULT_BASE_AUX_WEIGHT = 0.0
-DEFAULT_BASE_AUX_CLASS_WEIGHT = 1.0
+#: What ``init_model`` builds unless told otherwise: the config's defaults, which are the
+#: recommended model (measured in docs/learning.md), so the command and the library agree.
+_default = Dna2GffConfig.default
 
 log = logging.getLogger(__name__)
 
@@ -75,48 +71,62 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument(
         "--coordinate_form",
         choices=COORDINATE_FORMS,
-        default=DEFAULT_COORDINATE_FORM,
+        default=_default("coordinate_form"),
         help="pointer: the decoder points at a base of the window; digits: it spells the number",
     )
     dec.add_argument(
         "--pointer_context_bp",
         type=int,
-        default=DEFAULT_POINTER_CONTEXT_BP,
+        default=_default("pointer_context_bp"),
         help="pointer models: bases each side of a base its key sees directly (start-codon "
         "context such as the ribosome-binding site); 0 = none",
     )
     dec.add_argument(
         "--base_aux_weight",
         type=float,
-        default=DEFAULT_BASE_AUX_WEIGHT,
+        default=_default("base_aux_weight"),
         help="pointer models: weight of the per-base loss on the pointer keys (CDS begins / "
         "ends here); 0 = none",
     )
     dec.add_argument(
         "--base_aux_class_weight",
         type=float,
-        default=DEFAULT_BASE_AUX_CLASS_WEIGHT,
+        default=_default("base_aux_class_weight"),
         help="pointer models: weight of the begin / end bases against the others in that "
         "per-base loss (1 = unweighted)",
     )
     dec.add_argument(
         "--encoder_aux_weight",
         type=float,
-        default=DEFAULT_ENCODER_AUX_WEIGHT,
+        default=_default("encoder_aux_weight"),
         help="weight of the per-token encoder loss (coding frame/strand, start/stop); 0 = none",
     )
     moe = p.add_argument_group("Mixture of experts (decoder MLPs)")
     moe.add_argument(
         "--use_moe", action="store_true", help="replace decoder MLPs by DeepSpeed MoE layers"
     )
-    moe.add_argument("--num_experts", type=int, default=8, help="experts per MoE layer")
-    moe.add_argument("--moe_top_k", type=int, default=2, choices=[1, 2], help="experts per token")
-    moe.add_argument("--moe_layers", help="comma-separated decoder layer indices (default: all)")
     moe.add_argument(
-        "--moe_capacity_factor", type=float, default=1.25, help="training capacity factor"
+        "--num_experts", type=int, default=_default("num_experts"), help="experts per MoE layer"
     )
     moe.add_argument(
-        "--moe_aux_loss_coef", type=float, default=0.01, help="load-balancing loss weight"
+        "--moe_top_k",
+        type=int,
+        default=_default("moe_top_k"),
+        choices=[1, 2],
+        help="experts per token",
+    )
+    moe.add_argument("--moe_layers", help="comma-separated decoder layer indices (default: all)")
+    moe.add_argument(
+        "--moe_capacity_factor",
+        type=float,
+        default=_default("moe_capacity_factor"),
+        help="training capacity factor",
+    )
+    moe.add_argument(
+        "--moe_aux_loss_coef",
+        type=float,
+        default=_default("moe_aux_loss_coef"),
+        help="load-balancing loss weight",
     )
     rnd = p.add_argument_group("Random DNABERT-2 checkpoint (tests, demo)")
     rnd.add_argument(
@@ -153,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_random(args: argparse.Namespace) -> Path:
     """The ``--random_dnabert2`` step: tokenizer (given or trained) + random checkpoint."""
+    from trainer.random_checkpoint import make_tiny_dnabert2  # only this step needs it
+
     return make_tiny_dnabert2(
         args.random_dnabert2,
         tokenizer=args.tokenizer,

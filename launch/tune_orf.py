@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from baking.target_format.pointers import MIN_ORF_CODONS_CANDIDATES
 from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 
+MODEL_DEFAULT = "default: the model's generation_config.json, else "
+
 
 def _candidates(text: str) -> list[int]:
     try:
@@ -51,10 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_record", action="store_true", help="print the table, change nothing")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     a = p.add_argument_group("annotate (as annotate's options of the same name)")
-    a.add_argument("--num_beams", type=int, default=1)
+    a.add_argument("--num_beams", type=int, default=None, help=f"({MODEL_DEFAULT}1)")
     a.add_argument("--batch_size", type=int, default=64)
-    a.add_argument("--overlap", type=int, default=None, help="default: half the window")
-    a.add_argument("--min_votes", type=float, default=0.5)
+    a.add_argument("--overlap", type=int, default=None, help=f"({MODEL_DEFAULT}half the window)")
+    a.add_argument("--min_votes", type=float, default=None, help=f"({MODEL_DEFAULT}0.5)")
+    a.add_argument(
+        "--selection", choices=("votes", "genome"), default=None, help=f"({MODEL_DEFAULT}votes)"
+    )
     a.add_argument("--circular", default="", help="comma-separated circular sequence ids, or 'all'")
     a.add_argument("--transl_table", type=int, default=11, help="NCBI genetic code (1, 4, 11, 25)")
     a.add_argument("--device", default="cpu")
@@ -66,28 +71,38 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     model = Path(args.model)
     check_outputs(
-        files=[args.log_file, *([] if args.no_record else [model / "config.json"])],
+        files=[
+            args.log_file,
+            *([] if args.no_record else [model / "generation_config.json", model / "README.md"]),
+        ],
         inputs=[args.fasta, args.gff, model / "model.safetensors"],
     )
     setup_logging(args.verbose, args.log_file)
-    from trainer.inference.annotate import AnnotateOptions
+    from trainer.inference.annotate import AnnotateOptions, with_decoding
     from trainer.inference.tune_orf import (
         check_candidates,
         record_min_orf_codons,
         tune_min_orf_codons,
     )
+    from trainer.model.generation import load_decoding
 
     candidates = check_candidates(args.candidates)
+    given = [
+        k
+        for k in ("num_beams", "overlap", "min_votes", "selection")
+        if getattr(args, k) is not None
+    ]
     options = AnnotateOptions(
         batch_size=args.batch_size,
-        num_beams=args.num_beams,
         overlap=args.overlap,
-        min_votes=args.min_votes,
         transl_table=args.transl_table,
         circular=tuple(c for c in args.circular.split(",") if c),
         device=args.device,
         progress=False,
+        **{k: getattr(args, k) for k in ("num_beams", "min_votes", "selection") if k in given},
     )
+    # the model's recorded decoding (not its old N: every candidate is tried) unless a flag says
+    options = with_decoding(options, load_decoding(model), [*given, "min_orf_codons"])
     result = tune_min_orf_codons(model, args.fasta, args.gff, candidates, options)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
@@ -100,7 +115,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 f"{r.predicted:>9}{mark}"
             )
     if not args.no_record:
-        path = record_min_orf_codons(model, result.chosen)
+        chosen = next(r for r in result.rows if r.min_orf_codons == result.chosen)
+        path = record_min_orf_codons(
+            model, result.chosen, options, chosen, genome=Path(args.fasta).name
+        )
         print(f"recorded min_orf_codons={result.chosen} in {path}", file=sys.stderr)
     return 0
 

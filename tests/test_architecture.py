@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trainer", "trainer.distributed"),
     ("trainer.tokens", "trainer.tokens.tokenizer"),
     ("trainer.model",),
-    ("trainer.model.random_checkpoint", "trainer.model.resize", "trainer.model.from_data"),
+    ("trainer.random_checkpoint", "trainer.model.resize", "trainer.model.from_data"),
     ("trainer.data",),
     ("trainer.inference",),
     (

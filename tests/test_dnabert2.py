@@ -12,8 +12,8 @@ from baking.common.errors import InputError
 from trainer.model.config import Dna2GffConfig
 from trainer.model.dnabert2 import encoder_config, load_dnabert2, read_dnabert2_config
 from trainer.model.encoder import DNABert2Model
-from trainer.model.random_checkpoint import write_random_dnabert2
 from trainer.model.state import CheckpointError
+from trainer.random_checkpoint import write_random_dnabert2
 
 SIZES = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48, vocab_size=50)
 
@@ -164,7 +164,7 @@ def test_real_dnabert2_config_gives_117m_parameters(dnabert2_tokenizer_dir):
 
 
 def test_make_tiny_with_real_tokenizer(dnabert2_tokenizer_dir, tmp_path):
-    from trainer.model.random_checkpoint import make_tiny_dnabert2
+    from trainer.random_checkpoint import make_tiny_dnabert2
 
     folder = make_tiny_dnabert2(
         tmp_path / "t",
@@ -179,7 +179,7 @@ def test_make_tiny_with_real_tokenizer(dnabert2_tokenizer_dir, tmp_path):
 
 
 def test_make_tiny_from_fasta(genome_pair, tmp_path):
-    from trainer.model.random_checkpoint import make_tiny_dnabert2
+    from trainer.random_checkpoint import make_tiny_dnabert2
     from trainer.tokens.tokenizer import encode_dna, load_tokenizer
 
     fna, _ = genome_pair("phage")

@@ -15,8 +15,8 @@ from trainer.distributed import free_port
 from trainer.model.build import build_from_dnabert2
 from trainer.model.encoder import GatedMLP
 from trainer.model.moe import EXPERTS_PREFIX, ExpertShard, MoEMLP, is_expert_key, load_fractions
-from trainer.model.random_checkpoint import write_random_dnabert2
 from trainer.model.seq2seq import Dna2GffModel
+from trainer.random_checkpoint import write_random_dnabert2
 
 SIZES = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48, vocab_size=60)
 

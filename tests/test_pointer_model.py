@@ -240,7 +240,7 @@ def test_pointer_context_sees_nearby_bases_outside_the_token_and_no_further(tok)
         assert not torch.allclose(keys(flip(dna, 75))[60], k[60])
         assert torch.equal(keys(flip(dna, 85))[60], k[60])
         assert torch.equal(keys(flip(dna, 35))[60], k[60])
-    plain = Dna2GffModel(_config(tok)).eval()
+    plain = Dna2GffModel(_config(tok, pointer_context_bp=0)).eval()  # 20 is the default
     assert plain.pointer_head.context is None
 
 

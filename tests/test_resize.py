@@ -10,9 +10,9 @@ import torch
 
 from baking.common.errors import InputError
 from trainer.model.build import build_from_dnabert2
-from trainer.model.random_checkpoint import write_random_dnabert2
 from trainer.model.resize import resize_model, resize_token_embeddings
 from trainer.model.seq2seq import Dna2GffModel
+from trainer.random_checkpoint import write_random_dnabert2
 from trainer.tokens.tokenizer import append_tokens, load_tokenizer, train_dna_tokenizer
 
 NEW = ["<CDS>", "<+>", "<->", "<0>", "<1>"]

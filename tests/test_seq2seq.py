@@ -12,9 +12,9 @@ from safetensors.torch import load_file, save_file
 from baking.common.errors import ConfigError, InputError
 from trainer.model.build import build_from_dnabert2
 from trainer.model.config import Dna2GffConfig
-from trainer.model.random_checkpoint import write_random_dnabert2
 from trainer.model.seq2seq import Dna2GffModel
 from trainer.model.state import CheckpointError
+from trainer.random_checkpoint import write_random_dnabert2
 
 SIZES = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48, vocab_size=60)
 

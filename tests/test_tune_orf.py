@@ -28,6 +28,7 @@ from trainer.inference.tune_orf import (
 )
 from trainer.model import Dna2GffModel
 from trainer.model.config import Dna2GffConfig
+from trainer.model.generation import load_decoding
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = ["CDS", "tRNA", "rRNA"]
@@ -122,7 +123,7 @@ def test_recorded_n_is_annotates_default_and_the_option_still_wins(
     annotate(model, fna, tmp_path / "default.gff3", opts)
     assert min(_whole_cds_codons(tmp_path / "default.gff3")) < 150, "nothing short to exclude"
     record_min_orf_codons(model, 150)
-    assert Dna2GffConfig.load(model).min_orf_codons == 150
+    assert load_decoding(model).min_orf_codons == 150  # generation_config.json
     annotate(model, fna, tmp_path / "recorded.gff3", opts)
     whole = _whole_cds_codons(tmp_path / "recorded.gff3")
     assert whole and min(whole) >= 150
@@ -163,10 +164,14 @@ def test_cli_records_the_choice_and_refuses_bad_input(model_dir, genome, tmp_pat
     table = json.loads(res.stdout)
     assert [r["min_orf_codons"] for r in table["rows"]] == [40, 150]
     assert (model / "config.json").read_bytes() == before
+    assert load_decoding(model) is None
     res = _cli(*base, "--candidates", "40,150")
     assert res.returncode == 0, res.stderr
     assert "<- chosen" in res.stdout
-    assert Dna2GffConfig.load(model).min_orf_codons == table["chosen"]
+    assert load_decoding(model).min_orf_codons == table["chosen"]
+    assert load_decoding(model).overlap == 300  # the decoding it was tuned under, with it
+    card = (model / "README.md").read_text()
+    assert f"tune_orf CDS stop F1 on {fna.name} (N={table['chosen']})" in card
 
     res = _cli(*base, "--candidates", "1,40")
     assert res.returncode == 2 and "must be >= 2" in res.stderr
@@ -181,4 +186,4 @@ def test_cli_records_the_choice_and_refuses_bad_input(model_dir, genome, tmp_pat
     digits = _pointer_model(tmp_path / "digits", coordinate_form="digits")
     res = _cli("--model", digits, "--fasta", fna, "--gff", gff)
     assert res.returncode == 2 and "no ORF layer" in res.stderr
-    assert Dna2GffConfig.load(model).min_orf_codons == table["chosen"]
+    assert load_decoding(model).min_orf_codons == table["chosen"]

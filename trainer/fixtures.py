@@ -66,7 +66,7 @@ def make_model(
     """A random tiny DNABERT-2 checkpoint turned into our encoder-decoder folder."""
     from trainer.distributed import disable_cpu_shm_comm, ensure_process_group
     from trainer.model.build import build_from_dnabert2
-    from trainer.model.random_checkpoint import write_random_dnabert2
+    from trainer.random_checkpoint import write_random_dnabert2
     from trainer.tokens.tokenizer import load_tokenizer
 
     disable_cpu_shm_comm()  # no ~50 s compile of DeepSpeed's CPU shm op on a fresh machine
@@ -90,6 +90,11 @@ def make_model(
         tie_weights=True,
         seed=0,
         hidden_dropout=0.0,
+        # the tiny model the tests were written for: digit targets (``sample`` below), no
+        # pointer context or encoder head (the config's defaults are the recommended model)
+        coordinate_form="digits",
+        pointer_context_bp=0,
+        encoder_aux_weight=0.0,
     )
     model.save_pretrained(out_dir, tokenizer_dir=tok_dir)
     return out_dir

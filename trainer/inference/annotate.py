@@ -55,11 +55,13 @@ from trainer.inference.pointer_generate import (
 )
 from trainer.inference.select import select_genome
 from trainer.inference.snap import complete_cds, genetic_code, snap_cds
+from trainer.model.generation import SELECTIONS, DecodingSettings
 
 log = logging.getLogger(__name__)
 
 SOURCE = "dna2gff"
-SELECTIONS = ("votes", "genome")
+DECODING_OPTIONS = ("num_beams", "overlap", "min_votes", "min_orf_codons", "selection")
+"""The options a model folder may record as its defaults (``generation_config.json``)."""
 
 
 @dataclass
@@ -195,11 +197,34 @@ def _batches(items: Any, size: int) -> Any:
 
 
 def min_orf_codons(options: AnnotateOptions, config: Any) -> int:
-    """The ORF layer's shortest whole CDS: the option, else the model's tuned N, else 30."""
+    """The ORF layer's shortest whole CDS: the option, else the model's tuned N, else 30.
+
+    The tuned N is in the folder's ``generation_config.json`` (``with_decoding`` puts it into the
+    options); a folder written before that file existed recorded it in ``config.json``."""
     if options.min_orf_codons is not None:
         return options.min_orf_codons
     recorded = getattr(config, "min_orf_codons", None)
     return int(recorded) if recorded is not None else MIN_ORF_CODONS
+
+
+def with_decoding(
+    options: AnnotateOptions,
+    decoding: DecodingSettings | None,
+    given: Sequence[str] = DECODING_OPTIONS,
+) -> AnnotateOptions:
+    """``options`` with the model's recorded decoding settings as defaults.
+
+    ``given`` names the options the user set (a command-line flag wins over the model); the
+    library's callers set every option, so by default only ``min_orf_codons`` left at None is
+    filled. Without recorded settings the options are returned as they are (today's defaults)."""
+    if decoding is None:
+        return options
+    changes = {
+        name: value
+        for name, value in decoding.recorded().items()
+        if name not in given or (name == "min_orf_codons" and options.min_orf_codons is None)
+    }
+    return replace(options, **changes) if changes else options
 
 
 def window_stride(options: AnnotateOptions, window_len: int) -> int:
@@ -710,8 +735,11 @@ def log_orf_layer(model: Any, options: AnnotateOptions) -> None:
     """Say which N the ORF layer uses and where it comes from."""
     if model.config.pointer and options.orf_constraint:
         n = min_orf_codons(options, model.config)
+        decoding = getattr(model, "decoding", None)
         source = (
-            "--min_orf_codons"
+            "the model's generation_config.json (tuned)"
+            if decoding is not None and decoding.min_orf_codons == options.min_orf_codons
+            else "--min_orf_codons"
             if options.min_orf_codons is not None
             else "the model's config.json (tuned)"
             if model.config.min_orf_codons is not None
@@ -743,6 +771,7 @@ def annotate(
     if unknown:
         raise ConfigError(f"--circular names sequences not in {fasta.name}: {', '.join(unknown)}")
     model, tokenizer = load_model(model_dir, options.device)
+    options = with_decoding(options, getattr(model, "decoding", None))
     window_len, types = resolve_grammar(model, tokenizer, options)
     window_stride(options, window_len)  # fail before any work
     log_orf_layer(model, options)

@@ -44,6 +44,7 @@ from trainer.inference.annotate import (
     resolve_grammar,
     resolve_options,
     window_stride,
+    with_decoding,
     write_outputs,
 )
 
@@ -167,6 +168,7 @@ def _run(
     if len(jobs) == 1 and summary_tsv is None:  # one genome: a bad FASTA costs no model load
         preread[0] = _read_checked(jobs[0], options, check_circular)
     model, tokenizer = load_model(model_dir, options.device)
+    options = with_decoding(options, getattr(model, "decoding", None))
     window_len, types = resolve_grammar(model, tokenizer, options)
     window_stride(options, window_len)  # fail before any work
     log_orf_layer(model, options)

@@ -4,7 +4,8 @@ Why: under the ORF constraint every ORF of the window is a candidate gene, and t
 allowed decides how many short genes a model can call against how many short non-genes it
 calls by mistake. Where that balance lies depends on the model (one that has learned short
 genes well wants a low N), so it is measured for each model on a genome it was not trained on,
-and recorded in the model's ``config.json``, where ``annotate`` reads it.
+and recorded in the model folder's ``generation_config.json`` (with the decoding options it was
+tuned under) and its model card, where ``annotate`` reads it as its default.
 
 The choice is the best CDS stop F1, then exact F1; a tie goes to the larger N (fewer, longer
 calls: the prior of every ORF-length rule).
@@ -32,7 +33,9 @@ from trainer.inference.annotate import (
     load_model,
     resolve_grammar,
 )
+from trainer.model.card import record_scores
 from trainer.model.config import Dna2GffConfig
+from trainer.model.generation import record_decoding
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +144,37 @@ def tune_min_orf_codons(
     return TuneResult(tuple(rows), choose(rows))
 
 
-def record_min_orf_codons(model_dir: str | Path, n: int) -> Path:
-    """Write ``n`` into the model folder's ``config.json`` (validated, atomic), for annotate."""
+def record_min_orf_codons(
+    model_dir: str | Path,
+    n: int,
+    options: AnnotateOptions | None = None,
+    row: TuneRow | None = None,
+    genome: str | None = None,
+) -> Path:
+    """Record ``n`` (and the decoding ``options`` it was tuned under) in the model folder's
+    ``generation_config.json``, and ``row``'s scores in its card; returns the settings file.
+
+    Why the options too: the N is best for the decoding it was measured with, so annotate's
+    defaults become that decoding (beams, overlap, votes, selection) as a whole."""
     cfg = Dna2GffConfig.load(model_dir)
     if not cfg.pointer:
         raise ConfigError(f"{model_dir}: only pointer models have an ORF layer")
-    return replace(cfg, min_orf_codons=int(n)).save(model_dir)  # replace re-runs the checks
+    tuned: dict = {"min_orf_codons": int(n)}
+    if options is not None:
+        tuned.update(
+            num_beams=options.num_beams,
+            overlap=options.overlap,
+            min_votes=options.min_votes,
+            selection=options.selection,
+        )
+    path = record_decoding(model_dir, **tuned)
+    if row is not None:
+        where = f" on {genome}" if genome else ""
+        record_scores(
+            model_dir,
+            {
+                f"tune_orf CDS exact F1{where} (N={row.min_orf_codons})": round(row.exact_f1, 4),
+                f"tune_orf CDS stop F1{where} (N={row.min_orf_codons})": round(row.stop_f1, 4),
+            },
+        )
+    return path

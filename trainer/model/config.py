@@ -1,17 +1,26 @@
-"""The model's one configuration: sizes, special token ids and MoE settings, as a JSON-able dataclass.
+"""The model's one configuration: sizes, special token ids, MoE and target settings.
 
 Everything needed to rebuild a ``Dna2GffModel`` lives here, so a model folder is ``config.json`` +
 ``model.safetensors`` and nothing else has to be remembered. Field names follow DNABERT-2's
 ``config.json`` where they overlap so the two are easy to compare.
+
+It is a ``transformers.PreTrainedConfig`` (``model_type`` "dna2gff"): ``AutoConfig`` reads a model
+folder's ``config.json`` once ``trainer.model`` is imported, and the folder is what the hub expects.
+Transformers 5 makes every config class a keyword-only dataclass, so the fields below are ordinary
+dataclass fields with the names and JSON keys of the dataclass this replaced (old ``config.json``
+files read unchanged). The defaults ARE the recommended model (DNABERT-2-117M's sizes, pointer
+coordinates with 20 bp of base context, encoder loss 0.5: ``docs/learning.md``), as in every
+model library: ``init_model`` takes its defaults from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from transformers import PreTrainedConfig
 
 from baking.common.errors import ConfigError, InputError
 from baking.common.files import read_json, write_json
@@ -20,21 +29,53 @@ CONFIG_NAME = "config.json"
 MODEL_TYPE = "dna2gff"
 COORDINATE_FORMS = ("digits", "pointer")
 
+#: Keys transformers itself writes into or passes to a config (``to_dict``, ``from_pretrained``);
+#: they are HF's bookkeeping, not model settings, so the strict unknown-key check lets them through.
+HF_KEYS = frozenset(
+    {
+        "model_type",
+        "transformers_version",
+        "architectures",
+        "_name_or_path",
+        "name_or_path",
+        "_commit_hash",
+        "output_attentions",
+        "attn_implementation",
+        "experts_implementation",
+        "torch_dtype",
+        "num_labels",
+        "use_cache",
+    }
+)
+
+#: What a ``config.json`` written before the defaults became the recommended model meant by a
+#: key it left out (it wrote every key it knew; these came later or changed default). Applied only
+#: to a file of that era: ``extra`` and ``model_type`` (the dataclass wrote both, always) and no
+#: ``transformers_version`` (every file since has it).
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "coordinate_form": "digits",
+    "pointer_context_bp": 0,
+    "encoder_aux_weight": 0.0,
+    "base_aux_weight": 0.0,
+}
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Dna2GffConfig:
+class Dna2GffConfig(PreTrainedConfig):
     """Encoder-decoder built from DNABERT-2: encoder as published, decoder initialised from it."""
 
-    vocab_size: int
-    """Rows of the shared embedding table (DNA BPE tokens + annotation tokens)."""
-    hidden_size: int
-    num_encoder_layers: int
-    num_decoder_layers: int
-    num_attention_heads: int
-    intermediate_size: int
+    model_type: ClassVar[str] = MODEL_TYPE  # type: ignore[misc]
+    is_encoder_decoder: bool = True
+
+    vocab_size: int = 4096
+    """Rows of the shared embedding table (DNA BPE tokens + annotation tokens); DNABERT-2's 4096
+    until ``resize_model`` adds the annotation tokens."""
+    hidden_size: int = 768
+    num_encoder_layers: int = 12
+    num_decoder_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
     """Width of one branch of the gated-GELU MLP (``gated_layers`` has twice as many rows)."""
     layer_norm_eps: float = 1e-12
     hidden_dropout: float = 0.1
@@ -69,12 +110,13 @@ class Dna2GffConfig:
     """Longest encoder input (tokens with ``[CLS]``/``[SEP]``) training accepted; written by the
     trainer. The encoder always sees whole windows (``tokenizer.encode_sources``); annotate counts
     and reports its windows longer than this, which the model never saw in training."""
-    coordinate_form: str = "digits"
+    coordinate_form: str = "pointer"
     """How the decoder writes coordinates: ``digits`` (digit tokens, ``baking.grammar``) or
     ``pointer`` (it points at an encoder token and a base inside it, ``baking.target_format.pointers``)."""
-    pointer_context_bp: int = 0
+    pointer_context_bp: int = 20
     """Bases each side of a base that the pointer's key sees directly (a small convolution over
-    the window's bases); 0 = none, as in models made before it existed. A BPE token blurs the
+    the window's bases); 0 = none, as in models made before it existed (their ``config.json``
+    says 0, so they load as they were). A BPE token blurs the
     few bases around a start codon (the ribosome-binding site 5-15 bp upstream), and those are
     what tells a gene's start from the other start codons of its reading frame."""
     base_aux_weight: float = 0.0
@@ -86,19 +128,28 @@ class Dna2GffConfig:
     """Weight of the begin and end classes against "neither" in that per-base loss (1 = plain
     cross-entropy). Why: about 1 base in 500 begins or ends a CDS, so unweighted the loss is soon
     near zero by calling every base "neither" and the few bases that matter weigh little in it."""
-    encoder_aux_weight: float = 0.0
+    encoder_aux_weight: float = 0.5
     """Weight of the per-token encoder loss (coding frame/strand, start/stop codon, RNA); 0 = no
     head. The trainer adds it; the model's ``loss`` never includes it."""
     min_orf_codons: int | None = None
-    """Pointer models: annotate's shortest whole CDS under the ORF constraint (codons, start and
-    stop included), as tuned for this model on a genome it was not trained on (``tune_orf``);
-    None = annotate's default (30). Why here: the best N depends on the model (how well it calls
-    short genes), so it travels with the weights instead of being remembered by the user."""
-    model_type: str = MODEL_TYPE
+    """Legacy home of ``tune_orf``'s ORF minimum (folders written before the decoding settings
+    moved to ``generation_config.json``, see ``generation.py``); still read by annotate when the
+    folder's generation config does not say, never written by this version."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata other tools may store (kept verbatim through save/load)."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, **kwargs: Any) -> None:
+        model_type = kwargs.pop("model_type", MODEL_TYPE)
+        if model_type != MODEL_TYPE:
+            raise ConfigError(f"model_type must be {MODEL_TYPE!r}, got {model_type!r}")
+        unknown = sorted(set(kwargs) - HF_KEYS)
+        if unknown:  # a typo must never silently fall back to a default
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        self._check()
+        super().__post_init__(**kwargs)
+
+    def _check(self) -> None:
+        """Refuse settings no model can be built with, naming the field."""
         positive = (
             "vocab_size",
             "hidden_size",
@@ -191,8 +242,6 @@ class Dna2GffConfig:
                 f"min_orf_codons must be an integer >= 2 (a start and a stop codon), "
                 f"got {self.min_orf_codons!r}"
             )
-        if self.model_type != MODEL_TYPE:
-            raise ConfigError(f"model_type must be {MODEL_TYPE!r}, got {self.model_type!r}")
 
     def record_target(self, window_len: int | None, feature_types: list[str] | None) -> None:
         """Set the target spec (window length, feature types) the model is being trained for.
@@ -225,24 +274,69 @@ class Dna2GffConfig:
         """Whether decoder layer ``index`` uses a MoE MLP."""
         return self.use_moe and (self.moe_layers is None or index in self.moe_layers)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def __eq__(self, other: object) -> bool:
+        """Equal when every dna2gff field is (HF's bookkeeping, e.g. the version, is not compared)."""
+        if not isinstance(other, Dna2GffConfig):
+            return NotImplemented
+        return self.own_dict() == other.own_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Dna2GffConfig:
-        """Build from a dict, rejecting unknown keys so a typo never silently falls back."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+    def own_fields(cls) -> list[str]:
+        """The dna2gff fields, in declaration order (HF's inherited ones left out)."""
+        declared = Dna2GffConfig.__dict__["__annotations__"]
+        return [
+            f.name for f in fields(cls) if f.name in declared and f.name != "is_encoder_decoder"
+        ]
+
+    def own_dict(self) -> dict[str, Any]:
+        """The dna2gff fields as plain JSON values."""
+        return {name: _plain(getattr(self, name)) for name in self.own_fields()}
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """A field's default: the recommended model's value (``init_model`` uses these)."""
+        for f in fields(cls):
+            if f.name == name:
+                return f.default_factory() if callable(f.default_factory) else f.default
+        raise KeyError(name)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """Build from a dict (HF's ``from_dict``; ``AutoConfig`` calls it too), refusing unknown
+        keys (``__post_init__``). A file written before this was a HF config means the old
+        defaults by a key it lacks (``LEGACY_DEFAULTS``); any other dict, the current ones."""
+        data = dict(config_dict)
+        if "transformers_version" not in data and {"extra", "model_type"} <= set(data):
+            data = {**LEGACY_DEFAULTS, **data}
         try:
-            return cls(**data)
-        except TypeError as exc:  # a required field is missing
+            return super().from_dict(data, **kwargs)
+        except TypeError as exc:  # positional misuse, a value of the wrong kind
             raise ConfigError(f"bad model config: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dna2gff fields and ``model_type``: the dict the dataclass this replaced gave.
+
+        Why not HF's (which adds its bookkeeping: ``transformers_version``, ``id2label``, ...):
+        records compare it (a resumed run checks its model is the one it started with,
+        ``resume_check.model_identity``), and a run started before this change must still match.
+        ``config.json`` gets HF's keys too (``json_dict``)."""
+        return {**self.own_dict(), "model_type": MODEL_TYPE}
+
+    def json_dict(self) -> dict[str, Any]:
+        """What ``config.json`` holds: every dna2gff field explicitly, plus HF's keys
+        (``model_type``, ``transformers_version``, ``architectures``) so ``AutoConfig`` reads it."""
+        from transformers import __version__
+
+        data = {"transformers_version": __version__, **self.to_dict()}
+        if self.architectures:
+            data["architectures"] = list(self.architectures)
+        return data
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``out_dir/config.json`` atomically (``baking.common.files.write_json``)."""
-        return write_json(Path(out_dir) / CONFIG_NAME, self.to_dict(), sort_keys=True)
+        return write_json(Path(out_dir) / CONFIG_NAME, self.json_dict(), sort_keys=True)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Dna2GffConfig:
@@ -264,3 +358,12 @@ class Dna2GffConfig:
             return cls.from_dict(data)
         except ConfigError as exc:
             raise InputError(path, str(exc)) from exc
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, as JSON reads them back."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

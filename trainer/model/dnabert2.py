@@ -5,7 +5,7 @@ A checkpoint is a folder (or hub id resolved through ``huggingface_hub``) with D
 prefix (``BertForMaskedLM``) or not (bare ``BertModel``); the MLM head (``cls.*``) and the pooler are
 ignored; anything else missing, unexpected or misshaped is a ``CheckpointError`` naming the tensor.
 
-Random checkpoints in the same layout (tests, demo) are written by ``random_checkpoint.py``.
+Random checkpoints in the same layout (tests, demo) are written by ``trainer/random_checkpoint.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from baking.common.errors import InputError
 from baking.common.files import read_json
 from trainer.model.config import Dna2GffConfig
 from trainer.model.encoder import DNABert2Model, alibi_slopes, attention_bias
+from trainer.model.hub import resolve_folder
 from trainer.model.state import CheckpointError, check_state_dict, load_weights
 
 log = logging.getLogger(__name__)
@@ -32,30 +33,13 @@ IGNORED_PREFIXES = ("cls.", "pooler.")
 
 
 def resolve_checkpoint(path_or_id: str | Path) -> Path:
-    """A local folder as is; otherwise a hub id downloaded (or found in the cache) via huggingface_hub."""
-    local = Path(path_or_id).expanduser()
-    if local.exists():
-        if not local.is_dir():
-            raise InputError(
-                local, "a DNABERT-2 checkpoint must be a folder (config.json + weights)"
-            )
-        return local
-    repo_id = str(path_or_id)
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
-        raise InputError(local, "no such folder (and not a hub id like zhihan1996/DNABERT-2-117M)")
-    try:
-        from huggingface_hub import snapshot_download
-
-        folder = snapshot_download(
-            repo_id, allow_patterns=["config.json", *WEIGHT_FILES, *TOKENIZER_FILES]
-        )
-    except Exception as exc:  # offline, unknown repo, gated: all mean "give me a folder"
-        raise InputError(
-            repo_id,
-            f"cannot fetch from the Hugging Face hub ({type(exc).__name__}); pass a local folder "
-            "holding DNABERT-2's config.json and pytorch_model.bin or model.safetensors",
-        ) from exc
-    return Path(folder)
+    """A local folder as is; otherwise a hub id downloaded (or found in the cache) via huggingface_hub
+    (``hub.resolve_folder``: DNABERT-2's config, weights and tokenizer only, never its code)."""
+    return resolve_folder(
+        path_or_id,
+        ["config.json", *WEIGHT_FILES, *TOKENIZER_FILES],
+        what="DNABERT-2 checkpoint (config.json + pytorch_model.bin or model.safetensors)",
+    )
 
 
 def read_dnabert2_config(folder: Path) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """``Dna2GffModel``: the encoder-decoder module (DNABERT-2 encoder, decoder, optional MoE).
 
-This file is the module only: structure and compute. Its neighbours hold the rest:
+It is a ``transformers.PreTrainedModel`` (``config_class`` ``Dna2GffConfig``), registered with
+``AutoModel`` in ``trainer/model/__init__.py``. This file is the module: structure and compute.
+Its neighbours hold the rest:
 
 - ``build.py``: the init recipe from a DNABERT-2 checkpoint (which part is copied from where);
-- ``folder.py``: the model folder (``config.json`` + ``model.safetensors`` + tokenizer files) and
-  the canonical state dict (experts under global ids) it stores; ``save_pretrained`` /
-  ``from_pretrained`` / ``*canonical_state_dict`` below are thin delegates to it;
+- ``folder.py``: the model folder (``config.json`` + ``model.safetensors`` + tokenizer files,
+  ``generation_config.json``, the ``README.md`` model card) and the canonical state dict (experts
+  under global ids) it stores; ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` /
+  ``*canonical_state_dict`` below are thin delegates to it (``docs/model.md``: why not HF's own);
 - ``moe.py``: the MoE layer, including the local <-> global expert-id mapping.
 """
 
@@ -13,10 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 from trainer.distributed import expert_parallel_rank
 from trainer.model.config import Dna2GffConfig
@@ -54,19 +59,28 @@ class PointerStep:
     """(B, T) anchor for the base logits predicted at each position"""
 
 
-class Dna2GffModel(nn.Module):
+class Dna2GffModel(PreTrainedModel):
     """Encoder-decoder over one vocabulary: DNA BPE tokens in, annotation tokens out."""
+
+    config_class = Dna2GffConfig
+    config: Dna2GffConfig
+    base_model_prefix = "dna2gff"
+    """No submodule carries this name: the whole model is the base model (there is no head
+    variant to load it into), which is what HF concludes from a prefix it does not find."""
+    main_input_name = "input_ids"
+    _tied_weights_keys = {"lm_head.weight": "embeddings.word_embeddings.weight"}  # noqa: RUF012
+    """HF ties these when ``config.tie_word_embeddings``: the head's weight IS the embedding
+    matrix (one Parameter), as the explicit tie this replaced did."""
 
     def __init__(self, config: Dna2GffConfig, ep_size: int = 1, ep_rank: int | None = None) -> None:
         """``ep_rank`` (default: derived from torch.distributed, see ``trainer.distributed``) picks
         which experts this process holds when ``ep_size > 1``."""
-        super().__init__()
+        super().__init__(config)
         if ep_rank is not None and not 0 <= ep_rank < ep_size:
             raise ValueError(f"ep_rank={ep_rank} outside 0..{ep_size - 1}")
         self._ep_rank = ep_rank
         if ep_size < 1 or (config.use_moe and config.num_experts % ep_size):
             raise ValueError(f"ep_size={ep_size} must divide num_experts={config.num_experts}")
-        self.config = config
         self.ep_size = ep_size if config.use_moe else 1
         self.embeddings = Embeddings(config)
         self.encoder = DNABert2Encoder(config)
@@ -81,13 +95,22 @@ class Dna2GffModel(nn.Module):
             if config.pointer and config.base_aux_weight > 0
             else None
         )
-        self.tie_weights()
+        self.decoding: Any = None
+        """The decoding settings the model was tuned and scored with (``generation.py``), read from
+        and written to the folder's ``generation_config.json``; None = annotate's own defaults."""
+        self.card: Any = None
+        """What the model card says beyond the config (training genomes, scores; ``card.py``)."""
+        self.post_init()  # HF: tied-weight bookkeeping, ``_init_weights`` (ours keeps weights), tie
 
     # ----------------------------------------------------------------- structure
-    def tie_weights(self) -> None:
-        """With ``tie_word_embeddings`` the head's weight IS the embedding matrix (one Parameter)."""
-        if self.config.tie_word_embeddings:
-            self.lm_head.weight = self.embeddings.word_embeddings.weight
+    def _init_weights(self, module: nn.Module) -> None:
+        """Leave every weight as its module's constructor drew it.
+
+        HF's ``post_init`` calls this on each module to (re)draw weights from the global random
+        stream. Ours are set by the init recipe instead (``build.py``: copied from DNABERT-2, the
+        new parts from their own seeded streams), and a folder's weights overwrite everything, so a
+        redraw here would only change the global random stream the recipe forks from.
+        """
 
     @property
     def ep_rank(self) -> int:
@@ -259,25 +282,76 @@ class Dna2GffModel(nn.Module):
 
         load_canonical_state_dict(self, sd, strict=strict, source=source, assign=assign)
 
-    def save_pretrained(self, out_dir: str | Path, tokenizer_dir: str | Path | None = None) -> None:
-        """Write the model folder (``folder.save_model_folder``); call on every rank."""
+    def save_pretrained(  # type: ignore[override]
+        self,
+        save_directory: str | Path,
+        tokenizer_dir: str | Path | None = None,
+        **hf_kwargs: Any,
+    ) -> None:
+        """Write the model folder (``folder.save_model_folder``); call on every rank.
+
+        HF's keyword arguments (``max_shard_size``, ``safe_serialization``, ...) are accepted and
+        have nothing to change: the folder is always one safetensors file, written atomically.
+        ``push_to_hub=True`` is refused: use ``push_to_hub`` (one way to upload)."""
         from trainer.model.folder import save_model_folder
 
-        save_model_folder(self, out_dir, tokenizer_dir)
+        if hf_kwargs.pop("push_to_hub", False):
+            raise ValueError("save_pretrained(push_to_hub=True): call model.push_to_hub(repo_id)")
+        save_model_folder(self, save_directory, tokenizer_dir)
 
     @classmethod
-    def from_pretrained(
+    def from_pretrained(  # type: ignore[override]
         cls,
-        model_dir: str | Path,
+        pretrained_model_name_or_path: str | Path,
+        *model_args: Any,
         ep_size: int = 1,
         map_location: str | torch.device = "cpu",
         ep_rank: int | None = None,
+        **hf_kwargs: Any,
     ) -> Dna2GffModel:
-        """Rebuild a saved model exactly (``folder.load_model_folder``)."""
+        """Rebuild a saved model exactly (``folder.load_model_folder``): a local folder, or a hub
+        id fetched through ``huggingface_hub`` (``revision``, ``cache_dir``, ``token``,
+        ``local_files_only`` are passed on; ``HF_HUB_OFFLINE=1`` answers from the cache or fails
+        at once). ``transformers.AutoModel.from_pretrained`` lands here. Never runs code from
+        the checkpoint: ``trust_remote_code`` is refused."""
         from trainer.model.folder import load_model_folder
 
         return load_model_folder(
-            model_dir, ep_size=ep_size, map_location=map_location, ep_rank=ep_rank, model_class=cls
+            pretrained_model_name_or_path,
+            ep_size=ep_size,
+            map_location=map_location,
+            ep_rank=ep_rank,
+            model_class=cls,
+            model_args=model_args,
+            hf_kwargs=hf_kwargs,
+        )
+
+    def push_to_hub(  # type: ignore[override]
+        self,
+        repo_id: str,
+        *,
+        tokenizer_dir: str | Path | None = None,
+        commit_message: str = "Upload dna2gff model",
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+    ) -> Any:
+        """Save the folder (card included) to a temporary folder and upload it as one commit.
+
+        HF's own ``push_to_hub`` would replace the folder's ``README.md`` with a generic card;
+        this one uploads exactly what ``save_pretrained`` writes (``folder.push_model_folder``)."""
+        from trainer.model.folder import push_model_folder
+
+        return push_model_folder(
+            self,
+            repo_id,
+            tokenizer_dir=tokenizer_dir,
+            commit_message=commit_message,
+            private=private,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
         )
 
 

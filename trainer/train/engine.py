@@ -37,7 +37,7 @@ from trainer.train import checkpoint as ckpt
 from trainer.train import reshard, resume_check
 from trainer.train.config import TrainConfig
 from trainer.train.ds_engine import TrainEngine
-from trainer.train.export import export_model
+from trainer.train.export import export_model, export_scores
 from trainer.train.monitor import Monitor, peak_flops, train_flops
 from trainer.train.observe import TrainObserver
 from trainer.train.run_folder import append_metrics, truncate_metrics
@@ -278,7 +278,14 @@ class _Run:
 
     def export(self) -> None:
         s = self.setup
-        export_model(self.engine, s.out / "export", tokenizer_dir=s.cfg.model, rank=s.topo.rank)
+        export_model(
+            self.engine,
+            s.out / "export",
+            tokenizer_dir=s.cfg.model,
+            rank=s.topo.rank,
+            data_dir=s.cfg.data,
+            scores=export_scores(self.state.step, self.result.val_loss),
+        )
 
     def save(self) -> None:
         s = self.setup

@@ -6,6 +6,10 @@ assembles the fp32 masters (``safe_get_full_fp32_param``, a collective), lets th
 experts under global indices (``save_pretrained`` at ``ep_size > 1``), and rank 0 swaps the finished
 folder into place, so ``RUN_DIR/export`` is always either the previous export or the new one and
 loads in one process at any ``ep_size``.
+
+The export is the folder users share, so it carries a model card (``README.md``: base encoder,
+training genomes and their counts from the data's ``manifest.json``, target spec, genetic codes;
+``trainer.model.card``) beside HF's files.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,13 +34,20 @@ def export_model(
     *,
     tokenizer_dir: str | Path,
     rank: int,
+    data_dir: str | Path | None = None,
+    scores: dict[str, Any] | None = None,
 ) -> Path:
     """Write a consolidated fp32 model folder to ``out_dir``; every rank must call it.
 
     The module's config is written as it is: the trainer recorded the target spec in it at set-up
-    (``Dna2GffConfig.record_target``), so nothing is patched here.
+    (``Dna2GffConfig.record_target``), so nothing is patched here. ``data_dir`` (the baked data
+    trained on) gives the card its training genomes, ``scores`` what the run measured so far
+    (``export_scores``); scores measured later are added to the card by ``tune_orf`` and the
+    learning benchmark (``card.record_scores``).
     """
     from deepspeed.utils import safe_get_full_fp32_param
+
+    from trainer.model.card import CardFacts, facts_from_manifest
 
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -43,6 +55,10 @@ def export_model(
         shutil.rmtree(tmp)
     barrier()
     module = engine.module
+    if getattr(module, "card", None) is None or data_dir is not None:
+        module.card = facts_from_manifest(data_dir) if data_dir is not None else CardFacts()
+    if scores:
+        module.card.scores.update(scores)
     saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
     for _, p in module.named_parameters():
         full = safe_get_full_fp32_param(p)  # collective over the param's data-parallel group
@@ -58,3 +74,10 @@ def export_model(
         log.info("exported model=%s", out)
     barrier()
     return out
+
+
+def export_scores(step: int, val_loss: float | None) -> dict[str, Any]:
+    """The run's own figures for the card: the last validation loss and the step it was taken at."""
+    if val_loss is None:
+        return {}
+    return {f"validation loss (step {step})": round(float(val_loss), 4)}
