@@ -31,6 +31,7 @@ import torch
 
 from baking.common.errors import ConfigError, Dna2GffError, InputError
 from baking.common.files import write_text
+from trainer.data.balance import GenomeBalance
 from trainer.data.loader import (
     SampleEncoder,
     ShardBatches,
@@ -437,6 +438,7 @@ def _set_up(cfg: TrainConfig) -> _Run:
     ds = resolve_ds_config(ds_raw, cfg, world, total_steps)
     mb, ga = ds.micro_batch_size, ds.grad_accum
     check_batch_fits(train_shards, world, cfg.num_workers, mb)
+    GenomeBalance.for_shards(train_shards, cfg.genome_balance, cfg.seed)  # refuses before any work
     tokenizer = load_tokenizer(str(cfg.model))
     grammar = data_grammar(manifest, tokenizer)
     model_cfg.record_target(grammar.window_len, grammar.feature_types)
@@ -664,6 +666,7 @@ def _set_up_data(run: _Run) -> None:
         seed=cfg.seed,
         shuffle_buffer=cfg.shuffle_buffer,
         start_batch=run.state.micro_batches,
+        genome_balance=cfg.genome_balance,
     )
     run.batches = iter_batches(make_loader(dataset, cfg.num_workers, seed=cfg.seed))
     run.monitor = Monitor(
