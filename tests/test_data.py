@@ -454,3 +454,16 @@ def test_balance_refuses_what_it_cannot_count(tmp_path):
     plan = SlotPlan(tuple(swapped), 1, 0)
     with pytest.raises(InputError, match=r"g-000\d\.tar: g_\d_00000\d: json: genome 'g\d', but"):
         list(itertools.islice(slot_stream(plan, 0, 0, 2, balance=balance), 10))
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.5", "nan"])
+def test_train_cli_refuses_a_genome_balance_outside_0_1(tmp_path, capsys, value):
+    from launch.train import main
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "d").mkdir()
+    argv = ["--model", str(tmp_path / "m"), "--data", str(tmp_path / "d")]
+    assert main([*argv, "--output", str(tmp_path / "o"), "--genome_balance", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: genome_balance must be in [0, 1], got {float(value)}"]
+    assert not (tmp_path / "o").exists()

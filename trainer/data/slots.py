@@ -1,11 +1,12 @@
 """Split a split over loader slots (one DataLoader worker of one rank) and stream each slot.
 
 Why not webdataset's ``split_by_node`` / ``split_by_worker``: they deal shard names round-robin,
-and with uneven shards one rank runs dry first while the others hang in the next collective (on
-the 21 shared genomes, one shard each, 4 slots read 2,958 to 8,614 windows that way; see
-``docs/training.md``). Here each slot reads an endless, deterministic stream -- passes over its
-shards, each pass in a seeded order through a seeded shuffle buffer -- and the trainer takes the
-same number of batches from every rank. Shards are dealt to slots by sample count when that
+so slots read very unequal shares (on the 21 shared genomes, one shard each, 8 slots would
+read 1,553 to 5,354 windows a pass; dealt by count below, 3,044 to 3,408), and with finite
+streams one rank runs dry first while the others hang in the next collective. Here each slot
+reads an endless, deterministic stream -- passes over its shards, each pass in a seeded order
+through a seeded shuffle buffer -- and the trainer takes the same number of batches from every
+rank. Shards are dealt to slots by sample count when that
 balances (least-loaded first); otherwise (fewer shards than slots, or very unequal shards) every
 slot reads all shards and keeps every k-th sample, trading read bandwidth for balance.
 
