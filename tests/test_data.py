@@ -467,3 +467,14 @@ def test_train_cli_refuses_a_genome_balance_outside_0_1(tmp_path, capsys, value)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: genome_balance must be in [0, 1], got {float(value)}"]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_changed_genome_balance_is_named_at_resume():
+    """Another --genome_balance at resume draws other windows from then on: the log says so."""
+    from trainer.train.resume_check import changed_settings, make_record
+
+    def record(alpha):
+        return make_record(model={}, data={}, target={}, settings={"genome_balance": alpha})
+
+    assert changed_settings(record(1.0), record(0.5)) == "genome_balance 1.0 -> 0.5"
+    assert changed_settings(record(0.5), record(0.5)) is None

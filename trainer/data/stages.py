@@ -18,6 +18,7 @@ batching; what it has no stage for lives here:
 from __future__ import annotations
 
 import hashlib
+import re
 import tarfile
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -103,7 +104,7 @@ def tar_samples(sources: Iterable[dict]) -> Iterator[dict[str, Any]]:
         n = 0
         try:
             files = _tagged(tar_file_iterator(source["stream"]), path)
-            for sample in group_by_keys(files):
+            for sample in group_by_keys(files, keys=split_key):
                 del sample["__url__"]
                 sample["__shard__"] = path
                 n += 1
@@ -112,6 +113,16 @@ def tar_samples(sources: Iterable[dict]) -> Iterator[dict[str, Any]]:
             reason = str(exc.args[0] if exc.args else exc).split(" @ ")[0]
             raise InputError(path, f"unreadable shard: {reason}") from None
         source["samples"] = n
+
+
+_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+
+
+def split_key(name: str) -> tuple[str | None, str | None]:
+    """``dir/key.dna.txt`` -> (``dir/key``, ``dna.txt``), as webdataset's ``base_plus_ext`` but
+    with the pattern compiled once (it runs for every tar member)."""
+    m = _KEY_EXT.match(name)
+    return (m.group(1), m.group(2)) if m else (None, None)
 
 
 def _tagged(files: Iterable[dict[str, Any]], url: str) -> Iterator[dict[str, Any]]:

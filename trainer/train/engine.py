@@ -541,6 +541,7 @@ def _resume_record(run: _Run) -> dict[str, Any]:
             "global_batch": run.samples_per_step,
             "max_src_tokens": cfg.max_src_tokens,
             "max_tgt_tokens": cfg.max_tgt_tokens,
+            "genome_balance": cfg.genome_balance,
         },
     )
 
