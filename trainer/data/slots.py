@@ -13,7 +13,7 @@ slot reads all shards and keeps every k-th sample, trading read bandwidth for ba
 A pass is a ``webdataset.DataPipeline`` of stages: the slot's shards in the pass's order ->
 ``checked_shards`` (sha256) -> ``tar_samples`` (webdataset's tar reading and grouping) ->
 ``take_every`` (strided plans) -> genome balancing (``trainer.data.balance``) ->
-``webdataset.shuffle`` -> ``webdataset.slice`` (the rest of a resumed pass).
+``seeded_shuffle`` -> ``webdataset.slice`` (the rest of a resumed pass).
 
 Because a slot's stream is a pure function of (seed, slot, pass), a resume only needs the number
 of samples consumed: whole passes are skipped by arithmetic on the manifest's counts and the rest
@@ -34,7 +34,7 @@ import webdataset as wds
 from baking.common.errors import ConfigError
 from trainer.data.balance import GenomeBalance
 from trainer.data.shards import ShardEntry
-from trainer.data.stages import checked_shards, take_every, tar_samples
+from trainer.data.stages import checked_shards, seeded_shuffle, take_every, tar_samples
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,9 @@ def pass_pipeline(
             else None
         ),
         functools.partial(balance.stage, slot=slot, p=p) if balance is not None else None,
-        wds.shuffle(bufsize=buffer, initial=buffer, rng=random.Random(f"{seed}:buffer:{slot}:{p}")),
+        functools.partial(
+            seeded_shuffle, buffer=buffer, rng=random.Random(f"{seed}:buffer:{slot}:{p}")
+        ),
         wds.slice(skip, None) if skip else None,
     )
 
