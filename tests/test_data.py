@@ -428,7 +428,7 @@ def test_balanced_ranks_take_equal_full_batches_and_resume(tmp_path, tok_dir):
 def test_balance_refuses_what_it_cannot_count(tmp_path):
     """A sample whose json names another genome than its shard's manifest entry is refused by
     shard and key; shards the manifest names no genome for, among named ones, are refused up
-    front; alpha outside [0, 1] too. One genome, or alpha 1, needs no stage at all."""
+    front; alpha outside [0, 1] too. One genome, genomes of one size, or alpha 1 need no stage."""
     from baking.common.errors import ConfigError
     from trainer.data.balance import GenomeBalance
 
@@ -437,6 +437,8 @@ def test_balance_refuses_what_it_cannot_count(tmp_path):
     assert [s.genome for s in shards] == ["g0", "g1"]
     assert GenomeBalance.for_shards(shards, 1.0, 0) is None
     assert GenomeBalance.for_shards(shards[:1], 0.5, 0) is None
+    equal = [ShardEntry("a.tar", 5, genome="a"), ShardEntry("b.tar", 5, genome="b")]
+    assert GenomeBalance.for_shards(equal, 0.3, 0) is None  # equal genomes: nothing to balance
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="genome_balance must be in"):
             GenomeBalance.for_shards(shards, bad, 0)

@@ -57,7 +57,8 @@ class GenomeBalance:
     def for_shards(
         cls, shards: Sequence[ShardEntry], alpha: float, seed: int
     ) -> GenomeBalance | None:
-        """The balance of these shards; None when it changes nothing (``alpha`` 1, one genome).
+        """The balance of these shards; None when it changes nothing (``alpha`` 1, one genome,
+        genomes of equal window counts: their stream stays bit-identical to an unbalanced one).
 
         Shards whose genome the manifest does not name make it a ``ConfigError`` (unless it
         changes nothing), since their windows could not be counted per genome.
@@ -82,6 +83,8 @@ class GenomeBalance:
         total = sum(counts.values())
         shares = genome_shares(counts, alpha)
         rates = {g: shares[g] * total / counts[g] for g in sorted(counts)}
+        if all(abs(r - 1.0) < 1e-9 for r in rates.values()):  # genomes of one size
+            return None
         owners = {s.path: s.genome for s in shards if s.genome is not None}
         return cls(float(alpha), rates, seed, owners)
 
