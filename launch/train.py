@@ -61,6 +61,13 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("Data", "shuffle_buffer", int, "samples in each loader slot's shuffle buffer"),
     (
         "Data",
+        "genome_balance",
+        float,
+        "windows drawn across genomes: a genome's share of a pass is proportional to its windows "
+        "to this power (1 = to its size, 0.5 = square root, 0 = every genome alike)",
+    ),
+    (
+        "Data",
         "constrained_loss",
         str,
         "pointer models: loss over what the decoder allows at each step: orf, grammar or none",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,32 @@ SHARED = SHARED_DIR
 GENOMES = SHARED_GENOMES
 DNABERT2_DIR = SHARED_DNABERT2
 GENOME_PAIRS = SHARED_GENOME_PAIRS
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_of_this_test() -> Iterator[None]:
+    """A command's ``main`` called in-process points the root logger at the stderr of its test
+    (``setup_logging``); capsys closes that stream when the test ends, and the next test's first
+    log line would then print a "Logging error" traceback into its own captured stderr. Each test
+    gets back the root handlers it started with. A library logger made during a test (DeepSpeed's,
+    on its first import) keeps that test's stdout: it is pointed back at the session's stderr."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+            if isinstance(h, logging.FileHandler):
+                h.close()
+    for h in handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+    root.setLevel(level)
+    for logger in [root, *logging.root.manager.loggerDict.values()]:
+        for h in getattr(logger, "handlers", ()):
+            stream = getattr(h, "stream", None)
+            if isinstance(h, logging.StreamHandler) and getattr(stream, "closed", False):
+                h.stream = sys.stderr  # setStream would flush the closed one
 
 
 def _need(path: Path) -> Path:

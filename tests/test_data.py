@@ -204,7 +204,7 @@ def test_count_mismatch_and_corrupt_shard(tmp_path):
 
 
 def test_tar_members_group_by_key(tmp_path):
-    from trainer.data.loader import _iter_tar
+    from trainer.data.stages import checked_shards, tar_samples
 
     path = tmp_path / "x.tar"
     with tarfile.open(path, "w") as tf:
@@ -212,10 +212,10 @@ def test_tar_members_group_by_key(tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
-    samples = list(_iter_tar(str(path)))
+    samples = list(tar_samples(checked_shards([ShardEntry(str(path), -1)])))
     assert samples == [
-        {"__key__": "a", "dna.txt": b"AC", "target.txt": b""},
-        {"__key__": "b", "dna.txt": b"G"},
+        {"__key__": "a", "__shard__": str(path), "dna.txt": b"AC", "target.txt": b""},
+        {"__key__": "b", "__shard__": str(path), "dna.txt": b"G"},
     ]
 
 
@@ -226,7 +226,7 @@ def _one_pass(data_dir: Path, split: str = "train") -> list[dict]:
 
 
 def test_altered_shard_is_refused_by_name(tmp_path):
-    import trainer.data.loader as loader
+    import trainer.data.stages as stages
 
     data = write_shards(tmp_path, {"train": [12]})
     assert len(_one_pass(data)) == 12  # intact: the whole pass reads without a word
@@ -235,11 +235,11 @@ def test_altered_shard_is_refused_by_name(tmp_path):
     i = raw.index(b"dna.txt") + 512  # first DNA payload: one base changed, same size
     raw[i] = ord("A") if raw[i] != ord("A") else ord("C")
     shard.write_bytes(bytes(raw))
-    loader._VERIFIED.clear()
+    stages.VERIFIED.clear()
     with pytest.raises(InputError, match=r"train/g-0000\.tar: sha256 mismatch"):
         _one_pass(data)
     shard.write_bytes(bytes(raw) + bytes(1024))  # still a valid tar, but not the baked one
-    loader._VERIFIED.clear()
+    stages.VERIFIED.clear()
     with pytest.raises(InputError, match=r"g-0000\.tar: size mismatch"):
         _one_pass(data)
 
@@ -287,9 +287,10 @@ def test_bad_sample_fields_name_shard_and_key(tmp_path, tok_dir, field, value, r
     import re
 
     import trainer.data.loader as loader
+    import trainer.data.stages as stages
 
     data = _bad_shard(tmp_path, field, value)
-    loader._VERIFIED.clear()
+    stages.VERIFIED.clear()
     enc = SampleEncoder(str(tok_dir), IDS, 64, 64)
     want = rf"train/g-0000\.tar: g_0_000002: {re.escape(reason)}"
     for workers in (0, 1):  # in the process and through a DataLoader worker: the same error
@@ -305,3 +306,178 @@ def test_bad_sample_fields_name_shard_and_key(tmp_path, tok_dir, field, value, r
         )
         with pytest.raises(InputError, match=want):
             next(loader.iter_batches(make_loader(ds, workers)))
+
+
+# ------------------------------------------------------------------------------ genome balancing
+
+
+def _draws(data: Path, alpha: float, passes: int, *, slot: int = 0, slots: int = 1, seed=3):
+    """Per pass of one slot's balanced stream: samples per genome, and the balance used."""
+    from collections import Counter
+
+    from trainer.data.balance import GenomeBalance
+    from trainer.data.slots import pass_yield
+
+    shards = split_shards(data, "train")
+    balance = GenomeBalance.for_shards(shards, alpha, seed=seed)
+    plan = plan_slots(shards, slots)[slot]
+    stream = slot_stream(plan, seed, slot, 16, balance=balance)
+    per_pass = []
+    for p in range(passes):
+        n = pass_yield(plan, seed, slot, p, balance)
+        taken = list(itertools.islice(stream, n))
+        per_pass.append(Counter(json.loads(s["json"])["genome"] for s in taken))
+    return balance, per_pass
+
+
+def _bake_shared(tmp_path: Path, names: set[str]) -> Path:
+    """Bake some genomes of benchmarks/shared_corpus.tsv (skips without ../shared)."""
+    from launch.bake_data import _main as bake_main
+
+    table = Path(__file__).resolve().parents[1] / "benchmarks" / "shared_corpus.tsv"
+    rows = [ln.split("\t") for ln in table.read_text().splitlines() if not ln.startswith("#")]
+    lines = ["name\tfasta\tgff\ttransl_table"]
+    for r in rows[1:]:
+        if r[0] in names:
+            fna, gff = (table.parent / r[1]).resolve(), (table.parent / r[2]).resolve()
+            if not fna.is_file():
+                pytest.skip(f"shared data absent: {fna}")
+            lines.append("\t".join([r[0], str(fna), str(gff), r[3]]))
+    listing = tmp_path / "genomes.tsv"
+    listing.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "baked"
+    assert bake_main(["--genomes", str(listing), str(out)]) == 0
+    return out
+
+
+def test_genome_balance_gives_small_real_genomes_their_share(tmp_path):
+    """Four shared genomes, 0.06-4.6 Mbp: with alpha 0.5 every pass gives each genome
+    sqrt(windows)/sum sqrt of the pass (up to one window), not its size; alpha 1 is size."""
+    from trainer.data.balance import genome_shares
+
+    names = {"phage_VT2-Sakai", "Carsonella_ruddii_HT", "Mycoplasma_genitalium_G37", "E.coli"}
+    data = _bake_shared(tmp_path, names)
+    sizes = {}
+    for s in split_shards(data, "train"):
+        sizes[s.genome] = sizes.get(s.genome, 0) + s.count
+    assert set(sizes) == names and sizes["E.coli"] > 50 * sizes["phage_VT2-Sakai"]
+    total = sum(sizes.values())
+    want = genome_shares(sizes, 0.5)
+    balance, per_pass = _draws(data, 0.5, 2)
+    assert balance is not None
+    for drawn in per_pass:
+        assert set(drawn) == names
+        assert abs(sum(drawn.values()) - total) <= len(names)  # a pass keeps its length
+        for g in names:
+            assert abs(drawn[g] - want[g] * total) <= 1, (g, drawn[g], want[g] * total)
+    assert per_pass[0]["phage_VT2-Sakai"] > 3 * sizes["phage_VT2-Sakai"]  # not drowned
+    assert per_pass[0]["E.coli"] < 0.8 * sizes["E.coli"]
+    none, by_size = _draws(data, 1.0, 1)
+    assert none is None and dict(by_size[0]) == sizes
+
+
+def test_balanced_stream_is_deterministic_and_resumes_exactly(tmp_path):
+    """Same seed, same stream; a skip lands on the same sample however many passes it spans
+    (whole passes are skipped by arithmetic); another seed draws other windows."""
+    from trainer.data.balance import GenomeBalance
+
+    write_shards(tmp_path, {"train": [40, 12, 3]}, genome_per_shard=True)
+    shards = split_shards(tmp_path, "train")
+    balance = GenomeBalance.for_shards(shards, 0.3, seed=1)
+    assert balance is not None and balance.rates["g2"] > 3 > 1 > balance.rates["g0"]
+    plan = SlotPlan(tuple(shards), 1, 0)
+    first = _keys(slot_stream(plan, 1, 0, 8, balance=balance), 200)  # > 3 passes
+    assert first == _keys(slot_stream(plan, 1, 0, 8, balance=balance), 200)
+    other = GenomeBalance.for_shards(shards, 0.3, seed=2)
+    assert first != _keys(slot_stream(plan, 2, 0, 8, balance=other), 200)
+    for skip in (1, 50, 55, 121, 170):
+        assert _keys(slot_stream(plan, 1, 0, 8, skip, balance), 200 - skip) == first[skip:]
+
+
+def test_balanced_ranks_take_equal_full_batches_and_resume(tmp_path, tok_dir):
+    """Two ranks of two workers, uneven genomes, balanced: every rank yields full batches for
+    as long as asked, and a resume from any batch continues the same batches."""
+    write_shards(tmp_path, {"train": [60, 20, 6, 2]}, genome_per_shard=True)
+    shards = split_shards(tmp_path, "train")
+    enc = SampleEncoder(str(tok_dir), IDS, 64, 64)
+
+    def run(rank, start, n):
+        ds = ShardBatches(
+            shards,
+            enc,
+            rank=rank,
+            world_size=2,
+            num_workers=2,
+            micro_batch_size=3,
+            seed=5,
+            shuffle_buffer=4,
+            start_batch=start,
+            genome_balance=0.5,
+        )
+        assert ds.balance is not None
+        return [b["input_ids"] for b in itertools.islice(iter(make_loader(ds, 2, seed=5)), n)]
+
+    epoch = batches_per_epoch(88, 2, 3)
+    for rank in (0, 1):
+        full = run(rank, 0, 2 * epoch)
+        assert len(full) == 2 * epoch and all(b.shape[0] == 3 for b in full)
+    for start in (3, epoch + 1):
+        resumed = run(1, start, 6)
+        assert all(torch.equal(a, b) for a, b in zip(full[start:], resumed))
+
+
+def test_balance_refuses_what_it_cannot_count(tmp_path):
+    """A sample whose json names another genome than its shard's manifest entry is refused by
+    shard and key; shards the manifest names no genome for, among named ones, are refused up
+    front; alpha outside [0, 1] too. One genome, genomes of one size, or alpha 1 need no stage."""
+    from baking.common.errors import ConfigError
+    from trainer.data.balance import GenomeBalance
+
+    data = write_shards(tmp_path, {"train": [6, 4]}, genome_per_shard=True)
+    shards = split_shards(data, "train")
+    assert [s.genome for s in shards] == ["g0", "g1"]
+    assert GenomeBalance.for_shards(shards, 1.0, 0) is None
+    assert GenomeBalance.for_shards(shards[:1], 0.5, 0) is None
+    equal = [ShardEntry("a.tar", 5, genome="a"), ShardEntry("b.tar", 5, genome="b")]
+    assert GenomeBalance.for_shards(equal, 0.3, 0) is None  # equal genomes: nothing to balance
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="genome_balance must be in"):
+            GenomeBalance.for_shards(shards, bad, 0)
+    with pytest.raises(ConfigError, match="names none for 1 shard"):
+        GenomeBalance.for_shards([shards[0], ShardEntry("x.tar", 3)], 0.5, 0)
+    m = json.loads((data / "manifest.json").read_text())
+    m["genomes"]["g0"]["shards"], m["genomes"]["g1"]["shards"] = (
+        ["train/g-0001.tar"],
+        ["train/g-0000.tar"],
+    )
+    (data / "manifest.json").write_text(json.dumps(m))
+    swapped = split_shards(data, "train")
+    balance = GenomeBalance.for_shards(swapped, 0.5, 0)
+    assert balance is not None
+    plan = SlotPlan(tuple(swapped), 1, 0)
+    with pytest.raises(InputError, match=r"g-000\d\.tar: g_\d_00000\d: json: genome 'g\d', but"):
+        list(itertools.islice(slot_stream(plan, 0, 0, 2, balance=balance), 10))
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.5", "nan"])
+def test_train_cli_refuses_a_genome_balance_outside_0_1(tmp_path, capsys, value):
+    from launch.train import main
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "d").mkdir()
+    argv = ["--model", str(tmp_path / "m"), "--data", str(tmp_path / "d")]
+    assert main([*argv, "--output", str(tmp_path / "o"), "--genome_balance", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: genome_balance must be in [0, 1], got {float(value)}"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_changed_genome_balance_is_named_at_resume():
+    """Another --genome_balance at resume draws other windows from then on: the log says so."""
+    from trainer.train.resume_check import changed_settings, make_record
+
+    def record(alpha):
+        return make_record(model={}, data={}, target={}, settings={"genome_balance": alpha})
+
+    assert changed_settings(record(1.0), record(0.5)) == "genome_balance 1.0 -> 0.5"
+    assert changed_settings(record(0.5), record(0.5)) is None

@@ -114,13 +114,22 @@ def sample(rng: random.Random, window_len: int = WINDOW) -> tuple[str, str]:
 
 
 def write_shards(
-    data_dir: Path, counts: dict[str, list[int]], *, window_len: int = WINDOW, seed: int = 0
+    data_dir: Path,
+    counts: dict[str, list[int]],
+    *,
+    window_len: int = WINDOW,
+    seed: int = 0,
+    genome_per_shard: bool = False,
 ) -> Path:
-    """``counts = {"train": [n0, n1], "val": [n]}`` -> shards + manifest.json in ``data_dir``."""
+    """``counts = {"train": [n0, n1], "val": [n]}`` -> shards + manifest.json in ``data_dir``.
+
+    ``genome_per_shard``: shard ``i`` holds genome ``g{i}``, listed in the manifest's ``genomes``
+    as the baker does (default: every sample of genome ``g``, no ``genomes`` entry)."""
     import webdataset as wds
 
     rng = random.Random(seed)
     splits: dict[str, dict] = {}
+    genomes: dict[str, dict] = {}
     for split, sizes in counts.items():
         (data_dir / split).mkdir(parents=True, exist_ok=True)
         entries = []
@@ -130,7 +139,7 @@ def write_shards(
                 for j in range(n):
                     dna, target = sample(rng, window_len)
                     meta = {
-                        "genome": "g",
+                        "genome": f"g{i}" if genome_per_shard else "g",
                         "seqid": "s",
                         "start": j * window_len,
                         "end": (j + 1) * window_len,
@@ -148,6 +157,8 @@ def write_shards(
                         }
                     )
             raw = (data_dir / rel).read_bytes()
+            if genome_per_shard:
+                genomes.setdefault(f"g{i}", {"status": "ok", "shards": []})["shards"].append(rel)
             entries.append(
                 {
                     "path": rel,
@@ -163,5 +174,7 @@ def write_shards(
         "tokens": target_vocabulary(TYPES, window_len),
     }
     manifest = {"format": MANIFEST_FORMAT, "splits": splits, "grammar": grammar}
+    if genomes:
+        manifest["genomes"] = genomes
     (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return data_dir

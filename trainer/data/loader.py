@@ -1,16 +1,11 @@
 """Stream the baker's webdataset shards into padded batches, equal in number on every rank.
 
-Why not the usual ``split_by_node`` over shard names: with uneven shards one rank runs dry first and
-the others hang in the next collective. Here each loader *slot* (one DataLoader worker of one rank)
-reads an infinite, deterministic stream -- passes over its shards, each pass in a seeded order
-through a seeded shuffle buffer -- and the trainer takes exactly the same number of batches from
-every rank. Shards are dealt to slots by sample count when that balances (least-loaded first);
-otherwise (fewer shards than slots, or very unequal shards) every slot reads all shards and keeps
-every k-th sample, trading read bandwidth for balance.
-
-Because each slot's stream is a pure function of (seed, slot, pass), a resume only needs the number
-of batches consumed: whole passes are skipped by arithmetic on the manifest's counts and the rest of
-one pass is read without tokenising.
+A rank's loader is a ``webdataset.DataPipeline``: each DataLoader worker (a *slot*, see
+``trainer.data.slots``) reads its endless, deterministic sample stream -- shards in a seeded
+order, sha256-checked, read and grouped by webdataset, strided, genome-balanced
+(``trainer.data.balance``), shuffled -- then ``map`` turns each sample into model inputs (the
+encoder's per-sample function), ``batched`` pads full micro-batches and ``equal_batches`` keeps
+the stream endless, so the trainer takes the same number of batches from every rank.
 
 Each shard is checked against the sha256 and size ``manifest.json`` records for it, once per
 process, while it is first read (the bytes pass through the hash on their way to the tar reader):
@@ -21,282 +16,47 @@ a shard altered after baking fails at its end, by name. A bad sample fails namin
 
 from __future__ import annotations
 
-import hashlib
+import functools
+import itertools
 import json
 import logging
 import os
-import random
-import re
-import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
+import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from baking.common.errors import ConfigError, InputError
-from baking.shards.manifest import Manifest, load_manifest
+from baking.common.errors import InputError
+from trainer.data.balance import GenomeBalance
+from trainer.data.shards import ShardEntry, read_manifest, split_shards
+from trainer.data.slots import (
+    SlotPlan,
+    _count_congruent,
+    batches_per_epoch,
+    check_batch_fits,
+    plan_slots,
+    slot_stream,
+)
+from trainer.data.stages import checked_shards, equal_batches, tar_samples
 from trainer.model.seq2seq import IGNORE_INDEX
 from trainer.tokens.tokenizer import WindowTooLong, check_source_length, encode_sources
 
+__all__ = [
+    "IGNORE_INDEX",
+    "ShardEntry",
+    "SlotPlan",
+    "batches_per_epoch",
+    "check_batch_fits",
+    "plan_slots",
+    "read_manifest",
+    "slot_stream",
+    "split_shards",
+]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ShardEntry:
-    """One tar shard of a split: how many samples, bytes and which sha256 the manifest records."""
-
-    path: str
-    count: int
-    sha256: str | None = None
-    """None when the manifest has none (hand-made or older data): the shard is not checked."""
-    size: int | None = None
-
-
-@dataclass(frozen=True)
-class SlotPlan:
-    """What one loader slot reads: its shards whole (stride 1), or every ``stride``-th sample."""
-
-    shards: tuple[ShardEntry, ...]
-    stride: int
-    offset: int
-
-    @property
-    def total(self) -> int:
-        return sum(s.count for s in self.shards)
-
-    def yield_in_pass(self, p: int) -> int:
-        """Samples this slot takes from pass ``p`` (global sample index g = p * total + i)."""
-        if self.stride == 1:
-            return self.total
-        lo, hi = p * self.total, (p + 1) * self.total
-        return _count_congruent(hi, self.stride, self.offset) - _count_congruent(
-            lo, self.stride, self.offset
-        )
-
-
-def _count_congruent(n: int, k: int, r: int) -> int:
-    """How many g in [0, n) have g % k == r."""
-    return (n - r + k - 1) // k if n > r else 0
-
-
-# --------------------------------------------------------------------------------------- manifest
-
-
-def read_manifest(data_dir: str | Path) -> Manifest:
-    """The baker's manifest, read by the baker's own reader (it owns the format)."""
-    return load_manifest(data_dir)
-
-
-def split_shards(data_dir: str | Path, split: str) -> list[ShardEntry]:
-    """The split's non-empty shards as absolute paths with counts, checked to exist."""
-    root = Path(data_dir)
-    shards: list[ShardEntry] = []
-    for listed in read_manifest(root).split(split):
-        path = (root / listed.path).resolve()
-        if not path.is_file():
-            raise InputError(path, f"shard listed in manifest.json (split {split!r}) is missing")
-        if listed.samples:
-            shards.append(ShardEntry(str(path), listed.samples, listed.sha256, listed.bytes))
-    return shards
-
-
-# ------------------------------------------------------------------------------------------- plan
-
-
-def plan_slots(
-    shards: Sequence[ShardEntry], num_slots: int, tolerance: float = 0.2
-) -> list[SlotPlan]:
-    """Deal shards to ``num_slots`` slots by count, or stride over all when that would be uneven.
-
-    Whole shards are used only when every slot gets some and the heaviest slot holds at most
-    ``1 + tolerance`` times the lightest, so no slot repeats its data much more often than another.
-    """
-    if num_slots < 1:
-        raise ValueError(f"num_slots must be >= 1, got {num_slots}")
-    if not shards:
-        raise ValueError("no non-empty shards to read")
-    ordered = sorted(shards, key=lambda s: (-s.count, s.path))
-    loads = [0] * num_slots
-    dealt: list[list[ShardEntry]] = [[] for _ in range(num_slots)]
-    for shard in ordered:
-        i = min(range(num_slots), key=lambda j: (loads[j], j))
-        dealt[i].append(shard)
-        loads[i] += shard.count
-    if min(loads) > 0 and max(loads) <= (1 + tolerance) * min(loads):
-        return [SlotPlan(tuple(sorted(d, key=lambda s: s.path)), 1, 0) for d in dealt]
-    every = tuple(sorted(shards, key=lambda s: s.path))
-    return [SlotPlan(every, num_slots, i) for i in range(num_slots)]
-
-
-def slot_samples(plans: Sequence[SlotPlan]) -> int:
-    """The fewest samples any slot reads in one pass (a slot with stride ``k`` of ``T`` samples
-    reads ``T // k`` or one more)."""
-    return min(p.total if p.stride == 1 else p.total // p.stride for p in plans)
-
-
-def check_batch_fits(
-    shards: Sequence[ShardEntry], world_size: int, num_workers: int, micro_batch_size: int
-) -> None:
-    """Refuse a micro-batch larger than what one loader slot reads per pass.
-
-    Why: a slot fills each batch from its own stream, which loops over its samples endlessly, so
-    a batch larger than the slot's share repeats samples inside one batch; and the batch's memory
-    grows with the request, not with the data (``--micro_batch_size 100000`` on 408 windows
-    built a 22.8 GB batch before the kernel killed the run).
-    """
-    workers = max(num_workers, 1)
-    total = sum(s.count for s in shards)
-    fits = slot_samples(plan_slots(shards, world_size * workers))
-    if micro_batch_size <= fits:
-        return
-    ranks = f"{world_size} rank{'s' if world_size > 1 else ''}"
-    if workers == 1:
-        where = f"each rank reads {fits} of the {total} train samples ({ranks})"
-        fix = f"use at most {fits}"
-    else:
-        where = (
-            f"each of the {workers} loader workers (--num_workers) of a rank reads {fits} of "
-            f"the {total} train samples ({ranks})"
-        )
-        fix = f"use at most {fits}, or fewer --num_workers"
-    raise ConfigError(
-        f"--micro_batch_size {micro_batch_size} is larger than the data: {where}, so one batch "
-        f"would repeat samples; {fix}"
-    )
-
-
-def batches_per_epoch(total_samples: int, world_size: int, micro_batch_size: int) -> int:
-    """Micro-batches each rank takes per pass over the split (the same on every rank, >= 1)."""
-    return max(1, total_samples // (world_size * micro_batch_size))
-
-
-# ---------------------------------------------------------------------------------------- samples
-
-
-_VERIFIED: set[str] = set()
-"""Shards this process has read whole and found to match the manifest."""
-
-
-class _HashingReader:
-    """A binary file whose reads also feed a sha256 (the tar reader reads through it)."""
-
-    def __init__(self, f: Any) -> None:
-        self.f = f
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.hash.update(data)
-        self.size += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
-
-
-def _check_digest(shard: ShardEntry, reader: _HashingReader) -> None:
-    reader.drain()  # the tar reader may stop before the end-of-archive padding
-    if shard.size is not None and reader.size != shard.size:
-        raise InputError(
-            shard.path,
-            f"size mismatch: {reader.size} bytes, manifest.json "
-            f"says {shard.size} (altered or truncated after baking)",
-        )
-    digest = reader.hash.hexdigest()
-    if digest != shard.sha256:
-        raise InputError(
-            shard.path,
-            f"sha256 mismatch: {digest}, manifest.json says {shard.sha256} (altered after baking)",
-        )
-    _VERIFIED.add(shard.path)
-
-
-def _iter_tar(shard: ShardEntry | str) -> Iterator[dict[str, Any]]:
-    """Raw samples of one shard in file order, with the shard named in any error.
-
-    The first whole read of a shard with a recorded sha256 checks it (at the end of the shard).
-    """
-    from webdataset.tariterators import tar_file_iterator
-
-    if isinstance(shard, str):
-        shard = ShardEntry(shard, -1)
-    path = shard.path
-    with open(path, "rb") as f:
-        reader = _HashingReader(f) if shard.sha256 and path not in _VERIFIED else None
-        try:
-            yield from _group(tar_file_iterator(reader or f))
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise InputError(path, f"unreadable shard: {exc}") from None
-        if reader is not None:
-            _check_digest(shard, reader)
-
-
-_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
-
-
-def _group(files: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Group a tar's members ``key.ext`` into samples ``{"__key__": key, ext: bytes}``."""
-    current: dict[str, Any] | None = None
-    for f in files:
-        m = _KEY_EXT.match(f["fname"])
-        if m is None:
-            continue
-        key, ext = m.group(1), m.group(2)
-        if current is None or current["__key__"] != key:
-            if current is not None:
-                yield current
-            current = {"__key__": key}
-        current[ext] = f["data"]
-    if current is not None:
-        yield current
-
-
-def _pass_samples(plan: SlotPlan, seed: int, slot: int, p: int, buffer: int) -> Iterator[dict]:
-    """Pass ``p`` of a slot: shards in a seeded order, stride filter, seeded shuffle buffer."""
-    order = list(plan.shards)
-    random.Random(f"{seed}:order:{p}:{slot if plan.stride == 1 else 'all'}").shuffle(order)
-    rng = random.Random(f"{seed}:buffer:{slot}:{p}")
-    pool: list[dict] = []
-    g = p * plan.total
-    for shard in order:
-        n = 0
-        for sample in _iter_tar(shard):
-            sample["__shard__"] = shard.path
-            n += 1
-            keep = plan.stride == 1 or g % plan.stride == plan.offset
-            g += 1
-            if not keep:
-                continue
-            if len(pool) < buffer:
-                pool.append(sample)
-                continue
-            j = rng.randrange(len(pool))
-            pool[j], sample = sample, pool[j]
-            yield sample
-        if n != shard.count:
-            raise InputError(shard.path, f"holds {n} samples but manifest.json says {shard.count}")
-    rng.shuffle(pool)
-    yield from pool
-
-
-def slot_stream(plan: SlotPlan, seed: int, slot: int, buffer: int, skip: int = 0) -> Iterator[dict]:
-    """The slot's endless sample stream, starting after ``skip`` samples."""
-    p = 0
-    while skip and skip >= plan.yield_in_pass(p):  # whole passes: arithmetic only
-        skip -= plan.yield_in_pass(p)
-        p += 1
-    while True:
-        for sample in _pass_samples(plan, seed, slot, p, buffer):
-            if skip:
-                skip -= 1
-                continue
-            yield sample
-        p += 1
 
 
 # ------------------------------------------------------------------------------------ tokenising
@@ -503,6 +263,9 @@ class ShardBatches(IterableDataset):
     ``start_batch`` (batches this rank already consumed) makes the loader resume exactly: the
     DataLoader hands out batches round-robin from worker 0, so worker ``w`` plays logical worker
     ``(w + start_batch) % W`` and skips what that logical worker already produced.
+
+    ``genome_balance`` (``trainer.data.balance``): each genome's share of a pass is proportional
+    to its windows to that power (1.0: to its size, as without balancing).
     """
 
     def __init__(
@@ -518,12 +281,14 @@ class ShardBatches(IterableDataset):
         shuffle_buffer: int,
         start_batch: int = 0,
         repeats_ok: bool = False,
+        genome_balance: float = 1.0,
     ) -> None:
         super().__init__()
         self.workers = max(num_workers, 1)
         if not repeats_ok:  # validation may repeat a small split; its batch is the train batch
             check_batch_fits(shards, world_size, num_workers, micro_batch_size)
         self.plans = plan_slots(shards, world_size * self.workers)
+        self.balance = GenomeBalance.for_shards(shards, genome_balance, seed)
         self.encoder = encoder
         self.rank = rank
         self.mb = micro_batch_size
@@ -531,23 +296,40 @@ class ShardBatches(IterableDataset):
         self.buffer = shuffle_buffer
         self.start_batch = start_batch
 
+    def pipeline(self, logical: int) -> wds.DataPipeline:
+        """Logical worker ``logical``'s batches: its slot's samples -> model inputs -> batches."""
+        done = _count_congruent(self.start_batch, self.workers, logical)
+        slot = self.rank * self.workers + logical
+        samples = functools.partial(
+            slot_stream,
+            self.plans[slot],
+            self.seed,
+            slot,
+            self.buffer,
+            skip=done * self.mb,
+            balance=self.balance,
+        )
+        return wds.DataPipeline(
+            samples,
+            wds.map(self.encoder.encode),
+            wds.batched(self.mb, collation_fn=self.encoder.collate, partial=False),
+            equal_batches,
+        )
+
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         w = info.id if info is not None else 0
-        logical = (w + self.start_batch) % self.workers
-        done = _count_congruent(self.start_batch, self.workers, logical)
-        slot = self.rank * self.workers + logical
-        stream = slot_stream(self.plans[slot], self.seed, slot, self.buffer, skip=done * self.mb)
+        batches = iter(self.pipeline((w + self.start_batch) % self.workers))
         while True:
             try:
-                pairs = [self.encoder.encode(next(stream)) for _ in range(self.mb)]
+                batch = next(batches)
             except InputError as exc:
                 if info is None:
                     raise
                 # DataLoader would re-raise it as a RuntimeError holding the worker's traceback
                 yield {_ERROR: (exc.path, exc.reason, exc.line)}
                 return
-            yield self.encoder.collate(pairs)
+            yield batch
 
 
 _ERROR = "__input_error__"
@@ -599,22 +381,17 @@ def preflight(encoder: SampleEncoder, shards: Sequence[ShardEntry], per_shard: i
     work. Reads a few tar headers per shard (no hashing: the loader checks whole shards).
     """
     for shard in shards:
-        for n, sample in enumerate(_iter_tar(ShardEntry(shard.path, shard.count))):
-            if n == per_shard:
-                break
-            sample["__shard__"] = shard.path
+        samples = tar_samples(checked_shards([shard], verify=False))
+        for sample in itertools.islice(samples, per_shard):
             encoder.encode(sample)
 
 
 def first_samples(shards: Sequence[ShardEntry], n: int) -> list[dict[str, Any]]:
     """The first ``n`` raw samples of a split in path order (for the greedy-decode metric)."""
     out: list[dict[str, Any]] = []
-    for shard in sorted(shards, key=lambda s: s.path):
-        for sample in _iter_tar(shard):
-            sample["__shard__"] = shard.path
-            text_field(sample, "dna.txt", "ascii")  # a bad sample is named here, not a KeyError
-            text_field(sample, "target.txt", "utf-8")
-            out.append(sample)
-            if len(out) == n:
-                return out
+    ordered = sorted(shards, key=lambda s: s.path)
+    for sample in itertools.islice(tar_samples(checked_shards(ordered)), n):
+        text_field(sample, "dna.txt", "ascii")  # a bad sample is named here, not a KeyError
+        text_field(sample, "target.txt", "utf-8")
+        out.append(sample)
     return out

@@ -62,6 +62,10 @@ class TrainConfig:
     num_workers: int = 1
     """DataLoader worker processes per rank (0 = tokenise in the training process)."""
     shuffle_buffer: int = 256
+    genome_balance: float = 0.5
+    """How windows are drawn across genomes: each genome's share of a pass is proportional to its
+    train windows to this power (1.0: to its size; 0.5: its square root, so a 0.6 Mbp genome is
+    not drowned by a 6 Mbp one; 0.0: every genome alike). See ``trainer.data.balance``."""
     save_every: int = 50
     """Checkpoint every N steps (0 = only at the end)."""
     keep_last: int = 3
@@ -127,6 +131,11 @@ class TrainConfig:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.grad_clip < 0:
             raise ConfigError(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip!r}")
+        balance = self.genome_balance
+        if isinstance(balance, bool) or not isinstance(balance, (int, float)):
+            raise ConfigError(f"genome_balance must be a number in [0, 1], got {balance!r}")
+        if not 0.0 <= balance <= 1.0:
+            raise ConfigError(f"genome_balance must be in [0, 1], got {balance!r}")
         if self.epochs is not None and not self.epochs > 0:
             raise ConfigError(f"epochs must be > 0, got {self.epochs!r}")
         if self.max_src_tokens < 3 or self.max_tgt_tokens < 2:

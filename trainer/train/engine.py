@@ -205,6 +205,7 @@ def make_feed(setup: RunSetup, state: ckpt.TrainerState) -> Feed:
         seed=cfg.seed,
         shuffle_buffer=cfg.shuffle_buffer,
         start_batch=state.micro_batches,
+        genome_balance=cfg.genome_balance,
     )
     step_inputs = StepInputs(
         grad_accum=plan.grad_accum,

@@ -38,6 +38,7 @@ STATED = (
     "global_batch",
     "max_src_tokens",
     "max_tgt_tokens",
+    "genome_balance",
 )
 """Settings applied as given at resume, and named in the log when they differ."""
 

@@ -26,6 +26,7 @@ import torch
 
 from baking.common.errors import ConfigError, Dna2GffError, InputError
 from baking.shards.manifest import MANIFEST, Manifest
+from trainer.data.balance import GenomeBalance
 from trainer.data.loader import (
     ShardEntry,
     TokenIds,
@@ -164,6 +165,7 @@ def _plan(
     ds = resolve_ds_config(ds_raw, cfg, world, total_steps)
     mb, ga = ds.micro_batch_size, ds.grad_accum
     check_batch_fits(train_shards, world, cfg.num_workers, mb)
+    GenomeBalance.for_shards(train_shards, cfg.genome_balance, cfg.seed)  # refuses before any work
     plan = BatchPlan(
         micro_batch=mb,
         grad_accum=ga,
@@ -218,6 +220,7 @@ def _record(
             "global_batch": plan.samples_per_step,
             "max_src_tokens": cfg.max_src_tokens,
             "max_tgt_tokens": cfg.max_tgt_tokens,
+            "genome_balance": cfg.genome_balance,
         },
     )
 
