@@ -2,7 +2,7 @@
 
 It lists per split the shards (path relative to OUT_DIR, samples, bytes, sha256), per genome the
 counts (bp, windows, samples, features per type, partial window features, failures), the grammar
-(window length, coordinate width, types, the tokens the targets use), the arguments and the package
+(window length, types, the tokens the targets use), the arguments and the package
 version. It holds no timestamps or timings, so the same inputs give the same manifest byte for byte.
 """
 
@@ -21,7 +21,7 @@ from baking.bake_config import BakeConfig, GenomeResult, length_totals
 from baking.common.errors import ConfigError, InputError
 from baking.common.files import read_json, write_text
 from baking.shards.writer import safe_name
-from baking.target_format.grammar import coordinate_width, target_vocabulary
+from baking.target_format.grammar import target_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,12 @@ def assemble_manifest(
         "args": args,
         "grammar": {
             "window_len": cfg.window_len,
-            "coordinate_width": coordinate_width(cfg.window_len),
             "feature_types": list(cfg.types),
             "types_in_targets": seen_types,
-            "tokens": target_vocabulary(seen_types, cfg.window_len),
+            "tokens": target_vocabulary(seen_types),
             "doc": "docs/target-format.md",
         },
-        "sample_fields": ["dna.txt", "target.txt", "json"],
+        "sample_fields": ["dna.txt", "features.json", "json"],
         "splits": splits,
         "genomes": genomes,
         "totals": {

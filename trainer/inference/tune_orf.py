@@ -92,11 +92,6 @@ def tune_min_orf_codons(
         if not path.is_file():
             raise InputError(path, "no such file")
     model, tokenizer = load_model(model_dir, options.device)
-    if not model.config.pointer:
-        raise ConfigError(
-            f"{model_dir}: a {model.config.coordinate_form} model has no ORF layer to tune "
-            "(only pointer models decode CDS as ORFs)"
-        )
     if not options.orf_constraint:
         raise ConfigError("tuning the ORF layer needs the ORF constraint on")
     seqs = list(read_fasta(fasta))
@@ -144,6 +139,4 @@ def tune_min_orf_codons(
 def record_min_orf_codons(model_dir: str | Path, n: int) -> Path:
     """Write ``n`` into the model folder's ``config.json`` (validated, atomic), for annotate."""
     cfg = Dna2GffConfig.load(model_dir)
-    if not cfg.pointer:
-        raise ConfigError(f"{model_dir}: only pointer models have an ORF layer")
     return replace(cfg, min_orf_codons=int(n)).save(model_dir)  # replace re-runs the checks

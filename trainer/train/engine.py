@@ -31,8 +31,8 @@ import torch
 
 from baking.common.errors import ConfigError, Dna2GffError, InputError
 from baking.common.files import write_text
+from trainer.data.examples import ExampleBuilder
 from trainer.data.loader import (
-    SampleEncoder,
     ShardBatches,
     ShardEntry,
     TokenIds,
@@ -176,7 +176,7 @@ def data_grammar(manifest: dict[str, Any], tokenizer: Any) -> DataGrammar:
 
         types = [t for t in types if tokenizer.token_to_id(type_token(t)) is not None]
         if tokens is None and window and types:
-            tokens = list(target_vocabulary(types, int(window)))
+            tokens = list(target_vocabulary(types))
     return DataGrammar(int(window) if window else None, list(types) if types else None, tokens)
 
 
@@ -262,7 +262,7 @@ class _Run:
     vocab: torch.Tensor | None
     """Target vocabulary of the loss (None: the whole vocabulary)."""
     # filled by _set_up_data
-    encoder: SampleEncoder | None = None
+    encoder: ExampleBuilder | None = None
     batches: Iterator[dict] | None = None
     step_inputs: StepInputs | None = None
     monitor: Monitor | None = None
@@ -442,16 +442,13 @@ def _set_up(cfg: TrainConfig) -> _Run:
     model_cfg.record_target(grammar.window_len, grammar.feature_types)
     model_cfg.max_src_tokens = cfg.max_src_tokens  # annotate compares its windows with it
     vocab = None
-    target_tokens = grammar.tokens
-    if model_cfg.pointer:
-        if not model_cfg.window_len or not model_cfg.feature_types:
-            raise ConfigError(
-                "a pointer model needs the data's grammar (window_len, feature "
-                "types) in manifest.json"
-            )
-        from baking.target_format.pointers import pointer_vocabulary
+    if not model_cfg.window_len or not model_cfg.feature_types:
+        raise ConfigError(
+            "the model needs the data's grammar (window_len, feature types) in manifest.json"
+        )
+    from baking.target_format.grammar import target_vocabulary
 
-        target_tokens = pointer_vocabulary(model_cfg.feature_types)
+    target_tokens = target_vocabulary(model_cfg.feature_types)
     if cfg.restrict_loss_vocab:
         vocab = target_vocab_ids(tokenizer, target_tokens, model_cfg.eos_token_id).to(device)
     ids = TokenIds(model_cfg.bos_token_id, model_cfg.eos_token_id, model_cfg.pad_token_id)
@@ -609,22 +606,15 @@ def _resume(run: _Run) -> None:
 
 def make_encoder(
     cfg: TrainConfig, model_cfg: Any, tokenizer_path: str, ids: TokenIds
-) -> SampleEncoder:
-    """The loader's sample encoder for the model's coordinate form."""
-    if not model_cfg.pointer:
-        return SampleEncoder(
-            tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens, cfg.pad_multiple
-        )
-    from trainer.data.pointer import PointerEncoder
-
+) -> ExampleBuilder:
+    """The loader's example builder for the model (its target spec, vocabulary, loss constraint)."""
     assert model_cfg.window_len and model_cfg.feature_types
-    return PointerEncoder(
+    return ExampleBuilder(
         tokenizer_path,
         ids,
         cfg.max_src_tokens,
         cfg.max_tgt_tokens,
         cfg.pad_multiple,
-        window_len=model_cfg.window_len,
         vocab_size=model_cfg.vocab_size,
         feature_types=model_cfg.feature_types,
         with_encoder_labels=model_cfg.encoder_aux_weight > 0 or model_cfg.base_aux_weight > 0,
@@ -678,7 +668,7 @@ def _set_up_data(run: _Run) -> None:
         align=model_cfg.use_moe and cfg.ep_size > 1,  # equal (B, T) across each expert group
         vocab=run.vocab,
         aux_coef=model_cfg.moe_aux_loss_coef if model_cfg.use_moe else 0.0,
-        joint_from=model_cfg.vocab_size if model_cfg.pointer else None,
+        joint_from=model_cfg.vocab_size,
         encoder_aux_weight=model_cfg.encoder_aux_weight,
         base_aux_weight=model_cfg.base_aux_weight,
         base_aux_class_weight=model_cfg.base_aux_class_weight,
