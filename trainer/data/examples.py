@@ -32,7 +32,13 @@ from baking.target_format.pointers import (
 )
 from baking.target_format.sample_features import FEATURES_FIELD, features_from_json
 from trainer.data.layout import BaseLayout, base_layout
-from trainer.data.loader import TokenIds, sample_error, sample_transl_table, text_field
+from trainer.data.loader import (
+    TokenIds,
+    sample_error,
+    sample_meta,
+    sample_transl_table,
+    text_field,
+)
 from trainer.model.pointer import NO_CODON
 from trainer.model.seq2seq import IGNORE_INDEX
 from trainer.tokens.tokenizer import WindowTooLong, check_source_length, encode_sources
@@ -433,6 +439,7 @@ class ExampleBuilder:
         and sample key."""
         dna = text_field(sample, "dna.txt", "ascii")
         features = self.sample_features(sample, len(dna))
+        sample_meta(sample)  # a damaged ``json`` is named here, whatever the loss reads of it
         constrain = self.sample_constraint(sample)
         try:
             out = build_example(
