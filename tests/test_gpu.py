@@ -152,7 +152,7 @@ def _tiny_annotate_model(tmp_path: Path) -> Path:
 
     types = ["CDS", "tRNA"]
     tok = load_tokenizer(make_tokenizer(tmp_path / "base"))
-    add_annotation_tokens(tok, target_vocabulary(types, 500))
+    add_annotation_tokens(tok, target_vocabulary(types))
     save_tokenizer(tok, tmp_path / "tok")
     cfg = Dna2GffConfig(
         vocab_size=tok.get_vocab_size(True),
