@@ -358,8 +358,8 @@ def test_bake_counts_long_windows_and_targets(tmp_path, caplog):
     from baking.bake import bake
     from baking.bake_config import BakeConfig, GenomeSpec
 
-    dense = [  # a gene every 30 bp: long targets
-        f"chr\tRefSeq\tCDS\t{s}\t{s + 20}\t.\t+\t0\tID=c{s}" for s in range(1, 5900, 30)
+    dense = [  # a gene every 25 bp: long targets (5 decoder items each)
+        f"chr\tRefSeq\tCDS\t{s}\t{s + 20}\t.\t+\t0\tID=c{s}" for s in range(1, 5900, 25)
     ]
     fna, gff = write_pair(tmp_path / "in", "g", {"chr": dna_of(6000, 1)}, dense)
     spec = [GenomeSpec("g", str(fna), str(gff))]

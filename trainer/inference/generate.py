@@ -157,6 +157,46 @@ def _check_search(num_beams: int, max_new_tokens: int) -> None:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
 
 
+def _columns(token_ids: dict[str, int], device: torch.device) -> tuple[list[str], Tensor]:
+    """The target tokens in column order (END last) and their vocabulary ids on ``device``."""
+    tokens = [t for t in token_ids if t != END] + [END]
+    return tokens, torch.tensor([token_ids[t] for t in tokens], dtype=torch.long, device=device)
+
+
+def _choose(
+    beams: list[list[_Hyp]], logp: Tensor, k: int, tokens: Sequence[str], step: int
+) -> tuple[list[list[_Hyp]], Tensor | None]:
+    """One search step over the constrained log-probabilities (rows, K + L): greedy for one beam,
+    else ``_beam_step``; the row order the cache must follow (None: unchanged)."""
+    if k > 1:
+        return _beam_step(beams, logp, k, tokens, step)
+    hyps = [h for row in beams for h in row]
+    best_lp, best = logp.max(dim=-1)
+    chosen = [
+        [h if h.done else h.extended(_item_of(int(c), tokens), float(lp))]
+        for h, c, lp in zip(hyps, best.tolist(), best_lp.tolist())
+    ]
+    return chosen, None
+
+
+def _next_inputs(
+    beams: Sequence[Sequence[_Hyp]], token_ids: dict[str, int], eos: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Decoder inputs of every row for the next step: the newest item's id, pointed base, anchor."""
+    flat = [h for row in beams for h in row]
+    newest: list[Item] = [h.items[-1] if h.items and not h.done else END for h in flat]
+    return _inputs(newest, [h.anchor for h in flat], token_ids, eos)
+
+
+def _best(beams: Sequence[Sequence[_Hyp]]) -> list[GeneratedTarget]:
+    """Each window's result: a finished hypothesis first, then the best length-normalised score."""
+    out = []
+    for row in beams:
+        best_hyp = max(row, key=lambda h: (h.done, h.score / max(1, len(h.items) + h.done)))
+        out.append(best_hyp.result())
+    return out
+
+
 @torch.no_grad()
 def generate_ids(
     model: Any,
@@ -185,8 +225,7 @@ def generate_ids(
         attention_mask = attention_mask.repeat_interleave(k, dim=0)
         memory = memory.index_select(torch.arange(b, device=device).repeat_interleave(k))
     n_bases = memory.keys.shape[1]
-    tokens = [t for t in token_ids if t != END] + [END]
-    tok_cols = torch.tensor([token_ids[t] for t in tokens], dtype=torch.long, device=device)
+    tokens, tok_cols = _columns(token_ids, device)
     v = cfg.vocab_size
     masks = _Masks(tokens, n_bases, device)
     beams = [[_Hyp(st, [], []) for _ in range(k)] for st in start_states]
@@ -203,20 +242,10 @@ def generate_ids(
         joint = torch.cat([last.index_select(-1, tok_cols), last[:, v : v + n_bases]], dim=-1)
         hyps = [h for row in beams for h in row]
         logp = torch.log_softmax(joint + masks(hyps), dim=-1)  # (rows, K + L)
-        if k == 1:
-            best_lp, best = logp.max(dim=-1)
-            beams = [
-                [h if h.done else h.extended(_item_of(int(c), tokens), float(lp))]
-                for h, c, lp in zip(hyps, best.tolist(), best_lp.tolist())
-            ]
-            order = None
-        else:
-            beams, order = _beam_step(beams, logp, k, tokens, step)
+        beams, order = _choose(beams, logp, k, tokens, step)
         if all(h.done for row in beams for h in row) or step + 1 == max_new_tokens:
             break
-        flat = [h for row in beams for h in row]
-        newest: list[Item] = [h.items[-1] if h.items and not h.done else END for h in flat]
-        ids, pos, anchors = _inputs(newest, [h.anchor for h in flat], token_ids, cfg.eos_token_id)
+        ids, pos, anchors = _next_inputs(beams, token_ids, cfg.eos_token_id)
         if order is not None:
             cache = cache.index_select(order.to(device))
         step_in = PointerStep(
@@ -228,11 +257,7 @@ def generate_ids(
         logits, cache = model.decode(
             dec_in, enc, attention_mask, past_key_values=cache, use_cache=True, pointer=step_in
         )
-    out = []
-    for row in beams:
-        best_hyp = max(row, key=lambda h: (h.done, h.score / max(1, len(h.items) + h.done)))
-        out.append(best_hyp.result())
-    return out
+    return _best(beams)
 
 
 class _MaskRows:
@@ -288,8 +313,7 @@ def generate_ids_fast(
     enc = encode_unpadded(model, input_ids, attention_mask)
     memory = pointer_memory_by_token(model, enc, layout_tensors(layouts, device))
     n_bases = memory.keys.shape[1]
-    tokens = [t for t in token_ids if t != END] + [END]
-    tok_cols = torch.tensor([token_ids[t] for t in tokens], dtype=torch.long, device=device)
+    tokens, tok_cols = _columns(token_ids, device)
     v = cfg.vocab_size
     masks = _MaskRows(tokens, n_bases, device)
     beams = [[_Hyp(st, [], []) for _ in range(k)] for st in start_states]
@@ -304,15 +328,7 @@ def generate_ids_fast(
         hyps = [h for row in sub for h in row]
         joint = torch.cat([logits.index_select(-1, tok_cols), logits[:, v : v + n_bases]], dim=-1)
         logp = torch.log_softmax(joint + masks(hyps), dim=-1)  # (rows, K + L)
-        order: Tensor | None = None
-        if k == 1:
-            best_lp, best = logp.max(dim=-1)
-            sub = [
-                [h if h.done else h.extended(_item_of(int(c), tokens), float(lp))]
-                for h, c, lp in zip(hyps, best.tolist(), best_lp.tolist())
-            ]
-        else:
-            sub, order = _beam_step(sub, logp, k, tokens, step)
+        sub, order = _choose(sub, logp, k, tokens, step)
         for w, row in zip(active, sub):
             beams[w] = row
         if all(h.done for row in sub for h in row) or step + 1 == max_new_tokens:
@@ -324,19 +340,13 @@ def generate_ids_fast(
             dec.keep(torch.tensor(still, dtype=torch.long, device=device))
             active = [active[i] for i in still]
             sub = [sub[i] for i in still]
-        flat = [h for row in sub for h in row]
-        newest: list[Item] = [h.items[-1] if h.items and not h.done else END for h in flat]
-        ids, pos, anchors = _inputs(newest, [h.anchor for h in flat], token_ids, cfg.eos_token_id)
+        ids, pos, anchors = _next_inputs(sub, token_ids, cfg.eos_token_id)
         logits = dec.step(
             torch.tensor(ids, dtype=torch.long, device=device),
             torch.tensor(pos, dtype=torch.long, device=device),
             torch.tensor(anchors, dtype=torch.long, device=device),
         )
-    out = []
-    for row in beams:
-        best_hyp = max(row, key=lambda h: (h.done, h.score / max(1, len(h.items) + h.done)))
-        out.append(best_hyp.result())
-    return out
+    return _best(beams)
 
 
 def _beam_step(
