@@ -1,5 +1,5 @@
-"""The pointer form of the target: coordinates as base positions, not digits (see
-``docs/target-format.md``, "Pointer form").
+"""The target: coordinates as base positions the decoder points at (see
+``docs/target-format.md``).
 
 A feature is written ::
 
