@@ -487,3 +487,24 @@ def test_pad_decoder_keeps_a_pointer_batch_consistent(tok) -> None:
         a = model(**_forward_inputs(batch)).logits
         b = model(**_forward_inputs(padded)).logits[:, :t]
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_pointer_inputs_travel_as_one_structure(tok) -> None:
+    """A collated batch's base arrays and decoder positions become one ``PointerInputs`` at the
+    model's door; without base arrays there is none and the model scores target tokens only."""
+    rng = random.Random(12)
+    dna = "".join(rng.choice("ACGT") for _ in range(120))
+    v = tok.get_vocab_size(True)
+    batch = collate_examples([_sample(tok, dna, [WindowFeature(5, 60, "+", "tRNA")], 120)], 3, 512)
+    inputs = PointerInputs.from_batch(batch)
+    assert inputs is not None and inputs.allowed is None
+    assert inputs.bases.token is batch["base_token"] and inputs.bases.mask is batch["base_mask"]
+    assert inputs.positions is batch["decoder_positions"]
+    assert inputs.anchors is batch["decoder_anchors"]
+    model = Dna2GffModel(_config(tok)).eval()
+    with torch.no_grad():
+        joint = model(**_forward_inputs(batch)).logits
+        tokens_only = {k: x for k, x in batch.items() if k not in WindowBases.BATCH_KEYS}
+        assert PointerInputs.from_batch(tokens_only) is None
+        plain = model(**_forward_inputs(tokens_only)).logits
+    assert joint.shape[-1] == v + 120 and plain.shape[-1] == v

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -91,9 +91,6 @@ class WindowBases:
     @classmethod
     def from_batch(cls, batch: Mapping[str, Tensor]) -> WindowBases:
         return cls(*(batch[k] for k in cls.BATCH_KEYS))
-
-    def as_batch(self) -> dict[str, Tensor]:
-        return dict(zip(self.BATCH_KEYS, (getattr(self, f.name) for f in fields(self))))
 
 
 @dataclass
