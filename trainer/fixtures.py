@@ -96,9 +96,11 @@ def make_model(
     return out_dir
 
 
-def sample(rng: random.Random, window_len: int = WINDOW) -> tuple[str, bytes]:
+def sample(
+    rng: random.Random, window_len: int = WINDOW, present: tuple[str, ...] = tuple(TYPES)
+) -> tuple[str, bytes]:
     """A window of DNA and its ``features.json``: 0-2 features (CDS where 'ATG' occurs, to be
-    learnable)."""
+    learnable); types not in ``present`` are left out (the random draws stay the same)."""
     dna = random_dna(rng, window_len)
     feats = []
     pos = dna.find("ATG")
@@ -107,13 +109,21 @@ def sample(rng: random.Random, window_len: int = WINDOW) -> tuple[str, bytes]:
     if rng.random() < 0.3:
         s = rng.randrange(0, window_len - 20)
         feats.append(WindowFeature(s, s + 15, "-", "tRNA", None, False, False))
-    return dna, features_to_json(feats, window_len)
+    return dna, features_to_json([f for f in feats if f.type in present], window_len)
 
 
 def write_shards(
-    data_dir: Path, counts: dict[str, list[int]], *, window_len: int = WINDOW, seed: int = 0
+    data_dir: Path,
+    counts: dict[str, list[int]],
+    *,
+    window_len: int = WINDOW,
+    seed: int = 0,
+    present: tuple[str, ...] = tuple(TYPES),
 ) -> Path:
-    """``counts = {"train": [n0, n1], "val": [n]}`` -> shards + manifest.json in ``data_dir``."""
+    """``counts = {"train": [n0, n1], "val": [n]}`` -> shards + manifest.json in ``data_dir``.
+
+    The manifest lists every type of ``TYPES``, as a bake configured for them does; the samples
+    hold only the types in ``present``."""
     import webdataset as wds
 
     rng = random.Random(seed)
@@ -125,7 +135,7 @@ def write_shards(
             rel = f"{split}/g-{i:04d}.tar"
             with wds.TarWriter(str(data_dir / rel)) as w:
                 for j in range(n):
-                    dna, features = sample(rng, window_len)
+                    dna, features = sample(rng, window_len, present)
                     meta = {
                         "genome": "g",
                         "seqid": "s",
