@@ -2,7 +2,7 @@
 
 Stages per genome (``bake_genome``): read GFF3 (and check its cross-line rules: Parent links,
 multi-feature IDs, CDS phases) and FASTA -> choose features -> plan windows ->
-clip features into each window (and its reverse complement) -> ``encode_target`` -> shard writer.
+clip features into each window (and its reverse complement) -> ``features.json`` -> shard writer.
 All input checks happen before the first sample is written, and shards stay under temporary names
 until the whole run has succeeded (``bake``), so bad input never leaves a half-written output. A
 run that fails or is stopped (SIGINT, SIGTERM; pool workers included) deletes its temporaries;
@@ -48,7 +48,8 @@ from baking.shards.lock import output_lock
 from baking.shards.writer import ShardWriter, safe_name, sample_fields, sweep_temps
 from baking.target_format.coverage import check_coverage
 from baking.target_format.features import SequenceInfo, select_features, sequence_infos
-from baking.target_format.grammar import encode_target
+from baking.target_format.pointers import encode_pointer_target
+from baking.target_format.sample_features import features_to_json
 from baking.target_format.transl_table import resolve_transl_table
 from baking.target_format.windows import (
     FeatureIndex,
@@ -166,10 +167,12 @@ def bake_genome(spec: GenomeSpec, cfg: BakeConfig, out_dir: str | Path) -> Genom
                     res.transl_table,
                 )
                 wf = window_features(index, ws, we, "-") if strand == "-" else plus
-                target = encode_target(wf, window_len, we - ws)
+                # the target's length (decoder items) is counted here, its spelling is the trainer's
+                target = encode_pointer_target(wf, we - ws)
                 key = f"{prefix}_{si:04d}_{ws:010d}_{'p' if strand == '+' else 'm'}"
                 dna = sample_dna(seqs[seqid], ws, we, strand)
-                writers[split].write(key, sample_fields(dna, target, meta.to_json()))
+                features = features_to_json(wf, we - ws)
+                writers[split].write(key, sample_fields(dna, features, meta.to_json()))
                 res.samples[split] += 1
                 res.target_tokens += len(target)
                 res.max_target_tokens = max(res.max_target_tokens, len(target))
@@ -529,7 +532,7 @@ def _publish(
     warn_lengths(manifest.totals, cfg.window_len)
     if extract_tokens is not None:
         seen = types_in_targets(results, cfg.types)
-        merge_tokens(extract_tokens, target_vocabulary(seen, cfg.window_len))
+        merge_tokens(extract_tokens, target_vocabulary(seen))
     return None, manifest
 
 

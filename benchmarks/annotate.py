@@ -13,7 +13,7 @@ except that an untrained model rarely says END and so decodes every window to ``
 (the worst case; the figures say how many windows ran out). Prints one key=value line per
 predictor and the ratio annotate/Prodigal (goal on one H100: >= 1).
 
-``--before`` also times the reference decoding path (``generate_pointer_targets(reference=True)``:
+``--before`` also times the reference decoding path (``generate_targets(reference=True)``:
 the model's general cached ``decode`` step, the code annotate ran before the fast path) on the
 same genome and model in the same run, and says whether the two GFF3 are identical. With a
 shared genome's name (or ``--gff``) each row gets its CDS exact and stop F1 against the RefSeq
@@ -48,7 +48,7 @@ from trainer.inference.annotate import (  # noqa: E402
     min_orf_codons,
     resolve_grammar,
 )
-from trainer.inference.pointer_generate import generate_pointer_targets  # noqa: E402
+from trainer.inference.generate import generate_targets  # noqa: E402
 from trainer.inference.snap import genetic_code  # noqa: E402
 from trainer.model import Dna2GffConfig, Dna2GffModel  # noqa: E402
 from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer  # noqa: E402
@@ -116,13 +116,12 @@ def main() -> None:
     else:
         window_len, types = args.window_len, TYPES
         tok = load_tokenizer(args.tokenizer)
-        add_annotation_tokens(tok, target_vocabulary(types, window_len))
+        add_annotation_tokens(tok, target_vocabulary(types))
         cfg = Dna2GffConfig(
             vocab_size=tok.get_vocab_size(True),
             num_decoder_layers=min(args.decoder_layers, SIZES[args.size]["num_encoder_layers"]),
             window_len=window_len,
             feature_types=types,
-            coordinate_form="digits",  # the digit vocabulary above (the config's default: pointer)
             pointer_context_bp=0,
             encoder_aux_weight=0.0,
             **SIZES[args.size],
@@ -149,9 +148,9 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     rows = []
     paths: dict[str, Any] = {"after (fast path)": None}
-    if args.before and model.config.pointer:
+    if args.before:
         paths["before (reference path)"] = functools.partial(
-            generate_pointer_targets,
+            generate_targets,
             reference=True,
             orf_code=genetic_code(opts.transl_table) if opts.orf_constraint else None,
             min_orf_codons=min_orf_codons(opts, model.config),
@@ -164,7 +163,7 @@ def main() -> None:
         load0 = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), _cpu_seconds()
         feats, _, summary = annotate_sequences(
-            model, tok, seqs, opts, window_len, types, generate=generate, pointer=None
+            model, tok, seqs, opts, window_len, types, generate=generate
         )
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()

@@ -448,7 +448,7 @@ def part_annotate(check: Check, deadline: float, args: argparse.Namespace) -> di
     if tokenizer is None:  # annotate.py needs a base tokenizer folder: make the small one
         from trainer.fixtures import make_tokenizer
 
-        tokenizer = make_tokenizer(check.work / "tokenizer", window_len=1000)
+        tokenizer = make_tokenizer(check.work / "tokenizer")
     genome_bp = genome_length(genome)
     rec: dict[str, Any] = {
         "genome": str(genome),

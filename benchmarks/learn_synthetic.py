@@ -2,7 +2,7 @@
 """Does the model learn? Train the small model on synthetic genomes on the CPU, then score it.
 
 For every variant asked for (``--variants``), at the same budget and seed: bake once per variant
-folder (same seed, same data), build the model in that variant's coordinate form, train
+folder (same seed, same data), build the model with that variant's flags, train
 (``--minutes`` of training-loop wall clock, or exactly ``--steps``), annotate the held-out genome
 with the real ``annotate`` and score it with ``evaluate`` (CDS exact and stop F1, tRNA, rRNA).
 Two control rows show what the model adds: the same constrained decoder driven by the *untrained*
@@ -10,7 +10,6 @@ model, and the no-model rule (every ORF of at least N codons, N chosen on the tr
 ``trainer.inference.orf_rule``); Prodigal's row is the bar.
 
 Variants (``docs/learning.md`` has the measured table):
-- ``digits``: coordinates spelled as digit tokens (the old form); rows with and without snapping;
 - ``pointer``: the decoder points at bases; rows without the ORF constraint, with it, and with it
   but no post-hoc snapping/completion (the model's own skill);
 - ``pointer_aux``: ``pointer`` plus the per-token encoder loss (coding frame, start/stop codons);
@@ -24,7 +23,7 @@ no-model rule's N (chosen on the training genome) is used instead: annotating a 
 per candidate would cost more than the training.
 
     python benchmarks/learn_synthetic.py                       # the default variant, 30 min
-    python benchmarks/learn_synthetic.py --variants digits,pointer,pointer_aux --steps 600
+    python benchmarks/learn_synthetic.py --variants pointer,pointer_aux --steps 600
     python benchmarks/learn_synthetic.py --genome              # train C. crescentus, score E. coli
 """
 
@@ -71,8 +70,6 @@ class Variant:
 
 
 BASE_AUX_INIT = (
-    "--coordinate_form",
-    "pointer",
     "--encoder_aux_weight",
     "0.5",
     "--base_aux_weight",
@@ -81,12 +78,8 @@ BASE_AUX_INIT = (
 """``pointer_aux`` plus the per-base loss: the init flags both per-base variants share."""
 
 VARIANTS: dict[str, Variant] = {
-    "digits": Variant(
-        ("--coordinate_form", "digits"),
-        (("digits", ()), ("digits, no snap", ("--no_snap",))),
-    ),
     "pointer": Variant(
-        ("--coordinate_form", "pointer", "--encoder_aux_weight", "0"),
+        ("--encoder_aux_weight", "0"),
         (
             ("pointer + ORF", ()),
             ("pointer, no ORF constraint", ("--no_orf_constraint",)),
@@ -94,7 +87,7 @@ VARIANTS: dict[str, Variant] = {
         ),
     ),
     "pointer_aux": Variant(
-        ("--coordinate_form", "pointer", "--encoder_aux_weight", "0.5"),
+        ("--encoder_aux_weight", "0.5"),
         (
             ("pointer + ORF + aux", ()),
             ("pointer + aux, no ORF constraint", ("--no_orf_constraint",)),

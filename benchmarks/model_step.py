@@ -50,8 +50,7 @@ def model_config(moe: bool, vocab: int) -> Dna2GffConfig:
         num_experts=8,
         moe_top_k=2,
         tie_word_embeddings=True,
-        # the model these figures were measured with (the config's defaults became pointer + aux)
-        coordinate_form="digits",
+        # the model these figures were measured with (the config's defaults gained context + aux)
         pointer_context_bp=0,
         encoder_aux_weight=0.0,
     )

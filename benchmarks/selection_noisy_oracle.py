@@ -4,7 +4,7 @@
     python benchmarks/selection_noisy_oracle.py [--length 300000] [--seed 5]
 
 A synthetic genome (``baking.synthetic``, circular chromosome + plasmid) is annotated by an
-oracle that writes each window's true features (pointer form), then spoils them window by window,
+oracle that writes each window's true features (the target items), then spoils them window by window,
 independently: a whole CDS is left out (``miss``), its start moved to the next in-frame start
 codon downstream (``start``: a wrong start on the right stop), and one random ORF of >= 60 codons
 of the window added (``stray``). Everything after generation is annotate's own
@@ -97,7 +97,7 @@ class NoisyOracle:
                     o = rng.choice(orfs)
                     feats.append(WindowFeature(o.lo, o.hi - 1, o.strand, "CDS", 0))
             items = encode_pointer_target(feats, len(dna))
-            out.append(GeneratedTarget(items, [0.0] * len(items)))  # type: ignore[arg-type]
+            out.append(GeneratedTarget(items, [0.0] * len(items)))
         return out
 
 
@@ -119,9 +119,7 @@ def main() -> int:
                 batch_size=64, circular=("all",), progress=False, selection=selection
             )
             oracle = NoisyOracle(genome, *level, seed=args.seed)
-            gff, _, _ = annotate_sequences(
-                None, None, seqs, opts, WINDOW, TYPES, generate=oracle, pointer=True
-            )
+            gff, _, _ = annotate_sequences(None, None, seqs, opts, WINDOW, TYPES, generate=oracle)
             pred = [Feature(f.seqid, f.type, f.start, f.end, f.strand) for f in gff]
             (rep,) = compare(ref, pred, ["CDS"])
             s, e = rep.stop, rep.exact

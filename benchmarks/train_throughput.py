@@ -99,11 +99,11 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
         from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer, save_tokenizer
 
         t = load_tokenizer(args.tokenizer)
-        add_annotation_tokens(t, target_vocabulary(TYPES, args.window))
+        add_annotation_tokens(t, target_vocabulary(TYPES))
         tok.mkdir(parents=True, exist_ok=True)
         save_tokenizer(t, tok)
     else:
-        make_tokenizer(tok, window_len=args.window)
+        make_tokenizer(tok)
     n = args.samples or (args.warmup + args.steps) * args.micro_batch
     data = write_shards(work / "data", {"train": [n // 2 + 1, n // 2 + 1]}, window_len=args.window)
     model = work / "model"
@@ -148,14 +148,25 @@ def trainer_run(args, model: Path, data: Path, out: Path) -> list[dict]:
 
 def same_batches(args, model: Path, data: Path) -> list[dict]:
     """The trainer's batches: same dataset, loader, seed and worker layout."""
-    from trainer.data.loader import SampleEncoder, ShardBatches, TokenIds, make_loader, split_shards
+    from trainer.data.examples import ExampleBuilder
+    from trainer.data.loader import ShardBatches, TokenIds, make_loader, split_shards
+    from trainer.fixtures import TYPES
     from trainer.model.config import Dna2GffConfig
 
     mc = Dna2GffConfig.load(model)
     ids = TokenIds(mc.bos_token_id, mc.eos_token_id, mc.pad_token_id)
+    examples = ExampleBuilder(
+        str(model),
+        ids,
+        args.max_src_tokens,
+        512,
+        args.pad_multiple,
+        vocab_size=mc.vocab_size,
+        feature_types=mc.feature_types or TYPES,
+    )
     ds = ShardBatches(
         split_shards(data, "train"),
-        SampleEncoder(str(model), ids, args.max_src_tokens, 512, args.pad_multiple),
+        examples,
         rank=0,
         world_size=1,
         num_workers=args.workers,
@@ -172,6 +183,7 @@ def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[list,
     import torch
 
     from baking.shards.manifest import load_manifest
+    from trainer.model.pointer import PointerInputs
     from trainer.model.seq2seq import Dna2GffModel
     from trainer.tokens.tokenizer import load_tokenizer
     from trainer.train.ds_engine import param_groups
@@ -199,8 +211,9 @@ def plain_run(args, model_dir: Path, batches: list[dict], device) -> tuple[list,
                 b["attention_mask"],
                 b["decoder_input_ids"],
                 b["decoder_attention_mask"],
+                pointer=PointerInputs.from_batch(b),
             )
-        loss, _ = token_loss(out.logits, b["labels"], vocab)
+        loss, _ = token_loss(out.logits, b["labels"], vocab, model.config.vocab_size)
         (loss + coef * out.aux_loss.float()).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

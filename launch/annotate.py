@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument(
         "--no_orf_constraint",
         action="store_true",
-        help="pointer models: let the decoder write any CDS, not only valid ORFs of the window",
+        help="let the decoder write any CDS, not only valid ORFs of the window",
     )
     sn.add_argument(
         "--min_votes",

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from baking.common.errors import ConfigError, InputError
 from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 from trainer.model.build import build_from_dnabert2
-from trainer.model.config import COORDINATE_FORMS, Dna2GffConfig
+from trainer.model.config import Dna2GffConfig
 from trainer.model.dnabert2 import DNABERT2_HUB_ID, resolve_checkpoint
 from trainer.tokens.tokenizer import TOKENIZER_NAME
 
@@ -69,30 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the random parts (cross-attention, routers)"
     )
     dec.add_argument(
-        "--coordinate_form",
-        choices=COORDINATE_FORMS,
-        default=_default("coordinate_form"),
-        help="pointer: the decoder points at a base of the window; digits: it spells the number",
-    )
-    dec.add_argument(
         "--pointer_context_bp",
         type=int,
         default=_default("pointer_context_bp"),
-        help="pointer models: bases each side of a base its key sees directly (start-codon "
+        help="bases each side of a base its key sees directly (start-codon "
         "context such as the ribosome-binding site); 0 = none",
     )
     dec.add_argument(
         "--base_aux_weight",
         type=float,
         default=_default("base_aux_weight"),
-        help="pointer models: weight of the per-base loss on the pointer keys (CDS begins / "
-        "ends here); 0 = none",
+        help="weight of the per-base loss on the pointer keys (CDS begins / ends here); 0 = none",
     )
     dec.add_argument(
         "--base_aux_class_weight",
         type=float,
         default=_default("base_aux_class_weight"),
-        help="pointer models: weight of the begin / end bases against the others in that "
+        help="weight of the begin / end bases against the others in that "
         "per-base loss (1 = unweighted)",
     )
     dec.add_argument(
@@ -224,10 +217,9 @@ def _main(argv: Sequence[str] | None) -> int:
         seed=args.seed,
         moe_capacity_factor=args.moe_capacity_factor,
         moe_aux_loss_coef=args.moe_aux_loss_coef,
-        coordinate_form=args.coordinate_form,
         encoder_aux_weight=args.encoder_aux_weight,
-        pointer_context_bp=args.pointer_context_bp if args.coordinate_form == "pointer" else 0,
-        base_aux_weight=args.base_aux_weight if args.coordinate_form == "pointer" else 0.0,
+        pointer_context_bp=args.pointer_context_bp,
+        base_aux_weight=args.base_aux_weight,
         base_aux_class_weight=args.base_aux_class_weight,
     )
     has_tokenizer = (folder / TOKENIZER_NAME).is_file()

@@ -70,7 +70,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
         "Data",
         "constrained_loss",
         str,
-        "pointer models: loss over what the decoder allows at each step: orf, grammar or none",
+        "loss over what the decoder allows at each step: orf, grammar or none",
     ),
     (
         "Data",

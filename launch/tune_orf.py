@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """``tune_orf --model M --fasta GENOME --gff REFERENCE [--candidates 30,60,90,120,150]``.
 
-Choose the shortest whole CDS a pointer model's ORF layer may call: annotate the genome once per
+Choose the shortest whole CDS a model's ORF layer may call: annotate the genome once per
 candidate N, score each against the reference GFF3 (CDS stop F1, then exact F1), print the table
 and record the best N in the model's config.json, where ``annotate`` reads it (its
 ``--min_orf_codons`` still wins). Use a genome the model was not trained on, of the kind it will
@@ -39,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tune_orf", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument(
-        "--model", required=True, help="pointer model folder (its config.json is updated)"
-    )
+    p.add_argument("--model", required=True, help="model folder (its config.json is updated)")
     p.add_argument("--fasta", required=True, help="genome FASTA the model was not trained on")
     p.add_argument("--gff", required=True, help="its reference GFF3")
     p.add_argument(

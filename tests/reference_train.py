@@ -106,8 +106,13 @@ def target_vocab(model_dir: Path, tokens: list[str], eos_id: int) -> torch.Tenso
     return torch.tensor(sorted(ids))
 
 
-def restricted_ce(logits: torch.Tensor, labels: torch.Tensor, vocab: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over label tokens with the softmax over ``vocab`` columns only."""
+def restricted_ce(
+    logits: torch.Tensor, labels: torch.Tensor, vocab: torch.Tensor, joint_from: int | None = None
+) -> torch.Tensor:
+    """Mean cross-entropy over label tokens with the softmax over ``vocab`` columns only; with
+    joint logits (``V + L`` columns, ``joint_from = V``) every base column stays in the softmax."""
+    if joint_from is not None and logits.shape[-1] > joint_from:
+        vocab = torch.cat([vocab, torch.arange(joint_from, logits.shape[-1])])
     remap = torch.full((logits.shape[-1],), -1, dtype=torch.long)
     remap[vocab] = torch.arange(len(vocab))
     keep = labels != IGNORE
@@ -134,6 +139,7 @@ def replay(
     ``grad_bug`` (the tests' negative controls) rewrites each averaged gradient before clipping, to
     show that a known DeepSpeed bug (e.g. expert gradients ``ep_size`` x too large) would be caught.
     """
+    from trainer.model.pointer import PointerInputs
     from trainer.model.seq2seq import Dna2GffModel
 
     world = len(traces)
@@ -166,8 +172,9 @@ def replay(
                     attention_mask=b["attention_mask"],
                     decoder_input_ids=b["decoder_input_ids"],
                     decoder_attention_mask=b["decoder_attention_mask"],
+                    pointer=PointerInputs.from_batch(b),  # the windows' bases, pointed positions
                 )
-                ce = restricted_ce(out.logits, b["labels"], vocab)
+                ce = restricted_ce(out.logits, b["labels"], vocab, model.config.vocab_size)
                 loss = ce + h.aux_coef * out.aux_loss.float()
                 # data parallelism's objective: the mean over ranks x micro-batches of each loss
                 (loss / (world * h.grad_accum)).backward()
@@ -223,7 +230,12 @@ def key_bias_slice(name: str, size: int) -> slice | None:
     Softmax attention is invariant to a bias added to every key (``q . b_k`` is the same for all
     keys of a query), so the exact gradient of these entries is 0 and what either side computes is
     rounding noise; Adam scales that noise to a step of the usual size. They are compared apart.
+    The pointer head's ``key_norm.bias`` is such a bias as a whole: it is added to every base key,
+    and the softmax over bases ignores it (only ``<cut>``/END, allowed beside the positions at a
+    few steps, give it a small exact gradient).
     """
+    if name.endswith("pointer_head.key_norm.bias"):
+        return slice(0, size)
     if name.endswith("Wqkv.bias"):
         return slice(size // 3, 2 * size // 3)
     if name.endswith("crossattention.kv.bias"):
@@ -254,12 +266,15 @@ def weight_errors(engine: dict[str, torch.Tensor], ref: ReferenceRun) -> dict[st
 def grad_errors(
     engine: dict[int, dict[str, torch.Tensor]], ref: ReferenceRun
 ) -> dict[tuple[int, str], float]:
-    """Per step and tensor: ``||g_engine - g_ref|| / ||g_ref||`` of the averaged, pre-clip grads."""
-    return {
-        (step, name): rel_error(engine[step][name], g, g)
-        for step, grads in ref.grads.items()
-        for name, g in grads.items()
-    }
+    """Per step and tensor: ``||g_engine - g_ref|| / ||g_ref||`` of the averaged, pre-clip grads.
+
+    A tensor that is a key bias as a whole (``key_bias_slice``) is reported as ``NAME[key]``."""
+    out: dict[tuple[int, str], float] = {}
+    for step, grads in ref.grads.items():
+        for name, g in grads.items():
+            whole = key_bias_slice(name, g.numel()) == slice(0, g.numel())
+            out[(step, name + "[key]" if whole else name)] = rel_error(engine[step][name], g, g)
+    return out
 
 
 def worst_by_group(errors: dict[Any, float]) -> dict[str, float]:

@@ -18,12 +18,8 @@ from baking.evaluate.metrics import Feature, compare
 from baking.formats.gff3 import read_gff3, write_gff3
 from baking.synthetic import SyntheticConfig, generate_genome
 from baking.target_format.features import GenomeFeature, SequenceInfo
-from baking.target_format.grammar import (
-    WindowFeature,
-    decode_target,
-    encode_target,
-    target_vocabulary,
-)
+from baking.target_format.grammar import WindowFeature, target_vocabulary
+from baking.target_format.pointers import decode_pointer_target, encode_pointer_target
 from baking.target_format.windows import FeatureIndex, window_features
 from trainer.inference.annotate import AnnotateOptions, annotate_sequences
 from trainer.inference.generate import GeneratedTarget
@@ -54,7 +50,7 @@ def _reference(genome) -> list[GenomeFeature]:
 
 
 class Oracle:
-    """Generates each window's true target (found by locating the window's DNA in the genome);
+    """Generates each window's true target items (found by locating the window's DNA in the genome);
     ``shift_starts`` moves every complete CDS's 5' end inward, the same way in every window."""
 
     def __init__(self, genome, shift_starts: int = 0) -> None:
@@ -93,25 +89,12 @@ class Oracle:
         for dna in windows_dna:
             seqid, pos = self._locate(dna)
             feats = window_features(self.index[seqid], pos, pos + len(dna))
-            toks = encode_target(feats, window_len, len(dna))
-            out.append(GeneratedTarget(toks, [0.0] * len(toks)))
-        return out
-
-
-class PointerOracle(Oracle):
-    """The oracle in the pointer form: each window's true features as pointer items."""
-
-    def __call__(self, model, tokenizer, windows_dna: Sequence[str], window_len: int, types, **kw):
-        from baking.target_format.pointers import encode_pointer_target
-
-        out = []
-        for target, dna in zip(
-            super().__call__(model, tokenizer, windows_dna, window_len, types), windows_dna
-        ):
-            feats = decode_target(target.tokens, window_len, len(dna))
             items = encode_pointer_target(feats, len(dna))
-            out.append(GeneratedTarget(items, [0.0] * len(items)))  # type: ignore[arg-type]
+            out.append(GeneratedTarget(items, [0.0] * len(items)))
         return out
+
+
+PointerOracle = Oracle  # one target form: the oracle's items are the pointer items
 
 
 def test_pointer_oracle_round_trip_is_exact(genome) -> None:
@@ -120,9 +103,7 @@ def test_pointer_oracle_round_trip_is_exact(genome) -> None:
     seqs = [(s.seqid, s.seq) for s in genome.sequences]
     opts = AnnotateOptions(batch_size=8, circular=("all",), progress=False)
     oracle = PointerOracle(genome)
-    gff, _, summary = annotate_sequences(
-        None, None, seqs, opts, W, TYPES, generate=oracle, pointer=True
-    )
+    gff, _, summary = annotate_sequences(None, None, seqs, opts, W, TYPES, generate=oracle)
     for rep in compare(_as_features(genome.features), _as_features(gff), TYPES):
         assert rep.n_ref > 0
         assert rep.exact.f1 == 1.0, rep
@@ -191,15 +172,14 @@ def test_orf_completion_recovers_genes_whose_continuations_were_lost(genome) -> 
     class ForgetsContinuations(Oracle):
         def __call__(self, *args, **kw):
             out = []
-            for t in super().__call__(*args, **kw):
-                window_len = args[3]
+            for t, dna in zip(super().__call__(*args, **kw), args[2]):
                 feats = [
                     f
-                    for f in decode_target(t.tokens, window_len, None)
+                    for f in decode_pointer_target(t.tokens, len(dna))
                     if not (f.cut_left and f.type == "CDS")
                 ]
-                toks = encode_target(feats, window_len)
-                out.append(GeneratedTarget(toks, [0.0] * len(toks)))
+                items = encode_pointer_target(feats, len(dna))
+                out.append(GeneratedTarget(items, [0.0] * len(items)))
             return out
 
     seqs = [(s.seqid, s.seq) for s in genome.sequences]
@@ -285,7 +265,7 @@ def _validate(path: Path) -> None:
 def tiny_model(dnabert2_tokenizer_dir: Path, tmp_path: Path) -> Path:
     """An untrained 2+1-layer model on the real DNABERT-2 tokenizer plus the grammar's tokens."""
     tok = load_tokenizer(dnabert2_tokenizer_dir)
-    add_annotation_tokens(tok, target_vocabulary(TYPES, 1000))
+    add_annotation_tokens(tok, target_vocabulary(TYPES))
     save_tokenizer(tok, tmp_path / "tok")
     cfg = Dna2GffConfig(
         vocab_size=tok.get_vocab_size(True),

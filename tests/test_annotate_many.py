@@ -47,13 +47,13 @@ def _need_shared() -> None:
 def data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A tiny pointer model and three small genomes (two phage pieces, one Mycoplasma piece)."""
     _need_shared()
-    from baking.target_format.pointers import pointer_vocabulary
+    from baking.target_format.grammar import target_vocabulary
     from trainer.model import Dna2GffConfig, Dna2GffModel
     from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer, save_tokenizer
 
     d = tmp_path_factory.mktemp("many")
     tok = load_tokenizer(SHARED_DNABERT2)
-    add_annotation_tokens(tok, pointer_vocabulary(TYPES))
+    add_annotation_tokens(tok, target_vocabulary(TYPES))
     save_tokenizer(tok, d / "tok")
     cfg = Dna2GffConfig(
         vocab_size=tok.get_vocab_size(True),
@@ -64,7 +64,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         intermediate_size=64,
         window_len=1000,
         feature_types=TYPES,
-        coordinate_form="pointer",
     )
     torch.manual_seed(0)
     Dna2GffModel(cfg).save_pretrained(d / "model", d / "tok")

@@ -16,7 +16,9 @@ from baking.formats.fasta import read_fasta_dict, reverse_complement
 from baking.formats.gff3 import read_gff3
 from baking.shards.manifest import Manifest, load_manifest
 from baking.target_format.features import select_features, sequence_infos
-from baking.target_format.grammar import DEFAULT_FEATURE_TYPES, GrammarAutomaton, decode_target
+from baking.target_format.grammar import DEFAULT_FEATURE_TYPES, WindowFeature
+from baking.target_format.pointers import decode_pointer_target, encode_pointer_target
+from baking.target_format.sample_features import features_from_json
 from baking.target_format.stitch import stitch
 from baking.target_format.windows import WindowMeta, mirror
 
@@ -41,6 +43,11 @@ def read_samples(out: Path, split: str = "train") -> list[dict]:
     return list(wds.WebDataset(urls, shardshuffle=False).decode())
 
 
+def window_features(sample: dict, length: int) -> list[WindowFeature]:
+    """A read sample's ``features.json`` (webdataset decodes it to a list) as window features."""
+    return features_from_json(json.dumps(sample["features.json"]), length)
+
+
 def _bake(tmp_path: Path, name: str = "out", **kw) -> tuple[Path, Manifest]:
     fna, gff = small_genome(tmp_path / "in")
     out = tmp_path / name
@@ -62,23 +69,20 @@ def test_seed_command_on_the_phage(tmp_path: Path, genome_pair) -> None:
     assert m.totals["genomes"] == 1 and m.totals["features"] == {"CDS": 83, "tRNA": 3}
     samples = read_samples(out)
     assert len(samples) == m.splits["train"].samples == 31
-    assert tokens.read_text().split("\n")[:3] == ["<0>", "<1>", "<2>"]
+    assert tokens.read_text().split("\n")[:3] == ["<cut>", "<+>", "<->"]  # no digit tokens
     assert set(tokens.read_text().split()) >= {"<cut>", "<+>", "<->", "<p0>", "<CDS>", "<tRNA>"}
     seq = read_fasta_dict(fna)["NC_000902.1"]
-    automaton = GrammarAutomaton(m.grammar.types_in_targets, m.grammar.window_len)
+    types = m.grammar.types_in_targets
     results = []
     for s in samples:
         meta = s["json"]
         assert list(meta) == META_KEYS
         assert s["dna.txt"] == seq[meta["start"] : meta["end"]]
-        target = s["target.txt"].split()
-        state = automaton.start(meta["end"] - meta["start"])
-        for t in target:
-            state = state.advance(t)
-        assert state.accepting
-        results.append(
-            (WindowMeta.from_json(meta), decode_target(target, 2000, meta["end"] - meta["start"]))
-        )
+        n = meta["end"] - meta["start"]
+        feats = window_features(s, n)
+        # the target the trainer builds from them is one the automaton accepts
+        assert decode_pointer_target(encode_pointer_target(feats, n), n, types) == feats
+        results.append((WindowMeta.from_json(meta), feats))
     # the shards alone give back the annotation
     doc = read_gff3(gff)
     infos = sequence_infos(doc, {"NC_000902.1": len(seq)}, str(gff))
@@ -101,12 +105,11 @@ def test_small_genome_choices(tmp_path: Path) -> None:
         ("plasmid", 0, 1000),
         ("plasmid", 500, 1500),
     ]
-    first = samples[0]["target.txt"]
-    assert first.startswith(
-        "<cut> <2> <9> <9> <+> <CDS> <p1>"
-    )  # the origin-spanning CDS: 200 bp cut
+    first = window_features(samples[0], 1000)[0]
+    assert first == WindowFeature(0, 299, "+", "CDS", 1, True, False)  # the origin-spanning CDS
+    items = [encode_pointer_target(window_features(s, 1000), 1000) for s in samples]
     assert m.totals["mean_target_tokens"] == pytest.approx(
-        sum(len(s["target.txt"].split()) for s in samples) / len(samples), abs=0.01
+        sum(len(i) for i in items) / len(samples), abs=0.01
     )
 
 
@@ -130,8 +133,8 @@ def test_reverse_complement_samples(tmp_path: Path) -> None:
         p, m = pair["+"], pair["-"]
         n = p["json"]["end"] - p["json"]["start"]
         assert m["dna.txt"] == reverse_complement(p["dna.txt"])
-        fp = decode_target(p["target.txt"].split(), 1000, n)
-        fm = decode_target(m["target.txt"].split(), 1000, n)
+        fp = window_features(p, n)
+        fm = window_features(m, n)
         assert sorted(mirror(fm, n)) == sorted(fp)
 
 
@@ -148,7 +151,7 @@ def test_val_fraction_blocks_never_overlap_train(tmp_path: Path) -> None:
 def test_val_genomes_and_empty_windows(tmp_path: Path) -> None:
     out, m = _bake(tmp_path, val_genomes=("small",), keep_empty=0.0)
     assert m.split("train") == () and m.splits["val"].samples > 0
-    assert all(s["target.txt"] for s in read_samples(out, "val"))
+    assert all(s["features.json"] for s in read_samples(out, "val"))
     assert m.genomes["small"]["empty_windows_dropped"] >= 1  # chr 3000..5000 has no gene
 
 
@@ -168,7 +171,7 @@ def test_token_file_is_merged_in_stable_order(tmp_path: Path) -> None:
     bake([GenomeSpec("small", str(fna), str(gff))], cfg, tmp_path / "o", extract_tokens=tokens)
     lines = tokens.read_text().splitlines()
     assert lines[:2] == ["<tRNA>", "<my_token>"]
-    assert lines[2:] == [f"<{d}>" for d in range(10)] + [
+    assert lines[2:] == [
         "<cut>",
         "<+>",
         "<->",

@@ -13,25 +13,48 @@ import torch
 
 from baking.common.errors import InputError
 from baking.shards.manifest import FORMAT as MANIFEST_FORMAT
+from trainer.data.examples import Example, ExampleBuilder, build_example, collate_examples
+from trainer.data.layout import BaseLayout
 from trainer.data.loader import (
     IGNORE_INDEX,
-    SampleEncoder,
     ShardBatches,
     ShardEntry,
     SlotPlan,
     TokenIds,
     batches_per_epoch,
-    collate,
     make_loader,
     pad_decoder,
     plan_slots,
     slot_stream,
     split_shards,
 )
-from trainer.fixtures import make_tokenizer, write_shards
+from trainer.fixtures import TYPES, make_tokenizer, write_shards
 from trainer.tokens.tokenizer import WindowTooLong
 
 IDS = TokenIds(bos=1, eos=2, pad=3)
+
+
+def _builder(tok_dir: Path, max_src: int = 64, max_tgt: int = 64) -> ExampleBuilder:
+    """The loader's example builder over the fixture tokenizer and types."""
+    from trainer.tokens.tokenizer import load_tokenizer
+
+    vocab = load_tokenizer(tok_dir).get_vocab_size(with_added_tokens=True)
+    return ExampleBuilder(
+        str(tok_dir), IDS, max_src, max_tgt, vocab_size=vocab, feature_types=TYPES
+    )
+
+
+def _example(src: list[int], tgt: list[int]) -> Example:
+    """An example whose target is the token ids ``tgt`` (no positions), on an empty layout."""
+    return Example(
+        src,
+        [IDS.bos, *tgt],
+        [-1] * (len(tgt) + 1),
+        [-1] * (len(tgt) + 1),
+        [*tgt, IDS.eos],
+        BaseLayout([], [], [], []),
+        None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +113,7 @@ def test_stream_is_deterministic_endless_and_skips_exactly(tmp_path):
 def test_every_rank_gets_batches_even_from_one_tiny_shard(tmp_path, tok_dir):
     write_shards(tmp_path, {"train": [200, 3]})
     shards = split_shards(tmp_path, "train")
-    enc = SampleEncoder(str(tok_dir), IDS, 64, 64)
+    enc = _builder(tok_dir)
     keys = []
     for rank in range(2):
         ds = ShardBatches(
@@ -112,7 +135,7 @@ def test_every_rank_gets_batches_even_from_one_tiny_shard(tmp_path, tok_dir):
 def test_resume_from_any_batch_with_workers(tmp_path, tok_dir):
     write_shards(tmp_path, {"train": [9, 8, 7, 6]})
     shards = split_shards(tmp_path, "train")
-    enc = SampleEncoder(str(tok_dir), IDS, 64, 64)
+    enc = _builder(tok_dir)
 
     def run(start, n):
         ds = ShardBatches(
@@ -136,7 +159,7 @@ def test_resume_from_any_batch_with_workers(tmp_path, tok_dir):
 
 def test_collate_shifts_targets_and_pads():
     pairs = [([1, 10, 11, 2], [20, 21, 22]), ([1, 12, 2], [])]
-    b = collate(pairs, IDS, max_tgt=16)
+    b = collate_examples([_example(s, t) for s, t in pairs], IDS.pad, max_tgt=16)
     assert b["input_ids"].tolist() == [[1, 10, 11, 2], [1, 12, 2, 3]]
     assert b["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
     assert b["decoder_input_ids"].tolist() == [[1, 20, 21, 22], [1, 3, 3, 3]]
@@ -149,28 +172,38 @@ def test_collate_shifts_targets_and_pads():
 
 def test_collate_rounds_lengths_up_to_a_multiple():
     pairs = [([1, 10, 11, 12, 13, 2], [20, 21]), ([1, 12, 2], [])]
-    b = collate(pairs, IDS, max_tgt=6, multiple=4)
+    b = collate_examples([_example(s, t) for s, t in pairs], IDS.pad, max_tgt=6, multiple=4)
     assert b["input_ids"].shape == (2, 8) and b["attention_mask"][0].tolist() == [1] * 6 + [0] * 2
     assert b["labels"].shape == (2, 4) and b["labels"][0].tolist() == [20, 21, 2, IGNORE_INDEX]
-    assert collate([([1, 2], list(range(20, 30)))], IDS, max_tgt=6, multiple=4)["labels"].shape == (
+    long = [_example([1, 2], list(range(20, 30)))]
+    assert collate_examples(long, IDS.pad, max_tgt=6, multiple=4)["labels"].shape == (
         1,
         6,
     )  # never past max_tgt
 
 
-def test_encoder_uppercases_and_maps_targets(tok_dir):
-    enc = SampleEncoder(str(tok_dir), IDS, 64, 64)
-    lower = enc.source_ids("acgtacgtacgtacgtacgtacgtacgtacgtacgtacgt")
-    assert lower == enc.source_ids("ACGTACGTACGTACGTACGTACGTACGTACGTACGTACGT")
-    assert lower[0] == 1 and lower[-1] == 2 and 0 not in lower  # no [UNK]
+def test_builder_uppercases_and_maps_targets(tok_dir):
+    from baking.target_format.grammar import WindowFeature
+
+    enc = _builder(tok_dir)
+    dna = "acgtacgtacgtacgtacgtacgtacgtacgtacgtacgt"
+    feats = [WindowFeature(3, 20, "+", "tRNA")]
+    kw = dict(tokenizer=enc.tokenizer, token_ids=enc.token_ids, bos=1, eos=2, vocab_size=1000)
+    lower = build_example(dna, feats, max_src=64, with_encoder_labels=False, **kw)
+    upper = build_example(dna.upper(), feats, max_src=64, with_encoder_labels=False, **kw)
+    assert lower.src == upper.src and lower.labels == upper.labels
+    assert lower.src[0] == 1 and lower.src[-1] == 2 and 0 not in lower.src  # no [UNK]
     with pytest.raises(
         WindowTooLong, match=r"40 bp are \d+ encoder tokens.*over --max_src_tokens 8"
     ):  # refused, not cut
-        SampleEncoder(str(tok_dir), IDS, 8, 64).source_ids("ACGT" * 10)
-    ids = enc.target_ids("<CDS> <+>")
-    assert len(ids) == 2 and all(i > 8 for i in ids)
+        build_example(dna, feats, max_src=8, with_encoder_labels=False, **kw)
+    ids = lower.labels[:2]  # <tRNA> <+>, then the two positions
+    assert ids == [enc.token_ids["<tRNA>"], enc.token_ids["<+>"]] and all(i > 8 for i in ids)
+    assert lower.labels[2:] == [1000 + 3, 1000 + 20, 2]
     with pytest.raises(KeyError, match="<nope>"):
-        enc.target_ids("<nope>")
+        build_example(
+            dna, [WindowFeature(3, 20, "+", "nope")], max_src=64, with_encoder_labels=False, **kw
+        )
 
 
 def test_manifest_errors(tmp_path):
@@ -257,7 +290,9 @@ def _bad_shard(tmp_path: Path, field: str, value: bytes | None) -> Path:
     with wds.TarWriter(str(shard)) as w:
         for j, s in enumerate(samples):
             if j == 2:
-                s = {k: v for k, v in s.items() if k != field}
+                # a digit ``target.txt`` stands in for the features, as in a shard of the old format
+                drop = "features.json" if field == "target.txt" else field
+                s = {k: v for k, v in s.items() if k != drop}
                 if value is not None:
                     s[field] = value
             w.write(s)
@@ -276,10 +311,18 @@ def _bad_shard(tmp_path: Path, field: str, value: bytes | None) -> Path:
         ("dna.txt", "ACGTé".encode(), "dna.txt: not ascii text"),
         ("json", b"{not json", "json: not valid JSON"),
         ("json", b"[" * 100_000 + b"]" * 100_000, "json: nested too deeply"),
+        ("features.json", None, "no features.json in this sample"),
+        ("features.json", b"[{]", "features.json: not valid JSON"),
+        (
+            "features.json",
+            b'[{"type":"no_such_type","strand":"+","start":1,"end":5,"phase":null,'
+            b'"cut_left":false,"cut_right":false}]',
+            "features.json: feature type 'no_such_type' is not one of the model's (CDS, tRNA)",
+        ),
         (
             "target.txt",
-            b"<CDS> <no_such_token>",
-            "target.txt: target token '<no_such_token>' is not in",
+            b"<0> <5> <+> <tRNA>",
+            "no features.json: the shard was baked in the retired",
         ),
     ],
 )
@@ -291,7 +334,7 @@ def test_bad_sample_fields_name_shard_and_key(tmp_path, tok_dir, field, value, r
 
     data = _bad_shard(tmp_path, field, value)
     stages.VERIFIED.clear()
-    enc = SampleEncoder(str(tok_dir), IDS, 64, 64)
+    enc = _builder(tok_dir)
     want = rf"train/g-0000\.tar: g_0_000002: {re.escape(reason)}"
     for workers in (0, 1):  # in the process and through a DataLoader worker: the same error
         ds = ShardBatches(
@@ -399,7 +442,7 @@ def test_balanced_ranks_take_equal_full_batches_and_resume(tmp_path, tok_dir):
     as long as asked, and a resume from any batch continues the same batches."""
     write_shards(tmp_path, {"train": [60, 20, 6, 2]}, genome_per_shard=True)
     shards = split_shards(tmp_path, "train")
-    enc = SampleEncoder(str(tok_dir), IDS, 64, 64)
+    enc = _builder(tok_dir)
 
     def run(rank, start, n):
         ds = ShardBatches(

@@ -41,8 +41,12 @@ added to every key), so Adam turns their rounding noise into full-size updates (
 ``crossattention.kv.bias``, while every weight matrix is below 0.01)."""
 PARAM_MEDIAN_RTOL = 0.01
 """fp32 masters, the median tensor (measured 0.001)."""
-MOMENT_RTOL = 0.05
-"""Adam moments, per tensor, relative (L2 norms)."""
+MOMENT_RTOL = 0.08
+"""Adam moments, per tensor, relative (L2 norms). Not 0.05 since every model has the pointer head
+(issue 16): ``pointer_head.key_norm.bias`` shifts every base key alike, which the softmax over bases
+almost ignores (as the attention key biases above), so its gradient is a near-cancelling sum and
+its ``exp_avg_sq`` differs by 0.057 after a 2 -> 1 rank resume, while every other tensor stays
+below 0.012 (measured; a resume that lost its moments gives 3.1)."""
 
 ONE = [sys.executable]
 ONE_RANK = ["--ep_size", "1", "--grad_accum", "2", "--num_workers", "2"]

@@ -45,7 +45,9 @@ GRAD_TOL = 0.03
 WEIGHT_TOL = 0.03
 """Per tensor after the run, ``||w_engine - w_ref|| / ||w_ref - w_0||`` (relative to the update)."""
 KEY_BIAS_TOL = 1.0
-"""Key-bias slices: exact gradient 0, both sides step on rounding noise; only the size is checked."""
+"""Key-bias slices (and the pointer head's key_norm.bias, a key bias as a whole: its gradient is
+0.09 apart, every other tensor's < 0.03): exact gradient (near) 0, both sides step on rounding
+noise; only the size is checked."""
 LOSS_TOL = 1e-3
 """Absolute, per step, on the logged token cross-entropy (measured <= 1.2e-4)."""
 NORM_TOL = 0.01
@@ -185,7 +187,9 @@ def _violations(run: EngineRun, ref: ref_mod.ReferenceRun) -> tuple[list[str], s
     w_err = ref_mod.weight_errors(run.weights, ref)
     missing = set(ref.weights) - set(run.weights)
     bad += [f"parameter {n} missing from the export" for n in sorted(missing)]
-    bad += [f"grad step {s} {n}: {e:.4f}" for (s, n), e in g_err.items() if not e <= GRAD_TOL]
+    for (s, n), e in g_err.items():
+        if not e <= (KEY_BIAS_TOL if n.endswith("[key]") else GRAD_TOL):
+            bad.append(f"grad step {s} {n}: {e:.4f}")
     for n, e in w_err.items():
         tol = KEY_BIAS_TOL if n.endswith("[key]") else WEIGHT_TOL
         if not e <= tol:

@@ -247,7 +247,7 @@ def test_genome_selection_keeps_a_perfect_oracle_exact(genome) -> None:  # noqa:
     seqs = [(s.seqid, s.seq) for s in genome.sequences]
     opts = AnnotateOptions(batch_size=8, circular=("all",), progress=False, selection="genome")
     gff, _, summary = annotate_sequences(
-        None, None, seqs, opts, W, TYPES, generate=PointerOracle(genome), pointer=True
+        None, None, seqs, opts, W, TYPES, generate=PointerOracle(genome)
     )
     for rep in compare(_as_features(genome.features), _as_features(gff), TYPES):
         assert rep.n_ref > 0 and rep.exact.f1 == 1.0, rep

@@ -1,4 +1,5 @@
-"""Constrained decoding: a table-driven fake model and a tiny grammar with known best answers."""
+"""Constrained decoding (the one beam search): a table-driven fake model and a tiny grammar with
+known best answers, then the real model and grammar."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import pytest
 import torch
 from torch import Tensor
 
+from baking.target_format.pointers import Allowed
+from trainer.data.layout import BaseLayout
 from trainer.inference.generate import generate_ids
+from trainer.model.pointer import NO_CODON, PointerMemory
 
 END = "<END>"
 # ids: 0 pad, 1 bos, 2 eos, 3 A, 4 B, 5 x, 6 y
@@ -21,17 +25,26 @@ class State:
     """Grammar: (A|B) (x|y), repeated; accepting after each pair; END only when accepting."""
 
     seen: tuple[str, ...] = ()
+    slot: int = -1  # never a coordinate slot: the fake grammar writes tokens only
+    length: int = 1
 
     @property
     def accepting(self) -> bool:
         return len(self.seen) % 2 == 0
 
-    def allowed(self) -> list[str]:
-        return ["x", "y"] if len(self.seen) % 2 else ["A", "B", END]
+    def allowed(self) -> Allowed:
+        return Allowed(frozenset(["x", "y"] if len(self.seen) % 2 else ["A", "B", END]), ())
 
     def advance(self, token: str) -> State:
-        assert token in self.allowed() and token != END, token
+        assert token in self.allowed().tokens and token != END, token
         return State((*self.seen, token))
+
+
+@dataclass
+class Config:
+    vocab_size: int = 7
+    bos_token_id: int = 1
+    eos_token_id: int = 2
 
 
 @dataclass
@@ -55,13 +68,18 @@ class FakeModel:
     """Next-token logits from a table indexed by the last decoder input; the cache keeps inputs."""
 
     table: Tensor
+    config: Config = field(default_factory=Config)
     calls: list[int] = field(default_factory=list)
     last_cache: Cache | None = None
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return torch.zeros(input_ids.shape[0], input_ids.shape[1], 4)
 
-    def decode(self, dec_in, enc, enc_mask, past_key_values=None, use_cache=False):
+    def pointer_memory(self, enc, bases) -> PointerMemory:
+        b, n = bases.token.shape
+        return PointerMemory(torch.zeros(b, n, 4), torch.zeros(b, n, 4), bases.mask.bool())
+
+    def decode(self, dec_in, enc, enc_mask, past_key_values=None, use_cache=False, pointer=None):
         assert enc.shape[0] == dec_in.shape[0] == enc_mask.shape[0]
         if past_key_values is not None:
             assert dec_in.shape[1] == 1, "with a cache only the new token is fed"
@@ -71,7 +89,8 @@ class FakeModel:
         self.calls.append(dec_in.shape[1])
         self.last_cache = Cache(hist)
         logits = self.table[dec_in[:, -1]][:, None, :]  # (B, 1, V)
-        return logits, self.last_cache
+        bases = torch.full((*logits.shape[:2], pointer.memory.keys.shape[1]), -30.0)
+        return torch.cat([logits, bases], dim=-1), self.last_cache  # joint (B, 1, V + L)
 
 
 TRAP = {
@@ -86,7 +105,8 @@ TRAP = {
 def _run(model: FakeModel, rows: int = 1, **kw) -> list:
     ids = torch.ones(rows, 3, dtype=torch.long)
     mask = torch.ones(rows, 3, dtype=torch.long)
-    return generate_ids(model, ids, mask, [State()] * rows, TOK, end_marker=END, bos_id=1, **kw)
+    layouts = [BaseLayout([1], [0], [NO_CODON], [NO_CODON])] * rows  # one base, never allowed
+    return generate_ids(model, ids, mask, layouts, [State()] * rows, TOK, **kw)
 
 
 def test_greedy_takes_the_locally_best_path_and_uses_the_cache() -> None:
@@ -94,9 +114,8 @@ def test_greedy_takes_the_locally_best_path_and_uses_the_cache() -> None:
     (out,) = _run(model)
     assert out.tokens == ["A", "x"] and out.complete
     assert out.token_logprobs[0] == pytest.approx(math.log(0.6), abs=1e-4)
-    # BOS, A, x, then END: one new token per step; the step after END was queued before the
-    # host saw END (it overlaps the grammar's work on a GPU) and is thrown away.
-    assert model.calls == [1, 1, 1, 1]
+    # BOS, A, x, then END: one new token per step, nothing decoded after END
+    assert model.calls == [1, 1, 1]
 
 
 def test_beam_search_escapes_the_greedy_trap() -> None:
@@ -147,14 +166,15 @@ def test_generate_targets_with_untrained_model_always_decodes(dnabert2_tokenizer
     """Whatever an untrained model prefers, the output is a valid target for its window."""
     import random
 
-    from baking.target_format.grammar import decode_target, target_vocabulary
+    from baking.target_format.grammar import target_vocabulary
+    from baking.target_format.pointers import decode_pointer_target
     from trainer.inference.generate import generate_targets
     from trainer.model import Dna2GffConfig, Dna2GffModel
     from trainer.tokens.tokenizer import add_annotation_tokens, load_tokenizer
 
     types, wlen = ["CDS", "tRNA"], 300
     tok = load_tokenizer(dnabert2_tokenizer_dir)
-    add_annotation_tokens(tok, target_vocabulary(types, wlen))
+    add_annotation_tokens(tok, target_vocabulary(types))
     cfg = Dna2GffConfig(
         vocab_size=tok.get_vocab_size(True),
         hidden_size=32,
@@ -178,7 +198,7 @@ def test_generate_targets_with_untrained_model_always_decodes(dnabert2_tokenizer
             for dna, out in zip(windows, outs):
                 assert len(out.tokens) == len(out.token_logprobs)
                 assert all(lp <= 1e-6 for lp in out.token_logprobs)
-                feats = decode_target(out.tokens, wlen, min(len(dna), wlen), types)
+                feats = decode_pointer_target(out.tokens, min(len(dna), wlen), types)
                 assert all(f.end < len(dna) for f in feats)
     assert generate_targets(model, tok, [], wlen, types) == []
 
@@ -196,7 +216,7 @@ def test_batching_and_padding_do_not_change_the_output(dnabert2_tokenizer_dir) -
 
     types, wlen = ["CDS"], 200
     tok = load_tokenizer(dnabert2_tokenizer_dir)
-    add_annotation_tokens(tok, target_vocabulary(types, wlen))
+    add_annotation_tokens(tok, target_vocabulary(types))
     cfg = Dna2GffConfig(
         vocab_size=tok.get_vocab_size(True),
         hidden_size=32,

@@ -20,8 +20,9 @@ from baking.formats.fasta import reverse_complement
 from baking.formats.gff3 import read_gff3
 from baking.genome_list import read_genome_list as annotate_genome_list
 from baking.orfs import genetic_code, is_valid_orf
-from baking.target_format.grammar import WindowFeature, decode_target
+from baking.target_format.grammar import WindowFeature
 from baking.target_format.pointers import OrfSites, decode_pointer_target
+from baking.target_format.sample_features import features_from_json
 from baking.target_format.transl_table import resolve_transl_table
 from launch.bake_data import read_genome_list
 from trainer.fixtures import SHARED_GENOMES
@@ -167,8 +168,8 @@ def _bake_pair(tmp_path: Path) -> Path:
 
 
 def test_code4_is_carried_from_bake_into_the_training_orf_sites(tmp_path: Path, tok) -> None:  # noqa: F811
+    from trainer.data.examples import ExampleBuilder, build_example
     from trainer.data.loader import TokenIds, first_samples, split_shards
-    from trainer.data.pointer import PointerEncoder, pointer_sample
     from trainer.tokens.tokenizer import save_tokenizer
 
     out = _bake_pair(tmp_path)
@@ -177,12 +178,11 @@ def test_code4_is_carried_from_bake_into_the_training_orf_sites(tmp_path: Path, 
     assert {m["genome"]: m["transl_table"] for m in metas} == {"syn4": 4, "syn11": 11}
     save_tokenizer(tok, tmp_path / "tok")
     v = tok.get_vocab_size(True)
-    encoder = PointerEncoder(  # the train default: --constrained_loss orf, --transl_table 11
+    encoder = ExampleBuilder(  # the train default: --constrained_loss orf, --transl_table 11
         str(tmp_path / "tok"),
         TokenIds(1, 2, 3),
         4096,
         512,
-        window_len=1000,
         vocab_size=v,
         feature_types=TYPES,
         constrain=CODE11,
@@ -192,7 +192,7 @@ def test_code4_is_carried_from_bake_into_the_training_orf_sites(tmp_path: Path, 
     by_code: dict[int, object] = {}
     for s, meta in zip(samples, metas):
         dna = s["dna.txt"].decode().upper()
-        feats = decode_target(s["target.txt"].decode().split(), 1000, len(dna))
+        feats = features_from_json(s["features.json"], len(dna))
         code = genetic_code(meta["transl_table"])
         assert encoder.sample_constraint(s) == code
         sites = OrfSites(dna, code.starts, code.stops)
@@ -207,9 +207,8 @@ def test_code4_is_carried_from_bake_into_the_training_orf_sites(tmp_path: Path, 
         by_code.setdefault(4, s)
         sites11 = OrfSites(dna, CODE11.starts, CODE11.stops)
         assert not all(sites11.feature_ok(f) for f in feats if f.type == "CDS")
-        got = encoder.encode(s)
+        got = encoder.build(s)
         kw = dict(
-            window_len=1000,
             tokenizer=tok,
             token_ids=ids,
             bos=1,
@@ -219,12 +218,11 @@ def test_code4_is_carried_from_bake_into_the_training_orf_sites(tmp_path: Path, 
             with_encoder_labels=False,
             feature_types=TYPES,
         )
-        target = s["target.txt"].decode().split()
-        under4 = pointer_sample(dna, target, constrain=CODE4, **kw)
-        under11 = pointer_sample(dna, target, constrain=CODE11, **kw)  # falls back: grammar only
+        under4 = build_example(dna, feats, constrain=CODE4, **kw)
+        under11 = build_example(dna, feats, constrain=CODE11, **kw)  # falls back: grammar only
         assert got.allowed == under4.allowed != under11.allowed
     assert through >= 5 and checked > 40, (through, checked)
-    batch = encoder.collate([encoder.encode(by_code[4]), encoder.encode(by_code[11])])
+    batch = encoder.collate([encoder.build(by_code[4]), encoder.build(by_code[11])])
     allowed, labels = batch["decoder_allowed"], batch["labels"]
     for i in range(2):  # a mixed batch: every gold label is allowed under its own code
         for t in range(labels.shape[1]):
@@ -232,7 +230,7 @@ def test_code4_is_carried_from_bake_into_the_training_orf_sites(tmp_path: Path, 
                 assert allowed[i, t, labels[i, t]]
     bad = dict(by_code[4], json=b'{"transl_table": 5}', __key__="k", __shard__="x.tar")
     with pytest.raises(InputError, match="x.tar: k: json: transl_table=5 is not a known code"):
-        encoder.encode(bad)
+        encoder.build(bad)
 
 
 def test_validation_decodes_each_window_under_its_own_code(tok) -> None:  # noqa: F811
@@ -262,7 +260,7 @@ def test_train_constrains_each_sample_and_val_window_by_its_genome_code(
 ) -> None:
     """``train --constrained_loss orf`` on a mixed-code bake: the loss's ORF layer and the val
     decode metric take each sample's own code (4 or 11), not ``--transl_table``."""
-    from trainer.data.pointer import PointerEncoder
+    from trainer.data.examples import ExampleBuilder
     from trainer.model import Dna2GffModel
     from trainer.tokens.tokenizer import save_tokenizer
     from trainer.train import validation
@@ -282,7 +280,7 @@ def test_train_constrains_each_sample_and_val_window_by_its_genome_code(
     model_cfg = _config(tok, window_len=1000, feature_types=TYPES)
     Dna2GffModel(model_cfg).save_pretrained(tmp_path / "model", tmp_path / "tok")
     seen: dict[str, set[int]] = {"loss": set(), "val": set()}
-    constraint = PointerEncoder.sample_constraint
+    constraint = ExampleBuilder.sample_constraint
     pick = validation.window_code
 
     def spy_loss(self, sample):
@@ -295,7 +293,7 @@ def test_train_constrains_each_sample_and_val_window_by_its_genome_code(
         seen["val"].add(code.table)
         return code
 
-    monkeypatch.setattr(PointerEncoder, "sample_constraint", spy_loss)
+    monkeypatch.setattr(ExampleBuilder, "sample_constraint", spy_loss)
     monkeypatch.setattr(validation, "window_code", spy_val)
     saved_env, threads = dict(os.environ), torch.get_num_threads()
     torch.set_num_threads(1)
@@ -342,7 +340,7 @@ def test_annotate_under_code_4_reads_through_tga_and_never_stops_on_it(tok) -> N
     for table in (4, 11):
         opts = AnnotateOptions(transl_table=table, max_new_tokens=80, progress=False)
         feats, _, _ = annotate_sequences(
-            RandomLogits(_config(tok), 1), tok, [(seqid, seq)], opts, 400, TYPES, pointer=True
+            RandomLogits(_config(tok), 1), tok, [(seqid, seq)], opts, 400, TYPES
         )
         cds = [f for f in feats if f.type == "CDS" and f.attr("partial") is None]
         senses = [synthetic.feature_sequence(seq, f.start, f.end, f.strand) for f in cds]
@@ -395,11 +393,7 @@ def test_mycoplasma_genitalium_bakes_under_code_4_and_its_cds_are_code4_orfs(
     bad_windows = {4: 0, 11: 0}  # the training ORF sites of each window, under each code
     for s in samples:
         dna = s["dna.txt"].decode().upper()
-        cds = [
-            f
-            for f in decode_target(s["target.txt"].decode().split(), 2000, len(dna))
-            if f.type == "CDS"
-        ]
+        cds = [f for f in features_from_json(s["features.json"], len(dna)) if f.type == "CDS"]
         for code in (CODE4, CODE11):
             sites = OrfSites(dna, code.starts, code.stops)
             bad_windows[code.table] += not all(sites.feature_ok(f) for f in cds)

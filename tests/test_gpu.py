@@ -61,7 +61,10 @@ def counted_by_torch(model: Dna2GffModel, b: dict) -> int:
     counter = FlopCounterMode(display=False)
     with counter, sdpa_kernel(SDPBackend.MATH):
         out = model(**b)
-        (out.loss + out.aux_loss).backward()
+        loss = out.loss + out.aux_loss
+        if out.encoder_logits is not None:  # the encoder's auxiliary head trains too
+            loss = loss + out.encoder_logits.float().mean()
+        loss.backward()
     return counter.get_total_flops()
 
 
@@ -152,7 +155,7 @@ def _tiny_annotate_model(tmp_path: Path) -> Path:
 
     types = ["CDS", "tRNA"]
     tok = load_tokenizer(make_tokenizer(tmp_path / "base"))
-    add_annotation_tokens(tok, target_vocabulary(types, 500))
+    add_annotation_tokens(tok, target_vocabulary(types))
     save_tokenizer(tok, tmp_path / "tok")
     cfg = Dna2GffConfig(
         vocab_size=tok.get_vocab_size(True),

@@ -13,7 +13,7 @@ import transformers
 
 from baking.common.errors import ConfigError, InputError
 from baking.synthetic import SyntheticConfig, generate_genome, write_genome
-from baking.target_format.pointers import pointer_vocabulary
+from baking.target_format.grammar import target_vocabulary
 from trainer.inference.annotate import AnnotateOptions, annotate, with_decoding
 from trainer.model import Dna2GffConfig, Dna2GffModel
 from trainer.model.card import CardFacts, TrainingGenome, facts_from_manifest, read_card_facts
@@ -34,7 +34,7 @@ def _tokenizer(out: Path) -> Path:
 
     rng = random.Random(0)
     tok = train_dna_tokenizer(["".join(rng.choice("ACGT") for _ in range(4000))] * 2, 64)
-    add_annotation_tokens(tok, pointer_vocabulary(TYPES))
+    add_annotation_tokens(tok, target_vocabulary(TYPES))
     save_tokenizer(tok, out)
     return out
 
@@ -95,7 +95,7 @@ def test_config_is_hf_and_its_defaults_are_the_recommended_model() -> None:
     from launch.init_model import build_parser
 
     args = build_parser().parse_args([])
-    for name in ("coordinate_form", "pointer_context_bp", "encoder_aux_weight", "base_aux_weight"):
+    for name in ("pointer_context_bp", "encoder_aux_weight", "base_aux_weight"):
         assert getattr(args, name) == getattr(cfg, name), name
     for name in ("num_experts", "moe_top_k", "moe_capacity_factor", "moe_aux_loss_coef"):
         assert getattr(args, name) == getattr(cfg, name), name
@@ -134,15 +134,19 @@ def test_folders_written_before_load_as_they_were(folder, tmp_path) -> None:
         want = Dna2GffModel.from_pretrained(folder).eval()(ids, mask, dec).logits
         got = transformers.AutoModel.from_pretrained(old).eval()(ids, mask, dec).logits
     assert torch.equal(want, got)
-    # a digit-era config without the later keys: digits, no pointer context, no encoder head
-    for key in ("coordinate_form", "pointer_context_bp", "encoder_aux_weight"):
+    # a config of that era without the later keys: no pointer context, no encoder head
+    for key in ("pointer_context_bp", "encoder_aux_weight"):
         del data[key]
     legacy = Dna2GffConfig.from_dict(data)
     assert (legacy.coordinate_form, legacy.pointer_context_bp, legacy.encoder_aux_weight) == (
-        "digits",
+        "pointer",
         0,
         0.0,
     )
+    # without coordinate_form it meant the digit form, which is retired: refused in one line
+    del data["coordinate_form"]
+    with pytest.raises(ConfigError, match="retired"):
+        Dna2GffConfig.from_dict(data)
     # a dict that is not such a file (no ``extra``) gets today's defaults
     partial = Dna2GffConfig.from_dict({"vocab_size": 100})
     assert (partial.coordinate_form, partial.pointer_context_bp) == ("pointer", 20)

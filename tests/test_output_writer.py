@@ -455,7 +455,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("annotate_model")
     rng = random.Random(1)
     tok = train_dna_tokenizer(["".join(rng.choice("ACGT") for _ in range(20_000))], 60)
-    add_annotation_tokens(tok, target_vocabulary(TYPES, 400))
+    add_annotation_tokens(tok, target_vocabulary(TYPES))
     save_tokenizer(tok, root / "tok")
     cfg = Dna2GffConfig(
         vocab_size=tok.get_vocab_size(True),

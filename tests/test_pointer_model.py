@@ -10,19 +10,19 @@ import torch
 from test_pointers import _cut_piece_ok
 
 from baking.orfs import genetic_code
-from baking.target_format.grammar import WindowFeature, encode_target
-from baking.target_format.pointers import OrfSites, decode_pointer_target, pointer_vocabulary
-from trainer.data.pointer import (
+from baking.target_format.grammar import WindowFeature, target_vocabulary
+from baking.target_format.pointers import OrfSites, decode_pointer_target
+from trainer.data.examples import (
     base_labels,
-    base_layout,
+    build_example,
     clip_features,
-    collate_pointer,
+    collate_examples,
     encoder_labels,
-    pointer_sample,
 )
-from trainer.inference.pointer_generate import generate_pointer_ids, generate_pointer_targets
+from trainer.data.layout import base_layout
+from trainer.inference.generate import generate_ids, generate_targets
 from trainer.model import Dna2GffConfig, Dna2GffModel
-from trainer.model.pointer import PointerMemory
+from trainer.model.pointer import PointerInputs, PointerMemory, WindowBases
 from trainer.model.seq2seq import PointerStep
 from trainer.tokens.tokenizer import WindowTooLong
 
@@ -37,7 +37,7 @@ def tok(tmp_path_factory):
     rng = random.Random(0)
     seqs = ["".join(rng.choice("ACGT") for _ in range(5000)) for _ in range(4)]
     tok = train_dna_tokenizer(seqs, 64, tmp_path_factory.mktemp("tok"))
-    add_annotation_tokens(tok, pointer_vocabulary(TYPES))
+    add_annotation_tokens(tok, target_vocabulary(TYPES))
     return tok
 
 
@@ -50,18 +50,16 @@ def _config(tok, **kw) -> Dna2GffConfig:
         num_attention_heads=2,
         intermediate_size=64,
         hidden_dropout=0.0,
-        coordinate_form="pointer",
     )
     fields.update(kw)
     return Dna2GffConfig(**fields)
 
 
 def _sample(tok, dna: str, feats, window_len: int, enc_labels: bool = False):
-    ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
-    return pointer_sample(
+    ids = {t: tok.token_to_id(t) for t in target_vocabulary(TYPES)}
+    return build_example(
         dna,
-        encode_target(feats, window_len, len(dna)),
-        window_len=window_len,
+        feats,
         tokenizer=tok,
         token_ids=ids,
         bos=1,
@@ -73,8 +71,8 @@ def _sample(tok, dna: str, feats, window_len: int, enc_labels: bool = False):
 
 
 def _forward_inputs(batch):
-    labels = ("labels", "encoder_labels", "base_labels")
-    return {k: v for k, v in batch.items() if k not in labels}
+    keys = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
+    return {**{k: batch[k] for k in keys}, "pointer": PointerInputs.from_batch(batch)}
 
 
 def test_base_layout_maps_every_base_once(tok) -> None:
@@ -98,13 +96,12 @@ def test_a_window_over_the_limit_is_refused_never_cut(tok) -> None:
     assert clipped == [WindowFeature(10, 199, "-", "CDS", (1 - 91) % 3, False, True)]
     rng = random.Random(2)
     dna = "".join(rng.choice("ACGT") for _ in range(300))
-    ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
+    ids = {t: tok.token_to_id(t) for t in target_vocabulary(TYPES)}
 
     def sample(max_src: int):
-        return pointer_sample(
+        return build_example(
             dna,
-            encode_target(feats, 300),
-            window_len=300,
+            feats,
             tokenizer=tok,
             token_ids=ids,
             bos=1,
@@ -159,7 +156,7 @@ def test_base_aux_head_scores_every_base_and_its_loss_trains_the_keys(tok) -> No
     rng = random.Random(2)
     dna = "".join(rng.choice("ACGT") for _ in range(150))
     feats = [WindowFeature(10, 39, "+", "CDS", 0, False, False)]
-    batch = collate_pointer([_sample(tok, dna, feats, 150, True)], 3, 512)
+    batch = collate_examples([_sample(tok, dna, feats, 150, True)], 3, 512)
     assert batch["base_labels"].shape == batch["base_mask"].shape
     out = model(**_forward_inputs(batch))
     assert out.base_logits is not None and out.base_logits.shape[:2] == batch["base_mask"].shape
@@ -219,16 +216,18 @@ def test_pointer_context_sees_nearby_bases_outside_the_token_and_no_further(tok)
     dna = "".join(rng.choice("ACGT") for _ in range(120))
 
     def keys(seq: str) -> torch.Tensor:
-        batch = collate_pointer([_sample(tok, seq, [], 120)], 3, 512)
+        batch = collate_examples([_sample(tok, seq, [], 120)], 3, 512)
         enc = torch.ones(1, batch["input_ids"].shape[1], 32)
         n = batch["base_token"].shape[1]
         memory = model.pointer_memory(
             enc,
-            torch.zeros(1, n, dtype=torch.long),  # every base reads the same encoder state
-            torch.zeros(1, n, dtype=torch.long),
-            batch["codon5"],
-            batch["codon3"],
-            batch["base_mask"],
+            WindowBases(
+                torch.zeros(1, n, dtype=torch.long),  # every base reads the same encoder state
+                torch.zeros(1, n, dtype=torch.long),
+                batch["codon5"],
+                batch["codon3"],
+                batch["base_mask"],
+            ),
         )
         return memory.keys[0]
 
@@ -257,19 +256,12 @@ def test_cached_decoding_equals_full_forward_and_reload(
         WindowFeature(60, 299, "-", "CDS", 0, False, True),
         WindowFeature(100, 180, "+", "tRNA"),
     ]
-    batch = collate_pointer([_sample(tok, dna, feats, 300, True)], 3, 512)
+    batch = collate_examples([_sample(tok, dna, feats, 300, True)], 3, 512)
     with torch.no_grad():
         full = model(**_forward_inputs(batch))
         assert full.encoder_logits is not None
         enc = model.encode(batch["input_ids"], batch["attention_mask"])
-        memory = model.pointer_memory(
-            enc,
-            batch["base_token"],
-            batch["base_offset"],
-            batch["codon5"],
-            batch["codon3"],
-            batch["base_mask"],
-        )
+        memory = model.pointer_memory(enc, WindowBases.from_batch(batch))
         cache = None
         steps = []
         for t in range(batch["decoder_input_ids"].shape[1]):
@@ -307,9 +299,9 @@ class RandomLogits(torch.nn.Module):
     def encode(self, input_ids, attention_mask):
         return torch.zeros(*input_ids.shape, 4)
 
-    def pointer_memory(self, enc, base_token, base_offset, codon5, codon3, base_mask):
-        b, n = base_token.shape
-        return PointerMemory(torch.zeros(b, n, 4), torch.zeros(b, n, 4), base_mask.bool())
+    def pointer_memory(self, enc, bases):
+        b, n = bases.token.shape
+        return PointerMemory(torch.zeros(b, n, 4), torch.zeros(b, n, 4), bases.mask.bool())
 
     def decode(self, ids, enc, mask, past_key_values=None, use_cache=False, pointer=None):
         n = pointer.memory.keys.shape[1]
@@ -338,7 +330,7 @@ def test_orf_constrained_decoding_never_emits_an_invalid_orf(tok, beams: int) ->
     n_cds = 0
     for seed in range(3):
         model = RandomLogits(cfg, seed)
-        outs = generate_pointer_targets(
+        outs = generate_targets(
             model, tok, windows, 400, TYPES, max_new_tokens=80, num_beams=beams, orf_code=CODE
         )
         for dna, out in zip(windows, outs):
@@ -359,13 +351,13 @@ def test_untrained_model_decodes_valid_targets_batched_like_alone(tok) -> None:
         model.pointer_head.query.weight.mul_(50)
     rng = random.Random(3)
     windows = ["".join(rng.choice("ACGT") for _ in range(n)) for n in (300, 120, 300)]
-    both = generate_pointer_targets(model, tok, windows, 300, TYPES, max_new_tokens=30)
+    both = generate_targets(model, tok, windows, 300, TYPES, max_new_tokens=30)
     for i, dna in enumerate(windows):
-        alone = generate_pointer_targets(model, tok, [dna], 300, TYPES, max_new_tokens=30)[0]
+        alone = generate_targets(model, tok, [dna], 300, TYPES, max_new_tokens=30)[0]
         assert alone.tokens == both[i].tokens
         decode_pointer_target(alone.tokens if alone.complete else alone.tokens, len(dna), TYPES)
     with pytest.raises(ValueError):
-        generate_pointer_ids(
+        generate_ids(
             model, torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3), [], [], {}, num_beams=0
         )
 
@@ -386,7 +378,7 @@ def test_a_pointer_model_learns_exact_coordinates(tok) -> None:
             for a in sorted(rng.sample(range(0, 130), 3))
         ]
         data.append((dna, feats))
-    batch = collate_pointer([_sample(tok, d, f, 200) for d, f in data], 3, 512)
+    batch = collate_examples([_sample(tok, d, f, 200) for d, f in data], 3, 512)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(150):
@@ -397,7 +389,7 @@ def test_a_pointer_model_learns_exact_coordinates(tok) -> None:
         opt.step()
         if float(loss.detach()) < 0.01:
             break
-    outs = generate_pointer_targets(model, tok, [d for d, _ in data], 200, TYPES)
+    outs = generate_targets(model, tok, [d for d, _ in data], 200, TYPES)
     for (_dna, feats), out in zip(data, outs):
         assert decode_pointer_target(out.tokens, 200) == sorted(feats)
 
@@ -417,7 +409,7 @@ def test_constrained_loss_masks_keep_the_gold_and_force_orf_ends(tok) -> None:
         if f.seqid == s0.seqid and f.type in TYPES
     ]
     index = FeatureIndex(ref, SequenceInfo(s0.seqid, len(s0.seq), True))
-    ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
+    ids = {t: tok.token_to_id(t) for t in target_vocabulary(TYPES)}
     v = tok.get_vocab_size(True)
     samples = []
     forced = 0
@@ -425,10 +417,9 @@ def test_constrained_loss_masks_keep_the_gold_and_force_orf_ends(tok) -> None:
         for strand in "+-":
             wf = window_features(index, start, start + 600, strand)
             dna = sample_dna(s0.seq, start, start + 600, strand)
-            s = pointer_sample(
+            s = build_example(
                 dna,
-                encode_target(wf, 600),
-                window_len=600,
+                wf,
                 tokenizer=tok,
                 token_ids=ids,
                 bos=1,
@@ -449,12 +440,12 @@ def test_constrained_loss_masks_keep_the_gold_and_force_orf_ends(tok) -> None:
                     forced += 1
             samples.append(s)
     assert forced > 5
-    batch = collate_pointer(samples[:6], 3, 512, 1, v)
+    batch = collate_examples(samples[:6], 3, 512, 1, v)
     torch.manual_seed(0)
     model = Dna2GffModel(_config(tok)).eval()
     with torch.no_grad():
         masked = model(**_forward_inputs(batch)).logits
-        free = model(**{k: x for k, x in _forward_inputs(batch).items() if k != "decoder_allowed"})
+        free = model(**_forward_inputs({k: x for k, x in batch.items() if k != "decoder_allowed"}))
     from trainer.train.step import token_loss
 
     lm, _ = token_loss(masked, batch["labels"], None)
@@ -469,12 +460,11 @@ def test_pad_decoder_keeps_a_pointer_batch_consistent(tok) -> None:
 
     rng = random.Random(11)
     dna = "".join(rng.choice("ACGT") for _ in range(200))
-    ids = {t: tok.token_to_id(t) for t in pointer_vocabulary(TYPES)}
+    ids = {t: tok.token_to_id(t) for t in target_vocabulary(TYPES)}
     v = tok.get_vocab_size(True)
-    s = pointer_sample(
+    s = build_example(
         dna,
-        encode_target([WindowFeature(5, 80, "+", "tRNA")], 200),
-        window_len=200,
+        [WindowFeature(5, 80, "+", "tRNA")],
         tokenizer=tok,
         token_ids=ids,
         bos=1,
@@ -485,7 +475,7 @@ def test_pad_decoder_keeps_a_pointer_batch_consistent(tok) -> None:
         constrain=CODE,
         feature_types=TYPES,
     )
-    batch = collate_pointer([s], 3, 512, 1, v)
+    batch = collate_examples([s], 3, 512, 1, v)
     t = batch["decoder_input_ids"].shape[1]
     padded = pad_decoder(batch, t + 5, 3)
     for key in ("decoder_input_ids", "decoder_positions", "decoder_anchors", "labels"):
@@ -497,3 +487,24 @@ def test_pad_decoder_keeps_a_pointer_batch_consistent(tok) -> None:
         a = model(**_forward_inputs(batch)).logits
         b = model(**_forward_inputs(padded)).logits[:, :t]
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_pointer_inputs_travel_as_one_structure(tok) -> None:
+    """A collated batch's base arrays and decoder positions become one ``PointerInputs`` at the
+    model's door; without base arrays there is none and the model scores target tokens only."""
+    rng = random.Random(12)
+    dna = "".join(rng.choice("ACGT") for _ in range(120))
+    v = tok.get_vocab_size(True)
+    batch = collate_examples([_sample(tok, dna, [WindowFeature(5, 60, "+", "tRNA")], 120)], 3, 512)
+    inputs = PointerInputs.from_batch(batch)
+    assert inputs is not None and inputs.allowed is None
+    assert inputs.bases.token is batch["base_token"] and inputs.bases.mask is batch["base_mask"]
+    assert inputs.positions is batch["decoder_positions"]
+    assert inputs.anchors is batch["decoder_anchors"]
+    model = Dna2GffModel(_config(tok)).eval()
+    with torch.no_grad():
+        joint = model(**_forward_inputs(batch)).logits
+        tokens_only = {k: x for k, x in batch.items() if k not in WindowBases.BATCH_KEYS}
+        assert PointerInputs.from_batch(tokens_only) is None
+        plain = model(**_forward_inputs(tokens_only)).logits
+    assert joint.shape[-1] == v + 120 and plain.shape[-1] == v

@@ -1,6 +1,6 @@
-"""The exact round trip: features -> windows -> target tokens -> features -> stitched genome
-features equals the source annotation, on generated edge cases and on EVERY window of the real
-genomes in ../shared."""
+"""The exact round trip: features -> windows -> the shard's features.json -> target items ->
+features -> stitched genome features equals the source annotation, on generated edge cases and on
+EVERY window of the real genomes in ../shared."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from baking.target_format.features import (
     select_features,
     sequence_infos,
 )
-from baking.target_format.grammar import DEFAULT_FEATURE_TYPES, decode_target, encode_target
+from baking.target_format.grammar import DEFAULT_FEATURE_TYPES
+from baking.target_format.pointers import decode_pointer_target, encode_pointer_target
+from baking.target_format.sample_features import features_from_json, features_to_json
 from baking.target_format.stitch import stitch
 from baking.target_format.windows import FeatureIndex, WindowMeta, plan_windows, window_features
 
@@ -31,7 +33,8 @@ def round_trip(
     strand: str = "+",
     offset: int = 0,
 ) -> tuple[int, int]:
-    """Assert both round trips; returns (windows, target tokens)."""
+    """Assert both round trips (through the shard's ``features.json`` and the target); returns
+    (windows, target items)."""
     results = []
     tokens = 0
     for seqid, info in infos.items():
@@ -41,9 +44,10 @@ def round_trip(
         ):
             meta = WindowMeta("g", seqid, ws, we, strand, info.length, info.circular, window_len)
             wf = window_features(index, ws, we, strand)
-            toks = encode_target(wf, window_len, we - ws)
+            stored = features_from_json(features_to_json(wf, we - ws), we - ws)
+            toks = encode_pointer_target(stored, we - ws)
             tokens += len(toks)
-            decoded = decode_target(toks, window_len, we - ws)
+            decoded = decode_pointer_target(toks, we - ws)
             assert sorted(decoded) == sorted(wf), (meta, wf, decoded)
             results.append((meta, decoded))
     stitched = stitch(results)
@@ -174,7 +178,7 @@ def test_every_window_of_bacterial_genomes(genome_pair, name: str) -> None:
     print(f"{name}: windows={windows} mean_target_tokens={tokens / windows:.1f}")
 
 
-# ------------------------------------------------------------------------ the pointer form
+# ------------------------------------------------------------------- through the trainer's path
 
 
 def pointer_round_trip(
@@ -186,13 +190,12 @@ def pointer_round_trip(
     stride: int,
     strand: str,
 ) -> tuple[int, int]:
-    """The pointer form through the trainer's own path: the shard's digit target -> the loader's
-    pointer sample (positions as encoder token + offset from the real tokenizer's offsets) ->
-    items read back from the joint labels and the base layout -> features -> stitched genome.
+    """The target through the trainer's own path: the shard's features.json -> the loader's
+    example (positions as encoder token + offset from the real tokenizer's offsets) -> items read
+    back from the joint labels and the base layout -> features -> stitched genome.
     Returns (windows, windows over 510 DNABERT-2 tokens)."""
-    from baking.target_format.pointers import decode_pointer_target, encode_pointer_target
     from baking.target_format.windows import sample_dna
-    from trainer.data.pointer import pointer_sample
+    from trainer.data.examples import build_example
 
     vocab = 100_000  # joint label space: ids below are tokens, V + b is base b
     names = ["<cut>", "<+>", "<->", "<p0>", "<p1>", "<p2>"]
@@ -207,11 +210,10 @@ def pointer_round_trip(
             meta = WindowMeta("g", seqid, ws, we, strand, info.length, info.circular, window_len)
             wf = window_features(index, ws, we, strand)
             dna = sample_dna(seqs[seqid], ws, we, strand)
-            digits = encode_target(wf, window_len, we - ws)
-            s = pointer_sample(
+            stored = features_from_json(features_to_json(wf, we - ws), we - ws)
+            s = build_example(
                 dna,
-                digits,
-                window_len=window_len,
+                stored,
                 tokenizer=tokenizer,
                 token_ids=token_ids,
                 bos=-1,

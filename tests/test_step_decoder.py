@@ -1,6 +1,6 @@
 """The fast decoding path (``StepDecoder``, ``encode_unpadded``) computes the reference's function.
 
-``generate_pointer_ids_fast`` replaces the model's general cached ``decode`` step with one built
+``generate_ids_fast`` replaces the model's general cached ``decode`` step with one built
 for annotate's shapes; these tests hold it to the reference path (``reference=True``, the code
 annotate ran before) on a real genome's windows with a tiny random model: the same items for
 greedy and beam search, with and without the ORF layer, log-probabilities equal up to float
@@ -17,10 +17,9 @@ import torch
 
 from baking.formats.fasta import read_fasta
 from baking.orfs import genetic_code
-from baking.target_format.pointers import pointer_vocabulary
+from baking.target_format.grammar import target_vocabulary
 from trainer.inference.annotate import AnnotateOptions, annotate_sequences
-from trainer.inference.generate import encode_windows
-from trainer.inference.pointer_generate import generate_pointer_targets
+from trainer.inference.generate import encode_windows, generate_targets
 from trainer.inference.step_decoder import encode_unpadded
 from trainer.model import Dna2GffConfig, Dna2GffModel
 
@@ -36,7 +35,7 @@ def tok(tmp_path_factory):
     rng = random.Random(0)
     seqs = ["".join(rng.choice("ACGT") for _ in range(5000)) for _ in range(4)]
     tok = train_dna_tokenizer(seqs, 64, tmp_path_factory.mktemp("tok"))
-    add_annotation_tokens(tok, pointer_vocabulary(TYPES))
+    add_annotation_tokens(tok, target_vocabulary(TYPES))
     return tok
 
 
@@ -84,8 +83,8 @@ def test_fast_path_decodes_what_the_reference_decodes(tok, phage, beams: int, or
     model = _model(tok)
     windows = _windows(phage)
     kw = dict(max_new_tokens=40, num_beams=beams, orf_code=CODE if orf else None)
-    ref = generate_pointer_targets(model, tok, windows, W, TYPES, reference=True, **kw)
-    fast = generate_pointer_targets(model, tok, windows, W, TYPES, **kw)
+    ref = generate_targets(model, tok, windows, W, TYPES, reference=True, **kw)
+    fast = generate_targets(model, tok, windows, W, TYPES, **kw)
     lengths = {len(r.tokens) for r in ref}
     assert len(lengths) > 2, "windows should finish at different steps"
     assert sum(len(r.tokens) for r in ref) > 5 * len(windows), "the model should write features"
@@ -115,19 +114,17 @@ def test_annotate_writes_the_same_gff3_on_either_path(tok, phage) -> None:
     seqs = [("phage", phage[:3000])]
     opts = AnnotateOptions(batch_size=8, num_beams=3, max_new_tokens=30, progress=False)
     reference = functools.partial(
-        generate_pointer_targets, reference=True, orf_code=CODE, min_orf_codons=30
+        generate_targets, reference=True, orf_code=CODE, min_orf_codons=30
     )
     fast_gff, _, _ = annotate_sequences(model, tok, seqs, opts, W, TYPES)
-    ref_gff, _, summary = annotate_sequences(
-        model, tok, seqs, opts, W, TYPES, generate=reference, pointer=True
-    )
+    ref_gff, _, summary = annotate_sequences(model, tok, seqs, opts, W, TYPES, generate=reference)
     assert summary.features.get("CDS", 0) > 0
     assert fast_gff == ref_gff
 
 
 def test_pointer_memory_by_token_matches_the_model(tok, phage) -> None:
-    from trainer.data.pointer import layout_tensors
-    from trainer.inference.pointer_generate import window_layouts
+    from trainer.data.layout import layout_tensors
+    from trainer.inference.generate import window_layouts
     from trainer.inference.step_decoder import pointer_memory_by_token
 
     model = _model(tok)
@@ -139,22 +136,22 @@ def test_pointer_memory_by_token_matches_the_model(tok, phage) -> None:
     arrays = layout_tensors(window_layouts(tok, windows)[1], "cpu")
     with torch.no_grad():
         enc = model.encode(ids, mask)
-        ref = model.pointer_memory(enc, **arrays)
-        fast = pointer_memory_by_token(model, enc, **arrays)
+        ref = model.pointer_memory(enc, arrays)
+        fast = pointer_memory_by_token(model, enc, arrays)
     torch.testing.assert_close(fast.keys, ref.keys, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast.inputs, ref.inputs, atol=1e-5, rtol=1e-5)
     assert torch.equal(fast.base_mask, ref.base_mask)
 
 
 def test_threads_decode_what_one_thread_decodes(tok, phage) -> None:
-    from trainer.inference.pointer_generate import decode_workers
+    from trainer.inference.generate import decode_workers
 
     model = _model(tok)
     windows = _windows(phage)
     kw = dict(max_new_tokens=30, num_beams=2, orf_code=CODE)
-    one = generate_pointer_targets(model, tok, windows, W, TYPES, workers=1, **kw)
+    one = generate_targets(model, tok, windows, W, TYPES, workers=1, **kw)
     threads = torch.get_num_threads()
-    two = generate_pointer_targets(model, tok, windows, W, TYPES, workers=2, **kw)
+    two = generate_targets(model, tok, windows, W, TYPES, workers=2, **kw)
     assert torch.get_num_threads() == threads, "the process's thread count is restored"
     for a, b in zip(one, two, strict=True):
         assert b.tokens == a.tokens
@@ -172,21 +169,21 @@ def test_split_batch_decodes_in_forked_processes(tok, phage, monkeypatch, tmp_pa
     import multiprocessing
     import os
 
-    from trainer.inference import pointer_generate as pg
+    from trainer.inference import generate as pg
 
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork on this platform (threads are used)")
     model = _model(tok)
     windows = _windows(phage)
     log = tmp_path / "pids"  # a child's memory is its own: it reports through a file
-    real = pg.generate_pointer_targets
+    real = pg.generate_targets
 
     def spy(*args, **kw):
         with open(log, "a") as f:
             f.write(f"{os.getpid()}\n")
         return real(*args, **kw)
 
-    monkeypatch.setattr(pg, "generate_pointer_targets", spy)
+    monkeypatch.setattr(pg, "generate_targets", spy)
     kw = dict(max_new_tokens=30, num_beams=2, orf_code=CODE)
     one = real(model, tok, windows, W, TYPES, workers=1, **kw)
     two = real(model, tok, windows, W, TYPES, workers=2, **kw)
@@ -208,18 +205,18 @@ def test_split_batch_decodes_in_forked_processes(tok, phage, monkeypatch, tmp_pa
 def test_unsplit_batch_runs_on_one_core(tok, phage, monkeypatch) -> None:
     """A batch too small to split (a genome's last) does not run on torch's intra-op threads,
     which made it 5x slower than one thread on the 2-core box."""
-    from trainer.inference import pointer_generate as pg
+    from trainer.inference import generate as pg
 
     model = _model(tok)
     windows = _windows(phage)[:3]
     seen: list[int] = []
-    real = pg.generate_pointer_ids_fast
+    real = pg.generate_ids_fast
 
     def spy(*args, **kw):
         seen.append(torch.get_num_threads())
         return real(*args, **kw)
 
-    monkeypatch.setattr(pg, "generate_pointer_ids_fast", spy)
+    monkeypatch.setattr(pg, "generate_ids_fast", spy)
     # a plain annotate has no process group; an in-process training test earlier in the suite
     # leaves one (inside a torch.distributed job the batch is never split: another rule)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
@@ -227,7 +224,7 @@ def test_unsplit_batch_runs_on_one_core(tok, phage, monkeypatch) -> None:
     torch.set_num_threads(2)
     try:
         assert pg.decode_workers(model, windows, "cpu") == 1
-        generate_pointer_targets(model, tok, windows, W, TYPES, max_new_tokens=20, orf_code=CODE)
+        generate_targets(model, tok, windows, W, TYPES, max_new_tokens=20, orf_code=CODE)
         assert seen == [1]
         assert torch.get_num_threads() == 2, "the process's thread count is restored"
     finally:

@@ -22,8 +22,8 @@ import torch
 
 from baking.common.errors import ConfigError, InputError
 from baking.common.files import MAX_JSON_BYTES, read_json
+from trainer.data.examples import ExampleBuilder
 from trainer.data.loader import (
-    SampleEncoder,
     ShardBatches,
     TokenIds,
     check_batch_fits,
@@ -41,6 +41,21 @@ from trainer.fixtures import (
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 IDS = TokenIds(1, 2, 3)
+
+
+def _builder(tok_dir: Path, max_src: int, max_tgt: int) -> ExampleBuilder:
+    from trainer.tokens.tokenizer import load_tokenizer
+
+    vocab = load_tokenizer(tok_dir).get_vocab_size(with_added_tokens=True)
+    return ExampleBuilder(
+        str(tok_dir), IDS, max_src, max_tgt, vocab_size=vocab, feature_types=["CDS", "tRNA"]
+    )
+
+
+def _source_ids(tok_dir: Path, max_src: int, dna: str) -> list[int]:
+    """The encoder ids training builds for a window (a featureless sample)."""
+    sample = {"dna.txt": dna.encode(), "features.json": b"[]", "__key__": "k"}
+    return _builder(tok_dir, max_src, 8).build(sample).src
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +133,7 @@ def test_a_batch_larger_than_the_data_is_refused_up_front(setup, tmp_path, capsy
     check_batch_fits(shards, 2, 0, 75)
     with pytest.raises(ConfigError, match=r"76 .* each rank reads 75 of the 150 .*\(2 ranks\)"):
         check_batch_fits(shards, 2, 0, 76)
-    enc = SampleEncoder(str(setup["tok"]), IDS, 512, 512)
+    enc = _builder(setup["tok"], 512, 512)
     with pytest.raises(ConfigError, match="--micro_batch_size 151"):
         ShardBatches(
             shards,
@@ -256,34 +271,33 @@ def test_windows_and_targets_over_the_limits_are_refused_not_cut(setup, tmp_path
     assert "dna.txt: 96 bp are" in line and "over --max_src_tokens 20" in line
     assert line.startswith(f"error: {setup['data'].resolve()}/")  # the shard and the sample
     line = _refused(setup, capsys, tmp_path / "run", "--max_tgt_tokens", "3")
-    assert "target.txt:" in line and "over --max_tgt_tokens 3" in line
+    assert "features.json:" in line and "over --max_tgt_tokens 3" in line
 
 
 def test_train_and_annotate_encode_the_same_whole_window(setup):
     from trainer.inference.generate import encode_windows
-    from trainer.tokens.tokenizer import WindowTooLong, load_tokenizer
+    from trainer.tokens.tokenizer import load_tokenizer
 
     tok = load_tokenizer(setup["tok"])
     dna = random_dna(random.Random(4), 2400)
     ids, mask = encode_windows(tok, [dna], bos_id=1, eos_id=2, pad_id=3)
     n = int(mask.sum())
     assert n > 512  # annotate encodes the whole window ...
-    with pytest.raises(WindowTooLong, match=f"2400 bp are {n} encoder tokens"):
-        SampleEncoder(str(setup["tok"]), IDS, 512, 8).source_ids(dna)  # ... training kept 510
-    assert SampleEncoder(str(setup["tok"]), IDS, n, 8).source_ids(dna) == ids[0, :n].tolist()
+    with pytest.raises(InputError, match=f"2400 bp are {n} encoder tokens"):
+        _source_ids(setup["tok"], 512, dna)  # ... training kept 510
+    assert _source_ids(setup["tok"], n, dna) == ids[0, :n].tolist()
 
 
 def test_annotate_counts_windows_longer_than_training_saw(setup, caplog):
     from trainer.inference.annotate import AnnotateOptions, annotate_sequences
     from trainer.inference.generate import GeneratedTarget, generate_targets
-    from trainer.inference.pointer_generate import generate_pointer_targets
     from trainer.model.seq2seq import Dna2GffModel
     from trainer.tokens.tokenizer import encode_sources, load_tokenizer
 
     tok = load_tokenizer(setup["tok"])
     model = Dna2GffModel.from_pretrained(setup["model"])
     dna = random_dna(random.Random(5), 400)
-    generate = generate_pointer_targets if model.config.pointer else generate_targets
+    generate = generate_targets
     whole = encode_sources(tok, [dna])[0].length
     # the decoder reports the encoder length it used: the whole window, as training saw it
     (out,) = generate(model, tok, [dna], 96, ["CDS", "tRNA"], max_new_tokens=2)
@@ -344,8 +358,8 @@ def test_bake_counts_long_windows_and_targets(tmp_path, caplog):
     from baking.bake import bake
     from baking.bake_config import BakeConfig, GenomeSpec
 
-    dense = [  # a gene every 30 bp: long targets
-        f"chr\tRefSeq\tCDS\t{s}\t{s + 20}\t.\t+\t0\tID=c{s}" for s in range(1, 5900, 30)
+    dense = [  # a gene every 25 bp: long targets (5 decoder items each)
+        f"chr\tRefSeq\tCDS\t{s}\t{s + 20}\t.\t+\t0\tID=c{s}" for s in range(1, 5900, 25)
     ]
     fna, gff = write_pair(tmp_path / "in", "g", {"chr": dna_of(6000, 1)}, dense)
     spec = [GenomeSpec("g", str(fna), str(gff))]

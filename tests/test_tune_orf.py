@@ -17,7 +17,7 @@ from baking.evaluate.load import load_features
 from baking.evaluate.metrics import compare
 from baking.formats.gff3 import read_gff3
 from baking.synthetic import SyntheticConfig, generate_genome, write_genome
-from baking.target_format.pointers import pointer_vocabulary
+from baking.target_format.grammar import target_vocabulary
 from trainer.inference.annotate import AnnotateOptions, annotate
 from trainer.inference.tune_orf import (
     TuneRow,
@@ -41,12 +41,12 @@ def genome(tmp_path_factory) -> tuple[Path, Path]:
     return write_genome(generate_genome(cfg), tmp_path_factory.mktemp("genome"), "syn5")
 
 
-def _pointer_model(out: Path, coordinate_form: str = "pointer") -> Path:
+def _pointer_model(out: Path) -> Path:
     from trainer.tokens.tokenizer import add_annotation_tokens, save_tokenizer, train_dna_tokenizer
 
     rng = random.Random(0)
     tok = train_dna_tokenizer(["".join(rng.choice("ACGT") for _ in range(4000))] * 2, 64)
-    add_annotation_tokens(tok, pointer_vocabulary(TYPES))
+    add_annotation_tokens(tok, target_vocabulary(TYPES))
     save_tokenizer(tok, out / "tok")
     cfg = Dna2GffConfig(
         vocab_size=tok.get_vocab_size(True),
@@ -58,7 +58,6 @@ def _pointer_model(out: Path, coordinate_form: str = "pointer") -> Path:
         hidden_dropout=0.0,
         window_len=WINDOW,
         feature_types=TYPES,
-        coordinate_form=coordinate_form,
         pointer_context_bp=5,
     )
     torch.manual_seed(0)
@@ -183,7 +182,9 @@ def test_cli_records_the_choice_and_refuses_bad_input(model_dir, genome, tmp_pat
     other.write_text(">NZ_OTHER.1\n" + "ACGT" * 500 + "\n")
     res = _cli("--model", model, "--fasta", other, "--gff", gff)
     assert res.returncode == 2 and "error" in res.stderr.lower()
-    digits = _pointer_model(tmp_path / "digits", coordinate_form="digits")
+    digits = _pointer_model(tmp_path / "digits")  # a folder of the retired digit form
+    config = json.loads((digits / "config.json").read_text())
+    (digits / "config.json").write_text(json.dumps({**config, "coordinate_form": "digits"}))
     res = _cli("--model", digits, "--fasta", fna, "--gff", gff)
-    assert res.returncode == 2 and "no ORF layer" in res.stderr
+    assert res.returncode == 2 and "coordinate_form='digits' is retired" in res.stderr
     assert load_decoding(model).min_orf_codons == table["chosen"]

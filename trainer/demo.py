@@ -85,7 +85,7 @@ class DemoConfig:
     bake_args: tuple[str, ...] = ()
     """Extra flags passed to bake_data.py as they are."""
     init_args: tuple[str, ...] = ()
-    """Extra flags passed to init_model.py as they are (e.g. ``--coordinate_form digits``)."""
+    """Extra flags passed to init_model.py as they are (e.g. ``--pointer_context_bp 0``)."""
     train_args: tuple[str, ...] = ()
     """Extra flags passed to train.py as they are."""
     annotate_args: tuple[str, ...] = ()

@@ -3,7 +3,7 @@
 Part of the package (not of ``tests/``) so that benchmarks import only the package.
 
 Shards are written with ``webdataset.TarWriter`` in the documented sample format (``dna.txt``,
-``target.txt``, ``json``) with targets made by the real grammar, so the loader and the loss see what
+``features.json``, ``json``) with the baker's own feature writer, so the loader and the loss see what
 the baker produces; the manifest uses the baker's field names (bytes and sha256 included).
 """
 
@@ -16,7 +16,8 @@ import random
 from pathlib import Path
 
 from baking.shards.manifest import FORMAT as MANIFEST_FORMAT
-from baking.target_format.grammar import WindowFeature, encode_target, target_vocabulary
+from baking.target_format.grammar import WindowFeature, target_vocabulary
+from baking.target_format.sample_features import FEATURES_FIELD, features_to_json
 
 # The real NCBI genomes of the project's ../shared folder (absent on a user's machine: callers
 # check ``.exists()`` and skip); one table for the tests' fixtures and the benchmarks.
@@ -40,13 +41,13 @@ def random_dna(rng: random.Random, n: int) -> str:
     return "".join(rng.choice("ACGT") for _ in range(n))
 
 
-def make_tokenizer(out_dir: Path, window_len: int = WINDOW, seed: int = 0) -> Path:
-    """A small DNABERT-2-format BPE tokenizer plus the grammar's annotation tokens."""
+def make_tokenizer(out_dir: Path, seed: int = 0) -> Path:
+    """A small DNABERT-2-format BPE tokenizer plus the target's annotation tokens."""
     from trainer.tokens.tokenizer import add_annotation_tokens, save_tokenizer, train_dna_tokenizer
 
     rng = random.Random(seed)
     tok = train_dna_tokenizer([random_dna(rng, 4000) for _ in range(4)], vocab_size=64)
-    add_annotation_tokens(tok, target_vocabulary(TYPES, window_len))
+    add_annotation_tokens(tok, target_vocabulary(TYPES))
     out_dir.mkdir(parents=True, exist_ok=True)
     save_tokenizer(tok, out_dir)
     return out_dir
@@ -90,9 +91,8 @@ def make_model(
         tie_weights=True,
         seed=0,
         hidden_dropout=0.0,
-        # the tiny model the tests were written for: digit targets (``sample`` below), no
-        # pointer context or encoder head (the config's defaults are the recommended model)
-        coordinate_form="digits",
+        # the tiny model the tests were written for: no pointer context or encoder head (the
+        # config's defaults are the recommended model)
         pointer_context_bp=0,
         encoder_aux_weight=0.0,
     )
@@ -100,8 +100,11 @@ def make_model(
     return out_dir
 
 
-def sample(rng: random.Random, window_len: int = WINDOW) -> tuple[str, str]:
-    """A window of DNA and a target with 0-2 features (CDS where 'ATG' occurs, to be learnable)."""
+def sample(
+    rng: random.Random, window_len: int = WINDOW, present: tuple[str, ...] = tuple(TYPES)
+) -> tuple[str, bytes]:
+    """A window of DNA and its ``features.json``: 0-2 features (CDS where 'ATG' occurs, to be
+    learnable); types not in ``present`` are left out (the random draws stay the same)."""
     dna = random_dna(rng, window_len)
     feats = []
     pos = dna.find("ATG")
@@ -110,7 +113,7 @@ def sample(rng: random.Random, window_len: int = WINDOW) -> tuple[str, str]:
     if rng.random() < 0.3:
         s = rng.randrange(0, window_len - 20)
         feats.append(WindowFeature(s, s + 15, "-", "tRNA", None, False, False))
-    return dna, " ".join(encode_target(feats, window_len))
+    return dna, features_to_json([f for f in feats if f.type in present], window_len)
 
 
 def write_shards(
@@ -120,11 +123,14 @@ def write_shards(
     window_len: int = WINDOW,
     seed: int = 0,
     genome_per_shard: bool = False,
+    present: tuple[str, ...] = tuple(TYPES),
 ) -> Path:
     """``counts = {"train": [n0, n1], "val": [n]}`` -> shards + manifest.json in ``data_dir``.
 
     ``genome_per_shard``: shard ``i`` holds genome ``g{i}``, listed in the manifest's ``genomes``
-    as the baker does (default: every sample of genome ``g``, no ``genomes`` entry)."""
+    as the baker does (default: every sample of genome ``g``, no ``genomes`` entry). The manifest
+    lists every type of ``TYPES``, as a bake configured for them does; the samples hold only the
+    types in ``present``."""
     import webdataset as wds
 
     rng = random.Random(seed)
@@ -137,7 +143,7 @@ def write_shards(
             rel = f"{split}/g-{i:04d}.tar"
             with wds.TarWriter(str(data_dir / rel)) as w:
                 for j in range(n):
-                    dna, target = sample(rng, window_len)
+                    dna, features = sample(rng, window_len, present)
                     meta = {
                         "genome": f"g{i}" if genome_per_shard else "g",
                         "seqid": "s",
@@ -152,7 +158,7 @@ def write_shards(
                         {
                             "__key__": f"g_{i}_{j:06d}",
                             "dna.txt": dna,
-                            "target.txt": target,
+                            FEATURES_FIELD: features,
                             "json": json.dumps(meta),
                         }
                     )
@@ -171,7 +177,7 @@ def write_shards(
     grammar = {
         "window_len": window_len,
         "feature_types": TYPES,
-        "tokens": target_vocabulary(TYPES, window_len),
+        "tokens": target_vocabulary(TYPES),
     }
     manifest = {"format": MANIFEST_FORMAT, "splits": splits, "grammar": grammar}
     if genomes:

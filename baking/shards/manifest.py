@@ -32,7 +32,7 @@ from baking.bake_config import BakeConfig, GenomeResult, length_totals
 from baking.common.errors import ConfigError, InputError
 from baking.common.files import read_json, write_text
 from baking.shards.writer import safe_name
-from baking.target_format.grammar import coordinate_width, target_vocabulary
+from baking.target_format.grammar import target_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,11 @@ class ManifestGrammar:
     """The configured types some window contains."""
     tokens: tuple[str, ...] | None = None
     """The target tokens of those types."""
-    coordinate_width: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.window_len is not None:
             out["window_len"] = self.window_len
-        if self.coordinate_width is not None:
-            out["coordinate_width"] = self.coordinate_width
         for name in ("feature_types", "types_in_targets", "tokens"):
             value = getattr(self, name)
             if value is not None:
@@ -141,7 +138,7 @@ class Manifest:
     """Per genome: ``GenomeResult.to_json`` (None: the manifest has no genome table)."""
     totals: dict[str, Any] = field(default_factory=dict)
     package_version: str | None = None
-    sample_fields: tuple[str, ...] = ("dna.txt", "target.txt", "json")
+    sample_fields: tuple[str, ...] = ("dna.txt", "features.json", "json")
     format_version: int = MANIFEST_FORMAT_VERSION
     source: Path | None = field(default=None, compare=False)
     """The file it was read from (errors name it)."""
@@ -201,7 +198,8 @@ class Manifest:
             genomes=genomes,
             totals=data["totals"] if isinstance(data.get("totals"), dict) else {},
             package_version=data.get("version") if isinstance(data.get("version"), str) else None,
-            sample_fields=_strings(data.get("sample_fields")) or ("dna.txt", "target.txt", "json"),
+            sample_fields=_strings(data.get("sample_fields"))
+            or ("dna.txt", "features.json", "json"),
             format_version=version,
             source=path,
         )
@@ -297,7 +295,6 @@ def _read_grammar(raw: Any, args: Any, path: Path) -> ManifestGrammar:
         feature_types=_strings(g.get("feature_types", a.get("types"))),
         types_in_targets=_strings(g.get("types_in_targets")),
         tokens=_strings(g.get("tokens")),
-        coordinate_width=_int(g.get("coordinate_width")),
     )
 
 
@@ -359,10 +356,9 @@ def assemble_manifest(
         args=args,
         grammar=ManifestGrammar(
             window_len=cfg.window_len,
-            coordinate_width=coordinate_width(cfg.window_len),
             feature_types=tuple(cfg.types),
             types_in_targets=tuple(seen_types),
-            tokens=tuple(target_vocabulary(seen_types, cfg.window_len)),
+            tokens=tuple(target_vocabulary(seen_types)),
         ),
         splits=splits,
         genomes=genomes,

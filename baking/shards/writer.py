@@ -1,7 +1,7 @@
 """Write webdataset tar shards that are byte-identical for identical input.
 
 A webdataset sample is the run of tar members sharing a key (the member name up to its first dot):
-``KEY.dna.txt``, ``KEY.target.txt``, ``KEY.json``. We write POSIX ustar headers ourselves (five times
+``KEY.dna.txt``, ``KEY.features.json``, ``KEY.json``. We write POSIX ustar headers ourselves (five times
 faster than ``tarfile``, which copies a TarInfo per member) and fix everything that would vary
 between runs: mtime 0, uid/gid 0, empty user/group names, mode 0644, members in sample order.
 (webdataset's ``TarWriter`` stamps the current time unless given ``mtime``, and a user name.)
@@ -210,10 +210,11 @@ def sweep_temps(out_dir: str | Path, prefixes: Collection[str] | None = None) ->
     return files, size
 
 
-def sample_fields(dna: str, target: list[str], meta: dict) -> dict[str, bytes]:
-    """The three fields of a sample as the architecture's contract spells them."""
+def sample_fields(dna: str, features: bytes, meta: dict) -> dict[str, bytes]:
+    """The three fields of a sample as the architecture's contract spells them (``features``:
+    the window's ``features.json``, ``baking.target_format.sample_features``)."""
     return {
         "dna.txt": dna.encode("ascii"),
-        "target.txt": " ".join(target).encode("utf-8"),
+        "features.json": features,
         "json": json.dumps(meta, separators=(",", ":")).encode("utf-8"),
     }

@@ -1,1 +1,2 @@
-"""The target: features per window, the grammar that spells them as tokens, stitching back."""
+"""The target: features per window, their stored form (``features.json``), the grammar that
+writes them as target items (tokens and base positions), stitching back."""

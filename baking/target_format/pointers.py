@@ -1,5 +1,5 @@
-"""The pointer form of the target: coordinates as base positions, not digits (see
-``docs/target-format.md``, "Pointer form").
+"""The target: coordinates as base positions the decoder points at (see
+``docs/target-format.md``).
 
 A feature is written ::
 
@@ -11,10 +11,10 @@ offsets, so the decoder *points* at a base instead of spelling its number: nothi
 has to count bases. Type and strand come first so that, when the start is chosen, the allowed
 starts are known (a CDS on ``+`` may only start on a start codon, see ``OrfSites``).
 
-Features keep the digit form's canonical order (by start, end, strand, type, phase; cut-left
-first, cut-right last), the same duplicate rules (a complete feature is never repeated, a cut one
-at most ``MAX_COPIES`` times in a row) and the same ``WindowFeature`` meaning, so one bake serves
-both forms: the loader derives this target from the window's features.
+Features keep the canonical order of ``baking.target_format.grammar`` (by start, end, strand,
+type, phase; cut-left first, cut-right last) and its duplicate rules (a complete feature is never
+repeated, a cut one at most ``MAX_COPIES`` times in a row). The shards store the window's
+features (``baking.target_format.sample_features``); the trainer builds this target from them.
 
 ``PointerAutomaton`` enforces bounds, order, phase presence and -- with ``OrfSites`` of the window's
 DNA -- that a CDS is decoded only as a valid ORF: a ``+`` start on a start codon and its end on the
@@ -33,8 +33,10 @@ from baking.target_format.grammar import (
     CUT,
     END,
     MAX_COPIES,
+    PHASE_OF,
     PHASE_TOKENS,
     PHASED_TYPES,
+    STRAND_OF,
     STRAND_TOKENS,
     GrammarError,
     WindowFeature,
@@ -53,9 +55,7 @@ MIN_ORF_CODONS_CANDIDATES = (30, 60, 90, 120, 150)
 """What ``tune_orf`` tries for a model's ORF layer: Prodigal's minimum up to the length most
 ORF-length rules pick on bacteria (the no-model rule chose 135-210 codons on the shared genomes)."""
 CUT_RIGHT = 1 << 60  # the value of a cut END in the order key (after every position)
-_STRAND_OF = {v: k for k, v in STRAND_TOKENS.items()}
-_PHASE_OF = {t: i for i, t in enumerate(PHASE_TOKENS)}
-_STRAND_RANK = {"<+>": 0, "<->": 1}
+_STRAND_RANK = {STRAND_TOKENS["+"]: 0, STRAND_TOKENS["-"]: 1}
 
 # slots of a feature: 0 type, 1 strand, 2 start, 3 end, 4 phase (phased types only)
 TYPE_SLOT, STRAND_SLOT, START_SLOT, END_SLOT, PHASE_SLOT = range(5)
@@ -76,11 +76,13 @@ def pointer_feature_items(f: WindowFeature) -> list[Item]:
     return out
 
 
-def encode_pointer_target(features: Iterable[WindowFeature], length: int) -> list[Item]:
-    """Items of a window's features in canonical order (digit form's order and duplicate rules)."""
+def canonical_features(features: Iterable[WindowFeature], length: int) -> list[WindowFeature]:
+    """A window's features checked, in canonical order, exact duplicates of complete features
+    dropped (they carry no information); ``GrammarError`` for one the target cannot spell or a
+    cut feature repeated more than ``MAX_COPIES`` times."""
     if length < 1:
         raise GrammarError(f"window length {length} must be >= 1")
-    items: list[Item] = []
+    out: list[WindowFeature] = []
     last = None
     copies = 0
     for f in sorted(features, key=canonical_key):
@@ -94,19 +96,27 @@ def encode_pointer_target(features: Iterable[WindowFeature], length: int) -> lis
                 raise GrammarError(f"feature {f} repeated more than {MAX_COPIES} times")
         else:
             copies = 1
-        items += pointer_feature_items(f)
+        out.append(f)
         last = key
+    return out
+
+
+def encode_pointer_target(features: Iterable[WindowFeature], length: int) -> list[Item]:
+    """Items of a window's features in canonical order (``canonical_features``)."""
+    items: list[Item] = []
+    for f in canonical_features(features, length):
+        items += pointer_feature_items(f)
     return items
 
 
 def items_to_feature(items: Sequence[Item], length: int) -> WindowFeature:
     """One complete, valid feature's items -> ``WindowFeature``."""
     ftype = str(items[0])[1:-1]
-    strand = _STRAND_OF[str(items[1])]
+    strand = STRAND_OF[str(items[1])]
     cut_left, cut_right = items[2] == CUT, items[3] == CUT
     start = 0 if cut_left else int(items[2])
     end = length - 1 if cut_right else int(items[3])
-    phase = _PHASE_OF[str(items[4])] if len(items) > 4 else None
+    phase = PHASE_OF[str(items[4])] if len(items) > 4 else None
     return WindowFeature(start, end, strand, ftype, phase, cut_left, cut_right)
 
 
@@ -130,12 +140,6 @@ def decode_pointer_target(
     if not state.accepting:
         raise GrammarError(f"target ends inside a feature: {list(state.current)!r}")
     return out
-
-
-def pointer_vocabulary(feature_types: Sequence[str]) -> list[str]:
-    """The token strings a pointer target may use: cut, strands, phases, types (no digits)."""
-    types = [type_token(t) for t in dict.fromkeys(feature_types)]
-    return [CUT, *STRAND_TOKENS.values(), *PHASE_TOKENS, *types]
 
 
 # ----------------------------------------------------------------------------------- ORF sites
@@ -320,7 +324,7 @@ class PointerAutomaton:
             type_token(tok[1:-1])
         except GrammarError:
             return False
-        return tok not in STRAND_TOKENS.values() and tok not in _PHASE_OF and tok != CUT
+        return tok not in STRAND_TOKENS.values() and tok not in PHASE_OF and tok != CUT
 
 
 def _start_value(v: Item) -> int:
@@ -335,7 +339,7 @@ def _key(items: Sequence[Item]) -> tuple:
     """The canonical order key of a complete feature's items (as ``grammar.canonical_key``)."""
     start = -1 if items[2] == CUT else int(items[2])
     end = CUT_RIGHT if items[3] == CUT else int(items[3])
-    phase = _PHASE_OF[str(items[4])] if len(items) > 4 else -1
+    phase = PHASE_OF[str(items[4])] if len(items) > 4 else -1
     return (start, end, _STRAND_RANK[str(items[1])], str(items[0])[1:-1], phase)
 
 
@@ -384,7 +388,7 @@ class PointerState:
         k = len(items)
         if k == STRAND_SLOT:
             return ("<+>", "<->")
-        strand = _STRAND_OF[str(items[1])]
+        strand = STRAND_OF[str(items[1])]
         if k == START_SLOT:
             if self._cds_orf(items):
                 assert self.orf is not None

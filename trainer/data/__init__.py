@@ -1,1 +1,1 @@
-"""Data loading: shards to batches of token ids."""
+"""Data loading: shards to training examples (token ids, base layout, pointer target) and batches."""

@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import webdataset as wds
@@ -42,7 +42,6 @@ from trainer.data.slots import (
 )
 from trainer.data.stages import checked_shards, equal_batches, tar_samples
 from trainer.model.seq2seq import IGNORE_INDEX
-from trainer.tokens.tokenizer import WindowTooLong, check_source_length, encode_sources
 
 __all__ = [
     "IGNORE_INDEX",
@@ -71,69 +70,13 @@ class TokenIds:
     pad: int
 
 
-class SampleEncoder:
-    """Turns raw samples into id lists with the model's tokenizer (loaded lazily per worker)."""
+class ExampleSteps(Protocol):
+    """What the loader runs on samples: one sample -> one example, a list of examples -> a
+    padded batch (``trainer.data.examples.ExampleBuilder``)."""
 
-    def __init__(
-        self, tokenizer_path: str, ids: TokenIds, max_src: int, max_tgt: int, pad_multiple: int = 1
-    ) -> None:
-        self.tokenizer_path = tokenizer_path
-        self.ids = ids
-        self.max_src = max_src
-        self.max_tgt = max_tgt
-        self.pad_multiple = pad_multiple
-        self._tok: Any = None
-        self._target_cache: dict[str, int] = {}
+    def build(self, sample: dict[str, Any]) -> Any: ...
 
-    @property
-    def tokenizer(self) -> Any:
-        if self._tok is None:
-            from trainer.tokens.tokenizer import load_tokenizer
-
-            self._tok = load_tokenizer(self.tokenizer_path)
-        return self._tok
-
-    def source_ids(self, dna: str) -> list[int]:
-        """``[CLS] dna [SEP]`` of the whole window; ``WindowTooLong`` over ``max_src``."""
-        source = encode_sources(self.tokenizer, [dna])[0]
-        check_source_length(source, len(dna), self.max_src)
-        return source.ids(self.ids.bos, self.ids.eos)
-
-    def check_target_length(self, sample: dict[str, Any], positions: int) -> None:
-        """Refuse a target longer than the decoder's limit (it was cut silently before)."""
-        if positions > self.max_tgt:
-            raise sample_error(
-                sample,
-                f"target.txt: {positions} decoder positions with [CLS], over --max_tgt_tokens "
-                f"{self.max_tgt} (a cut would drop the window's last features): raise "
-                "--max_tgt_tokens or bake shorter windows (bake_data --window_len)",
-            )
-
-    def target_ids(self, target: str) -> list[int]:
-        from trainer.tokens.tokenizer import target_to_ids
-
-        tokens = target.split()
-        return list(target_to_ids(self.tokenizer, tokens)) if tokens else []
-
-    def encode(self, sample: dict[str, Any]) -> tuple[list[int], list[int]]:
-        """Source and target ids; a bad field is an ``InputError`` naming shard and sample key."""
-        dna = text_field(sample, "dna.txt", "ascii")
-        target = text_field(sample, "target.txt", "utf-8")
-        sample_meta(sample)
-        try:
-            tgt = self.target_ids(target)
-        except KeyError as exc:
-            raise sample_error(sample, f"target.txt: {exc.args[0]}") from None
-        self.check_target_length(sample, len(tgt) + 1)
-        try:
-            src = self.source_ids(dna)
-        except WindowTooLong as exc:
-            raise sample_error(sample, f"dna.txt: {exc}") from None
-        return src, tgt
-
-    def collate(self, samples: Sequence[Any]) -> dict:
-        """Pad a micro-batch of ``encode`` results (the digit form's layout)."""
-        return collate(samples, self.ids, self.max_tgt, self.pad_multiple)
+    def collate(self, examples: Sequence[Any]) -> dict: ...
 
 
 def sample_meta(sample: dict[str, Any]) -> dict[str, Any]:
@@ -181,45 +124,6 @@ def text_field(sample: dict[str, Any], name: str, encoding: str) -> str:
         raise sample_error(
             sample, f"{name}: not {encoding} text ({exc.reason} at byte {exc.start})"
         ) from None
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def collate(
-    pairs: Sequence[tuple[list[int], list[int]]], ids: TokenIds, max_tgt: int, multiple: int = 1
-) -> dict:
-    """Pad a batch: encoder ``[CLS] dna [SEP]``; decoder in ``[CLS] t``; labels ``t [SEP]``.
-
-    ``max_tgt`` only caps the padding: ``SampleEncoder.encode`` refuses longer targets.
-
-    Lengths are rounded up to ``multiple``: fewer distinct shapes means fewer kernel compilations
-    (oneDNN JIT on CPUs, autotuning on GPUs) and tensor-core friendly sizes, for a few pad tokens.
-    """
-    src_len = _round_up(max(len(s) for s, _ in pairs), multiple)
-    tgt_len = min(_round_up(max(len(t) for _, t in pairs) + 1, multiple), max_tgt)
-    b = len(pairs)
-    input_ids = torch.full((b, src_len), ids.pad, dtype=torch.long)  # (B, S)
-    attention_mask = torch.zeros((b, src_len), dtype=torch.long)
-    dec_in = torch.full((b, tgt_len), ids.pad, dtype=torch.long)  # (B, T)
-    dec_mask = torch.zeros((b, tgt_len), dtype=torch.long)
-    labels = torch.full((b, tgt_len), IGNORE_INDEX, dtype=torch.long)  # (B, T)
-    for i, (src, tgt) in enumerate(pairs):
-        input_ids[i, : len(src)] = torch.tensor(src)
-        attention_mask[i, : len(src)] = 1
-        d = [ids.bos, *tgt][:tgt_len]
-        y = [*tgt, ids.eos][:tgt_len]
-        dec_in[i, : len(d)] = torch.tensor(d)
-        dec_mask[i, : len(d)] = 1
-        labels[i, : len(y)] = torch.tensor(y)
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "decoder_input_ids": dec_in,
-        "decoder_attention_mask": dec_mask,
-        "labels": labels,
-    }
 
 
 def pad_decoder(
@@ -271,7 +175,7 @@ class ShardBatches(IterableDataset):
     def __init__(
         self,
         shards: Sequence[ShardEntry],
-        encoder: SampleEncoder,
+        examples: ExampleSteps,
         *,
         rank: int,
         world_size: int,
@@ -289,7 +193,7 @@ class ShardBatches(IterableDataset):
             check_batch_fits(shards, world_size, num_workers, micro_batch_size)
         self.plans = plan_slots(shards, world_size * self.workers)
         self.balance = GenomeBalance.for_shards(shards, genome_balance, seed)
-        self.encoder = encoder
+        self.examples = examples
         self.rank = rank
         self.mb = micro_batch_size
         self.seed = seed
@@ -311,8 +215,8 @@ class ShardBatches(IterableDataset):
         )
         return wds.DataPipeline(
             samples,
-            wds.map(self.encoder.encode),
-            wds.batched(self.mb, collation_fn=self.encoder.collate, partial=False),
+            wds.map(self.examples.build),
+            wds.batched(self.mb, collation_fn=self.examples.collate, partial=False),
             equal_batches,
         )
 
@@ -372,8 +276,8 @@ def _own_process_group(worker_id: int) -> None:
     os.setpgid(0, 0)
 
 
-def preflight(encoder: SampleEncoder, shards: Sequence[ShardEntry], per_shard: int = 4) -> None:
-    """Encode the first samples of every shard: a window or target over the limits fails now.
+def preflight(examples: ExampleSteps, shards: Sequence[ShardEntry], per_shard: int = 4) -> None:
+    """Build the first samples of every shard: a window or target over the limits fails now.
 
     Why: the loader refuses such a sample where it meets it, which may be hours into a run; the
     usual cause (windows baked longer than ``--max_src_tokens`` allows, or a dense annotation's
@@ -383,7 +287,7 @@ def preflight(encoder: SampleEncoder, shards: Sequence[ShardEntry], per_shard: i
     for shard in shards:
         samples = tar_samples(checked_shards([shard], verify=False))
         for sample in itertools.islice(samples, per_shard):
-            encoder.encode(sample)
+            examples.build(sample)
 
 
 def first_samples(shards: Sequence[ShardEntry], n: int) -> list[dict[str, Any]]:
@@ -392,6 +296,6 @@ def first_samples(shards: Sequence[ShardEntry], n: int) -> list[dict[str, Any]]:
     ordered = sorted(shards, key=lambda s: s.path)
     for sample in itertools.islice(tar_samples(checked_shards(ordered)), n):
         text_field(sample, "dna.txt", "ascii")  # a bad sample is named here, not a KeyError
-        text_field(sample, "target.txt", "utf-8")
+        text_field(sample, "features.json", "utf-8")
         out.append(sample)
     return out

@@ -32,26 +32,16 @@ from tqdm import tqdm
 from baking.common.errors import ConfigError, InputError
 from baking.common.files import check_output
 from baking.formats.gff3 import GFFFeature, write_gff3
-from baking.target_format.grammar import (
-    DEFAULT_FEATURE_TYPES,
-    PHASED_TYPES,
-    GrammarAutomaton,
-    target_vocabulary,
-)
+from baking.target_format.grammar import DEFAULT_FEATURE_TYPES, PHASED_TYPES, target_vocabulary
 from baking.target_format.pointers import MIN_ORF_CODONS
 from baking.target_format.windows import WindowMeta, plan_windows, window_dna
-from trainer.inference.generate import GeneratedTarget, generate_targets
+from trainer.inference.generate import GeneratedTarget, features_with_logprobs, generate_targets
 from trainer.inference.merge import (
     MergeStats,
     Prediction,
     drop_outvoted,
-    features_with_logprobs,
     judged_votes,
     merge_windows,
-)
-from trainer.inference.pointer_generate import (
-    generate_pointer_targets,
-    pointer_features_with_logprobs,
 )
 from trainer.inference.select import select_genome
 from trainer.inference.snap import complete_cds, genetic_code, snap_cds
@@ -93,7 +83,7 @@ class AnnotateOptions:
     or ``genome`` (every candidate scored from the windows, one consistent set chosen over the
     whole sequence under overlap rules; ``select.py``), which replaces both."""
     orf_constraint: bool = True
-    """Pointer models: decode a CDS only as a valid ORF of the window (``--transl_table``)."""
+    """Decode a CDS only as a valid ORF of the window (``--transl_table``)."""
     min_orf_codons: int | None = None
     """With the ORF constraint: the shortest whole CDS (codons, start and stop included); None =
     the one the model's config records (``tune_orf``), else ``MIN_ORF_CODONS`` (30)."""
@@ -289,7 +279,6 @@ def decode_windows(
     window_len: int,
     feature_types: Sequence[str],
     generate: Callable[..., list[GeneratedTarget]] | None = None,
-    pointer: bool | None = None,
     *,
     run_batch: Callable[[int], bool] | None = None,
     desc: str = "annotate",
@@ -301,23 +290,13 @@ def decode_windows(
     many processes share the work (``annotate_many``). Arguments as ``annotate_sequences``;
     ``desc`` names the progress bar, ``nested`` puts it under a bar over genomes.
     """
-    if pointer is None:
-        pointer = bool(getattr(getattr(model, "config", None), "pointer", False))
     options = resolve_options(options, model)
     min_codons = min_orf_codons(options, None)
     if generate is None:
-        if pointer:
-            code = genetic_code(options.transl_table) if options.orf_constraint else None
-            generate = functools.partial(
-                generate_pointer_targets,
-                orf_code=code,
-                min_orf_codons=min_codons,
-            )
-        else:
-            generate = generate_targets
+        code = genetic_code(options.transl_table) if options.orf_constraint else None
+        generate = functools.partial(generate_targets, orf_code=code, min_orf_codons=min_codons)
     stride = window_stride(options, window_len)
     circular = [_is_circular(sid, options.circular) for sid, _ in seqs]
-    automaton = GrammarAutomaton(list(feature_types), window_len)
     decoded: list[WindowResult] = []
     use_bf16 = options.bf16 if options.bf16 is not None else str(options.device).startswith("cuda")
     autocast = (
@@ -351,14 +330,7 @@ def decode_windows(
                 device=options.device,
             )
             for (w, (i, meta, _)), target in zip(batch, targets):
-                if pointer:
-                    feats = pointer_features_with_logprobs(
-                        target.tokens, target.token_logprobs, meta.length
-                    )
-                else:
-                    feats = features_with_logprobs(
-                        target.tokens, target.token_logprobs, automaton, meta.length
-                    )
+                feats = features_with_logprobs(target.tokens, target.token_logprobs, meta.length)
                 n_src = int(getattr(target, "source_tokens", 0))  # an oracle may not count
                 decoded.append(WindowResult(w, i, meta, feats, target.complete, n_src))
             bar.update(min(bar.total - bar.n, stride * len(batch)))
@@ -373,20 +345,15 @@ def annotate_sequences(
     window_len: int,
     feature_types: Sequence[str],
     generate: Callable[..., list[GeneratedTarget]] | None = None,
-    pointer: bool | None = None,
 ) -> tuple[list[GFFFeature], dict[str, tuple[int, int]], AnnotateSummary]:
     """Annotate ``(seqid, DNA)`` pairs; returns GFF3 features, sequence regions and a summary.
 
     ``generate`` has ``generate_targets``' signature; tests pass an oracle to check everything
     after the model (windows, stitching, merging, snapping, GFF3) against a known annotation.
-    ``pointer`` (default: the model config's ``coordinate_form``) says which target form
-    ``generate`` writes; a pointer model's default decoder applies the ORF constraint unless
-    ``options.orf_constraint`` is off.
+    The default decoder applies the ORF constraint unless ``options.orf_constraint`` is off.
     """
     t0 = time.perf_counter()
-    decoded = decode_windows(
-        model, tokenizer, seqs, options, window_len, feature_types, generate, pointer
-    )
+    decoded = decode_windows(model, tokenizer, seqs, options, window_len, feature_types, generate)
     trained_len = getattr(getattr(model, "config", None), "max_src_tokens", None)
     return finish_sequences(seqs, decoded, resolve_options(options, model), t0, trained_len)
 
@@ -668,10 +635,11 @@ def model_feature_types(cfg: Any, tokenizer: Any) -> list[str]:
     """The types a model can write: its config's, else every type token its tokenizer holds."""
     if cfg.feature_types:
         return list(cfg.feature_types)
-    grammar = set(target_vocabulary((), 10))  # digits, cut, strands, phases: not types
+    grammar = set(target_vocabulary(()))  # cut, strands, phases: not types
     vocab = tokenizer.get_vocab(with_added_tokens=True)
     tokens = sorted((i, t) for t, i in vocab.items() if t.startswith("<") and t.endswith(">"))
-    return [t[1:-1] for _, t in tokens if t not in grammar and len(t) > 2]
+    # ``<0>``..``<9>``: the digit tokens of tokenizers made before issue 16, never a type
+    return [t[1:-1] for _, t in tokens if t not in grammar and len(t) > 2 and not t[1:-1].isdigit()]
 
 
 def read_genome(fasta: str | Path) -> list[tuple[str, str]]:
@@ -694,10 +662,12 @@ def header_comment(
 
     ``selection=genome`` is written when chosen; no ``selection=`` means votes, so the default's
     output stays byte for byte what it was before the option existed."""
+    # ``coordinates=pointer``: the one target form since issue 16, still written so that a GFF3
+    # header reads as it did when there were two
     comment = (
         f"dna2gff annotate model={Path(model_dir).name} window_len={window_len} "
         f"beams={options.num_beams} snap={options.snap} transl_table={options.transl_table} "
-        f"coordinates={config.coordinate_form} orf_constraint={options.orf_constraint} "
+        f"coordinates=pointer orf_constraint={options.orf_constraint} "
         f"min_orf_codons={min_orf_codons(options, config)}"
     )
     if options.selection != "votes":
@@ -733,7 +703,7 @@ def write_outputs(
 
 def log_orf_layer(model: Any, options: AnnotateOptions) -> None:
     """Say which N the ORF layer uses and where it comes from."""
-    if model.config.pointer and options.orf_constraint:
+    if options.orf_constraint:
         n = min_orf_codons(options, model.config)
         decoding = getattr(model, "decoding", None)
         source = (

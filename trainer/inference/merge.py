@@ -3,7 +3,8 @@
 Joining pieces across windows is ``baking.target_format.stitch.stitch``'s job (the baker's round trip proves it
 inverts windowing, circular origin included); this module adds what model output needs on top:
 
-1. **Scores.** Every predicted window feature carries the log-probability of its tokens. A
+1. **Scores.** Every predicted window feature carries the log-probability of its items
+   (``generate.features_with_logprobs``). A
    stitched feature's score is the mean probability of the pieces it was built from: a feature
    predicted identically by two overlapping windows keeps its confidence rather than squaring it,
    and a gene joined from two cut halves is as confident as its halves on average.
@@ -28,7 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from baking.target_format.grammar import END, GrammarAutomaton, WindowFeature, tokens_to_feature
+from baking.target_format.grammar import WindowFeature
 from baking.target_format.stitch import stitch
 from baking.target_format.windows import WindowMeta
 
@@ -69,28 +70,6 @@ class MergeStats:
     cds_orphans_kept: int = 0
     near_duplicates_dropped: int = 0
     outvoted_dropped: int = 0
-
-
-def features_with_logprobs(
-    tokens: Sequence[str], logprobs: Sequence[float], automaton: GrammarAutomaton, length: int
-) -> list[tuple[WindowFeature, float]]:
-    """Split a generated target into features, each with the summed log-probability of its tokens.
-
-    ``tokens`` must be a valid target (constrained decoding guarantees it); an invalid token raises
-    ``GrammarError``.
-    """
-    state = automaton.start(length)
-    out: list[tuple[WindowFeature, float]] = []
-    acc = 0.0
-    for tok, lp in zip(tokens, logprobs):
-        if tok == END:
-            break
-        state = state.advance(tok)
-        acc += lp
-        if state.accepting and state.previous is not None:
-            out.append((tokens_to_feature(state.previous, automaton.window_len, length), acc))
-            acc = 0.0
-    return out
 
 
 def _piece_margin(f: WindowFeature, meta: WindowMeta) -> int:

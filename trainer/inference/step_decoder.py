@@ -1,4 +1,4 @@
-"""The pointer model's decoder run one position at a time, for inference only.
+"""The decoder run one position at a time, for inference only.
 
 ``Dna2GffModel.decode`` with ``past_key_values`` is the general step (training shares its code),
 and at annotate's shapes (windows x beams rows, one new position, a 1,536-base window) it spends
@@ -20,7 +20,7 @@ function from the same modules, with that work done once:
 padded batch otherwise builds a (windows, heads, S, S) padding-masked ALiBi bias for every
 batch, the largest single cost of the encoder at these shapes.
 
-Equivalence with the reference step (``trainer.inference.pointer_generate.generate_pointer_ids``)
+Equivalence with the reference step (``trainer.inference.generate.generate_ids``)
 is tested in ``tests/test_step_decoder.py``.
 """
 
@@ -34,7 +34,13 @@ from torch import Tensor
 
 from trainer.model.encoder import attention_bias, compute_dtype, masked_value, sdpa
 from trainer.model.moe import MoEMLP
-from trainer.model.pointer import MAX_OFFSET, PointerMemory, base_one_hot, distance_bucket
+from trainer.model.pointer import (
+    MAX_OFFSET,
+    PointerMemory,
+    WindowBases,
+    base_one_hot,
+    distance_bucket,
+)
 
 
 def encode_unpadded(model: Any, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -60,35 +66,26 @@ def encode_unpadded(model: Any, input_ids: Tensor, attention_mask: Tensor) -> Te
     return x * attention_mask[..., None].to(x.dtype)
 
 
-def pointer_memory_by_token(
-    model: Any,
-    enc: Tensor,
-    base_token: Tensor,
-    base_offset: Tensor,
-    codon5: Tensor,
-    codon3: Tensor,
-    base_mask: Tensor,
-) -> PointerMemory:
+def pointer_memory_by_token(model: Any, enc: Tensor, bases: WindowBases) -> PointerMemory:
     """``model.pointer_memory`` with the key and input projections applied to the encoder's
     tokens before they are gathered to bases (a linear map commutes with the gather): a window
     has ~3x more bases than BPE tokens, so this saves two thirds of both projections."""
     head = model.pointer_head
-    assert head is not None, "pointer_memory_by_token needs a pointer model"
     h = enc.shape[-1]
-    index = base_token.unsqueeze(-1).expand(-1, -1, h)
+    index = bases.token.unsqueeze(-1).expand(-1, -1, h)
     key_e = torch.gather(head.key(enc), 1, index)  # (B, L, H) = key(gathered enc)
     inp_e = torch.gather(head.inp(enc), 1, index)
     feats = (
-        head.offset(base_offset.clamp(max=MAX_OFFSET - 1))
-        + head.codon5(codon5)
-        + head.codon3(codon3)
+        head.offset(bases.offset.clamp(max=MAX_OFFSET - 1))
+        + head.codon5(bases.codon5)
+        + head.codon3(bases.codon3)
     )
     if head.context is not None:
-        onehot = base_one_hot(codon5, codon3, base_mask, enc.dtype)
+        onehot = base_one_hot(bases.codon5, bases.codon3, bases.mask, enc.dtype)
         feats = feats + head.context(onehot).transpose(1, 2)
     keys = head.key_norm(key_e + feats)
     inputs = head.inp_norm(inp_e + feats)
-    return PointerMemory(keys, inputs, base_mask.bool())
+    return PointerMemory(keys, inputs, bases.mask.bool())
 
 
 class StepDecoder:
@@ -109,7 +106,6 @@ class StepDecoder:
         self.layers = model.decoder.layers()
         self.has_moe = any(isinstance(layer.mlp, MoEMLP) for layer in self.layers)
         head = model.pointer_head
-        assert head is not None, "StepDecoder needs a pointer model"
         self.head = head
         self.k = k
         self.nh = model.config.num_attention_heads

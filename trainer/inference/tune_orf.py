@@ -95,11 +95,6 @@ def tune_min_orf_codons(
         if not path.is_file():
             raise InputError(path, "no such file")
     model, tokenizer = load_model(model_dir, options.device)
-    if not model.config.pointer:
-        raise ConfigError(
-            f"{model_dir}: a {model.config.coordinate_form} model has no ORF layer to tune "
-            "(only pointer models decode CDS as ORFs)"
-        )
     if not options.orf_constraint:
         raise ConfigError("tuning the ORF layer needs the ORF constraint on")
     seqs = list(read_fasta(fasta))
@@ -156,9 +151,7 @@ def record_min_orf_codons(
 
     Why the options too: the N is best for the decoding it was measured with, so annotate's
     defaults become that decoding (beams, overlap, votes, selection) as a whole."""
-    cfg = Dna2GffConfig.load(model_dir)
-    if not cfg.pointer:
-        raise ConfigError(f"{model_dir}: only pointer models have an ORF layer")
+    Dna2GffConfig.load(model_dir)  # refuses a folder no ORF layer applies to (a digit model)
     tuned: dict = {"min_orf_codons": int(n)}
     if options is not None:
         tuned.update(

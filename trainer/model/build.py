@@ -35,8 +35,8 @@ def _init_new_parts(model: Dna2GffModel, seed: int) -> None:
     biases, routers N(0, 0.02). So the cross-attention of a MoE model equals a dense model's."""
     cross = torch.Generator().manual_seed(seed)
     router = torch.Generator().manual_seed(seed + 1)
-    if model.pointer_head is not None:  # the pointer head: its own stream (seed + 2)
-        model.pointer_head.reset_parameters(torch.Generator().manual_seed(seed + 2))
+    # the pointer head: its own stream (seed + 2)
+    model.pointer_head.reset_parameters(torch.Generator().manual_seed(seed + 2))
     # the auxiliary heads: the encoder's (seed + 3), the per-base one on the pointer keys (seed + 4)
     for head, stream in ((model.encoder_aux, seed + 3), (model.base_aux, seed + 4)):
         if head is not None:

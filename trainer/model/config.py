@@ -27,7 +27,8 @@ from baking.common.files import read_json, write_json
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "dna2gff"
-COORDINATE_FORMS = ("digits", "pointer")
+COORDINATE_FORMS = ("pointer",)
+"""The one target form (issue 16 retired ``digits``); the field stays so old folders are checked."""
 
 #: Keys transformers itself writes into or passes to a config (``to_dict``, ``from_pretrained``);
 #: they are HF's bookkeeping, not model settings, so the strict unknown-key check lets them through.
@@ -111,8 +112,9 @@ class Dna2GffConfig(PreTrainedConfig):
     trainer. The encoder always sees whole windows (``tokenizer.encode_sources``); annotate counts
     and reports its windows longer than this, which the model never saw in training."""
     coordinate_form: str = "pointer"
-    """How the decoder writes coordinates: ``digits`` (digit tokens, ``baking.grammar``) or
-    ``pointer`` (it points at an encoder token and a base inside it, ``baking.target_format.pointers``)."""
+    """How the decoder writes coordinates: it points at a base of the window
+    (``baking.target_format.pointers``). Only ``pointer`` is accepted: a ``digits`` model folder
+    (spelled-out coordinates, retired in issue 16) is refused on load."""
     pointer_context_bp: int = 20
     """Bases each side of a base that the pointer's key sees directly (a small convolution over
     the window's bases); 0 = none, as in models made before it existed (their ``config.json``
@@ -214,8 +216,8 @@ class Dna2GffConfig(PreTrainedConfig):
             raise ConfigError(f"window_len must be positive, got {self.window_len!r}")
         if self.coordinate_form not in COORDINATE_FORMS:
             raise ConfigError(
-                f"coordinate_form must be one of {', '.join(COORDINATE_FORMS)}, "
-                f"got {self.coordinate_form!r}"
+                f"coordinate_form={self.coordinate_form!r} is retired: dna2gff models point at "
+                "bases (coordinate_form 'pointer'); build a new model with launch/init_model.py"
             )
         if (
             not isinstance(self.pointer_context_bp, int)
@@ -260,11 +262,6 @@ class Dna2GffConfig(PreTrainedConfig):
         if old is not None and old != value:
             log.warning("model config %s=%s replaced by the data's %s", name, old, value)
         setattr(self, name, value)
-
-    @property
-    def pointer(self) -> bool:
-        """Whether coordinates are pointers (``coordinate_form == "pointer"``)."""
-        return self.coordinate_form == "pointer"
 
     @property
     def head_dim(self) -> int:

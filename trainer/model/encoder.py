@@ -220,7 +220,8 @@ class EncoderLayer(nn.Module):
 class DNABert2Encoder(nn.Module):
     """The layer stack (``encoder.layer.N`` in DNABERT-2's state dict).
 
-    Named apart from ``trainer.data.loader.SampleEncoder``, which turns a sample's text into token ids.
+    Named apart from ``trainer.data.examples.ExampleBuilder``, which turns a shard sample into a
+    training example.
     """
 
     alibi_slopes: Tensor  # (nH,) buffer, not saved: it follows from the head count

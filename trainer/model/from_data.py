@@ -52,7 +52,7 @@ def data_grammar(manifest: Manifest, tokenizer: Any) -> DataGrammar:
 
         types = [t for t in types if tokenizer.token_to_id(type_token(t)) is not None]
         if tokens is None and window and types:
-            tokens = list(target_vocabulary(types, int(window)))
+            tokens = list(target_vocabulary(types))
     return DataGrammar(int(window) if window else None, types or None, tokens)
 
 
@@ -65,9 +65,9 @@ def annotation_tokens(manifest: Manifest) -> list[str]:
     from baking.target_format.grammar import target_vocabulary
 
     types = g.types_in_targets or g.feature_types
-    if not types or not g.window_len:
+    if not types:
         return []
-    return list(target_vocabulary(list(types), g.window_len))
+    return list(target_vocabulary(list(types)))
 
 
 def genetic_codes(manifest: Manifest) -> list[int]:

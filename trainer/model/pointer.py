@@ -28,6 +28,7 @@ logits ("joint logits": columns ``0..V-1`` tokens, ``V + b`` base ``b``), so the
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -43,13 +44,13 @@ DIST_BINS = 40  # per sign: exact below 8, then 4 bins per doubling up to 2048
 POINTER_INIT_STD = 0.02
 AUX_CLASSES = 10
 """Encoder token labels: 0 none, 1-3 ``+`` CDS codon position, 4-6 ``-`` CDS codon position,
-7 in a start codon of a CDS, 8 in a stop codon, 9 RNA gene (see ``trainer.data.pointer``)."""
+7 in a start codon of a CDS, 8 in a stop codon, 9 RNA gene (see ``trainer.data.examples``)."""
 
 
 BASE_AUX_CLASSES = 3
 """Per-base labels on the pointer keys: 0 nothing, 1 where a CDS begins (the base the target
 writes for its 5' end: a ``+`` CDS's first base, a ``-`` CDS's last), 2 where one ends (its 3'
-end: the stop codon's outer base); see ``trainer.data.pointer.base_labels``."""
+end: the stop codon's outer base); see ``trainer.data.examples.base_labels``."""
 
 
 def base_one_hot(codon5: Tensor, codon3: Tensor, base_mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -70,6 +71,55 @@ def distance_bucket(d: Tensor) -> Tensor:
     log = 8 + torch.floor(torch.log2(a.clamp(min=8).float() / 8) * 4).long()
     b = torch.where(a < 8, a, log).clamp(max=DIST_BINS - 1)
     return torch.where(d < 0, DIST_BINS + b, b)
+
+
+@dataclass
+class WindowBases:
+    """The base arrays of a batch of windows (``trainer.data.layout``), each (B, L): per base the
+    encoder position of its token, its offset inside the token, the codons starting / ending at it
+    (``NO_CODON`` past the window) and whether it is a real base (not padding)."""
+
+    token: Tensor
+    offset: Tensor
+    codon5: Tensor
+    codon3: Tensor
+    mask: Tensor
+
+    BATCH_KEYS = ("base_token", "base_offset", "codon5", "codon3", "base_mask")
+    """The names a batch dict gives these fields, in field order."""
+
+    @classmethod
+    def from_batch(cls, batch: Mapping[str, Tensor]) -> WindowBases:
+        return cls(*(batch[k] for k in cls.BATCH_KEYS))
+
+
+@dataclass
+class PointerInputs:
+    """What the decoder needs besides token ids, as one structure: the windows' bases and, per
+    decoder position, the pointed base (-1 where the input is a token) and the anchor of the
+    distance term; for a constrained loss also what the decoder may write at each step."""
+
+    bases: WindowBases
+    positions: Tensor
+    """(B, T) base fed as input at each position, -1 where the input is a token"""
+    anchors: Tensor
+    """(B, T) anchor for the base logits predicted at each position"""
+    allowed: Tensor | None = None
+    """(B, T, V + L) what the constrained decoder allows at each step (None: no constraint)"""
+
+    DECODER_KEYS = ("decoder_positions", "decoder_anchors", "decoder_allowed")
+    """The names a batch dict gives ``positions``, ``anchors`` and ``allowed``."""
+
+    @classmethod
+    def from_batch(cls, batch: Mapping[str, Tensor]) -> PointerInputs | None:
+        """The pointer inputs of a collated batch (``trainer.data.examples``); None for a batch
+        without base arrays (the model then scores target tokens only)."""
+        if WindowBases.BATCH_KEYS[0] not in batch:
+            return None
+        positions, anchors, allowed = cls.DECODER_KEYS
+        return cls(
+            WindowBases.from_batch(batch), batch[positions], batch[anchors], batch.get(allowed)
+        )
 
 
 @dataclass
@@ -133,30 +183,22 @@ class PointerHead(nn.Module):
                     conv.weight.copy_(w)
                     conv.bias.zero_()
 
-    def memory(
-        self,
-        enc: Tensor,
-        base_token: Tensor,
-        base_offset: Tensor,
-        codon5: Tensor,
-        codon3: Tensor,
-        base_mask: Tensor,
-    ) -> PointerMemory:
+    def memory(self, enc: Tensor, bases: WindowBases) -> PointerMemory:
         """Keys and inputs of every base: ``enc`` (B, S, H), the base arrays (B, L)."""
         h = enc.shape[-1]
-        e = torch.gather(enc, 1, base_token.unsqueeze(-1).expand(-1, -1, h))  # (B, L, H)
+        e = torch.gather(enc, 1, bases.token.unsqueeze(-1).expand(-1, -1, h))  # (B, L, H)
         feats = (
-            self.offset(base_offset.clamp(max=MAX_OFFSET - 1))
-            + self.codon5(codon5)
-            + self.codon3(codon3)
+            self.offset(bases.offset.clamp(max=MAX_OFFSET - 1))
+            + self.codon5(bases.codon5)
+            + self.codon3(bases.codon3)
         )
         if self.context is not None:
             feats = feats + self.context(
-                base_one_hot(codon5, codon3, base_mask, e.dtype)
+                base_one_hot(bases.codon5, bases.codon3, bases.mask, e.dtype)
             ).transpose(1, 2)
         keys = self.key_norm(self.key(e) + feats)
         inputs = self.inp_norm(self.inp(e) + feats)
-        return PointerMemory(keys, inputs, base_mask.bool())
+        return PointerMemory(keys, inputs, bases.mask.bool())
 
     def logits(self, hidden: Tensor, memory: PointerMemory, anchors: Tensor) -> Tensor:
         """(B, T, L) base logits for decoder states (B, T, H) and anchors (B, T)."""

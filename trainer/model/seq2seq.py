@@ -28,7 +28,14 @@ from trainer.model.config import Dna2GffConfig
 from trainer.model.decoder import Decoder, KVCache
 from trainer.model.encoder import DNABert2Encoder, Embeddings
 from trainer.model.moe import ExpertShard, MoEMLP
-from trainer.model.pointer import AUX_CLASSES, BASE_AUX_CLASSES, PointerHead, PointerMemory
+from trainer.model.pointer import (
+    AUX_CLASSES,
+    BASE_AUX_CLASSES,
+    PointerHead,
+    PointerInputs,
+    PointerMemory,
+    WindowBases,
+)
 
 IGNORE_INDEX = -100
 
@@ -49,8 +56,9 @@ class Seq2SeqOutput:
 
 @dataclass
 class PointerStep:
-    """What a pointer model's decoder needs besides token ids: the batch's base memory, and per
-    decoder position the pointed base (-1: a token step) and the anchor of the distance term."""
+    """What the decoder needs besides token ids once the bases are encoded: the batch's base
+    memory, and per decoder position the pointed base (-1: a token step) and the anchor of the
+    distance term."""
 
     memory: PointerMemory
     positions: Tensor
@@ -60,7 +68,8 @@ class PointerStep:
 
 
 class Dna2GffModel(PreTrainedModel):
-    """Encoder-decoder over one vocabulary: DNA BPE tokens in, annotation tokens out."""
+    """Encoder-decoder over one vocabulary: DNA BPE tokens in; out, annotation tokens and
+    pointers at the window's bases (``trainer.model.pointer``)."""
 
     config_class = Dna2GffConfig
     config: Dna2GffConfig
@@ -86,14 +95,12 @@ class Dna2GffModel(PreTrainedModel):
         self.encoder = DNABert2Encoder(config)
         self.decoder = Decoder(config, self.ep_size)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.pointer_head = PointerHead(config) if config.pointer else None
+        self.pointer_head = PointerHead(config)
         self.encoder_aux = (
             nn.Linear(config.hidden_size, AUX_CLASSES) if config.encoder_aux_weight > 0 else None
         )
         self.base_aux = (
-            nn.Linear(config.hidden_size, BASE_AUX_CLASSES)
-            if config.pointer and config.base_aux_weight > 0
-            else None
+            nn.Linear(config.hidden_size, BASE_AUX_CLASSES) if config.base_aux_weight > 0 else None
         )
         self.decoding: Any = None
         """The decoding settings the model was tuned and scored with (``generation.py``), read from
@@ -128,19 +135,9 @@ class Dna2GffModel(PreTrainedModel):
         """DNA token ids (B, S) + mask (1 = real) -> encoder hidden states (B, S, H)."""
         return self.encoder(self.embeddings(input_ids), attention_mask)
 
-    def pointer_memory(
-        self,
-        enc: Tensor,
-        base_token: Tensor,
-        base_offset: Tensor,
-        codon5: Tensor,
-        codon3: Tensor,
-        base_mask: Tensor,
-    ) -> PointerMemory:
-        """Per-base keys and inputs of a pointer model (see ``trainer.model.pointer``)."""
-        if self.pointer_head is None:
-            raise ValueError("pointer_memory needs a model with coordinate_form='pointer'")
-        return self.pointer_head.memory(enc, base_token, base_offset, codon5, codon3, base_mask)
+    def pointer_memory(self, enc: Tensor, bases: WindowBases) -> PointerMemory:
+        """Per-base keys and inputs of the windows (see ``trainer.model.pointer``)."""
+        return self.pointer_head.memory(enc, bases)
 
     def _decode(
         self,
@@ -153,7 +150,6 @@ class Dna2GffModel(PreTrainedModel):
     ) -> tuple[Tensor, KVCache, Tensor]:
         x = self.embeddings(decoder_input_ids)  # (B, T, H)
         if pointer is not None:
-            assert self.pointer_head is not None
             x = self.pointer_head.step_inputs(x, pointer.memory, pointer.positions)
         h, new_cache, aux = self.decoder(
             x,
@@ -165,7 +161,6 @@ class Dna2GffModel(PreTrainedModel):
         )
         logits = self.lm_head(h)  # (B, T, V)
         if pointer is not None:
-            assert self.pointer_head is not None
             base = self.pointer_head.logits(h, pointer.memory, pointer.anchors)  # (B, T, L)
             logits = torch.cat([logits.float(), base.float()], dim=-1)  # joint (B, T, V + L)
         return logits, new_cache, aux
@@ -204,34 +199,25 @@ class Dna2GffModel(PreTrainedModel):
         decoder_input_ids: Tensor,
         decoder_attention_mask: Tensor | None = None,
         labels: Tensor | None = None,
-        base_token: Tensor | None = None,
-        base_offset: Tensor | None = None,
-        codon5: Tensor | None = None,
-        codon3: Tensor | None = None,
-        base_mask: Tensor | None = None,
-        decoder_positions: Tensor | None = None,
-        decoder_anchors: Tensor | None = None,
-        decoder_allowed: Tensor | None = None,
+        pointer: PointerInputs | None = None,
     ) -> Seq2SeqOutput:
         """Teacher-forced pass. ``decoder_input_ids`` = [CLS] + target, ``labels`` = target + [SEP]
-        (already shifted by the caller; pads as -100). A pointer model also takes the batch's base
-        arrays (B, L) and per decoder position the pointed base and the anchor (B, T); its logits
-        and labels are joint (``V + b`` = base ``b``); ``decoder_allowed`` (B, T, V + L) masks
-        them to what the constrained decoder allows at each step (a constrained loss)."""
+        (already shifted by the caller; pads as -100). ``pointer`` carries the windows' bases and
+        per decoder position the pointed base and the anchor; the logits and labels are then
+        joint (``V + b`` = base ``b``), masked to ``pointer.allowed`` when set (a constrained
+        loss). Without it the model scores target tokens only (logits (B, T, V))."""
         enc = self.encode(input_ids, attention_mask)
-        pointer = None
+        step = None
         base_logits = None
-        if self.pointer_head is not None and base_token is not None:
-            # without the base arrays a pointer model scores target tokens only (logits (B, T, V))
-            if decoder_positions is None or decoder_anchors is None or base_mask is None:
-                raise ValueError("a pointer batch needs decoder positions, anchors and base_mask")
-            assert base_offset is not None and codon5 is not None and codon3 is not None
-            memory = self.pointer_memory(enc, base_token, base_offset, codon5, codon3, base_mask)
-            pointer = PointerStep(memory, decoder_positions, decoder_anchors)
+        decoder_allowed = None
+        if pointer is not None:
+            memory = self.pointer_memory(enc, pointer.bases)
+            step = PointerStep(memory, pointer.positions, pointer.anchors)
+            decoder_allowed = pointer.allowed
             if self.base_aux is not None:
                 base_logits = self.base_aux(memory.keys)
         logits, _, aux = self._decode(
-            decoder_input_ids, enc, attention_mask, decoder_attention_mask, None, pointer
+            decoder_input_ids, enc, attention_mask, decoder_attention_mask, None, step
         )
         if decoder_allowed is not None:
             logits = logits.masked_fill(~decoder_allowed, torch.finfo(logits.dtype).min / 2)
@@ -355,4 +341,12 @@ class Dna2GffModel(PreTrainedModel):
         )
 
 
-__all__ = ["IGNORE_INDEX", "Dna2GffModel", "KVCache", "PointerStep", "Seq2SeqOutput"]
+__all__ = [
+    "IGNORE_INDEX",
+    "Dna2GffModel",
+    "KVCache",
+    "PointerInputs",
+    "PointerStep",
+    "Seq2SeqOutput",
+    "WindowBases",
+]

@@ -44,7 +44,7 @@ class TrainConfig:
     bf16: bool = True
     """bf16 weights and activations (ZeRO keeps fp32 master weights)."""
     constrained_loss: str = "orf"
-    """Pointer models: the loss of each step is the constrained decoder's distribution over what
+    """The loss of each step is the constrained decoder's distribution over what
     it allows there -- ``orf`` (pointer grammar + ORF layer, as annotate decodes), ``grammar``
     (pointer grammar only) or ``none`` (every base and target token)."""
     transl_table: int = 11

@@ -32,7 +32,8 @@ import torch
 
 from baking.common.errors import InputError
 from baking.shards.manifest import MANIFEST
-from trainer.data.loader import SampleEncoder, ShardBatches, iter_batches, make_loader
+from trainer.data.examples import ExampleBuilder
+from trainer.data.loader import ShardBatches, iter_batches, make_loader
 from trainer.train import checkpoint as ckpt
 from trainer.train import reshard, resume_check
 from trainer.train.config import TrainConfig
@@ -185,7 +186,7 @@ def resume_point(setup: RunSetup, engine: TrainEngine) -> Start:
 class Feed:
     """What every step draws on: the batches (from the start's data position) and how to use them."""
 
-    encoder: SampleEncoder
+    encoder: ExampleBuilder
     batches: Iterator[dict]
     step_inputs: StepInputs
 
@@ -214,7 +215,7 @@ def make_feed(setup: RunSetup, state: ckpt.TrainerState) -> Feed:
         align=model_cfg.use_moe and cfg.ep_size > 1,  # equal (B, T) across each expert group
         vocab=setup.vocab,
         aux_coef=model_cfg.moe_aux_loss_coef if model_cfg.use_moe else 0.0,
-        joint_from=model_cfg.vocab_size if model_cfg.pointer else None,
+        joint_from=model_cfg.vocab_size,
         encoder_aux_weight=model_cfg.encoder_aux_weight,
         base_aux_weight=model_cfg.base_aux_weight,
         base_aux_class_weight=model_cfg.base_aux_class_weight,

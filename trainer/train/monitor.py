@@ -42,7 +42,8 @@ def train_flops(cfg: Any, src_tokens: int, tgt_tokens: int, src_len: int, tgt_le
     target tokens (self-attention 4 H^2, cross-attention query and output 2 H^2, the MLP once per
     routed expert, ``moe_top_k`` of them, plus the router H x E); the cross-attention keys and
     values (2 H^2) are projected once per layer from the *source* tokens. The output projection
-    (H x V) is counted for every target token. Embedding lookups, norms, softmax, the MoE's
+    (H x V) is counted for every target token, the encoder's auxiliary head (H x ``AUX_CLASSES``,
+    when ``encoder_aux_weight`` > 0) for every source token. Embedding lookups, norms, softmax, the MoE's
     dispatch and combine, and padding are not counted (they are work the model does not need).
     ``tests/test_gpu.py`` checks the dense count against torch's own FLOP counter.
     """
@@ -56,6 +57,10 @@ def train_flops(cfg: Any, src_tokens: int, tgt_tokens: int, src_len: int, tgt_le
     dec_layer += 4 * tgt_len * h + 4 * src_len * h  # self- and cross-attention scores + values
     cross_kv = 2 * (2 * h * h)  # per source token and decoder layer
     enc = src_tokens * (enc_layer * cfg.num_encoder_layers + cross_kv * cfg.num_decoder_layers)
+    if float(getattr(cfg, "encoder_aux_weight", 0.0) or 0.0) > 0:
+        from trainer.model.pointer import AUX_CLASSES
+
+        enc += src_tokens * 2 * h * AUX_CLASSES
     dec = tgt_tokens * (dec_layer * cfg.num_decoder_layers + 2 * h * cfg.vocab_size)
     return 3.0 * (enc + dec)
 

@@ -180,17 +180,14 @@ def _plan(
 def _target_vocab(
     cfg: TrainConfig, model_cfg: Dna2GffConfig, tokenizer: Any, grammar: DataGrammar, device: Any
 ) -> torch.Tensor | None:
-    """The loss's vocabulary (``--restrict_loss_vocab``), for the model's coordinate form."""
-    target_tokens = grammar.tokens
-    if model_cfg.pointer:
-        if not model_cfg.window_len or not model_cfg.feature_types:
-            raise ConfigError(
-                "a pointer model needs the data's grammar (window_len, feature "
-                "types) in manifest.json"
-            )
-        from baking.target_format.pointers import pointer_vocabulary
+    """The loss's vocabulary (``--restrict_loss_vocab``): the target tokens of the model's types."""
+    if not model_cfg.window_len or not model_cfg.feature_types:
+        raise ConfigError(
+            "the model needs the data's grammar (window_len, feature types) in manifest.json"
+        )
+    from baking.target_format.grammar import target_vocabulary
 
-        target_tokens = pointer_vocabulary(model_cfg.feature_types)
+    target_tokens = target_vocabulary(model_cfg.feature_types)
     if not cfg.restrict_loss_vocab:
         return None
     return target_vocab_ids(tokenizer, target_tokens, model_cfg.eos_token_id).to(device)

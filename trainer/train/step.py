@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from baking.common.errors import Dna2GffError
 from trainer.data.loader import pad_decoder
 from trainer.distributed import all_max, all_sum
+from trainer.model.pointer import PointerInputs
 from trainer.model.seq2seq import IGNORE_INDEX
 from trainer.train.ds_engine import TrainEngine
 from trainer.train.observe import TrainObserver
@@ -36,7 +37,7 @@ def token_loss(
     """Mean cross-entropy over non-ignored labels (optionally softmax over ``vocab`` only).
 
     Returns the loss and the number of label tokens. With ``vocab`` the logits are cut to those
-    columns and labels are remapped; a label outside the vocabulary is a data error. A pointer
+    columns and labels are remapped; a label outside the vocabulary is a data error. The
     model's joint logits (``V + L`` columns, ``joint_from = V``) keep every base column too.
     """
     logits = logits.float()  # (B, T, V)
@@ -71,27 +72,15 @@ def prepare_batch(
 def forward_batch(engine: Any, batch: dict[str, torch.Tensor]) -> Any:
     """The model's forward on a prepared batch (labels stay out: the loss is ``token_loss``).
 
-    A pointer batch's base arrays and decoder positions go along (``trainer.data.pointer``)."""
-    extra = {k: batch[k] for k in POINTER_KEYS if k in batch}
+    The batch's base arrays and decoder positions go along as one ``PointerInputs``
+    (``trainer.data.examples``)."""
     return engine(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         decoder_input_ids=batch["decoder_input_ids"],
         decoder_attention_mask=batch["decoder_attention_mask"],
-        **extra,
+        pointer=PointerInputs.from_batch(batch),
     )
-
-
-POINTER_KEYS = (
-    "base_token",
-    "base_offset",
-    "codon5",
-    "codon3",
-    "base_mask",
-    "decoder_positions",
-    "decoder_anchors",
-    "decoder_allowed",
-)
 
 
 def _head_loss(

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from baking.common.errors import ConfigError
-from trainer.data.loader import SampleEncoder, TokenIds
+from trainer.data.examples import ExampleBuilder
+from trainer.data.loader import TokenIds
 from trainer.model.from_data import DataGrammar, data_grammar
 from trainer.train.config import TrainConfig
 
@@ -58,22 +59,15 @@ def target_vocab_ids(tokenizer: Any, tokens: list[str] | None, eos_id: int) -> t
 
 def make_encoder(
     cfg: TrainConfig, model_cfg: Any, tokenizer_path: str, ids: TokenIds
-) -> SampleEncoder:
-    """The loader's sample encoder for the model's coordinate form."""
-    if not model_cfg.pointer:
-        return SampleEncoder(
-            tokenizer_path, ids, cfg.max_src_tokens, cfg.max_tgt_tokens, cfg.pad_multiple
-        )
-    from trainer.data.pointer import PointerEncoder
-
+) -> ExampleBuilder:
+    """The loader's example builder for the model (its target spec, vocabulary, loss constraint)."""
     assert model_cfg.window_len and model_cfg.feature_types
-    return PointerEncoder(
+    return ExampleBuilder(
         tokenizer_path,
         ids,
         cfg.max_src_tokens,
         cfg.max_tgt_tokens,
         cfg.pad_multiple,
-        window_len=model_cfg.window_len,
         vocab_size=model_cfg.vocab_size,
         feature_types=model_cfg.feature_types,
         with_encoder_labels=model_cfg.encoder_aux_weight > 0 or model_cfg.base_aux_weight > 0,

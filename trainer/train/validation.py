@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from trainer.data.loader import SampleEncoder, ShardBatches, ShardEntry, first_samples
+from trainer.data.examples import ExampleBuilder
+from trainer.data.loader import ShardBatches, ShardEntry, first_samples
 from trainer.distributed import all_sum
 from trainer.train.ds_engine import TrainEngine
 from trainer.train.step import forward_batch, prepare_batch, token_loss
@@ -31,7 +32,7 @@ def _fork_rng(device: torch.device) -> Any:
 def validation_loss(
     engine: TrainEngine,
     shards: Sequence[ShardEntry],
-    encoder: SampleEncoder,
+    examples: ExampleBuilder,
     *,
     rank: int,
     world_size: int,
@@ -47,7 +48,7 @@ def validation_loss(
     """Token-mean CE over ``batches`` val micro-batches per rank (the same batches every time)."""
     data = ShardBatches(
         shards,
-        encoder,
+        examples,
         rank=rank,
         world_size=world_size,
         num_workers=0,
@@ -100,14 +101,14 @@ def _decode_by_code(
     max_new_tokens: int,
     device: torch.device,
 ) -> list[Any]:
-    """Pointer-decode ``dna`` windows, each under its own code (one batch per code, so a mixed
-    val split costs one call per code), results in the windows' order."""
-    from trainer.inference.pointer_generate import generate_pointer_targets
+    """Decode ``dna`` windows, each under its own code (one batch per code, so a mixed val split
+    costs one call per code), results in the windows' order."""
+    from trainer.inference.generate import generate_targets
 
     out: list[Any] = [None] * len(dna)
     for code in dict.fromkeys(codes):
         idx = [i for i, c in enumerate(codes) if c == code]
-        got = generate_pointer_targets(
+        got = generate_targets(
             module,
             tokenizer,
             [dna[i] for i in idx],
@@ -136,56 +137,36 @@ def decode_metric(
 ) -> dict[str, float] | None:
     """Greedy-decode the first ``windows`` val windows; fraction of gold features exactly right.
 
-    ``orf_code`` (a pointer model trained with the ORF-constrained loss): decode with the ORF
-    layer, as annotate does, each window under its own genome's code (the sample's ``json``;
-    ``orf_code`` for samples baked without one).
+    ``orf_code`` (a model trained with the ORF-constrained loss): decode with the ORF layer, as
+    annotate does, each window under its own genome's code (the sample's ``json``; ``orf_code``
+    for samples baked without one).
 
     Every rank decodes the same windows with the same weights, so every rank takes the same number
-    of decoding steps (the MoE all-to-all stays matched). Returns None when the grammar-constrained
-    decoder (``trainer.inference.generate``) or the grammar information is not available.
+    of decoding steps (the MoE all-to-all stays matched). Returns None without the grammar
+    information (window length, feature types).
     """
     if not window_len or not feature_types:
         return None
-    try:
-        from baking.target_format.grammar import decode_target
-        from trainer.inference.generate import generate_targets
-    except ImportError:
-        log.debug("decode metric skipped: trainer.inference.generate not available")
-        return None
+    from baking.target_format.pointers import decode_pointer_target
+    from baking.target_format.sample_features import FEATURES_FIELD, features_from_json
+
     samples = first_samples(shards, windows)
     dna = [s["dna.txt"].decode("ascii") for s in samples]
-    gold = [decode_target(s["target.txt"].decode().split(), window_len) for s in samples]
+    gold = [features_from_json(s[FEATURES_FIELD], len(d)) for s, d in zip(samples, dna)]
     module = engine.module
-    pointer = bool(getattr(module.config, "pointer", False))
     module.eval()
     try:
         with _fork_rng(device), torch.no_grad():
-            if pointer:
-                codes = [window_code(s, orf_code) for s in samples]
-                generated = _decode_by_code(
-                    module, tokenizer, dna, codes, window_len, feature_types, max_new_tokens, device
-                )
-            else:
-                generated = generate_targets(
-                    module,
-                    tokenizer,
-                    dna,
-                    window_len,
-                    list(feature_types),
-                    max_new_tokens=max_new_tokens,
-                    device=device,
-                )
+            codes = [window_code(s, orf_code) for s in samples]
+            generated = _decode_by_code(
+                module, tokenizer, dna, codes, window_len, feature_types, max_new_tokens, device
+            )
     finally:
         module.train()
     matched = n_gold = n_pred = 0
     for gen, ref, seq in zip(generated, gold, dna):
         try:
-            if pointer:
-                from baking.target_format.pointers import decode_pointer_target
-
-                pred = decode_pointer_target(gen.tokens, min(len(seq), window_len))
-            else:
-                pred = decode_target(gen.tokens, window_len)
+            pred = decode_pointer_target(gen.tokens, min(len(seq), window_len))
         except Exception:  # a truncated target (max_new_tokens) does not decode
             pred = []
         matched += exact_feature_counts(pred, ref)

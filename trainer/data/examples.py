@@ -1,10 +1,11 @@
-"""Samples of a pointer model: the shard's window -> encoder ids, base arrays, pointer target.
+"""Training examples: a shard sample -> encoder ids, base layout, pointer target, labels; batches.
 
-The shards stay as the baker writes them (DNA + the digit target): the digit target is decoded to
-window features (``baking.grammar``), re-encoded in the pointer form (``baking.target_format.pointers``) and
-every position mapped to "this encoder token, this base inside it" with the tokenizer's offsets.
-So one bake serves both coordinate forms, and the pointer target is exact by construction (the
-round trip is tested on every window of the shared genomes).
+A sample holds the window's DNA and its features (``features.json``,
+``baking.target_format.sample_features``). ``build_example`` writes the features as the pointer
+target (``baking.target_format.pointers``) and maps every position onto "this encoder token, this
+base inside it" with the tokenizer's offsets (``trainer.data.layout``), directly: no target text is
+parsed and re-encoded. ``ExampleBuilder`` is the loader's per-sample step (``build``) and its
+batch step (``collate``).
 
 Joint label space (``trainer.model.pointer``): a token label is its vocabulary id, base ``b`` is
 ``vocab_size + b``.
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from baking.orfs import GeneticCode, genetic_code
-from baking.target_format.grammar import PHASED_TYPES, GrammarError, WindowFeature, decode_target
+from baking.target_format.grammar import PHASED_TYPES, GrammarError, WindowFeature
 from baking.target_format.pointers import (
     CUT,
     END_SLOT,
@@ -29,10 +30,12 @@ from baking.target_format.pointers import (
     encode_pointer_target,
     is_position,
 )
+from baking.target_format.sample_features import FEATURES_FIELD, features_from_json
+from trainer.data.layout import BaseLayout, base_layout
 from trainer.data.loader import (
-    SampleEncoder,
     TokenIds,
     sample_error,
+    sample_meta,
     sample_transl_table,
     text_field,
 )
@@ -41,54 +44,6 @@ from trainer.model.seq2seq import IGNORE_INDEX
 from trainer.tokens.tokenizer import WindowTooLong, check_source_length, encode_sources
 
 log = logging.getLogger(__name__)
-
-_BASE_CODE = {"A": 0, "C": 1, "G": 2, "T": 3}
-
-
-@dataclass
-class BaseLayout:
-    """Per base of a window: the encoder position of its token ([CLS] is 0), its offset inside
-    the token and the codons starting / ending at it (0..63, ``NO_CODON``)."""
-
-    token: list[int]
-    offset: list[int]
-    codon5: list[int]
-    codon3: list[int]
-
-    @property
-    def length(self) -> int:
-        return len(self.token)
-
-
-def _codons(dna: str) -> tuple[list[int], list[int]]:
-    n = len(dna)
-    code = [_BASE_CODE.get(c, -1) for c in dna]
-    five = [NO_CODON] * n
-    for i in range(n - 2):
-        a, b, c = code[i], code[i + 1], code[i + 2]
-        if a >= 0 and b >= 0 and c >= 0:
-            five[i] = 16 * a + 4 * b + c
-    three = [NO_CODON, NO_CODON, *five[: max(0, n - 2)]][:n]
-    return five, three
-
-
-def base_layout(dna: str, offsets: Sequence[tuple[int, int]], max_tokens: int) -> BaseLayout:
-    """Map bases to tokens from the tokenizer's character ``offsets`` (no special tokens).
-
-    Only the first ``max_tokens`` tokens reach the encoder; the bases they cover are the
-    window the model sees (a prefix of ``dna``).
-    """
-    token: list[int] = []
-    offset: list[int] = []
-    for j, (a, b) in enumerate(offsets[:max_tokens]):
-        if a != len(token):
-            raise ValueError(
-                f"token {j} starts at {a}, expected {len(token)}: offsets not contiguous"
-            )
-        token.extend([j + 1] * (b - a))
-        offset.extend(range(b - a))
-    five, three = _codons(dna[: len(token)])
-    return BaseLayout(token, offset, five, three)
 
 
 def clip_features(features: Sequence[WindowFeature], length: int) -> list[WindowFeature]:
@@ -205,8 +160,8 @@ def base_labels(features: Sequence[WindowFeature], length: int) -> list[int]:
 
 
 @dataclass
-class PointerSample:
-    """One window as a pointer model's training example (lists; ``collate_pointer`` pads)."""
+class Example:
+    """One window as a training example (lists; ``collate_examples`` pads)."""
 
     src: list[int]
     dec_in: list[int]
@@ -258,11 +213,10 @@ def allowed_steps(
     raise GrammarError("gold target does not follow the pointer grammar")
 
 
-def pointer_sample(
+def build_example(
     dna: str,
-    target: Sequence[str],
+    features: Sequence[WindowFeature],
     *,
-    window_len: int,
     tokenizer: Any,
     token_ids: dict[str, int],
     bos: int,
@@ -272,18 +226,18 @@ def pointer_sample(
     with_encoder_labels: bool,
     constrain: Any = None,
     feature_types: Sequence[str] = (),
-) -> PointerSample:
-    """Build a pointer sample from a shard's DNA and digit target tokens.
+) -> Example:
+    """Build a training example from a window's DNA and its features (window coordinates).
 
     ``constrain`` (a genetic code, or ``True`` for the plain grammar) also records the allowed
-    set at every step (``PointerSample.allowed``) for a constrained loss."""
+    set at every step (``Example.allowed``) for a constrained loss."""
     dna = dna.upper()
     source = encode_sources(tokenizer, [dna])[0]
     check_source_length(source, len(dna), max_src)  # the whole window, or refused
     body = source.body
     layout = base_layout(dna, source.offsets, len(body))
     length = layout.length
-    feats = decode_target(list(target), window_len, len(dna))
+    feats = list(features)
     if length < len(dna):
         feats = clip_features(feats, length)
     items = encode_pointer_target(feats, length) if length else []
@@ -307,23 +261,26 @@ def pointer_sample(
     if constrain is not None and length:
         code = None if constrain is True else constrain
         allowed = allowed_steps(items, length, dna, feature_types, token_ids, eos, code)
-    return PointerSample(
-        src, dec_in, positions, anchors, labels, layout, enc_labels, allowed, per_base
-    )
+    return Example(src, dec_in, positions, anchors, labels, layout, enc_labels, allowed, per_base)
 
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def collate_pointer(
-    samples: Sequence[PointerSample],
+def collate_examples(
+    samples: Sequence[Example],
     pad: int,
     max_tgt: int,
     multiple: int = 1,
     vocab_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Pad a batch of pointer samples (the digit batch's keys plus the base arrays)."""
+    """Pad a batch: encoder ``[CLS] dna [SEP]``; decoder in ``[CLS] t``; labels ``t [SEP]``; per
+    decoder position the pointed base and the anchor; the base arrays (``WindowBases.BATCH_KEYS``).
+
+    ``max_tgt`` only caps the padding (``ExampleBuilder.build`` refuses longer targets). Lengths
+    are rounded up to ``multiple``: fewer distinct shapes means fewer kernel compilations (oneDNN
+    JIT on CPUs, autotuning on GPUs) and tensor-core friendly sizes, for a few pad tokens."""
     b = len(samples)
     src_len = _round_up(max(len(s.src) for s in samples), multiple)
     tgt_len = min(_round_up(max(len(s.labels) for s in samples), multiple), max_tgt)
@@ -386,32 +343,9 @@ def collate_pointer(
     return out
 
 
-def layout_tensors(
-    layouts: Sequence[BaseLayout], device: torch.device | str
-) -> dict[str, torch.Tensor]:
-    """The base arrays of a batch of windows (inference), padded to the longest."""
-    b = len(layouts)
-    n_bases = max(1, max(x.length for x in layouts))
-    out = {
-        "base_token": torch.zeros((b, n_bases), dtype=torch.long),
-        "base_offset": torch.zeros((b, n_bases), dtype=torch.long),
-        "codon5": torch.full((b, n_bases), NO_CODON, dtype=torch.long),
-        "codon3": torch.full((b, n_bases), NO_CODON, dtype=torch.long),
-        "base_mask": torch.zeros((b, n_bases), dtype=torch.bool),
-    }
-    for i, x in enumerate(layouts):
-        n = x.length
-        if n:
-            out["base_token"][i, :n] = torch.tensor(x.token)
-            out["base_offset"][i, :n] = torch.tensor(x.offset)
-            out["codon5"][i, :n] = torch.tensor(x.codon5)
-            out["codon3"][i, :n] = torch.tensor(x.codon3)
-            out["base_mask"][i, :n] = True
-    return {k: v.to(device) for k, v in out.items()}
-
-
-class PointerEncoder(SampleEncoder):
-    """The loader's sample encoder for pointer models (see the module doc)."""
+class ExampleBuilder:
+    """The loader's two steps: a shard sample -> an ``Example`` (``build``), and examples -> a
+    padded batch (``collate``). The tokenizer loads lazily, once per loader worker."""
 
     def __init__(
         self,
@@ -421,27 +355,39 @@ class PointerEncoder(SampleEncoder):
         max_tgt: int,
         pad_multiple: int = 1,
         *,
-        window_len: int,
         vocab_size: int,
         feature_types: Sequence[str],
         with_encoder_labels: bool = False,
         constrain: Any = None,
     ) -> None:
-        super().__init__(tokenizer_path, ids, max_src, max_tgt, pad_multiple)
+        self.tokenizer_path = tokenizer_path
+        self.ids = ids
+        self.max_src = max_src
+        self.max_tgt = max_tgt
+        self.pad_multiple = pad_multiple
         self.constrain = constrain
-        self.window_len = window_len
         self.vocab_size = vocab_size
         self.feature_types = list(feature_types)
         self.with_encoder_labels = with_encoder_labels
+        self._tok: Any = None
         self._token_ids: dict[str, int] | None = None
 
     @property
+    def tokenizer(self) -> Any:
+        if self._tok is None:
+            from trainer.tokens.tokenizer import load_tokenizer
+
+            self._tok = load_tokenizer(self.tokenizer_path)
+        return self._tok
+
+    @property
     def token_ids(self) -> dict[str, int]:
+        """Vocabulary id of every target token of the model's feature types."""
         if self._token_ids is None:
-            from baking.target_format.pointers import pointer_vocabulary
+            from baking.target_format.grammar import target_vocabulary
             from trainer.tokens.tokenizer import target_to_ids
 
-            vocab = pointer_vocabulary(self.feature_types)
+            vocab = target_vocabulary(self.feature_types)
             self._token_ids = dict(zip(vocab, target_to_ids(self.tokenizer, vocab)))
         return self._token_ids
 
@@ -454,15 +400,51 @@ class PointerEncoder(SampleEncoder):
         table = sample_transl_table(sample)
         return self.constrain if table is None else genetic_code(table)
 
-    def encode(self, sample: dict[str, Any]) -> PointerSample:  # type: ignore[override]
+    def sample_features(self, sample: dict[str, Any], length: int) -> list[WindowFeature]:
+        """The sample's window features; a shard baked before ``features.json`` existed (its
+        samples hold a digit ``target.txt``) is named with the command that re-bakes it."""
+        if FEATURES_FIELD not in sample and "target.txt" in sample:
+            raise sample_error(
+                sample,
+                f"no {FEATURES_FIELD}: the shard was baked in the retired digit-target format; "
+                "bake the data again (launch/bake_data.py)",
+            )
+        text = text_field(sample, FEATURES_FIELD, "utf-8")
+        try:
+            feats = features_from_json(text, length)
+        except GrammarError as exc:
+            raise sample_error(sample, f"{FEATURES_FIELD}: {exc}") from None
+        known = set(self.feature_types)
+        for f in feats:
+            if f.type not in known:
+                raise sample_error(
+                    sample,
+                    f"{FEATURES_FIELD}: feature type {f.type!r} is not one of the model's "
+                    f"({', '.join(self.feature_types)})",
+                )
+        return feats
+
+    def check_target_length(self, sample: dict[str, Any], positions: int) -> None:
+        """Refuse a target longer than the decoder's limit (a cut would drop features)."""
+        if positions > self.max_tgt:
+            raise sample_error(
+                sample,
+                f"{FEATURES_FIELD}: {positions} decoder positions with [CLS], over "
+                f"--max_tgt_tokens {self.max_tgt} (a cut would drop the window's last features): "
+                "raise --max_tgt_tokens or bake shorter windows (bake_data --window_len)",
+            )
+
+    def build(self, sample: dict[str, Any]) -> Example:
+        """One raw shard sample -> its ``Example``; a bad field is an ``InputError`` naming shard
+        and sample key."""
         dna = text_field(sample, "dna.txt", "ascii")
-        target = text_field(sample, "target.txt", "utf-8")
+        features = self.sample_features(sample, len(dna))
+        sample_meta(sample)  # a damaged ``json`` is named here, whatever the loss reads of it
         constrain = self.sample_constraint(sample)
         try:
-            out = pointer_sample(
+            out = build_example(
                 dna,
-                target.split(),
-                window_len=self.window_len,
+                features,
                 tokenizer=self.tokenizer,
                 token_ids=self.token_ids,
                 bos=self.ids.bos,
@@ -476,10 +458,11 @@ class PointerEncoder(SampleEncoder):
         except WindowTooLong as exc:
             raise sample_error(sample, f"dna.txt: {exc}") from None
         except (GrammarError, KeyError, ValueError) as exc:
-            raise sample_error(sample, f"target.txt: {exc}") from None
+            raise sample_error(sample, f"{FEATURES_FIELD}: {exc}") from None
         self.check_target_length(sample, len(out.labels))
         return out
 
-    def collate(self, samples: Sequence[Any]) -> dict:
+    def collate(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+        """Pad a micro-batch of ``build`` results (``collate_examples``)."""
         vocab = self.vocab_size if self.constrain is not None else None
-        return collate_pointer(samples, self.ids.pad, self.max_tgt, self.pad_multiple, vocab)
+        return collate_examples(examples, self.ids.pad, self.max_tgt, self.pad_multiple, vocab)
