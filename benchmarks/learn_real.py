@@ -461,24 +461,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if a.score_only is None:
         write_json(out / MARKER, run.args)
-    t0 = time.perf_counter()
-    run.rule_n = rule_min_codons(split.train)
-    run.seconds["rule_n"] = time.perf_counter() - t0
-    log.info(
-        "rule n=%d chosen on %d training genomes seconds=%.0f",
-        run.rule_n,
-        len(split.train),
-        run.seconds["rule_n"],
-    )
+    model = Path(a.score_only).resolve() if a.score_only else out / "run" / "export"
+    if a.score_only:
+        if not (model / "config.json").is_file():
+            raise InputError(model, "not a model folder (no config.json)")
+        _carry_training(run, out / "results.json", model)
+    if run.rule_n is None:
+        t0 = time.perf_counter()
+        run.rule_n = rule_min_codons(split.train)
+        run.seconds["rule_n"] = round(time.perf_counter() - t0, 1)
+        log.info(
+            "rule n=%d chosen on %d training genomes seconds=%.0f",
+            run.rule_n,
+            len(split.train),
+            run.seconds["rule_n"],
+        )
     run.min_orf_codons = run.rule_n if a.min_orf_codons == "rule" else int(a.min_orf_codons)
     pipe = Pipeline(a, run, split)
     if a.score_only is None:
         model = pipe.train()
-    else:
-        model = Path(a.score_only).resolve()
-        if not (model / "config.json").is_file():
-            raise InputError(model, "not a model folder (no config.json)")
-        _carry_training(run, out / "results.json", model)
     run.model = str(model)
     pipe.score_final(model)
     table = format_table(run)
@@ -499,8 +500,15 @@ def _carry_training(run: Run, previous: Path, model: Path) -> None:
         return
     if Path(old.get("out", "")) / "run" / "export" != model:
         return
-    for key in ("steps", "train_minutes", "curve", "loss_curve"):
+    keys = ["steps", "train_minutes", "curve", "loss_curve"]
+    if old.get("train") == run.train:  # the same training genomes: the same rule N
+        keys.append("rule_n")
+    for key in keys:
         setattr(run, key, old.get(key, getattr(run, key)))
+    if not run.loss_curve and (model.parent / "metrics.jsonl").is_file():
+        from learn_synthetic import learning_curve  # a run stopped during its final scoring
+
+        run.loss_curve = learning_curve(model.parent)
 
 
 class Pipeline:
@@ -648,6 +656,7 @@ class Pipeline:
                 60 / per_step,
             )
             run.curve.append(self.curve_point(lay.run / "export", slices, done, trained / 60))
+            run.loss_curve = learning_curve(lay.run)
             write_json(run.out / "results.json", asdict(run), default=str)
             if total:
                 if done >= total:
@@ -660,7 +669,6 @@ class Pipeline:
             chunks_left = max(1, a.chunks - len(run.curve))
             target = done + max(1, int(left / chunks_left / (1.1 * per_step)))
             planned = done + max(1, int(left / (1.1 * per_step)))
-        run.loss_curve = learning_curve(lay.run)
         return lay.run / "export"
 
     # -- scoring

@@ -197,6 +197,7 @@ def test_tiny_end_to_end_writes_the_table(corpus, tmp_path, capsys):
     res2 = json.loads((out / "results.json").read_text())
     assert list(res2["final"]) == ["model (--selection genome)"]
     assert res2["curve"] == res["curve"] and res2["steps"] == 2  # the training figures stay
+    assert res2["rule_n"] == res["rule_n"] and "rule_n" not in res2["seconds"]  # not re-chosen
     assert (out / "pred_final" / f"{held[0]}.gff3").read_bytes() == first
 
 
