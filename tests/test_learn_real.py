@@ -176,11 +176,11 @@ def test_tiny_end_to_end_writes_the_table(corpus, tmp_path, capsys):
     assert "| **mean** |" in table
     assert res["steps"] == 2 and [p["steps"] for p in res["curve"]] == [1, 2]
     assert set(res["final"]) == {
-        "model (--selection genome)",
-        "ablation: --selection votes",
+        "model (--selection votes)",
+        "ablation: --selection genome",
         f"ablation: ORF layer N = rule's {res['rule_n']}",
     }
-    main = res["final"]["model (--selection genome)"]["genomes"]
+    main = res["final"]["model (--selection votes)"]["genomes"]
     assert set(main) == set(held) == set(res["rule"])
     assert all("prodigal" in main[n] and "CDS" in main[n]["dna2gff"] for n in held)
     # annotate never saw an annotation file: no GFF3 on any annotate command line or list
@@ -190,12 +190,17 @@ def test_tiny_end_to_end_writes_the_table(corpus, tmp_path, capsys):
     for c in annotates:
         listing = c.split("--genomes ")[1].split()[0]
         assert ".gff" not in c and ".gff" not in Path(listing).read_text()
+    assert "| errors (CDS) |" in table
+    # the table is rewritten from results.json alone, the same
+    (out / "table.md").unlink()
+    assert run_cli(learn_real.main, ["--out", str(out), "--table_only", *TINY]) == 0
+    assert (out / "table.md").read_text() == table
     # the exported model scores again alone, into a folder with the first run's files
     first = (out / "pred_final" / f"{held[0]}.gff3").read_bytes()
     again = ["--out", str(out), "--score_only", str(out / "run" / "export"), "--ablations", ""]
     assert run_cli(learn_real.main, [*again, *TINY]) == 0
     res2 = json.loads((out / "results.json").read_text())
-    assert list(res2["final"]) == ["model (--selection genome)"]
+    assert list(res2["final"]) == ["model (--selection votes)"]
     assert res2["curve"] == res["curve"] and res2["steps"] == 2  # the training figures stay
     assert res2["rule_n"] == res["rule_n"] and "rule_n" not in res2["seconds"]  # not re-chosen
     assert (out / "pred_final" / f"{held[0]}.gff3").read_bytes() == first
