@@ -463,7 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     out = Path(a.out).resolve()
     if a.table_only:
-        run = Run(**{**read_json(out / "results.json"), "out": out})
+        saved = read_json(out / "results.json")
+        try:
+            run = Run(**{**saved, "out": out})
+        except TypeError:  # another file, or a results.json of an older layout
+            raise InputError(out / "results.json", "not a learn_real results.json") from None
         write_text(out / "table.md", format_table(run) + "\n")
         print(format_table(run))
         return 0

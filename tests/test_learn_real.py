@@ -215,6 +215,14 @@ def test_out_folder_of_something_else_is_refused(corpus, tmp_path, capsys):
     assert (out / "keep.txt").is_file()
 
 
+def test_table_only_refuses_a_foreign_results_file(corpus, tmp_path, capsys):
+    (tmp_path / "results.json").write_text('{"something": "else"}\n')
+    assert run_cli(learn_real.main, ["--out", str(tmp_path), "--table_only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a learn_real results.json" in err[0]
+    assert not (tmp_path / "table.md").exists()
+
+
 def test_restrict_training_keeps_the_held_out_side(corpus):
     split = learn_real.make_split(corpus, learn_real.DEFAULT_HELD_OUT)
     small = learn_real.restrict_training(split, ["phage_VT2-Sakai"])
