@@ -280,6 +280,12 @@ def decode_windows(
         pointer = bool(getattr(getattr(model, "config", None), "pointer", False))
     options = resolve_options(options, model)
     min_codons = min_orf_codons(options, None)
+    use_bf16 = options.bf16 if options.bf16 is not None else str(options.device).startswith("cuda")
+    # a pointer model on a CPU: bf16 is the fast path's bfloat16 encoder (step_decoder), which
+    # keeps the decoding in float32 and on both cores; autocast elsewhere
+    cpu_bf16 = (
+        use_bf16 and pointer and generate is None and torch.device(options.device).type == "cpu"
+    )
     if generate is None:
         if pointer:
             code = genetic_code(options.transl_table) if options.orf_constraint else None
@@ -287,6 +293,7 @@ def decode_windows(
                 generate_pointer_targets,
                 orf_code=code,
                 min_orf_codons=min_codons,
+                **({"bf16": True} if cpu_bf16 else {}),
             )
         else:
             generate = generate_targets
@@ -294,10 +301,9 @@ def decode_windows(
     circular = [_is_circular(sid, options.circular) for sid, _ in seqs]
     automaton = GrammarAutomaton(list(feature_types), window_len)
     decoded: list[WindowResult] = []
-    use_bf16 = options.bf16 if options.bf16 is not None else str(options.device).startswith("cuda")
     autocast = (
         torch.autocast(device_type=torch.device(options.device).type, dtype=torch.bfloat16)
-        if use_bf16
+        if use_bf16 and not cpu_bf16
         else nullcontext()
     )
     bar = tqdm(
