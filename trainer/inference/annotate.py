@@ -293,7 +293,7 @@ def decode_windows(
                 generate_pointer_targets,
                 orf_code=code,
                 min_orf_codons=min_codons,
-                **({"bf16": True} if cpu_bf16 else {}),
+                bf16=cpu_bf16,
             )
         else:
             generate = generate_targets
