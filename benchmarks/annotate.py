@@ -26,6 +26,7 @@ process CPU seconds (children included) and the load average beside the wall clo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import resource
@@ -108,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads for the --before row (0 = --threads): e.g. 1 for the one-thread "
         "figure the fast path is compared with, --threads 2 for the fast path on both cores",
     )
+    p.add_argument(
+        "--before_batch_size",
+        type=int,
+        default=0,
+        help="windows per batch for the --before row (0 = --batch_size): the reference path "
+        "decodes every window of a batch to the batch's longest, so it is timed at the batch "
+        "it ran with (32) while the fast path runs at annotate's default (64)",
+    )
     p.add_argument("--tokenizer", default=str(SHARED_DNABERT2), help="base tokenizer")
     return p
 
@@ -165,8 +174,11 @@ def main() -> None:
         torch.set_num_threads((args.before_threads or after_threads) if before else after_threads)
         load0 = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), _cpu_seconds()
+        row_opts = opts
+        if before and args.before_batch_size:
+            row_opts = dataclasses.replace(opts, batch_size=args.before_batch_size)
         feats, _, summary = annotate_sequences(
-            model, tok, seqs, opts, window_len, types, generate=generate, pointer=None
+            model, tok, seqs, row_opts, window_len, types, generate=generate, pointer=None
         )
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -174,13 +186,13 @@ def main() -> None:
         gffs[label.split()[0]] = feats
         pred = [_feature(f) for f in feats if f.type == "CDS"]
         load = f"{load0:.1f}/{os.getloadavg()[0]:.1f}"
-        label = f"{label}, {torch.get_num_threads()} thread(s)"
+        label = f"{label}, {torch.get_num_threads()} thread(s), batch {row_opts.batch_size}"
         rows.append((label, seconds, cpu, _f1(ref, pred), load))
         print(
             f"annotate path={label.split()[0]} genome={args.genome} bp={bp} size={args.size} "
             f"params={params} device={device} threads={torch.get_num_threads()} "
             f"window_len={window_len} windows={summary.windows} "
-            f"truncated={summary.truncated_windows} batch={args.batch_size} "
+            f"truncated={summary.truncated_windows} batch={row_opts.batch_size} "
             f"max_new_tokens={args.max_new_tokens} beams={args.num_beams} "
             f"seconds={seconds:.2f} cpu_seconds={cpu:.2f} bp_per_s={bp / seconds:.0f} "
             f"mbp_per_min={bp / seconds * 60 / 1e6:.3f} cds={len(pred)} load_start/end={load}",
