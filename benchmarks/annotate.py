@@ -15,14 +15,18 @@ predictor and the ratio annotate/Prodigal (goal on one H100: >= 1).
 
 ``--before`` also times the reference decoding path (``generate_targets(reference=True)``:
 the model's general cached ``decode`` step, the code annotate ran before the fast path) on the
-same genome and model in the same run, and says whether the two GFF3 are identical. With a
-shared genome's name (or ``--gff``) each row gets its CDS exact and stop F1 against the RefSeq
-annotation. The box is shared, so each row gives the process CPU seconds beside the wall clock.
+same genome and model in the same run, and says whether the two GFF3 are identical. ``--bf16``
+adds a row for the fast path with its per-window part in bfloat16 (annotate's ``--bf16`` on a
+CPU) and says how its GFF3 differs from the float32 fast path's. ``--paths`` picks the rows
+(e.g. ``--paths bf16`` alone). With a shared genome's name (or ``--gff``) each row gets its CDS
+exact and stop F1 against the RefSeq annotation. The box is shared, so each row gives the
+process CPU seconds (children included) and the load average beside the wall clock.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import resource
@@ -87,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also time the reference decoding path (the code before the fast path)",
     )
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also time the fast path with the encoder, pointer memory and cross K/V in bfloat16",
+    )
+    p.add_argument(
+        "--paths",
+        help="comma-separated rows to run, of before, after, bf16 (default: after, plus before "
+        "with --before and bf16 with --bf16)",
+    )
     p.add_argument("--gff", help="reference GFF3 for CDS F1 (default: the shared genome's)")
     p.add_argument(
         "--before_threads",
@@ -94,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="torch CPU threads for the --before row (0 = --threads): e.g. 1 for the one-thread "
         "figure the fast path is compared with, --threads 2 for the fast path on both cores",
+    )
+    p.add_argument(
+        "--before_batch_size",
+        type=int,
+        default=0,
+        help="windows per batch for the --before row (0 = --batch_size): the reference path "
+        "decodes every window of a batch to the batch's longest, so it is timed at the batch "
+        "it ran with (32) while the fast path runs at annotate's default (64)",
     )
     p.add_argument("--tokenizer", default=str(SHARED_DNABERT2), help="base tokenizer")
     return p
@@ -147,37 +169,32 @@ def main() -> None:
     ref = _reference(gff, seqs) if gff else None
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     rows = []
-    paths: dict[str, Any] = {"after (fast path)": None}
-    if args.before:
-        paths["before (reference path)"] = functools.partial(
-            generate_targets,
-            reference=True,
-            orf_code=genetic_code(opts.transl_table) if opts.orf_constraint else None,
-            min_orf_codons=min_orf_codons(opts, model.config),
-        )
     gffs = {}
     after_threads = torch.get_num_threads()
-    for label, generate in reversed(paths.items()):  # the reference first: the slower one
-        before = generate is not None
+    for label, generate in _paths(args, model, opts).items():  # the reference first
+        before = label.startswith("before")
         torch.set_num_threads((args.before_threads or after_threads) if before else after_threads)
         load0 = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), _cpu_seconds()
+        row_opts = opts
+        if before and args.before_batch_size:
+            row_opts = dataclasses.replace(opts, batch_size=args.before_batch_size)
         feats, _, summary = annotate_sequences(
-            model, tok, seqs, opts, window_len, types, generate=generate
+            model, tok, seqs, row_opts, window_len, types, generate=generate
         )
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
-        gffs[label] = feats
+        gffs[label.split()[0]] = feats
         pred = [_feature(f) for f in feats if f.type == "CDS"]
         load = f"{load0:.1f}/{os.getloadavg()[0]:.1f}"
-        label = f"{label}, {torch.get_num_threads()} thread(s)"
+        label = f"{label}, {torch.get_num_threads()} thread(s), batch {row_opts.batch_size}"
         rows.append((label, seconds, cpu, _f1(ref, pred), load))
         print(
             f"annotate path={label.split()[0]} genome={args.genome} bp={bp} size={args.size} "
             f"params={params} device={device} threads={torch.get_num_threads()} "
             f"window_len={window_len} windows={summary.windows} "
-            f"truncated={summary.truncated_windows} batch={args.batch_size} "
+            f"truncated={summary.truncated_windows} batch={row_opts.batch_size} "
             f"max_new_tokens={args.max_new_tokens} beams={args.num_beams} "
             f"seconds={seconds:.2f} cpu_seconds={cpu:.2f} bp_per_s={bp / seconds:.0f} "
             f"mbp_per_min={bp / seconds * 60 / 1e6:.3f} cds={len(pred)} load_start/end={load}",
@@ -201,15 +218,48 @@ def main() -> None:
     )
     ours = bp / rows[-2][1]
     print(f"ratio annotate/prodigal={ours / prod.bp_per_s:.4f}")
-    if len(gffs) == 2:
-        a, b = gffs.values()  # before, after
-        only_a, only_b = set(map(str, a)) - set(map(str, b)), set(map(str, b)) - set(map(str, a))
-        print(f"same_gff3={a == b} differing_lines={len(only_a) + len(only_b)}")
-        for line in sorted(only_a)[:5]:
-            print(f"  only before: {line}")
-        for line in sorted(only_b)[:5]:
-            print(f"  only after: {line}")
+    for x, y in [("before", "after"), ("after", "bf16")]:
+        if x in gffs and y in gffs:
+            _compare_gff3(x, gffs[x], y, gffs[y])
     print(_table(rows, bp))
+
+
+def _paths(args: argparse.Namespace, model: Any, opts: AnnotateOptions) -> dict[str, Any]:
+    """Row label -> ``generate`` (None: annotate's default, the float32 fast path), in the order
+    they run: the reference first (the slowest; the speed-ups are against it)."""
+    names = args.paths.split(",") if args.paths else ["after"]
+    if not args.paths:
+        names = ["before"] * args.before + names + ["bf16"] * args.bf16
+    kw: dict[str, Any] = dict(
+        orf_code=genetic_code(opts.transl_table) if opts.orf_constraint else None,
+        min_orf_codons=min_orf_codons(opts, model.config),
+    )
+    paths: dict[str, Any] = {}
+    for name in ("before", "after", "bf16"):
+        if name not in names:
+            continue
+        if name == "before":
+            generate = functools.partial(generate_targets, reference=True, **kw)
+            paths["before (reference path)"] = generate
+        elif name == "after":
+            paths["after (fast path)"] = None
+        else:
+            generate = functools.partial(generate_targets, bf16=True, **kw)
+            paths["bf16 (fast path, bfloat16 encoder)"] = generate
+    unknown = set(names) - {"before", "after", "bf16"}
+    if unknown or not paths:
+        raise SystemExit(f"--paths: no row to run in {args.paths!r} (before, after, bf16)")
+    return paths
+
+
+def _compare_gff3(x: str, a: list[Any], y: str, b: list[Any]) -> None:
+    """Whether two rows wrote the same GFF3; the lines that differ (first 5 each way)."""
+    only_a, only_b = set(map(str, a)) - set(map(str, b)), set(map(str, b)) - set(map(str, a))
+    print(f"{x}_vs_{y}: same_gff3={a == b} differing_lines={len(only_a) + len(only_b)}")
+    for line in sorted(only_a)[:5]:
+        print(f"  only {x}: {line}")
+    for line in sorted(only_b)[:5]:
+        print(f"  only {y}: {line}")
 
 
 def _cpu_seconds() -> float:

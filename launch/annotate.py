@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--bf16",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="bfloat16 autocast (default: on for CUDA)",
+        help="bfloat16 (default: on for CUDA, as autocast); on a CPU a pointer model runs its "
+        "encoder, pointer memory and cross K/V in bfloat16 and decodes in float32: ~15% less CPU "
+        "where the CPU has AMX/AVX512-BF16, not bit-identical (docs/annotate-evaluate.md)",
     )
     win = p.add_argument_group("Windows")
     win.add_argument(

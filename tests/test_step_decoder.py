@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -229,3 +230,90 @@ def test_unsplit_batch_runs_on_one_core(tok, phage, monkeypatch) -> None:
         assert torch.get_num_threads() == 2, "the process's thread count is restored"
     finally:
         torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- bfloat16 path
+def test_bf16_encoder_and_memory_stay_close_to_float32(tok, phage) -> None:
+    """``dtype=bfloat16`` runs copies of the modules (the model stays float32) and gives the
+    float32 results to bfloat16's precision; the pointer memory comes back in float32."""
+    from trainer.data.layout import layout_tensors
+    from trainer.inference.generate import window_layouts
+    from trainer.inference.step_decoder import pointer_memory_by_token
+
+    model = _model(tok)
+    cfg = model.config
+    windows = [phage[:W], phage[900:1000], phage[2000 : 2000 + W]]
+    ids, mask = encode_windows(
+        tok, windows, bos_id=cfg.bos_token_id, eos_id=cfg.eos_token_id, pad_id=cfg.pad_token_id
+    )
+    arrays = layout_tensors(window_layouts(tok, windows)[1], "cpu")
+    with torch.inference_mode():
+        ref = encode_unpadded(model, ids, mask)
+        low = encode_unpadded(model, ids, mask, torch.bfloat16)
+        ref_mem = pointer_memory_by_token(model, ref, arrays)
+        low_mem = pointer_memory_by_token(model, low, arrays)
+    assert low.dtype == torch.bfloat16 and low_mem.keys.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters()), "the model is not cast"
+    assert torch.equal(low[~mask.bool()].float(), torch.zeros_like(ref[~mask.bool()]))
+    scale = ref.abs().max().item()
+    error = (low.float() - ref).abs()
+    assert 0 < error.max().item() < 0.1 * scale, "bfloat16 rounding, nothing worse"
+    assert error.mean().item() < 0.01 * scale
+    for a, b in [(low_mem.keys, ref_mem.keys), (low_mem.inputs, ref_mem.inputs)]:
+        assert 0 < (a - b).abs().mean().item() < 0.02 * b.abs().mean().item()
+    # the bfloat16 copies are cached, and remade when a weight changes (a training step)
+    with torch.inference_mode():
+        assert torch.equal(encode_unpadded(model, ids, mask, torch.bfloat16), low)
+    with torch.no_grad():
+        model.encoder.layers()[0].mlp.wo.weight.mul_(3)
+    with torch.inference_mode():
+        changed = encode_unpadded(model, ids, mask, torch.bfloat16)
+        assert not torch.equal(changed, low)
+        torch.testing.assert_close(
+            changed.float(), encode_unpadded(model, ids, mask), atol=0.1 * scale, rtol=0.05
+        )
+
+
+def test_bf16_path_decodes_nearly_what_float32_decodes(tok, phage) -> None:
+    """The bfloat16 path is a different function: a choice within rounding of another may flip.
+    On a real genome's windows most windows decode the same items, the rest stay grammatical
+    (the decoding itself runs in float32 under the same grammar), and the reference refuses it."""
+    model = _model(tok)
+    windows = [phage[s : s + W] for s in range(0, 6000, 300)]
+    kw = dict(max_new_tokens=30, num_beams=3, orf_code=CODE, min_orf_codons=30)
+    f32 = generate_targets(model, tok, windows, W, TYPES, workers=1, **kw)
+    low = generate_targets(model, tok, windows, W, TYPES, workers=1, bf16=True, **kw)
+    assert sum(len(t.tokens) for t in f32) > 5 * len(windows), "the model should write features"
+    same = sum(a.tokens == b.tokens for a, b in zip(f32, low))
+    assert same >= 0.8 * len(windows), f"{same} of {len(windows)} windows decode the same"
+    print(f"bf16: {same} of {len(windows)} windows decode the same items")
+    for a, b in zip(f32, low):
+        if a.tokens == b.tokens:
+            assert b.token_logprobs == pytest.approx(a.token_logprobs, abs=0.1)
+    assert any(a.token_logprobs != b.token_logprobs for a, b in zip(f32, low)), "bf16 ran"
+    two = generate_targets(model, tok, windows, W, TYPES, workers=2, bf16=True, **kw)
+    assert [t.tokens for t in two] == [t.tokens for t in low], "the split keeps bf16"
+    with pytest.raises(ValueError, match="bf16"):
+        generate_targets(model, tok, windows, W, TYPES, reference=True, bf16=True)
+
+
+def test_annotate_bf16_on_a_cpu_runs_the_bf16_fast_path(tok, phage, monkeypatch) -> None:
+    """``--bf16`` on a CPU with a pointer model: the fast path's bfloat16 part, no autocast (which
+    would keep the batch on one core and run the decoding in bfloat16 too)."""
+    from trainer.inference import generate as pg
+
+    model = _model(tok, seed=1)
+    seen: list[tuple[bool, bool]] = []
+    real = pg.generate_ids_fast
+
+    def spy(*args, **kw):
+        seen.append((bool(kw.get("bf16")), torch.is_autocast_enabled("cpu")))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pg, "generate_ids_fast", spy)
+    seqs = [("phage", phage[:2000])]
+    for bf16 in (True, None, False):
+        seen.clear()
+        opts = AnnotateOptions(batch_size=8, num_beams=2, max_new_tokens=20, bf16=bf16)
+        annotate_sequences(model, tok, seqs, replace(opts, progress=False), W, TYPES)
+        assert seen and all(s == (bool(bf16), False) for s in seen), (bf16, seen)

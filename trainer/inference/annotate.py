@@ -292,16 +292,21 @@ def decode_windows(
     """
     options = resolve_options(options, model)
     min_codons = min_orf_codons(options, None)
+    use_bf16 = options.bf16 if options.bf16 is not None else str(options.device).startswith("cuda")
+    # on a CPU: bf16 is the fast path's bfloat16 encoder (step_decoder), which
+    # keeps the decoding in float32 and on both cores; autocast elsewhere
+    cpu_bf16 = use_bf16 and generate is None and torch.device(options.device).type == "cpu"
     if generate is None:
         code = genetic_code(options.transl_table) if options.orf_constraint else None
-        generate = functools.partial(generate_targets, orf_code=code, min_orf_codons=min_codons)
+        generate = functools.partial(
+            generate_targets, orf_code=code, min_orf_codons=min_codons, bf16=cpu_bf16
+        )
     stride = window_stride(options, window_len)
     circular = [_is_circular(sid, options.circular) for sid, _ in seqs]
     decoded: list[WindowResult] = []
-    use_bf16 = options.bf16 if options.bf16 is not None else str(options.device).startswith("cuda")
     autocast = (
         torch.autocast(device_type=torch.device(options.device).type, dtype=torch.bfloat16)
-        if use_bf16
+        if use_bf16 and not cpu_bf16
         else nullcontext()
     )
     bar = tqdm(

@@ -296,10 +296,12 @@ def generate_ids_fast(
     *,
     max_new_tokens: int = 256,
     num_beams: int = 1,
+    bf16: bool = False,
 ) -> list[GeneratedTarget]:
     """``generate_ids`` (the reference: same arguments, same search, same results) with
     the decoder run by ``StepDecoder``: per-window cross-attention and pointer memory, buffers
-    allocated once, finished windows leaving the batch. Annotate's default."""
+    allocated once, finished windows leaving the batch. Annotate's default. ``bf16``: the
+    per-window part in bfloat16 (``trainer.inference.step_decoder``; not the same results)."""
     _check_search(num_beams, max_new_tokens)
     from trainer.inference.step_decoder import (
         StepDecoder,
@@ -310,7 +312,7 @@ def generate_ids_fast(
     cfg = model.config
     b, k = input_ids.shape[0], num_beams
     device = input_ids.device
-    enc = encode_unpadded(model, input_ids, attention_mask)
+    enc = encode_unpadded(model, input_ids, attention_mask, torch.bfloat16 if bf16 else None)
     memory = pointer_memory_by_token(model, enc, layout_tensors(layouts, device))
     n_bases = memory.keys.shape[1]
     tokens, tok_cols = _columns(token_ids, device)
@@ -448,6 +450,7 @@ def generate_targets(
     min_orf_codons: int = MIN_ORF_CODONS,
     reference: bool = False,
     workers: int | None = None,
+    bf16: bool = False,
 ) -> list[GeneratedTarget]:
     """Generate each window's target (items: token strings and base positions) under the grammar.
 
@@ -458,7 +461,9 @@ def generate_targets(
     ORF constraint for CDS; a CDS closed at both ends then spans at least ``min_orf_codons``.
     ``reference`` decodes with ``generate_ids`` (the model's general ``decode`` step)
     instead of ``generate_ids_fast``: the same results, kept as the check and the
-    benchmark's "before".
+    benchmark's "before". ``bf16`` (fast path only) runs the encoder, pointer memory and
+    cross-attention K/V in bfloat16 (``trainer.inference.step_decoder``): faster on CPUs with
+    bfloat16 units, not the same function (annotate's ``--bf16`` on a CPU).
 
     ``workers`` (default: ``decode_workers``) > 1 splits the batch into that many parts decoded
     at once by as many threads, each running torch on one core: a CPU's intra-op threads help
@@ -467,6 +472,8 @@ def generate_targets(
     """
     if not windows_dna:
         return []
+    if bf16 and reference:
+        raise ValueError("bf16 is a fast-path option; the reference path runs in float32")
     n = decode_workers(model, windows_dna, device) if workers is None else workers
     # a batch too small to split still runs on one core: torch's intra-op threads made a
     # 5-window remainder batch 5x slower than one thread on this 2-core box
@@ -490,6 +497,7 @@ def generate_targets(
                     orf_code=orf_code,
                     min_orf_codons=min_orf_codons,
                     workers=1,
+                    bf16=bf16,
                 ),
             )
         finally:
@@ -527,6 +535,7 @@ def generate_targets(
                 token_ids,
                 max_new_tokens=max_new_tokens,
                 num_beams=num_beams,
+                **({"bf16": bf16} if fast else {}),  # a stand-in model decodes in float32
             )
         for target, row in zip(out, rows):
             target.source_tokens = len(row)

@@ -20,14 +20,25 @@ function from the same modules, with that work done once:
 padded batch otherwise builds a (windows, heads, S, S) padding-masked ALiBi bias for every
 batch, the largest single cost of the encoder at these shapes.
 
+``bf16=True`` (annotate's ``--bf16`` on a CPU) runs the matrix-heavy part that is computed once
+per window in bfloat16: the encoder, the pointer memory's projections and context convolution,
+and the cross-attention K/V projection, from bfloat16 copies of those modules' weights (CPUs with
+AMX/AVX512-BF16 run these products several times faster than in float32). Their results are
+stored in float32 and every decoding step, the grammar and the beam search stay float32, so the
+step-by-step choices see the same arithmetic; only the inputs they read are rounded. This is a
+different function (items can differ where two choices are within rounding of each other), so
+it is opt-in; its effect on F1 is measured in ``docs/annotate-evaluate.md``.
+
 Equivalence with the reference step (``trainer.inference.generate.generate_ids``)
 is tested in ``tests/test_step_decoder.py``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any
+import weakref
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -42,19 +53,54 @@ from trainer.model.pointer import (
     distance_bucket,
 )
 
+M = TypeVar("M", bound=torch.nn.Module)
 
-def encode_unpadded(model: Any, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+
+_COPIES: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, torch.nn.Module]] = (
+    weakref.WeakKeyDictionary()
+)
+"""module -> (what its weights were when copied, the copy in a dtype): ``in_dtype``'s cache."""
+
+
+def in_dtype(module: M, dtype: torch.dtype | None) -> M:
+    """``module`` itself (``dtype`` None) or a copy with its parameters and buffers in ``dtype``.
+
+    A copy, not a cast of the model: the float32 model stays what other callers (and the float32
+    path) use. Copies are cached per module and remade when a weight changed (another tensor or
+    an in-place update, e.g. a training step between validations): ``deepcopy`` of these modules
+    took ~10 ms each, ~2.5 ms per window at batch 32. A forked decoding child inherits the
+    parent's copies.
+    """
+    if dtype is None:
+        return module
+    state = (
+        dtype,
+        *((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers())),
+    )
+    hit = _COPIES.get(module)
+    if hit is not None and hit[0] == state:
+        return cast(M, hit[1])
+    low = copy.deepcopy(module).to(dtype).eval()
+    _COPIES[module] = (state, low)
+    return low
+
+
+def encode_unpadded(
+    model: Any, input_ids: Tensor, attention_mask: Tensor, dtype: torch.dtype | None = None
+) -> Tensor:
     """``model.encode`` (same modules, same result up to float rounding) with self-attention run
     window by window on the real tokens, under the unmasked ALiBi bias sliced from one table.
 
     The projections and MLP still run on the padded batch (one matrix product each); padding rows
-    attend to nothing (zeros) and, as in ``DNABert2Encoder``, come out as 0.
+    attend to nothing (zeros) and, as in ``DNABert2Encoder``, come out as 0. ``dtype`` (e.g.
+    bfloat16) runs all of it on copies of the modules in that dtype and returns that dtype.
     """
-    encoder = model.encoder
-    x = model.embeddings(input_ids)  # (b, S, H)
+    encoder = in_dtype(model.encoder, dtype)
+    x = in_dtype(model.embeddings, dtype)(input_ids)  # (b, S, H)
     b, s, h = x.shape
     lengths = attention_mask.sum(dim=1).tolist()
-    alibi = attention_bias(encoder.alibi_slopes, s, s, causal=False, dtype=compute_dtype(x))
+    # the float32 model's slopes: a copy's buffers are in ``dtype``
+    alibi = attention_bias(model.encoder.alibi_slopes, s, s, causal=False, dtype=compute_dtype(x))
     for layer in encoder.layers():
         att = layer.attention
         q, k, v = att.self(x, att.num_heads)  # (b, nh, S, hd)
@@ -69,22 +115,32 @@ def encode_unpadded(model: Any, input_ids: Tensor, attention_mask: Tensor) -> Te
 def pointer_memory_by_token(model: Any, enc: Tensor, bases: WindowBases) -> PointerMemory:
     """``model.pointer_memory`` with the key and input projections applied to the encoder's
     tokens before they are gathered to bases (a linear map commutes with the gather): a window
-    has ~3x more bases than BPE tokens, so this saves two thirds of both projections."""
+    has ~3x more bases than BPE tokens, so this saves two thirds of both projections.
+
+    A bfloat16 ``enc`` (``encode_unpadded(dtype=...)``) runs the projections and the context
+    convolution on bfloat16 copies; the sums and norms run in float32, and the memory is float32.
+    """
     head = model.pointer_head
-    h = enc.shape[-1]
-    index = bases.token.unsqueeze(-1).expand(-1, -1, h)
-    key_e = torch.gather(head.key(enc), 1, index)  # (B, L, H) = key(gathered enc)
-    inp_e = torch.gather(head.inp(enc), 1, index)
-    feats = (
-        head.offset(bases.offset.clamp(max=MAX_OFFSET - 1))
-        + head.codon5(bases.codon5)
-        + head.codon3(bases.codon3)
-    )
+    low = enc.dtype if enc.dtype != torch.float32 else None
+    b, s, h = enc.shape
+    # rows of the flattened (B*S, H) projections: whole rows copied (``gather`` with an index
+    # expanded over H costs ~10x more here)
+    rows = (bases.token + torch.arange(b, device=enc.device)[:, None] * s).reshape(-1)
+
+    def to_bases(t: Tensor) -> Tensor:  # (B, S, H) per token -> (B, L, H) per base, float32
+        return t.reshape(b * s, h).index_select(0, rows).view(b, -1, h).float()
+
+    key_e = to_bases(in_dtype(head.key, low)(enc))  # = key(gathered enc)
+    inp_e = to_bases(in_dtype(head.inp, low)(enc))
+    # the model's sums in its order, in place: (B, L, H) temporaries are ~25 MB a batch each
+    feats = head.offset(bases.offset.clamp(max=MAX_OFFSET - 1))
+    feats += head.codon5(bases.codon5)
+    feats += head.codon3(bases.codon3)
     if head.context is not None:
         onehot = base_one_hot(bases.codon5, bases.codon3, bases.mask, enc.dtype)
-        feats = feats + head.context(onehot).transpose(1, 2)
-    keys = head.key_norm(key_e + feats)
-    inputs = head.inp_norm(inp_e + feats)
+        feats += in_dtype(head.context, low)(onehot).transpose(1, 2)
+    keys = head.key_norm(key_e.add_(feats))
+    inputs = head.inp_norm(inp_e.add_(feats))
     return PointerMemory(keys, inputs, bases.mask.bool())
 
 
@@ -101,7 +157,10 @@ class StepDecoder:
         k: int,
         max_len: int,
     ) -> None:
-        """``enc`` (b, S, H) encoder output, ``attention_mask`` (b, S), ``memory`` one per window."""
+        """``enc`` (b, S, H) encoder output, ``attention_mask`` (b, S), ``memory`` one per window.
+
+        A bfloat16 ``enc`` gets its cross-attention K/V projected by bfloat16 copies of the
+        projections and stored in float32: the steps themselves run in float32."""
         self.model = model
         self.layers = model.decoder.layers()
         self.has_moe = any(isinstance(layer.mlp, MoEMLP) for layer in self.layers)
@@ -111,12 +170,17 @@ class StepDecoder:
         self.nh = model.config.num_attention_heads
         b, _, h = enc.shape
         self.hd = h // self.nh
-        dtype = compute_dtype(enc)
+        low = enc.dtype if enc.dtype != torch.float32 else None
+        dtype = compute_dtype(enc) if low is None else torch.float32
         device = enc.device
         pad = ~attention_mask.bool()[:, None, None, :]  # (b, 1, 1, S)
         cross_bias = torch.zeros(pad.shape, dtype=dtype, device=device)
         self.cross_bias = cross_bias.masked_fill(pad, masked_value(dtype))
-        self.cross_kv = [layer.crossattention.project_kv(enc) for layer in self.layers]
+        # contiguous once: sdpa reads them every step (the projection's permuted view costs ~6%)
+        self.cross_kv: list[tuple[Tensor, Tensor]] = []
+        for layer in self.layers:
+            ck, cv = in_dtype(layer.crossattention, low).project_kv(enc)
+            self.cross_kv.append((ck.float().contiguous(), cv.float().contiguous()))
         self.memory = memory
         # self-attention K/V per layer: (rows, nh, capacity, hd), grown by doubling in ``step``
         rows = b * k
