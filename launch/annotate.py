@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="annotate", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     io = p.add_argument_group("Input / Output")
-    io.add_argument("--model", required=True, help="model folder (config.json, model.safetensors)")
+    io.add_argument(
+        "--model",
+        required=True,
+        help="model folder (config.json, model.safetensors, tokenizer.json) or a Hugging Face hub "
+        "id (owner/name: data files only are fetched, never code; HF_HUB_OFFLINE=1 reads the cache)",
+    )
     io.add_argument(
         "--fasta", nargs="+", help="genome FASTA(s) (plain or .gz); several need --outdir"
     )
@@ -195,13 +200,24 @@ def _plan(args: argparse.Namespace) -> tuple[list, list, Path | None]:
     return jobs, outputs_in(outdir, jobs, bool(args.faa), bool(args.ffn)), outdir / SUMMARY_TSV
 
 
+def _model_folder(name: str) -> Path:
+    """A local folder as given; a hub id (``owner/name``, no such local path) fetched into the HF
+    cache first (torch is imported only then: a local folder's checks stay fast)."""
+    local = Path(name)
+    if local.exists():
+        return local
+    from trainer.model.folder import resolve_model_folder
+
+    return resolve_model_folder(name)
+
+
 def _path(value: str | bool | None) -> Path | None:
     return Path(value) if isinstance(value, str) else None
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    model = Path(args.model)
+    model = _model_folder(args.model)
     jobs, outputs, summary_tsv = _plan(args)
     check_outputs(
         files=[
@@ -246,7 +262,7 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     options = with_decoding(options, load_decoding(model), given)
     results = annotate_genomes(
-        args.model,
+        str(model),
         jobs,
         outputs,
         options,

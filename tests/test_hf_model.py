@@ -347,3 +347,36 @@ def test_export_writes_the_card_from_the_data_manifest(folder, tmp_path, monkeyp
     assert load_decoding(out) == DecodingSettings(num_beams=3)
     reloaded = Dna2GffModel.from_pretrained(out)
     assert reloaded.card == read_card_facts(out)  # a later save keeps the card's facts
+
+
+def test_annotate_cli_takes_a_hub_id(folder, genome, tmp_path, monkeypatch, capsys) -> None:
+    """``annotate --model owner/name`` reads the model from the HF cache (offline here) and writes
+    the features the local folder gives; an id that is neither cached nor a folder is one line."""
+    import huggingface_hub.constants as hub_constants
+
+    from launch.annotate import main
+
+    cache = tmp_path / "cache"
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = cache / ("models--" + HUB_ID.replace("/", "--"))
+    _copy(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # no local folder named like the id
+    fna, _ = genome
+    run = ["--fasta", str(fna), "--no_progress", "--circular", "all"]
+    assert main(["--model", HUB_ID, "--out", "hub.gff3", *run]) == 0
+    assert main(["--model", str(folder), "--out", "local.gff3", *run]) == 0
+
+    def features(path: str) -> list[str]:
+        return [ln for ln in Path(path).read_text().splitlines() if not ln.startswith("#")]
+
+    assert features("hub.gff3") and features("hub.gff3") == features("local.gff3")
+    capsys.readouterr()
+    assert main(["--model", "nobody/no-such-model", "--out", "x.gff3", *run]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "nobody/no-such-model" in err[0] and "HF_HUB_OFFLINE=1" in err[0]
+    assert not Path("x.gff3").exists()
