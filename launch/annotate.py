@@ -200,15 +200,15 @@ def _plan(args: argparse.Namespace) -> tuple[list, list, Path | None]:
     return jobs, outputs_in(outdir, jobs, bool(args.faa), bool(args.ffn)), outdir / SUMMARY_TSV
 
 
-def _model_folder(name: str) -> Path:
-    """A local folder as given; a hub id (``owner/name``, no such local path) fetched into the HF
-    cache first (torch is imported only then: a local folder's checks stay fast)."""
-    local = Path(name)
-    if local.exists():
-        return local
-    from trainer.model.folder import resolve_model_folder
-
-    return resolve_model_folder(name)
+def _hub_id(name: str) -> bool:
+    """``--model owner/name`` with no such local path: a hub id, fetched after the output checks
+    (``trainer.model.hub.looks_like_hub_id``'s rule, without importing torch before them)."""
+    return (
+        not Path(name).exists()
+        and name.count("/") == 1
+        and not name.startswith((".", "/", "~"))
+        and "\\" not in name
+    )
 
 
 def _path(value: str | bool | None) -> Path | None:
@@ -217,7 +217,7 @@ def _path(value: str | bool | None) -> Path | None:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    model = _model_folder(args.model)
+    model, hub = Path(args.model), _hub_id(args.model)
     jobs, outputs, summary_tsv = _plan(args)
     check_outputs(
         files=[
@@ -230,12 +230,18 @@ def _main(argv: Sequence[str] | None) -> int:
         inputs=[
             *(j.fasta for j in jobs),
             args.genomes,
-            model / "config.json",
-            model / "model.safetensors",
-            model / "tokenizer.json",
+            *(
+                []
+                if hub
+                else [model / "config.json", model / "model.safetensors", model / "tokenizer.json"]
+            ),
         ],
     )
     setup_logging(args.verbose, args.log_file)
+    if hub:  # into the HF cache (data files only); torch is imported from here on anyway
+        from trainer.model.folder import resolve_model_folder
+
+        model = resolve_model_folder(args.model)
     # torch only now: a wrong output is reported in a fraction of a second, not after its import
     from trainer.inference.annotate import AnnotateOptions, with_decoding
     from trainer.inference.annotate_many import annotate_genomes, summary_json
