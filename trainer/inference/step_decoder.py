@@ -121,14 +121,17 @@ def pointer_memory_by_token(model: Any, enc: Tensor, bases: WindowBases) -> Poin
     convolution on bfloat16 copies; the sums and norms run in float32, and the memory is float32.
     """
     head = model.pointer_head
-    low = enc.dtype if enc.dtype != torch.float32 else None
+    # a bfloat16 ``enc`` of a float32 model: the projections on bfloat16 copies, the rest in the
+    # model's dtype (a model trained in bf16 under DeepSpeed is bf16 throughout: no copies)
+    own = head.key.weight.dtype
+    low = enc.dtype if enc.dtype != own else None
     b, s, h = enc.shape
     # rows of the flattened (B*S, H) projections: whole rows copied (``gather`` with an index
     # expanded over H costs ~10x more here)
     rows = (bases.token + torch.arange(b, device=enc.device)[:, None] * s).reshape(-1)
 
-    def to_bases(t: Tensor) -> Tensor:  # (B, S, H) per token -> (B, L, H) per base, float32
-        return t.reshape(b * s, h).index_select(0, rows).view(b, -1, h).float()
+    def to_bases(t: Tensor) -> Tensor:  # (B, S, H) per token -> (B, L, H) per base, model dtype
+        return t.reshape(b * s, h).index_select(0, rows).view(b, -1, h).to(own)
 
     key_e = to_bases(in_dtype(head.key, low)(enc))  # = key(gathered enc)
     inp_e = to_bases(in_dtype(head.inp, low)(enc))
@@ -170,8 +173,11 @@ class StepDecoder:
         self.nh = model.config.num_attention_heads
         b, _, h = enc.shape
         self.hd = h // self.nh
-        low = enc.dtype if enc.dtype != torch.float32 else None
-        dtype = compute_dtype(enc) if low is None else torch.float32
+        # a bfloat16 ``enc`` of a float32 model (``--bf16`` on a CPU): K/V from bfloat16 copies,
+        # kept in the model's dtype; a model that is bf16 itself (training) runs as it is
+        own = head.key.weight.dtype
+        low = enc.dtype if enc.dtype != own else None
+        dtype = compute_dtype(enc) if low is None else own
         device = enc.device
         pad = ~attention_mask.bool()[:, None, None, :]  # (b, 1, 1, S)
         cross_bias = torch.zeros(pad.shape, dtype=dtype, device=device)
@@ -180,7 +186,7 @@ class StepDecoder:
         self.cross_kv: list[tuple[Tensor, Tensor]] = []
         for layer in self.layers:
             ck, cv = in_dtype(layer.crossattention, low).project_kv(enc)
-            self.cross_kv.append((ck.float().contiguous(), cv.float().contiguous()))
+            self.cross_kv.append((ck.to(own).contiguous(), cv.to(own).contiguous()))
         self.memory = memory
         # self-attention K/V per layer: (rows, nh, capacity, hd), grown by doubling in ``step``
         rows = b * k
