@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--paths",
-        help="comma-separated rows to run, of before, after, bf16 (default: after, plus before "
+        help="comma-separated rows to run, of before, split, after, bf16 (default: after, plus before "
         "with --before and bf16 with --bf16)",
     )
     p.add_argument("--gff", help="reference GFF3 for CDS F1 (default: the shared genome's)")
@@ -171,14 +171,14 @@ def main() -> None:
     rows = []
     gffs = {}
     after_threads = torch.get_num_threads()
-    for label, generate in _paths(args, model, opts).items():  # the reference first
+    for label, (generate, changes) in _paths(args, model, opts).items():  # the reference first
         before = label.startswith("before")
         torch.set_num_threads((args.before_threads or after_threads) if before else after_threads)
         load0 = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), _cpu_seconds()
-        row_opts = opts
+        row_opts = dataclasses.replace(opts, **changes)
         if before and args.before_batch_size:
-            row_opts = dataclasses.replace(opts, batch_size=args.before_batch_size)
+            row_opts = dataclasses.replace(row_opts, batch_size=args.before_batch_size)
         feats, _, summary = annotate_sequences(
             model, tok, seqs, row_opts, window_len, types, generate=generate
         )
@@ -218,15 +218,17 @@ def main() -> None:
     )
     ours = bp / rows[-2][1]
     print(f"ratio annotate/prodigal={ours / prod.bp_per_s:.4f}")
-    for x, y in [("before", "after"), ("after", "bf16")]:
+    for x, y in [("before", "after"), ("split", "after"), ("after", "bf16")]:
         if x in gffs and y in gffs:
             _compare_gff3(x, gffs[x], y, gffs[y])
     print(_table(rows, bp))
 
 
 def _paths(args: argparse.Namespace, model: Any, opts: AnnotateOptions) -> dict[str, Any]:
-    """Row label -> ``generate`` (None: annotate's default, the float32 fast path), in the order
-    they run: the reference first (the slowest; the speed-ups are against it)."""
+    """Row label -> (``generate``, option changes), in the order they run: the reference first
+    (the slowest; the speed-ups are against it). ``generate`` None is annotate's own decoder
+    (whole batches in one forked process per core); ``split`` is the same fast path called
+    from outside, which splits each batch over the cores instead (the code before the pool)."""
     names = args.paths.split(",") if args.paths else ["after"]
     if not args.paths:
         names = ["before"] * args.before + names + ["bf16"] * args.bf16
@@ -234,22 +236,24 @@ def _paths(args: argparse.Namespace, model: Any, opts: AnnotateOptions) -> dict[
         orf_code=genetic_code(opts.transl_table) if opts.orf_constraint else None,
         min_orf_codons=min_orf_codons(opts, model.config),
     )
-    paths: dict[str, Any] = {}
-    for name in ("before", "after", "bf16"):
-        if name not in names:
-            continue
-        if name == "before":
-            generate = functools.partial(generate_targets, reference=True, **kw)
-            paths["before (reference path)"] = generate
-        elif name == "after":
-            paths["after (fast path)"] = None
-        else:
-            generate = functools.partial(generate_targets, bf16=True, **kw)
-            paths["bf16 (fast path, bfloat16 encoder)"] = generate
-    unknown = set(names) - {"before", "after", "bf16"}
-    if unknown or not paths:
-        raise SystemExit(f"--paths: no row to run in {args.paths!r} (before, after, bf16)")
-    return paths
+    rows = {
+        "before": (
+            "before (reference path)",
+            functools.partial(generate_targets, reference=True, **kw),
+            {},
+        ),
+        "split": (
+            "split (fast path, each batch split over the cores)",
+            functools.partial(generate_targets, **kw),
+            {},
+        ),
+        "after": ("after (fast path)", None, {}),
+        "bf16": ("bf16 (fast path, bfloat16 encoder)", None, {"bf16": True}),
+    }
+    unknown = set(names) - set(rows)
+    if unknown or not names:
+        raise SystemExit(f"--paths: no row to run in {args.paths!r} ({', '.join(rows)})")
+    return {rows[n][0]: rows[n][1:] for n in rows if n in names}
 
 
 def _compare_gff3(x: str, a: list[Any], y: str, b: list[Any]) -> None:

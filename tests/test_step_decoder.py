@@ -297,23 +297,107 @@ def test_bf16_path_decodes_nearly_what_float32_decodes(tok, phage) -> None:
         generate_targets(model, tok, windows, W, TYPES, reference=True, bf16=True)
 
 
-def test_annotate_bf16_on_a_cpu_runs_the_bf16_fast_path(tok, phage, monkeypatch) -> None:
+def test_annotate_bf16_on_a_cpu_runs_the_bf16_fast_path(tok, phage, monkeypatch, tmp_path) -> None:
     """``--bf16`` on a CPU with a pointer model: the fast path's bfloat16 part, no autocast (which
     would keep the batch on one core and run the decoding in bfloat16 too)."""
     from trainer.inference import generate as pg
 
     model = _model(tok, seed=1)
-    seen: list[tuple[bool, bool]] = []
+    log = tmp_path / "seen"  # batches may be decoded in forked children: they report by file
     real = pg.generate_ids_fast
 
     def spy(*args, **kw):
-        seen.append((bool(kw.get("bf16")), torch.is_autocast_enabled("cpu")))
+        with open(log, "a") as f:
+            f.write(f"{bool(kw.get('bf16'))} {torch.is_autocast_enabled('cpu')}\n")
         return real(*args, **kw)
 
     monkeypatch.setattr(pg, "generate_ids_fast", spy)
     seqs = [("phage", phage[:2000])]
     for bf16 in (True, None, False):
-        seen.clear()
+        log.write_text("")
         opts = AnnotateOptions(batch_size=8, num_beams=2, max_new_tokens=20, bf16=bf16)
         annotate_sequences(model, tok, seqs, replace(opts, progress=False), W, TYPES)
-        assert seen and all(s == (bool(bf16), False) for s in seen), (bf16, seen)
+        seen = log.read_text().splitlines()
+        assert seen and all(s == f"{bool(bf16)} False" for s in seen), (bf16, seen)
+
+
+# ------------------------------------------------- whole batches in persistent forked processes
+def test_annotate_decodes_whole_batches_in_processes_forked_once(tok, phage, monkeypatch, tmp_path):
+    """On two cores annotate's decoder hands whole batches to two processes forked once (not a
+    fork per batch, and the parent decodes none), and writes what one process writes."""
+    import multiprocessing
+    import os
+
+    from trainer.inference import annotate as pa
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    model = _model(tok)
+    seqs = [("phage", phage[:6000])]
+    opts = AnnotateOptions(batch_size=8, num_beams=2, max_new_tokens=30, progress=False)
+    log = tmp_path / "pids"  # a child's memory is its own: it reports through a file
+    real = pa.generate_targets
+
+    def spy(*args, **kw):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {len(args[2])}\n")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pa, "generate_targets", spy)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _, s1 = annotate_sequences(model, tok, seqs, opts, W, TYPES)
+        calls_here = log.read_text().split("\n")[:-1]
+        log.unlink()
+        torch.set_num_threads(2)
+        two, _, s2 = annotate_sequences(model, tok, seqs, opts, W, TYPES)
+    finally:
+        torch.set_num_threads(threads)
+    calls = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+    pids = {pid for pid, _ in calls}
+    assert s1.windows == s2.windows > 3 * opts.batch_size, "several batches per process"
+    assert len(calls) == len(calls_here) == -(-s2.windows // opts.batch_size), "one call a batch"
+    assert len(pids) == 2 and os.getpid() not in pids, "two children forked once; none here"
+    assert [n for _, n in calls] == [int(c.split()[1]) for c in calls_here], "whole batches"
+    assert [str(f) for f in two] == [str(f) for f in one]
+
+
+def test_a_failing_batch_is_raised_in_the_caller_and_the_children_stop():
+    import multiprocessing
+
+    from trainer.inference import batch_pool
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+
+    def decode(batch):
+        if batch[0] == "bad":
+            raise ValueError("batch failed in a child")
+        return [len(x) for x in batch]
+
+    with batch_pool.decoded_batches(decode, [["a"], ["bb"], ["ccc"]], 2) as out:
+        assert list(out) == [[1], [2], [3]], "results come back in the batches' order"
+    failing = batch_pool.decoded_batches(decode, [["a"], ["bad"], ["c"]], 2)
+    with pytest.raises(ValueError, match="batch failed in a child"), failing as out:
+        list(out)
+    assert batch_pool._JOB is None
+
+
+def test_batch_processes_rules(tok, monkeypatch) -> None:
+    from trainer.inference.batch_pool import batch_processes
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    model = _model(tok)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert batch_processes(model, "cpu", 10) == 2
+        assert batch_processes(model, "cpu", 1) == 1, "one batch: split inside it instead"
+        assert batch_processes(model, "cuda", 10) == 1, "an accelerator runs batches itself"
+        assert batch_processes(object(), "cpu", 10) == 1, "a stand-in model decodes here"
+        torch.set_num_threads(1)
+        assert batch_processes(model, "cpu", 10) == 1
+    finally:
+        torch.set_num_threads(threads)

@@ -35,6 +35,7 @@ from baking.formats.gff3 import GFFFeature, write_gff3
 from baking.target_format.grammar import DEFAULT_FEATURE_TYPES, PHASED_TYPES, target_vocabulary
 from baking.target_format.pointers import MIN_ORF_CODONS
 from baking.target_format.windows import WindowMeta, plan_windows, window_dna
+from trainer.inference.batch_pool import batch_processes, decoded_batches
 from trainer.inference.generate import GeneratedTarget, features_with_logprobs, generate_targets
 from trainer.inference.merge import (
     MergeStats,
@@ -296,6 +297,7 @@ def decode_windows(
     # on a CPU: bf16 is the fast path's bfloat16 encoder (step_decoder), which
     # keeps the decoding in float32 and on both cores; autocast elsewhere
     cpu_bf16 = use_bf16 and generate is None and torch.device(options.device).type == "cpu"
+    own_decoder = generate is None
     if generate is None:
         code = genetic_code(options.transl_table) if options.orf_constraint else None
         generate = functools.partial(
@@ -319,26 +321,39 @@ def decode_windows(
         position=1 if nested else None,
     )
     windows = enumerate(iter_windows(seqs, window_len, stride, circular))
-    with bar, autocast:
-        for k, batch in enumerate(_batches(windows, options.batch_size)):
-            if run_batch is not None and not run_batch(k):  # another rank's (in step with ours)
-                bar.update(min(bar.total - bar.n, stride * len(batch)))
-                continue
-            targets = generate(
-                model,
-                tokenizer,
-                [dna for _, (_, _, dna) in batch],
-                window_len,
-                feature_types,
-                max_new_tokens=options.max_new_tokens,
-                num_beams=options.num_beams,
-                device=options.device,
-            )
-            for (w, (i, meta, _)), target in zip(batch, targets):
-                feats = features_with_logprobs(target.tokens, target.token_logprobs, meta.length)
-                n_src = int(getattr(target, "source_tokens", 0))  # an oracle may not count
-                decoded.append(WindowResult(w, i, meta, feats, target.complete, n_src))
+    mine: list[list[tuple[int, tuple[int, WindowMeta, str]]]] = []
+    for k, batch in enumerate(_batches(windows, options.batch_size)):
+        if run_batch is not None and not run_batch(k):  # another rank's (in step with ours)
             bar.update(min(bar.total - bar.n, stride * len(batch)))
+        else:
+            mine.append(batch)
+
+    def decode(dna: Sequence[str]) -> list[GeneratedTarget]:
+        return generate(
+            model,
+            tokenizer,
+            dna,
+            window_len,
+            feature_types,
+            max_new_tokens=options.max_new_tokens,
+            num_beams=options.num_beams,
+            device=options.device,
+        )
+
+    # annotate's own decoder takes whole batches in one forked process per core; a caller's
+    # ``generate`` (the benchmark's reference path, tests' oracles) runs here, batch by batch
+    processes = batch_processes(model, options.device, len(mine)) if own_decoder else 1
+    with bar, autocast:
+        dna_batches = ([dna for _, (_, _, dna) in batch] for batch in mine)
+        with decoded_batches(decode, dna_batches, processes) as results:
+            for batch, targets in zip(mine, results, strict=True):
+                for (w, (i, meta, _)), target in zip(batch, targets):
+                    feats = features_with_logprobs(
+                        target.tokens, target.token_logprobs, meta.length
+                    )
+                    n_src = int(getattr(target, "source_tokens", 0))  # an oracle may not count
+                    decoded.append(WindowResult(w, i, meta, feats, target.complete, n_src))
+                bar.update(min(bar.total - bar.n, stride * len(batch)))
     return decoded
 
 

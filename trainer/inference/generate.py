@@ -477,7 +477,7 @@ def generate_targets(
     n = decode_workers(model, windows_dna, device) if workers is None else workers
     # a batch too small to split still runs on one core: torch's intra-op threads made a
     # 5-window remainder batch 5x slower than one thread on this 2-core box
-    one_core = workers is None and torch.get_num_threads() > 1 and _splittable(model, device)
+    one_core = workers is None and torch.get_num_threads() > 1 and splittable(model, device)
     if (n > 1 or one_core) and not reference:
         was_training = model.training
         model.eval()  # before the threads: each restores the mode it found
@@ -555,12 +555,12 @@ def decode_workers(model: Any, windows: Sequence[str], device: str | torch.devic
     per-thread setting), not with MoE layers (expert parallelism communicates) and not inside a
     torch.distributed job (the trainer's validation): there one thread decodes, as before.
     """
-    if not _splittable(model, device):
+    if not splittable(model, device):
         return 1
     return max(1, min(torch.get_num_threads(), len(windows) // MIN_WINDOWS_PER_WORKER))
 
 
-def _splittable(model: Any, device: str | torch.device) -> bool:
+def splittable(model: Any, device: str | torch.device) -> bool:
     """Whether a batch may be decoded in parts on one core each (``decode_workers``' rules)."""
     from trainer.model import Dna2GffModel
 
