@@ -401,3 +401,28 @@ def test_batch_processes_rules(tok, monkeypatch) -> None:
         assert batch_processes(model, "cpu", 10) == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_context_block_by_rows_is_the_convolution(tok, phage) -> None:
+    """The pointer head's context block as row products (the ``--bf16`` path) computes what its
+    two convolutions compute, on a real genome's bases and in float32 to rounding."""
+    from trainer.data.layout import layout_tensors
+    from trainer.inference.generate import window_layouts
+    from trainer.inference.step_decoder import context_by_rows
+    from trainer.model.pointer import base_one_hot
+
+    model = _model(tok, seed=2)
+    head = model.pointer_head
+    assert head is not None and head.context is not None
+    with torch.no_grad():  # random weights: zero-initialised convolution biases would hide a bug
+        for p in head.context.parameters():
+            p.normal_(0, 0.5)
+    _, layouts = window_layouts(tok, _windows(phage))
+    bases = layout_tensors(layouts, "cpu")
+    onehot = base_one_hot(bases.codon5, bases.codon3, bases.mask, torch.float32)
+    with torch.inference_mode():
+        want = head.context(onehot).transpose(1, 2)
+        got = context_by_rows(head.context, onehot)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert want.abs().mean() > 0.1, "the block computes something to compare"

@@ -112,6 +112,27 @@ def encode_unpadded(
     return x * attention_mask[..., None].to(x.dtype)
 
 
+def context_by_rows(context: torch.nn.Sequential, onehot: Tensor) -> Tensor:
+    """The pointer head's context block (``Conv1d(4, H, 2c+1)``, GELU, ``Conv1d(H, H, 1)``) on
+    one-hot bases (B, 4, L), as matrix products over rows of the unfolded input -> (B, L, H).
+
+    The same function as running the block and transposing. Why: in bfloat16 on this CPU the
+    convolutions ran ~4x slower than these products (64 windows of 1,560 bases: 267 against 70
+    ms, ~3 ms a window, 13% of a ``--bf16`` window's CPU), the wide kernel over only 4 input
+    channels suiting oneDNN's convolution poorly; the result also comes out in the (B, L, H)
+    layout the memory sums in, with no transpose."""
+    conv, act, mix = context
+    assert isinstance(conv, torch.nn.Conv1d) and isinstance(mix, torch.nn.Conv1d)
+    b, c, n = onehot.shape
+    width, pad = conv.kernel_size[0], cast(tuple[int, ...], conv.padding)[0]
+    cols = torch.nn.functional.pad(onehot, (pad, pad)).unfold(2, width, 1)  # (B, 4, L, k)
+    cols = cols.permute(0, 2, 1, 3).reshape(b, n, c * width)
+    hidden = act(
+        torch.nn.functional.linear(cols, conv.weight.reshape(conv.out_channels, -1), conv.bias)
+    )
+    return torch.nn.functional.linear(hidden, mix.weight[:, :, 0], mix.bias)
+
+
 def pointer_memory_by_token(model: Any, enc: Tensor, bases: WindowBases) -> PointerMemory:
     """``model.pointer_memory`` with the key and input projections applied to the encoder's
     tokens before they are gathered to bases (a linear map commutes with the gather): a window
@@ -141,7 +162,10 @@ def pointer_memory_by_token(model: Any, enc: Tensor, bases: WindowBases) -> Poin
     feats += head.codon3(bases.codon3)
     if head.context is not None:
         onehot = base_one_hot(bases.codon5, bases.codon3, bases.mask, enc.dtype)
-        feats += in_dtype(head.context, low)(onehot).transpose(1, 2)
+        if low is None:  # the model's own convolution: the float32 path computes its function
+            feats += head.context(onehot).transpose(1, 2)
+        else:
+            feats += context_by_rows(in_dtype(head.context, low), onehot)
     keys = head.key_norm(key_e.add_(feats))
     inputs = head.inp_norm(inp_e.add_(feats))
     return PointerMemory(keys, inputs, bases.mask.bool())
@@ -183,10 +207,17 @@ class StepDecoder:
         cross_bias = torch.zeros(pad.shape, dtype=dtype, device=device)
         self.cross_bias = cross_bias.masked_fill(pad, masked_value(dtype))
         # contiguous once: sdpa reads them every step (the projection's permuted view costs ~6%)
+        # With ``low`` the K/V and the pointer keys stay in bfloat16: each step streams them
+        # from memory (64 windows: ~16 MB per layer of K/V, ~65 MB of pointer keys), and those
+        # reads, not the products, were the steps' time (cross-attention 22% of a window's CPU)
+        kv_dtype = low or own
+        self.cross_bias = self.cross_bias.to(kv_dtype)
         self.cross_kv: list[tuple[Tensor, Tensor]] = []
         for layer in self.layers:
             ck, cv = in_dtype(layer.crossattention, low).project_kv(enc)
-            self.cross_kv.append((ck.to(own).contiguous(), cv.to(own).contiguous()))
+            self.cross_kv.append((ck.to(kv_dtype).contiguous(), cv.to(kv_dtype).contiguous()))
+        if low is not None:
+            memory = PointerMemory(memory.keys.to(low), memory.inputs, memory.base_mask)
         self.memory = memory
         # self-attention K/V per layer: (rows, nh, capacity, hd), grown by doubling in ``step``
         rows = b * k
@@ -268,8 +299,8 @@ class StepDecoder:
             cq = cross.q(x).view(rows // k, k, nh, hd).transpose(1, 2)  # (b, nh, k, hd)
             ck, cv = self.cross_kv[i]
             out = torch.nn.functional.scaled_dot_product_attention(
-                cq, ck, cv, attn_mask=self.cross_bias.to(cq.dtype)
-            )  # (b, nh, k, hd)
+                cq.to(ck.dtype), ck, cv, attn_mask=self.cross_bias
+            ).to(x.dtype)  # (b, nh, k, hd)
             x = cross.output(out.transpose(1, 2).reshape(rows, 1, h), x)
             mlp_out = layer.mlp(x)
             x = mlp_out[0] if isinstance(layer.mlp, MoEMLP) else mlp_out
@@ -277,7 +308,8 @@ class StepDecoder:
         logits = model.lm_head(x)[:, 0].float()  # (rows, V)
         # pointer logits: the K beam queries of a window against its base keys
         q = head.query(x).view(rows // k, k, -1)  # (b, k, H)
-        scores = torch.matmul(q, self.memory.keys.transpose(1, 2)) * self.scale  # (b, k, L)
+        keys = self.memory.keys
+        scores = torch.matmul(q.to(keys.dtype), keys.transpose(1, 2)).to(q.dtype) * self.scale
         n = self.length
         bucket = self.buckets[self.base_pos[None, :] - anchors.view(-1, 1) + n + 1]  # (rows, L)
         qd = torch.matmul(q, head.distance.weight.t()) * self.scale  # (b, k, 2*DIST_BINS)
