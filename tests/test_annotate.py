@@ -438,3 +438,41 @@ def test_only_windows_that_saw_both_starts_choose_between_them() -> None:
     far, near = pred(101, 990, {0, 2}), pred(651, 990, {3})
     assert judged_votes(far, near, metas) == (0, 0)
     assert [p for p, _ in _one_start_per_stop([(near, ""), (far, "")], Counter(), metas)] == [far]
+
+
+@pytest.mark.parametrize("circular", [False, True])
+def test_window_cover_finds_exactly_the_windows_a_scan_finds(circular: bool) -> None:
+    """``WindowCover`` (bisection over window starts) answers what a scan over every window
+    answers, for spans anywhere, over the origin of a circular sequence and at a linear end."""
+    from baking.target_format.windows import WindowMeta, plan_windows
+    from trainer.inference.merge import WindowCover
+
+    n, w = 20_011, 1536
+    metas = [
+        WindowMeta("", "s", a, b, "+", n, circular, w)
+        for a, b in plan_windows(n, w, 512, circular=circular)
+    ]
+    random.Random(0).shuffle(metas)  # the index must not rely on the windows' order
+
+    def scan(start: int, end: int) -> set[int]:
+        s, e = start - 1, end - 1
+        shifts = (0, n, -n) if circular else (0,)
+        return {
+            i
+            for i, m in enumerate(metas)
+            if any(m.start <= s + k and e + k < m.end for k in shifts)
+        }
+
+    cover = WindowCover(metas)
+    rng = random.Random(1)
+    spans = [(1, 300), (n - 400, n), (n - 100, n + 200), (5000, 5000 + w - 1), (5000, 5000 + w)]
+    for _ in range(400):
+        a = rng.randint(1, n)
+        spans.append((a, a + rng.randint(0, 1800)))
+    found = 0
+    for a, b in spans:
+        if b > n and not circular:
+            continue
+        assert cover(a, b) == scan(a, b), (a, b)
+        found += bool(scan(a, b))
+    assert found > 100, "most spans are held by some window: the comparison is not vacuous"

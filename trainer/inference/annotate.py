@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from baking.common.errors import ConfigError, InputError
 from baking.common.files import check_output
+from baking.formats.fasta import reverse_complement
 from baking.formats.gff3 import GFFFeature, write_gff3
 from baking.target_format.grammar import DEFAULT_FEATURE_TYPES, PHASED_TYPES, target_vocabulary
 from baking.target_format.pointers import MIN_ORF_CODONS
@@ -40,6 +41,7 @@ from trainer.inference.generate import GeneratedTarget, features_with_logprobs, 
 from trainer.inference.merge import (
     MergeStats,
     Prediction,
+    WindowCover,
     drop_outvoted,
     judged_votes,
     merge_windows,
@@ -434,9 +436,12 @@ def _snap_all(
     (with ``--selection genome`` it also keeps both predictions' windows: they are its votes)."""
     code = genetic_code(options.transl_table)
     final: dict[tuple[int, int, str, str], tuple[Prediction, str]] = {}
+    minus = ""  # the sequence's reverse complement, made once when first needed
     for p in preds:
         status = ""
         if p.orphan:
+            if p.strand == "-" and not minus:
+                minus = reverse_complement(seq)
             done = complete_cds(
                 seq,
                 p.start,
@@ -446,6 +451,7 @@ def _snap_all(
                 open_left=p.partial_left,
                 open_right=p.partial_right,
                 window=options.snap_window,
+                minus=minus or None,
             )
             # the ORF decoder's shortest whole CDS holds for completed ones too: a model's
             # stray one-ended piece otherwise becomes a 2-codon "gene"
@@ -497,6 +503,7 @@ def _one_start_per_stop(
     it), then the one more windows predicted, then the more probable. Overlapping windows that
     disagree on a gene's start otherwise each leave a copy; a bacterial stop codon ends one gene."""
     best: dict[tuple[str, int], int] = {}  # stop codon -> index into snapped
+    held_by = WindowCover(metas)
     for i, (p, _) in enumerate(snapped):
         if p.type != "CDS":
             continue
@@ -504,7 +511,7 @@ def _one_start_per_stop(
         if stop in best:
             snaps["same_stop_dropped"] += 1
             q = snapped[best[stop]][0]
-            votes_q, votes_p = judged_votes(q, p, metas)
+            votes_q, votes_p = judged_votes(q, p, held_by)
             if (votes_q, len(q.windows), q.prob) >= (votes_p, len(p.windows), p.prob):
                 continue
         best[stop] = i
