@@ -21,7 +21,7 @@ The model alone misses and invents genes on a species it never saw (``docs/learn
 5. Optionally ``iterations`` more rounds: the statistics retrained on the chosen set.
 
 Non-CDS features and CDS open at a linear sequence's end pass through unchanged. A genome too
-small to learn from (``genome_stats.TooLittleData``) falls back to ``--selection votes`` with the
+small to learn from (``genome_stats.TooLittleData``) keeps what ``--selection`` chose, with the
 reason logged.
 """
 
@@ -271,7 +271,7 @@ def adapt_genome(
             ]
         stats = _seed_stats(items, evs, seeds)
     except TooLittleData as exc:
-        log.warning("--adapt: not adapting (%s); keeping --selection votes", exc)
+        log.warning("--adapt: not adapting (%s); keeping the --selection choice", exc)
         counts["adapt_fallback"] += 1
         return None
     counts["adapt_seed_genes"] += stats.seed_genes
