@@ -543,7 +543,14 @@ def _finish(
         metas = [m for m, _ in results[i]]
         snapped = _snap_all(preds, seq, circular[i], options, snaps)
         if options.adapt:  # the seeds are what the votes keep; the candidates are every ORF
-            voted = _vote(list(snapped), metas, options, stats, Counter())
+            by_votes = options.selection == "votes"  # else the votes only pick seeds: not counted
+            voted = _vote(
+                list(snapped),
+                metas,
+                options,
+                stats if by_votes else MergeStats(),
+                snaps if by_votes else Counter(),
+            )
             inputs.append(SequenceInput(seqid, seq, circular[i], snapped, metas, voted))
             if options.selection == "genome":
                 snapped = select_genome(snapped, metas, len(seq), circular[i], snaps)
