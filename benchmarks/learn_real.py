@@ -22,8 +22,14 @@ held-out genome), and at the end ``annotate`` of every held-out genome *whole*, 
 genome's FASTA, genetic code and circularity (from the corpus table's contig count), never its
 annotation: the GFF3 files are read only by ``evaluate`` and the curve slicer.
 
-Ablations at the same budget (``--ablations``): ``selection`` scores the final model with the
-other ``--selection`` (votes vs genome); ``min_orf`` with the ORF layer's N set to the rule's N.
+The model row decodes with ``annotate --adapt`` (``--adapt on``, the default: the genome's own
+statistics learned from the model's confident genes choose among every ORF together with the
+windows; measured better, ``docs/learning.md``). Ablations at the same budget (``--ablations``):
+``adapt`` scores the final model with the other ``--adapt`` setting; ``selection`` with the other
+``--selection`` (votes vs genome) and no adaptation (under ``--adapt`` the selection only decides
+a genome too small to adapt to); ``min_orf`` with the ORF layer's N set to the rule's N. Beside the
+ORF rule, a second no-model control: ``orf_rule --self_trained``, the same statistics seeded from
+long ORFs with no model at all (what the model adds to ``--adapt``).
 Training-time levers (``--tokenizer``, model width) need a run each: compare two ``--out`` folders.
 
 Writes ``OUT/table.md`` and ``OUT/results.json`` (atomically); ``OUT/logs/`` holds every command's
@@ -349,9 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe_steps", type=int, default=100, help="steps of the first chunk")
     p.add_argument(
         "--ablations",
-        default="selection,min_orf",
-        help="comma-separated, of: selection (the other --selection), min_orf (N = the rule's N); "
-        "empty for none",
+        default="adapt,selection,min_orf",
+        help="comma-separated, of: adapt (the other --adapt), selection (the other --selection, "
+        "no --adapt), min_orf (N = the rule's N); empty for none",
     )
     d = p.add_argument_group("data and decoding")
     d.add_argument("--window", type=int, default=1536, help="bake/annotate window (bp)")
@@ -365,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("votes", "genome"),
         help="the model row's decoding (votes measured better in the 12-minute run: mean stop "
         "F1 0.817 vs 0.795, docs/learning.md); the other is the selection ablation",
+    )
+    d.add_argument(
+        "--adapt",
+        default="on",
+        choices=("on", "off"),
+        help="the model row with annotate --adapt (on: measured better on the 12-minute model, "
+        "mean stop F1 0.817 -> 0.95, docs/learning.md); the other is the adapt ablation",
     )
     d.add_argument(
         "--min_orf_codons",
@@ -432,6 +445,8 @@ class Run:
     final: dict[str, dict] = field(default_factory=dict)
     """config label -> genome -> evaluate JSON (plus annotate seconds)."""
     rule: dict[str, dict] = field(default_factory=dict)
+    self_trained: dict[str, dict] = field(default_factory=dict)
+    """genome -> evaluate JSON of ``orf_rule --self_trained`` (the statistics alone, no model)."""
     model: str = ""
 
 
@@ -795,23 +810,29 @@ class Pipeline:
         """Every held-out genome whole: the model (its default decoding, Prodigal beside it), the
         ablations, and the ORF rule."""
         from trainer.inference.orf_rule import annotate_orf_rule
+        from trainer.inference.self_trained import annotate_self_trained
 
         a, run = self.a, self.run
-        configs: list[tuple[str, list[str]]] = [(f"model (--selection {a.selection})", [])]
+        adapt = ["--adapt"] if a.adapt == "on" else []
+        main_label = f"model (--selection {a.selection}{', --adapt' if adapt else ''})"
+        configs: list[tuple[str, list[str]]] = [(main_label, adapt)]
         wanted = [x for x in a.ablations.split(",") if x]
         for x in wanted:
-            if x == "selection":
+            if x == "adapt":
+                label = "ablation: no --adapt" if adapt else "ablation: --adapt"
+                configs.append((label, [] if adapt else ["--adapt"]))
+            elif x == "selection":
                 other = "votes" if a.selection == "genome" else "genome"
                 configs.append((f"ablation: --selection {other}", ["--selection", other]))
             elif x == "min_orf":
                 configs.append(
                     (
                         f"ablation: ORF layer N = rule's {run.rule_n}",
-                        ["--min_orf_codons", str(run.rule_n)],
+                        ["--min_orf_codons", str(run.rule_n), *adapt],
                     )
                 )
             else:
-                raise ConfigError(f"--ablations: unknown {x!r} (known: selection, min_orf)")
+                raise ConfigError(f"--ablations: unknown {x!r} (known: adapt, selection, min_orf)")
         if a.score_bp:  # smoke tests: a slice of each held-out genome
             targets = self.slices(a.score_bp, "score_slices")
         else:
@@ -838,6 +859,14 @@ class Pipeline:
             )
             run.rule[h.name] = self.evaluate(ref, pred, f"orf_rule_{h.name}")
         run.seconds["orf_rule"] = round(time.perf_counter() - t0, 1)
+        folder = run.out / "pred_self_trained"
+        folder.mkdir(exist_ok=True)
+        t0 = time.perf_counter()
+        for h, ref in targets:  # the FASTA only, as annotate
+            pred = folder / f"{h.name}.gff3"
+            annotate_self_trained(h.fasta, pred, transl_table=h.transl_table, circular=h.circular)
+            run.self_trained[h.name] = self.evaluate(ref, pred, f"self_trained_{h.name}")
+        run.seconds["self_trained"] = round(time.perf_counter() - t0, 1)
 
 
 def _fasta_bp(path: Path) -> int:
@@ -946,6 +975,18 @@ def format_table(run: Run) -> str:
             + ", ".join(f"{s:.3f}" for s in st)
             + f" | {res['annotate_seconds']:.0f} |"
         )
+    for label, res in (
+        ("no model: ORF rule", run.rule),
+        ("no model: the genome's statistics alone (orf_rule --self_trained)", run.self_trained),
+    ):
+        if set(names) <= set(res):
+            ex = [_cds(res[n], "dna2gff")[0] for n in names]
+            st = [_cds(res[n], "dna2gff")[1] for n in names]
+            lines.append(
+                f"| {label} | {statistics.mean(ex):.3f} / {statistics.mean(st):.3f} | "
+                + ", ".join(f"{v:.3f}" for v in st)
+                + " | |"
+            )
     if run.curve:
         lines += [
             "",

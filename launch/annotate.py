@@ -147,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"(docs/annotate-evaluate.md) {MODEL_DEFAULT}votes)",
     )
     sn.add_argument(
+        "--adapt",
+        action="store_true",
+        help="learn this genome's own coding and start statistics from the model's confident "
+        "genes (the FASTA only, never an annotation) and choose CDS among every ORF with them "
+        "and the windows together (docs/annotate-evaluate.md)",
+    )
+    sn.add_argument(
         "--min_orf_codons",
         type=int,
         default=None,
@@ -264,6 +271,7 @@ def _main(argv: Sequence[str] | None) -> int:
         device=args.device,
         bf16=args.bf16,
         progress=not args.no_progress,
+        adapt=args.adapt,
         **{k: getattr(args, k) for k in ("num_beams", "min_votes", "selection") if k in given},
     )
     options = with_decoding(options, load_decoding(model), given)

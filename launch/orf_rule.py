@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""``orf_rule --fasta GENOME.fna[.gz] --out PRED.gff3 (--min_codons N | --train FNA GFF ...)``.
+"""``orf_rule --fasta GENOME.fna[.gz] --out PRED.gff3 (--min_codons N | --train FNA GFF ... |
+--self_trained)``.
 
 The no-model control: every ORF of at least N codons (start and stop included) on both strands,
 the longest per stop codon, written as GFF3 the way ``annotate`` writes it. With ``--train`` N is
 chosen on those genomes (best pooled CDS stop F1 against their references); see docs/orfs.md.
+``--self_trained``: no N, the genome's own statistics choose (``annotate --adapt`` with no model).
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("FASTA", "GFF3"),
         help="a training genome to choose N on (repeatable)",
     )
+    n.add_argument(
+        "--self_trained",
+        action="store_true",
+        help="no N: the genome's own coding and start statistics learned from its long ORFs "
+        "choose the genes (annotate --adapt with no model; docs/annotate-evaluate.md)",
+    )
     p.add_argument("--circular", default="", help="comma-separated circular sequence ids, or 'all'")
     p.add_argument("--transl_table", type=int, default=11, help="NCBI genetic code (1, 4, 11, 25)")
     add_logging_args(p)
@@ -47,10 +55,18 @@ def _main(argv: Sequence[str] | None) -> int:
     train = [p for pair in args.train or () for p in pair]
     check_outputs(files=[args.out, args.log_file], inputs=[args.fasta, *train])
     setup_logging(args.verbose, args.log_file)
+    circular = tuple(c for c in args.circular.split(",") if c)
+    if args.self_trained:
+        from trainer.inference.self_trained import annotate_self_trained
+
+        cds = annotate_self_trained(
+            args.fasta, args.out, transl_table=args.transl_table, circular=circular
+        )
+        print(f"orf_rule self_trained cds={cds}")
+        return 0
     n = args.min_codons
     if args.train:
         n = choose_min_codons([tuple(t) for t in args.train], transl_table=args.transl_table)
-    circular = tuple(c for c in args.circular.split(",") if c)
     summary = annotate_orf_rule(
         args.fasta, args.out, n, transl_table=args.transl_table, circular=circular
     )

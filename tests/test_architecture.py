@@ -26,6 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
         "baking.synthetic",
         "baking.orfs",
         "baking.gene_selection",
+        "baking.genome_stats",
+        "baking.adapt_genes",
         "baking.translate",
         "baking.gene_sequences",
         "baking.genome_list",

@@ -176,21 +176,24 @@ def test_tiny_end_to_end_writes_the_table(corpus, tmp_path, capsys):
     assert "| **mean** |" in table
     assert res["steps"] == 2 and [p["steps"] for p in res["curve"]] == [1, 2]
     assert set(res["final"]) == {
-        "model (--selection votes)",
+        "model (--selection votes, --adapt)",
+        "ablation: no --adapt",
         "ablation: --selection genome",
         f"ablation: ORF layer N = rule's {res['rule_n']}",
     }
-    main = res["final"]["model (--selection votes)"]["genomes"]
-    assert set(main) == set(held) == set(res["rule"])
+    main = res["final"]["model (--selection votes, --adapt)"]["genomes"]
+    assert set(main) == set(held) == set(res["rule"]) == set(res["self_trained"])
     assert all("prodigal" in main[n] and "CDS" in main[n]["dna2gff"] for n in held)
     # annotate never saw an annotation file: no GFF3 on any annotate command line or list
     commands = (out / "commands.sh").read_text().splitlines()
     annotates = [c for c in commands if "launch/annotate.py" in c]
-    assert len(annotates) == 2 + 3  # two curve points, the model and its two ablations
+    assert len(annotates) == 2 + 4  # two curve points, the model and its three ablations
+    assert sum("--adapt" in c for c in annotates) == 2  # the model row and the min_orf ablation
     for c in annotates:
         listing = c.split("--genomes ")[1].split()[0]
         assert ".gff" not in c and ".gff" not in Path(listing).read_text()
     assert "| errors (CDS) |" in table
+    assert "statistics alone (orf_rule --self_trained)" in table
     # the table is rewritten from results.json alone, the same
     (out / "table.md").unlink()
     assert run_cli(learn_real.main, ["--out", str(out), "--table_only", *TINY]) == 0
@@ -200,7 +203,7 @@ def test_tiny_end_to_end_writes_the_table(corpus, tmp_path, capsys):
     again = ["--out", str(out), "--score_only", str(out / "run" / "export"), "--ablations", ""]
     assert run_cli(learn_real.main, [*again, *TINY]) == 0
     res2 = json.loads((out / "results.json").read_text())
-    assert list(res2["final"]) == ["model (--selection votes)"]
+    assert list(res2["final"]) == ["model (--selection votes, --adapt)"]
     assert res2["curve"] == res["curve"] and res2["steps"] == 2  # the training figures stay
     assert res2["rule_n"] == res["rule_n"] and "rule_n" not in res2["seconds"]  # not re-chosen
     assert (out / "pred_final" / f"{held[0]}.gff3").read_bytes() == first

@@ -36,6 +36,7 @@ from baking.formats.gff3 import GFFFeature, write_gff3
 from baking.target_format.grammar import DEFAULT_FEATURE_TYPES, PHASED_TYPES, target_vocabulary
 from baking.target_format.pointers import MIN_ORF_CODONS
 from baking.target_format.windows import WindowMeta, plan_windows, window_dna
+from trainer.inference.adapt import SequenceInput, adapt_genome
 from trainer.inference.batch_pool import batch_processes, decoded_batches
 from trainer.inference.generate import GeneratedTarget, features_with_logprobs, generate_targets
 from trainer.inference.merge import (
@@ -85,6 +86,9 @@ class AnnotateOptions:
     """How CDS are chosen after snapping: ``votes`` (``min_votes``, then ``one_start_per_stop``)
     or ``genome`` (every candidate scored from the windows, one consistent set chosen over the
     whole sequence under overlap rules; ``select.py``), which replaces both."""
+    adapt: bool = False
+    """Learn the genome's own coding and start statistics from the model's confident genes and
+    choose CDS among every ORF with them and the windows' votes together (``adapt.py``)."""
     orf_constraint: bool = True
     """Decode a CDS only as a valid ORF of the window (``--transl_table``)."""
     min_orf_codons: int | None = None
@@ -549,21 +553,45 @@ def _finish(
     snaps: Counter[str] = Counter()
     merge_total = MergeStats()
     keep = set(options.feature_types) if options.feature_types else None
-    n_gene = 0
+    chosen: list[list[tuple[Prediction, str]]] = []
+    inputs: list[SequenceInput] = []
+    written: list[tuple[str, int, bool]] = []
     for i, (seqid, seq) in enumerate(seqs):
         if not seq:
             continue
         regions[seqid] = (1, len(seq))
-        out.append(region_line(seqid, len(seq), circular[i]))
+        written.append((seqid, len(seq), circular[i]))
         preds, stats = merge_windows(results[i], keep_cds_orphans=options.complete_orfs)
         metas = [m for m, _ in results[i]]
         snapped = _snap_all(preds, seq, circular[i], options, snaps)
-        if options.selection == "genome":  # replaces the votes and one start per stop
+        if options.adapt:  # the seeds are what the votes keep; the candidates are every ORF
+            by_votes = options.selection == "votes"  # else the votes only pick seeds: not counted
+            voted = _vote(
+                list(snapped),
+                metas,
+                options,
+                stats if by_votes else MergeStats(),
+                snaps if by_votes else Counter(),
+            )
+            inputs.append(SequenceInput(seqid, seq, circular[i], snapped, metas, voted))
+            if options.selection == "genome":
+                snapped = select_genome(snapped, metas, len(seq), circular[i], snaps)
+            else:
+                snapped = voted
+        elif options.selection == "genome":  # replaces the votes and one start per stop
             snapped = select_genome(snapped, metas, len(seq), circular[i], snaps)
         else:
             snapped = _vote(snapped, metas, options, stats, snaps)
         for name, value in asdict(stats).items():
             setattr(merge_total, name, getattr(merge_total, name) + value)
+        chosen.append(snapped)
+    if options.adapt and inputs:  # one set of statistics for the whole genome (all contigs)
+        adapted = adapt_genome(inputs, genetic_code(options.transl_table), counts=snaps)
+        if adapted is not None:
+            chosen = adapted
+    n_gene = 0
+    for (seqid, length, circ), snapped in zip(written, chosen):
+        out.append(region_line(seqid, length, circ))
         for p, status in snapped:
             if keep is not None and p.type not in keep:
                 continue
@@ -699,6 +727,8 @@ def header_comment(
     )
     if options.selection != "votes":
         comment += f" selection={options.selection}"
+    if options.adapt:
+        comment += " adapt=True"
     return comment
 
 
