@@ -517,6 +517,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = pipe.train()
     run.model = str(model)
     pipe.score_final(model)
+    if a.score_only is None:  # the model row's decoding travels with the model it trained
+        from trainer.model.generation import record_decoding
+
+        record_decoding(
+            model,
+            num_beams=a.num_beams,
+            overlap=a.overlap,
+            min_orf_codons=run.min_orf_codons,
+            selection=a.selection,
+            adapt=a.adapt == "on",
+        )
     table = format_table(run)
     write_text(out / "table.md", table + "\n")
     write_json(out / "results.json", asdict(run), default=str)
@@ -751,6 +762,7 @@ class Pipeline:
             a.selection,
             "--min_orf_codons",
             self.run.min_orf_codons,
+            "--no-adapt",  # the learning curve's decoding; the final rows say otherwise
             *(["--circular", circular] if circular else []),
             *extra,
         )
@@ -813,17 +825,21 @@ class Pipeline:
         from trainer.inference.self_trained import annotate_self_trained
 
         a, run = self.a, self.run
-        adapt = ["--adapt"] if a.adapt == "on" else []
-        main_label = f"model (--selection {a.selection}{', --adapt' if adapt else ''})"
+        # explicit both ways: a model folder may record ``adapt`` as its default
+        on = a.adapt == "on"
+        adapt = ["--adapt" if on else "--no-adapt"]
+        main_label = f"model (--selection {a.selection}{', --adapt' if on else ''})"
         configs: list[tuple[str, list[str]]] = [(main_label, adapt)]
         wanted = [x for x in a.ablations.split(",") if x]
         for x in wanted:
             if x == "adapt":
-                label = "ablation: no --adapt" if adapt else "ablation: --adapt"
-                configs.append((label, [] if adapt else ["--adapt"]))
+                label = "ablation: no --adapt" if on else "ablation: --adapt"
+                configs.append((label, ["--no-adapt" if on else "--adapt"]))
             elif x == "selection":
                 other = "votes" if a.selection == "genome" else "genome"
-                configs.append((f"ablation: --selection {other}", ["--selection", other]))
+                configs.append(
+                    (f"ablation: --selection {other}", ["--selection", other, "--no-adapt"])
+                )
             elif x == "min_orf":
                 configs.append(
                     (

@@ -31,7 +31,7 @@ from launch._cli import add_logging_args, check_outputs, run_cli, setup_logging
 #: Options a model folder may set as its defaults (``trainer.model.generation``: the decoding
 #: settings it was tuned and scored with); a flag given on the command line wins.
 MODEL_DEFAULT = "(default: the model's generation_config.json, else "
-DECODING_FLAGS = ("num_beams", "overlap", "min_votes", "min_orf_codons", "selection")
+DECODING_FLAGS = ("num_beams", "overlap", "min_votes", "min_orf_codons", "selection", "adapt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,10 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sn.add_argument(
         "--adapt",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="learn this genome's own coding and start statistics from the model's confident "
         "genes (the FASTA only, never an annotation) and choose CDS among every ORF with them "
-        "and the windows together (docs/annotate-evaluate.md)",
+        f"and the windows together (docs/annotate-evaluate.md) {MODEL_DEFAULT}off)",
     )
     sn.add_argument(
         "--min_orf_codons",
@@ -271,8 +272,11 @@ def _main(argv: Sequence[str] | None) -> int:
         device=args.device,
         bf16=args.bf16,
         progress=not args.no_progress,
-        adapt=args.adapt,
-        **{k: getattr(args, k) for k in ("num_beams", "min_votes", "selection") if k in given},
+        **{
+            k: getattr(args, k)
+            for k in ("num_beams", "min_votes", "selection", "adapt")
+            if k in given
+        },
     )
     options = with_decoding(options, load_decoding(model), given)
     results = annotate_genomes(

@@ -252,6 +252,9 @@ def test_generation_config_is_hf_readable_and_annotates_defaults(folder, tmp_pat
     (m / "generation_config.json").write_text('{"num_beams": 0}')
     with pytest.raises(InputError, match=r"generation_config\.json: num_beams must be"):
         load_decoding(m)
+    (m / "generation_config.json").write_text('{"adapt": "yes"}')
+    with pytest.raises(InputError, match=r"generation_config\.json: adapt must be true or false"):
+        load_decoding(m)
     (m / "generation_config.json").write_text('{"beams": 3}')
     with pytest.raises(InputError, match="unknown decoding setting"):
         load_decoding(m)
@@ -279,6 +282,14 @@ def test_annotate_cli_takes_the_models_settings_and_flags_win(folder, genome, tm
     over = ["--min_orf_codons", "90"]
     assert main(["--model", str(m), "--out", str(tmp_path / "over.gff3"), *run, *over]) == 0
     assert "min_orf_codons=90" in _header(tmp_path / "over.gff3")
+    # --adapt recorded by the benchmark that scored the model: on by default, --no-adapt wins
+    record_decoding(m, adapt=True)
+    assert main(["--model", str(m), "--out", str(tmp_path / "adapt.gff3"), *run]) == 0
+    assert "adapt=True" in _header(tmp_path / "adapt.gff3")
+    off = ["--no-adapt"]
+    assert main(["--model", str(m), "--out", str(tmp_path / "off.gff3"), *run, *off]) == 0
+    assert "adapt=True" not in _header(tmp_path / "off.gff3")
+    assert (tmp_path / "off.gff3").read_bytes() == out.read_bytes()
 
 
 def test_model_card_facts_from_the_manifest(tmp_path) -> None:

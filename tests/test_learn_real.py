@@ -188,7 +188,19 @@ def test_tiny_end_to_end_writes_the_table(corpus, tmp_path, capsys):
     commands = (out / "commands.sh").read_text().splitlines()
     annotates = [c for c in commands if "launch/annotate.py" in c]
     assert len(annotates) == 2 + 4  # two curve points, the model and its three ablations
-    assert sum("--adapt" in c for c in annotates) == 2  # the model row and the min_orf ablation
+
+    def adapts(command: str) -> bool:  # the last of --adapt / --no-adapt wins, as in argparse
+        flags = [w for w in command.split() if w in ("--adapt", "--no-adapt")]
+        return bool(flags) and flags[-1] == "--adapt"
+
+    # the curve points and the two ablations without it say so (a model may record adapt)
+    assert all(any(w in c.split() for w in ("--adapt", "--no-adapt")) for c in annotates)
+    assert sum(adapts(c) for c in annotates) == 2  # the model row and the min_orf ablation
+    # the model row's decoding travels with the exported model (annotate's defaults)
+    generation = json.loads((out / "run" / "export" / "generation_config.json").read_text())
+    assert generation["adapt"] is True and generation["num_beams"] == 1  # TINY's
+    assert generation["overlap"] == 300 and generation["selection"] == "votes"
+    assert generation["min_orf_codons"] == res["min_orf_codons"]
     for c in annotates:
         listing = c.split("--genomes ")[1].split()[0]
         assert ".gff" not in c and ".gff" not in Path(listing).read_text()

@@ -54,7 +54,7 @@ from trainer.model.generation import SELECTIONS, DecodingSettings
 log = logging.getLogger(__name__)
 
 SOURCE = "dna2gff"
-DECODING_OPTIONS = ("num_beams", "overlap", "min_votes", "min_orf_codons", "selection")
+DECODING_OPTIONS = ("num_beams", "overlap", "min_votes", "min_orf_codons", "selection", "adapt")
 """The options a model folder may record as its defaults (``generation_config.json``)."""
 
 

@@ -9,7 +9,7 @@ still wins. A folder without the file (every folder written before it existed) k
 own defaults, so it annotates exactly as before.
 
 The file is a valid ``transformers.GenerationConfig`` JSON: ``num_beams`` is HF's own key, the others
-(``overlap``, ``min_votes``, ``min_orf_codons``, ``selection``) are extra attributes HF keeps as
+(``overlap``, ``min_votes``, ``min_orf_codons``, ``selection``, ``adapt``) are extra attributes HF keeps as
 they are. Reading it here is strict: a value of the wrong kind is one error naming the file.
 """
 
@@ -41,6 +41,8 @@ class DecodingSettings:
     min_orf_codons: int | None = None
     """The ORF layer's shortest whole CDS in codons, start and stop included (``tune_orf``)."""
     selection: str | None = None
+    adapt: bool | None = None
+    """``annotate --adapt``: the genome's own statistics choose the CDS with the model's votes."""
 
     def __post_init__(self) -> None:
         for name, low in (("num_beams", 1), ("overlap", 0), ("min_orf_codons", 2)):
@@ -56,6 +58,8 @@ class DecodingSettings:
             or not 0.0 <= self.min_votes <= 1.0
         ):
             raise ConfigError(f"min_votes must be a share in [0, 1], got {self.min_votes!r}")
+        if self.adapt is not None and not isinstance(self.adapt, bool):
+            raise ConfigError(f"adapt must be true or false, got {self.adapt!r}")
         if self.selection is not None and self.selection not in SELECTIONS:
             raise ConfigError(
                 f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}"
