@@ -120,6 +120,11 @@ def test_auto_classes_load_the_same_model(folder) -> None:
         transformers.AutoModel.from_pretrained(folder, trust_remote_code=True)
     with pytest.raises(ConfigError, match="does not take device_map"):
         Dna2GffModel.from_pretrained(folder, device_map="auto")
+    # what AutoModel passes of its own accord (transformers 5.25: subfolder="") is no request;
+    # a subfolder actually asked for is refused in one line, not silently ignored
+    assert Dna2GffModel.from_pretrained(folder, subfolder="").config == ours.config
+    with pytest.raises(ConfigError, match="does not take subfolder"):
+        Dna2GffModel.from_pretrained(folder, subfolder="m")
 
 
 def test_folders_written_before_load_as_they_were(folder, tmp_path) -> None:

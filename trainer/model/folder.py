@@ -210,7 +210,8 @@ def resolve_model_folder(model_dir: str | Path, hub_kwargs: dict[str, Any] | Non
 
 AUTO_BOOKKEEPING = ("config", "trust_remote_code", "adapter_kwargs", "_from_auto", "_from_pipeline")
 """What ``AutoModel.from_pretrained`` passes on besides the hub's arguments; ``config`` is the
-folder's own (read again here), the rest has no meaning for a dna2gff model."""
+folder's own (read again here), the rest has no meaning for a dna2gff model. An argument left at
+an empty value is not a request (transformers 5.25's ``AutoModel`` passes ``subfolder=""``)."""
 
 
 def _hub_kwargs(hf_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +230,7 @@ def _hub_kwargs(hf_kwargs: dict[str, Any]) -> dict[str, Any]:
     unused = sorted(
         k
         for k, v in hf_kwargs.items()
-        if k not in (*HUB_KWARGS, *AUTO_BOOKKEEPING) and v not in (None, {}, False)
+        if k not in (*HUB_KWARGS, *AUTO_BOOKKEEPING) and v not in (None, {}, False, "")
     )
     if unused:  # e.g. dtype, device_map: silently ignoring them would surprise
         raise ConfigError(
