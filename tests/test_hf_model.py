@@ -168,17 +168,21 @@ def test_save_pretrained_then_annotate_writes_the_same_gff3(folder, genome, tmp_
     assert "##gff-version 3" in (tmp_path / "a.gff3").read_text()
 
 
+def _cached_on_hub(folder: Path, cache: Path, commit: str) -> Path:
+    """``folder`` laid out in a Hugging Face cache as ``HUB_ID``'s ``main`` at ``commit``."""
+    repo = cache / ("models--" + HUB_ID.replace("/", "--"))
+    _copy(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return cache
+
+
 def test_hub_id_loads_from_the_cache_and_fails_fast_offline(folder, tmp_path, monkeypatch) -> None:
     import huggingface_hub.constants as hub_constants
 
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cache = tmp_path / "cache"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = cache / ("models--" + HUB_ID.replace("/", "--"))
-    _copy(folder, repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    cache = _cached_on_hub(folder, tmp_path / "cache", "0123456789abcdef0123456789abcdef01234567")
     model = Dna2GffModel.from_pretrained(HUB_ID, cache_dir=str(cache))
     assert model.config == Dna2GffConfig.load(folder)
     t0 = time.perf_counter()
@@ -372,12 +376,7 @@ def test_annotate_cli_takes_a_hub_id(folder, genome, tmp_path, monkeypatch, caps
 
     from launch.annotate import main
 
-    cache = tmp_path / "cache"
-    commit = "89abcdef0123456789abcdef0123456789abcdef"
-    repo = cache / ("models--" + HUB_ID.replace("/", "--"))
-    _copy(folder, repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    cache = _cached_on_hub(folder, tmp_path / "cache", "89abcdef0123456789abcdef0123456789abcdef")
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -163,6 +163,18 @@ def test_threads_decode_what_one_thread_decodes(tok, phage) -> None:
     assert decode_workers(model, windows[:3], "cpu") == 1
 
 
+def _reporting(real, log, line):
+    """``real`` that first appends ``line(*args)`` to ``log``: a forked child's memory is its own,
+    so decoding in children is observed through a file."""
+
+    def spy(*args, **kw):
+        with open(log, "a") as f:
+            f.write(f"{line(*args)}\n")
+        return real(*args, **kw)
+
+    return spy
+
+
 def test_split_batch_decodes_in_forked_processes(tok, phage, monkeypatch, tmp_path) -> None:
     """Two workers run in two processes (threads of one process shared one core's worth: the
     decoding loop holds the GIL) and return what one worker returns; a child's error reaches
@@ -176,15 +188,9 @@ def test_split_batch_decodes_in_forked_processes(tok, phage, monkeypatch, tmp_pa
         pytest.skip("no fork on this platform (threads are used)")
     model = _model(tok)
     windows = _windows(phage)
-    log = tmp_path / "pids"  # a child's memory is its own: it reports through a file
+    log = tmp_path / "pids"
     real = pg.generate_targets
-
-    def spy(*args, **kw):
-        with open(log, "a") as f:
-            f.write(f"{os.getpid()}\n")
-        return real(*args, **kw)
-
-    monkeypatch.setattr(pg, "generate_targets", spy)
+    monkeypatch.setattr(pg, "generate_targets", _reporting(real, log, lambda *a: os.getpid()))
     kw = dict(max_new_tokens=30, num_beams=2, orf_code=CODE)
     one = real(model, tok, windows, W, TYPES, workers=1, **kw)
     two = real(model, tok, windows, W, TYPES, workers=2, **kw)
@@ -336,14 +342,9 @@ def test_annotate_decodes_whole_batches_in_processes_forked_once(tok, phage, mon
     model = _model(tok)
     seqs = [("phage", phage[:6000])]
     opts = AnnotateOptions(batch_size=8, num_beams=2, max_new_tokens=30, progress=False)
-    log = tmp_path / "pids"  # a child's memory is its own: it reports through a file
+    log = tmp_path / "pids"
     real = pa.generate_targets
-
-    def spy(*args, **kw):
-        with open(log, "a") as f:
-            f.write(f"{os.getpid()} {len(args[2])}\n")
-        return real(*args, **kw)
-
+    spy = _reporting(real, log, lambda *a: f"{os.getpid()} {len(a[2])}")
     monkeypatch.setattr(pa, "generate_targets", spy)
     threads = torch.get_num_threads()
     try:
